@@ -1,0 +1,1 @@
+"""adaptwin.calibration (see module docstrings)."""

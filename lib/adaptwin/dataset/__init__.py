@@ -1,0 +1,1 @@
+"""adaptwin.dataset (see module docstrings)."""

@@ -1,0 +1,1 @@
+"""adaptwin.figures (see module docstrings)."""

@@ -1,0 +1,1 @@
+"""adaptwin.measurements (see module docstrings)."""

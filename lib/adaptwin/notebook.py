@@ -1,0 +1,74 @@
+"""Run a stage notebook through Papermill with its knobs from params.yaml (used by every DVC stage).
+
+Each notebook's first cell (tagged ``parameters``) declares its knobs with *smoke* defaults, so nbval and
+JupyterLab run it quickly into ``.smoke/``. A DVC stage calls ``python -m adaptwin.notebook NAME``: this reads
+the notebook's section of params.yaml, adds the paths, and executes the notebook into ``data/notebooks/``.
+
+    python -m adaptwin.notebook 04_dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from adaptwin.params import load_params
+from adaptwin.paths import repo_root
+
+#: notebook name -> section of params.yaml holding its knobs
+SECTIONS: dict[str, str] = {
+    "01_measurements": "measurements",
+    "02_calibrate": "calibration",
+    "03_validate_twin": "validation",
+    "04_dataset": "dataset",
+    "05_surrogates": "surrogates",
+    "06_placement": "placement",
+    "07_report": "report",
+}
+
+
+def notebook_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The Papermill parameters for notebook ``name``: pipeline paths plus its params.yaml section."""
+    paths = params["paths"]
+    values: dict[str, Any] = {
+        "data_dir": paths["data"],
+        "figures_dir": paths["figures"],
+        "shared_dir": paths["shared"],
+        "reports_dir": paths.get("reports", "reports"),
+    }
+    values.update(params.get(SECTIONS[name]) or {})
+    return values
+
+
+def run(name: str, output_dir: str = "data/notebooks") -> None:
+    """Execute ``notebooks/<name>.ipynb`` into ``<output_dir>/<name>.ipynb`` with params.yaml values."""
+    import papermill as pm
+
+    if name not in SECTIONS:
+        raise SystemExit(f"unknown notebook {name!r}; known: {', '.join(SECTIONS)}")
+    root = repo_root()
+    params = load_params(root / "params.yaml")
+    out = root / output_dir / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(root / "notebooks" / f"{name}.ipynb"),
+        str(out),
+        parameters=notebook_parameters(name, params),
+        cwd=str(root / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adaptwin.notebook", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(SECTIONS))
+    parser.add_argument("--output-dir", default="data/notebooks")
+    args = parser.parse_args(argv)
+    run(args.name, args.output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Where things live: the repository root, params.yaml, the shared data folder.
+
+Notebooks run from ``notebooks/`` (JupyterLab, nbval) or from the root (Papermill under DVC), so every path a
+notebook receives is resolved against the repository root, never against the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_MARKERS = ("params.yaml", "pyproject.toml")
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The nearest ancestor of ``start`` (default: cwd) holding params.yaml and pyproject.toml."""
+    here = Path(start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if all((candidate / m).exists() for m in _MARKERS):
+            return candidate
+    # Installed elsewhere (e.g. site-packages): fall back to the source tree this file came from.
+    source = Path(__file__).resolve().parents[2]
+    if all((source / m).exists() for m in _MARKERS):
+        return source
+    raise FileNotFoundError(f"no adaptwin repository (params.yaml + pyproject.toml) above {here}")
+
+
+def resolve(path: str | os.PathLike, root: Path | None = None) -> Path:
+    """``path`` if absolute, else relative to the repository root."""
+    p = Path(path)
+    return p if p.is_absolute() else (root or repo_root()) / p

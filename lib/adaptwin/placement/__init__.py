@@ -1,0 +1,1 @@
+"""adaptwin.placement (see module docstrings)."""

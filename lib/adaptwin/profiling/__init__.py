@@ -1,0 +1,1 @@
+"""adaptwin.profiling (see module docstrings)."""

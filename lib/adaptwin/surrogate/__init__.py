@@ -1,0 +1,1 @@
+"""adaptwin.surrogate (see module docstrings)."""

@@ -1,0 +1,1 @@
+"""adaptwin.twin (see module docstrings)."""

@@ -1,0 +1,184 @@
+"""Cost models of the twin, read from a calibration file (``data/calibration/<model>.json``).
+
+`adaptwin.calibration` fits these models from the profiling measurements and writes the JSON;
+the twin only evaluates them through `Calibration`. The JSON schema (``schema_version`` 1):
+
+```
+{
+  "schema_version": 1,
+  "model": "llama-3.1-8b-instruct",
+  "max_model_len": 131072,          # tokens; vLLM refuses to start if the KV cache holds less
+  "block_size": 16,                 # tokens per KV block
+  "step":      {"form": "linear", "params": {"intercept": s, "decode_seqs": s, "prefill_tokens": s, "context_tokens": s}},
+  "lora":      <curve of distinct adapters in the batch -> multiplicative factor on the step time (>= 1)>,
+  "loading":   {"form": "table", "params": {"<s_max>": {"<rank>": ms}}},   # CPU -> GPU slot load, ms
+  "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": t, "per_slot_rank_tokens": t,
+                  "max_feasible": {"<s_max>": max A_max that starts}}},
+  "scheduler": {"form": "linear", "params": {"intercept": s, "running": s, "waiting": s}},
+  "fit_quality": {...}, "sources": {...}
+}
+```
+
+A *curve* is ``{"form": "linear", "params": {"intercept", "slope"}}``, ``{"form": "poly", "params": {"coef": [c0, c1, ...]}}``
+or ``{"form": "piecewise_linear", "params": {"x": [...], "y": [...]}}`` (linear extrapolation beyond the ends).
+Calibration may add forms here; the twin sees only the methods of `Calibration`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class CalibrationError(ValueError):
+    """A calibration file that cannot be used, with the file and field named."""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A one-dimensional cost curve y(x)."""
+
+    form: str
+    params: dict[str, Any]
+
+    def __call__(self, x: float) -> float:
+        p = self.params
+        if self.form == "linear":
+            return p["intercept"] + p["slope"] * x
+        if self.form == "poly":
+            return sum(c * x**i for i, c in enumerate(p["coef"]))
+        if self.form == "piecewise_linear":
+            return _interp(x, p["x"], p["y"])
+        raise CalibrationError(f"unknown curve form {self.form!r}")
+
+
+def _interp(x: float, xs: list[float], ys: list[float]) -> float:
+    """Piecewise-linear interpolation with linear extrapolation at both ends."""
+    if len(xs) == 1:
+        return ys[0]
+    i = 1
+    while i < len(xs) - 1 and x > xs[i]:
+        i += 1
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Every cost the twin needs for one base model, evaluated in seconds and tokens."""
+
+    model: str
+    max_model_len: int
+    block_size: int
+    step: dict[str, float]
+    lora: Curve
+    loading_ms: dict[int, dict[int, float]]
+    kv: dict[str, Any]
+    scheduler: dict[str, float]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # ---- step time -------------------------------------------------------------------------------
+    def step_time(self, decode_seqs: int, prefill_tokens: int, context_tokens: int, distinct_adapters: int) -> float:
+        """Seconds for one engine step (forward pass) with this batch, LoRA overhead included."""
+        s = self.step
+        base = (
+            s["intercept"]
+            + s.get("decode_seqs", 0.0) * decode_seqs
+            + s.get("prefill_tokens", 0.0) * prefill_tokens
+            + s.get("context_tokens", 0.0) * context_tokens
+        )
+        factor = self.lora(distinct_adapters) if distinct_adapters > 0 else 1.0
+        return base * max(factor, 1.0)
+
+    def scheduler_time(self, running: int, waiting: int) -> float:
+        """Seconds the scheduler spends per step (CPU side, added to the step)."""
+        s = self.scheduler
+        return max(0.0, s["intercept"] + s.get("running", 0.0) * running + s.get("waiting", 0.0) * waiting)
+
+    # ---- adapters --------------------------------------------------------------------------------
+    def load_time(self, rank: int, s_max: int) -> float:
+        """Seconds to copy one adapter of ``rank`` from CPU memory into a GPU slot sized for ``s_max``."""
+        table = self.loading_ms
+        if s_max in table and rank in table[s_max]:
+            return table[s_max][rank] / 1000.0
+        # nearest measured S_max at or above, then nearest rank at or below: loading grows with slot size
+        smaxes = sorted(table)
+        s_key = next((s for s in smaxes if s >= s_max), smaxes[-1])
+        ranks = sorted(table[s_key])
+        r_key = max((r for r in ranks if r <= rank), default=ranks[0])
+        return table[s_key][r_key] / 1000.0
+
+    # ---- memory ----------------------------------------------------------------------------------
+    def kv_capacity_tokens(self, max_loras: int, max_lora_rank: int) -> int:
+        """KV-cache tokens left after reserving ``max_loras`` slots of rank ``max_lora_rank`` (may be <= 0)."""
+        p = self.kv
+        tokens = p["base_tokens"] - p["per_slot_rank_tokens"] * max_loras * max_lora_rank
+        return int(math.floor(tokens / self.block_size) * self.block_size)
+
+    def kv_capacity_blocks(self, max_loras: int, max_lora_rank: int) -> int:
+        """KV-cache blocks of ``block_size`` tokens."""
+        return max(0, self.kv_capacity_tokens(max_loras, max_lora_rank) // self.block_size)
+
+    def memory_error(self, max_loras: int, max_lora_rank: int) -> bool:
+        """True when vLLM would refuse to start: the KV cache cannot hold one max-length sequence,
+        or the slot reservation is beyond the largest A_max that started in the measurements."""
+        feasible = self.kv.get("max_feasible", {}).get(max_lora_rank)
+        if feasible is not None and max_loras > feasible:
+            return True
+        return self.kv_capacity_tokens(max_loras, max_lora_rank) < self.max_model_len
+
+    def max_feasible_loras(self, max_lora_rank: int, candidates: list[int] | None = None) -> int:
+        """The largest A_max (from ``candidates`` or 1..4096) that starts for this S_max; 0 if none."""
+        pool = sorted(candidates) if candidates else range(1, 4097)
+        best = 0
+        for a in pool:
+            if not self.memory_error(a, max_lora_rank):
+                best = a
+        return best
+
+
+def _curve(obj: dict[str, Any], where: str) -> Curve:
+    try:
+        return Curve(form=obj["form"], params=obj["params"])
+    except (KeyError, TypeError) as exc:
+        raise CalibrationError(f"{where}: expected {{'form', 'params'}}, got {obj!r}") from exc
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Calibration:
+    """Build a `Calibration` from the parsed JSON, naming the file and field on any problem."""
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise CalibrationError(f"{source}: schema_version {version!r}, expected {SCHEMA_VERSION}")
+    try:
+        loading = {
+            int(s): {int(r): float(ms) for r, ms in ranks.items()}
+            for s, ranks in data["loading"]["params"].items()
+        }
+        kv = dict(data["kv_capacity"]["params"])
+        kv["max_feasible"] = {int(k): int(v) for k, v in kv.get("max_feasible", {}).items()}
+        return Calibration(
+            model=data["model"],
+            max_model_len=int(data["max_model_len"]),
+            block_size=int(data.get("block_size", 16)),
+            step=dict(data["step"]["params"]),
+            lora=_curve(data["lora"], f"{source}: lora"),
+            loading_ms=loading,
+            kv=kv,
+            scheduler=dict(data["scheduler"]["params"]),
+            raw=data,
+        )
+    except KeyError as exc:
+        raise CalibrationError(f"{source}: missing field {exc.args[0]!r}") from exc
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read a calibration JSON file."""
+    path = Path(path)
+    if not path.exists():
+        raise CalibrationError(f"{path}: calibration file not found (run `dvc repro calibrate`)")
+    return from_dict(json.loads(path.read_text()), source=str(path))
