@@ -23,7 +23,7 @@ repro: install
 
 # Paper scale: the same pipeline with the knobs of profiles/paper.yaml (hours; see README).
 repro-paper: install
-	$(BIN)/python tools/profile.py paper | xargs $(BIN)/dvc exp run
+	$(BIN)/dvc exp run $$($(BIN)/python tools/profile.py paper)
 
 lint: install
 	$(BIN)/ruff check lib tests benchmarks tools

@@ -1,0 +1,84 @@
+"""The workbench plumbing: atomic canonical writes, path resolution, stage parameters, the claims report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptwin import io, notebook, report
+from adaptwin.paths import repo_root, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_canonical_json_is_byte_identical_for_equal_content(tmp_path):
+    a = io.write_json(tmp_path / "a.json", {"b": 1.5, "a": [1, 2]})
+    b = io.write_json(tmp_path / "b.json", {"a": [1, 2], "b": 1.5})
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "x.txt"
+    io.write_text(target, "old")
+
+    def broken(path: Path) -> None:
+        path.write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        io.atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]  # no temporary left behind
+
+
+def test_nan_is_refused_in_json(tmp_path):
+    with pytest.raises(ValueError):
+        io.write_json(tmp_path / "n.json", {"x": float("nan")})
+
+
+def test_repo_root_found_from_notebooks_folder():
+    assert repo_root(ROOT / "notebooks") == ROOT
+    assert resolve("data") == ROOT / "data"
+    assert resolve("/abs/path") == Path("/abs/path")
+
+
+def test_every_params_section_key_is_a_notebook_parameter():
+    """DVC injects each key of a stage's params.yaml section: the notebook must declare it (or Papermill
+    would silently add an unused variable and the knob would do nothing)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, section in notebook.SECTIONS.items():
+        path = ROOT / "notebooks" / f"{name}.ipynb"
+        if not path.exists():
+            pytest.skip(f"{path.name} not written yet")
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        declared = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines() if "=" in line}
+        injected = set(notebook.notebook_parameters(name, params))
+        assert injected <= declared, f"{path.name}: params.yaml keys not declared: {sorted(injected - declared)}"
+        assert section in params
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        assert not any(c.get("outputs") for c in nb["cells"]), path.name
+
+
+def test_claim_lookup_handles_dotted_model_names():
+    data = {"llama-3.1-8b-instruct": {"real_runs": {"throughput_smape_pct": 3.2}}}
+    assert report.lookup(data, "llama-3.1-8b-instruct.real_runs.throughput_smape_pct") == 3.2
+    assert report.lookup(data, "qwen.real_runs") is None
+
+
+def test_claims_report_verdicts_follow_the_metrics(tmp_path):
+    metrics = tmp_path / "metrics"
+    io.write_json(metrics / "twin_validation.json", {"throughput_smape_pct": 3.0, "itl_smape_pct": 12.0})
+    rows = {r["claim"]: r for r in report.write_claims(metrics, tmp_path / "claims.md")}
+    assert rows["Digital twin reproduces real throughput (usual SMAPE)"]["verdict"] == "holds"
+    assert rows["Digital twin ITL error (usual SMAPE)"]["verdict"] == "does not hold"
+    assert rows["Surrogate prediction time, one at a time"]["verdict"] == "not measured"
+    text = (tmp_path / "claims.md").read_text()
+    assert "1 hold, 1 do not hold" in text
