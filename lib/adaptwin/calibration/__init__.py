@@ -1,1 +1,113 @@
-"""adaptwin.calibration (see module docstrings)."""
+"""Calibration: fit the twin's cost models per base model from the profiling measurements (stage `calibrate`).
+
+    from adaptwin.calibration import calibrate
+    paths = calibrate("data/measurements", "data/calibration", ["llama-3.1-8b-instruct"])
+
+reads the measurement tables, fits step time, LoRA overhead, adapter loading, KV capacity and scheduler
+overhead (`adaptwin.calibration.models`) from the profiling families only, and writes
+``<out_dir>/<model>.json`` in the schema of `adaptwin.twin.costs` (canonical JSON, atomic).
+`adaptwin.calibration.validation` re-simulates the serving runs against these files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from adaptwin.calibration import inputs
+from adaptwin.calibration.inputs import Tables, load_tables
+from adaptwin.calibration.models import Fitted, fit_kv, fit_loading, fit_lora, fit_scheduler, fit_step
+from adaptwin.io import write_json
+from adaptwin.twin.costs import SCHEMA_VERSION, Calibration, from_dict
+
+#: vLLM's default max model length per base model (data card 3): the KV cache must hold one such sequence
+MAX_MODEL_LEN: dict[str, int] = {
+    "llama-3.1-8b-instruct": 131072,
+    "qwen-2.5-7b-instruct": 32768,
+}
+BLOCK_SIZE = 16
+
+__all__ = ["MAX_MODEL_LEN", "Tables", "calibrate", "fit_model", "load", "load_tables", "quality_table", "to_json"]
+
+
+def fit_model(tables: Tables, model: str) -> dict[str, Fitted]:
+    """Every cost model of ``model`` fitted from the profiling families (scheduler first: the step fit
+    subtracts its share)."""
+    if model not in MAX_MODEL_LEN:
+        raise ValueError(f"calibration.models: unknown model {model!r}; known: {', '.join(MAX_MODEL_LEN)}")
+    sched = fit_scheduler(inputs.scheduler_points(tables))
+    sp = sched.block["params"]
+    step = fit_step(inputs.decode_points(tables, model), inputs.prefill_points(tables, model), sp)
+    lora = fit_lora(inputs.lora_points(tables, model), step.block["params"], sp)
+    step = Fitted({**step.block, "lora_exempt": lora.quality["lora_exempt"]}, step.quality, step.points)
+    return {
+        "scheduler": sched,
+        "step": step,
+        "lora": lora,
+        "loading": fit_loading(inputs.loading_points(tables, model)),
+        "kv_capacity": fit_kv(inputs.kv_points(tables, model), MAX_MODEL_LEN[model]),
+    }
+
+
+def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
+    """The calibration JSON (schema of `adaptwin.twin.costs`) for ``model``; checked by parsing it back."""
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "model": model,
+        "max_model_len": MAX_MODEL_LEN[model],
+        "block_size": BLOCK_SIZE,
+        **{name: f.block for name, f in fitted.items()},
+        "fit_quality": {name: f.quality for name, f in fitted.items()},
+        "sources": {
+            "step": "default latency (data card 5.1): decode runs output/ (ITL at mean running) and prefill "
+                    "runs input/ (duration per token-budget step)",
+            "lora": "LoRA compute overhead (5.2) overhead_small: factor vs expected distinct adapters per batch; "
+                    "find_max_batch_small and initial_points_small held out as checks",
+            "loading": "adapter loading (5.3): mean of the per-request CPU->GPU loads in server_out.log",
+            "kv_capacity": "available GPU memory (5.4): 'GPU KV cache size' and memory failures",
+            "scheduler": "scheduler overhead tables (5.5): total_scheduling_time / steps; model not recorded",
+            "excluded": "serving runs (real_results, motivation) are never used for fitting",
+        },
+    }
+    from_dict(data, source=f"<calibration of {model}>")  # the twin must be able to read what we write
+    return data
+
+
+def calibrate(measurements_dir: str | Path, out_dir: str | Path, models: list[str],
+              figures_dir: str | Path | None = None) -> dict[str, Path]:
+    """Fit and write ``<out_dir>/<model>.json`` for each model (and its residual figures into
+    ``figures_dir`` when given); returns the written JSON paths."""
+    tables = load_tables(measurements_dir)
+    written = {}
+    for m in models:
+        fitted = fit_model(tables, m)
+        written[m] = write_json(Path(out_dir) / f"{m}.json", to_json(m, fitted))
+        if figures_dir is not None:
+            from adaptwin.figures.twin import calibration_figures
+
+            calibration_figures(fitted, m, MAX_MODEL_LEN[m], figures_dir)
+    return written
+
+
+def quality_table(paths: dict[str, Path]) -> pl.DataFrame:
+    """One row per (model, cost model, check): the fit-quality numbers of written calibration files."""
+    rows = []
+    for model, path in paths.items():
+        quality = json.loads(Path(path).read_text())["fit_quality"]
+        for cost, checks in quality.items():
+            flat = {"": checks} if "n" in checks else {k: v for k, v in checks.items() if isinstance(v, dict)}
+            for check, q in flat.items():
+                rows.append({"model": model, "cost_model": cost, "check": check or "fit", "n": q.get("n"),
+                             "r2": q.get("r2"), "mean_abs_rel_err_pct": q.get("mean_abs_rel_err_pct"),
+                             "max_abs_rel_err_pct": q.get("max_abs_rel_err_pct")})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def load(model: str, calibration_dir: str | Path) -> Calibration:
+    """The `Calibration` of ``model`` written by `calibrate`."""
+    from adaptwin.twin.costs import load_calibration
+
+    return load_calibration(Path(calibration_dir) / f"{model}.json")

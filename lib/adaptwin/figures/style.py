@@ -61,6 +61,17 @@ def rank_color(rank: int) -> tuple:
     return RANK_COLORS.get(int(rank), _PALETTE[(int(rank) // 8) % len(_PALETTE)])
 
 
+def level_colors(levels, cmap: str = "viridis") -> dict:
+    """Colours for the ordered levels of one variable (e.g. rates, A_max), low = dark, high = light.
+
+    Evenly spaced in rank order (not value), so a log-spaced grid still gives distinguishable colours; the
+    lightest end of the map is skipped because it vanishes on white paper.
+    """
+    levels = sorted(levels)
+    palette = sns.color_palette(cmap, max(len(levels), 2) + 1)[: max(len(levels), 2)]
+    return {level: palette[i] for i, level in enumerate(levels)}
+
+
 def figure(ncols: int = 1, nrows: int = 1, width: float = PAGE_WIDTH, height: float = 2.2, **kwargs):
     """A styled figure with a grid of axes; returns ``(fig, axes)`` like `plt.subplots`."""
     apply_style()

@@ -9,15 +9,28 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
   "model": "llama-3.1-8b-instruct",
   "max_model_len": 131072,          # tokens; vLLM refuses to start if the KV cache holds less
   "block_size": 16,                 # tokens per KV block
-  "step":      {"form": "linear", "params": {"intercept": s, "decode_seqs": s, "prefill_tokens": s, "context_tokens": s}},
+  "step":      {"form": "linear", "params": {"intercept": s, "decode_seqs": s, "prefill_tokens": s,
+                "context_tokens": s, "prefill_seqs": s},
+                "lora_exempt": ["context_tokens"]},        # optional: terms the LoRA factor leaves alone
   "lora":      <curve of distinct adapters in the batch -> multiplicative factor on the step time (>= 1)>,
   "loading":   {"form": "table", "params": {"<s_max>": {"<rank>": ms}}},   # CPU -> GPU slot load, ms
-  "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": t, "per_slot_rank_tokens": t,
-                  "max_feasible": {"<s_max>": max A_max that starts}}},
+  "kv_capacity": {"form": "linear_slots" | "piecewise_slots",
+                  "params": {"base_tokens": t, "per_slot_rank_tokens": t,
+                             "points": {"<s_max>": {"max_loras": [...], "tokens": [...]}},   # piecewise only
+                             "max_feasible": {"<s_max>": max A_max that starts}}},
   "scheduler": {"form": "linear", "params": {"intercept": s, "running": s, "waiting": s}},
   "fit_quality": {...}, "sources": {...}
 }
 ```
+
+Step terms (all in seconds, all optional except ``intercept``): ``decode_seqs`` per sequence decoding one token
+in the step; ``context_tokens`` per token of context (prompt + generated so far) summed over those decoding
+sequences (attention reads their whole KV); ``prefill_tokens`` per prompt token computed in the step (chunked
+prefill); ``prefill_seqs`` per sequence with prompt tokens in the step (per-request CPU/launch cost).
+
+``kv_capacity``: ``linear_slots`` is ``base_tokens - per_slot_rank_tokens x A_max x S_max``;
+``piecewise_slots`` interpolates the measured tokens against A_max for a measured S_max (linear extrapolation
+beyond the measured ends) and falls back to the line for other S_max.
 
 A *curve* is ``{"form": "linear", "params": {"intercept", "slope"}}``, ``{"form": "poly", "params": {"coef": [c0, c1, ...]}}``
 or ``{"form": "piecewise_linear", "params": {"x": [...], "y": [...]}}`` (linear extrapolation beyond the ends).
@@ -81,19 +94,30 @@ class Calibration:
     kv: dict[str, Any]
     scheduler: dict[str, float]
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: step terms the LoRA factor does not multiply (e.g. attention over the context: LoRA touches only the
+    #: projection layers); from ``step.lora_exempt`` in the JSON, empty by default
+    lora_exempt: tuple[str, ...] = ()
 
     # ---- step time -------------------------------------------------------------------------------
-    def step_time(self, decode_seqs: int, prefill_tokens: int, context_tokens: int, distinct_adapters: int) -> float:
-        """Seconds for one engine step (forward pass) with this batch, LoRA overhead included."""
+    def step_time(self, decode_seqs: int, prefill_tokens: int, context_tokens: int, distinct_adapters: int,
+                  prefill_seqs: int = 0) -> float:
+        """Seconds for one engine step (forward pass) with this batch, LoRA overhead included.
+
+        ``prefill_seqs`` (sequences with prompt tokens in this step) is optional so older callers keep working;
+        pass it: the calibration fits a per-sequence prefill cost (about 1 ms for Llama-3.1-8B).
+        """
         s = self.step
-        base = (
-            s["intercept"]
-            + s.get("decode_seqs", 0.0) * decode_seqs
-            + s.get("prefill_tokens", 0.0) * prefill_tokens
-            + s.get("context_tokens", 0.0) * context_tokens
-        )
+        terms = {
+            "intercept": s["intercept"],
+            "decode_seqs": s.get("decode_seqs", 0.0) * decode_seqs,
+            "prefill_tokens": s.get("prefill_tokens", 0.0) * prefill_tokens,
+            "context_tokens": s.get("context_tokens", 0.0) * context_tokens,
+            "prefill_seqs": s.get("prefill_seqs", 0.0) * prefill_seqs,
+        }
+        exempt = sum(v for k, v in terms.items() if k in self.lora_exempt)
+        scaled = sum(v for k, v in terms.items() if k not in self.lora_exempt)
         factor = self.lora(distinct_adapters) if distinct_adapters > 0 else 1.0
-        return base * max(factor, 1.0)
+        return scaled * max(factor, 1.0) + exempt
 
     def scheduler_time(self, running: int, waiting: int) -> float:
         """Seconds the scheduler spends per step (CPU side, added to the step)."""
@@ -117,7 +141,11 @@ class Calibration:
     def kv_capacity_tokens(self, max_loras: int, max_lora_rank: int) -> int:
         """KV-cache tokens left after reserving ``max_loras`` slots of rank ``max_lora_rank`` (may be <= 0)."""
         p = self.kv
-        tokens = p["base_tokens"] - p["per_slot_rank_tokens"] * max_loras * max_lora_rank
+        curve = p.get("points", {}).get(max_lora_rank)
+        if curve is not None:
+            tokens = _interp(max_loras, curve["max_loras"], curve["tokens"])
+        else:
+            tokens = p["base_tokens"] - p["per_slot_rank_tokens"] * max_loras * max_lora_rank
         return int(math.floor(tokens / self.block_size) * self.block_size)
 
     def kv_capacity_blocks(self, max_loras: int, max_lora_rank: int) -> int:
@@ -161,6 +189,9 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Calibration:
         }
         kv = dict(data["kv_capacity"]["params"])
         kv["max_feasible"] = {int(k): int(v) for k, v in kv.get("max_feasible", {}).items()}
+        kv["points"] = {int(k): {"max_loras": [float(a) for a in v["max_loras"]],
+                                 "tokens": [float(t) for t in v["tokens"]]}
+                        for k, v in kv.get("points", {}).items()}
         return Calibration(
             model=data["model"],
             max_model_len=int(data["max_model_len"]),
@@ -171,6 +202,7 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Calibration:
             kv=kv,
             scheduler=dict(data["scheduler"]["params"]),
             raw=data,
+            lora_exempt=tuple(data["step"].get("lora_exempt", ())),
         )
     except KeyError as exc:
         raise CalibrationError(f"{source}: missing field {exc.args[0]!r}") from exc

@@ -1,0 +1,157 @@
+"""Select the profiling runs of one model from the measurement tables and reduce each to one fitting point.
+
+This is the only module of `adaptwin.calibration` that knows table and column names
+(`adaptwin.measurements.schema`); the cost models in `adaptwin.calibration.models` see small frames of points.
+Only the profiling families are read (data card 5.1-5.5): the serving runs (``real_results``, motivation) are
+for validation and never reach a fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+#: run_id path fragment of each profiling family (data card section 5); run_id = path under vllm-measurements
+DEFAULT_LATENCY = "predictor_default_latency"
+LORA_OVERHEAD = "predictor_latency_overhead"
+MEMORY = "find_available_gpu_memory_depending_on_loaded_adapters"
+#: families that may never be used for fitting (validation data)
+HELD_OUT = ("real_results", "motivation_figure")
+
+TABLES = ("runs", "timeseries", "kv_capacity", "adapter_loading", "scheduler_overhead")
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The measurement tables calibration reads (polars frames)."""
+
+    runs: pl.DataFrame
+    timeseries: pl.DataFrame
+    kv_capacity: pl.DataFrame
+    adapter_loading: pl.DataFrame
+    scheduler_overhead: pl.DataFrame
+
+
+def load_tables(measurements_dir: str | Path) -> Tables:
+    """Read ``<measurements_dir>/<table>.parquet`` for every table calibration needs; name a missing file."""
+    d = Path(measurements_dir)
+    frames = {}
+    for name in TABLES:
+        path = d / f"{name}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: measurement table {name!r} not found (run the measurements stage)")
+        frames[name] = pl.read_parquet(path)
+    return Tables(**frames)
+
+
+def _profiling_runs(runs: pl.DataFrame, model: str, fragment: str) -> pl.DataFrame:
+    """ok runs of ``model`` whose run_id lies in the profiling family ``fragment``."""
+    sel = runs.filter(
+        (pl.col("model") == model) & (pl.col("status") == "ok") & pl.col("run_id").str.contains(f"/{fragment}/")
+    )
+    leaked = sel.filter(pl.any_horizontal([pl.col("run_id").str.contains(h) for h in HELD_OUT]))
+    if leaked.height:
+        raise ValueError(f"runs.run_id: validation run {leaked['run_id'][0]!r} selected for fitting")
+    return sel
+
+
+def _window_means(timeseries: pl.DataFrame, run_ids: list[str]) -> pl.DataFrame:
+    """Mean running and waiting queue over the benchmark window of each run."""
+    return (
+        timeseries.filter(pl.col("run_id").is_in(run_ids) & pl.col("in_window").fill_null(False))
+        .group_by("run_id")
+        .agg(pl.col("num_running").mean().alias("ts_running"), pl.col("num_waiting").mean().alias("mean_waiting"))
+    )
+
+
+def _with_lengths(frame: pl.DataFrame) -> pl.DataFrame:
+    """Per-request mean input and output tokens from the summary (the client's token counts)."""
+    return frame.with_columns(
+        (pl.col("total_input_tokens") / pl.col("successful_requests")).alias("input_tokens"),
+        (pl.col("total_output_tokens") / pl.col("successful_requests")).alias("output_tokens"),
+    )
+
+
+_POINT_COLS = ["run_id", "max_num_seqs", "num_prompts", "successful_requests", "duration_s", "total_input_tokens",
+               "input_tokens", "output_tokens", "itl_mean_ms", "ttft_mean_ms", "mean_running", "mean_waiting"]
+
+
+def _points(tables: Tables, model: str, fragment: str, subfamily_prefix: str) -> pl.DataFrame:
+    runs = _profiling_runs(tables.runs, model, fragment).filter(
+        pl.col("run_id").str.contains(f"/{model}/{subfamily_prefix}")
+    )
+    means = _window_means(tables.timeseries, runs["run_id"].to_list())
+    out = _with_lengths(runs).join(means, on="run_id", how="left").with_columns(
+        pl.coalesce("mean_running_in_window", "ts_running").alias("mean_running"),
+        pl.col("mean_waiting").fill_null(0.0),
+    )
+    return out.select([*_POINT_COLS, "restrict_loras", "served_adapters", "max_loras"]).sort("run_id")
+
+
+def decode_points(tables: Tables, model: str) -> pl.DataFrame:
+    """Default-latency decode runs (5.1 ``output/``): no LoRA, 1-word prompt, fixed output length."""
+    return _points(tables, model, DEFAULT_LATENCY, "output/")
+
+
+def prefill_points(tables: Tables, model: str) -> pl.DataFrame:
+    """Default-latency prefill runs (5.1 ``input/``): no LoRA, output length 1, so every step is prefill."""
+    return _points(tables, model, DEFAULT_LATENCY, "input/")
+
+
+def lora_points(tables: Tables, model: str) -> pl.DataFrame:
+    """LoRA-overhead runs (5.2): ``overhead_small`` and ``find_max_batch_small`` (LoRA), ``initial_points_small``
+    (their no-LoRA baseline). ``adapters_used`` is the number of adapters the requests are spread over."""
+    frames = []
+    for sub, kind in (("overhead_small/", "lora"), ("find_max_batch_small/", "lora_long"),
+                      ("initial_points_small/", "base")):
+        p = _points(tables, model, LORA_OVERHEAD, sub).with_columns(pl.lit(kind).alias("kind"))
+        frames.append(p)
+    out = pl.concat(frames, how="vertical_relaxed")
+    used = (
+        pl.when(pl.col("kind") == "base").then(0)
+        .when(pl.col("restrict_loras").fill_null(0) > 0).then(pl.col("restrict_loras"))
+        .otherwise(pl.col("served_adapters"))
+    )
+    return out.with_columns(used.cast(pl.Int64).alias("adapters_used"))
+
+
+def kv_points(tables: Tables, model: str) -> pl.DataFrame:
+    """Available-memory runs (5.4): KV tokens per (A_max, S_max), and whether the server started.
+
+    Placeholder runs started (status 'placeholder') but have no KV reading; memory errors did not start.
+    """
+    kv = tables.kv_capacity.filter(pl.col("model") == model)
+    return kv.select(
+        "run_id", "max_loras", "max_lora_rank", "kv_tokens", "status",
+        pl.col("status").is_in(["ok", "placeholder"]).alias("started"),
+    ).sort("max_lora_rank", "max_loras")
+
+
+def loading_points(tables: Tables, model: str) -> pl.DataFrame:
+    """Adapter-loading runs (5.3): the authors' per-run mean CPU -> GPU load time in ms, per (S_max, rank)."""
+    al = tables.adapter_loading.filter(
+        (pl.col("model") == model) & (pl.col("source") == "memory") & (pl.col("phase") == "request")
+    )
+    return (
+        al.group_by("max_lora_rank", "adapter_rank")
+        .agg(
+            pl.col("authors_mean_ms").first().alias("authors_mean_ms"),
+            pl.col("load_time_ms").mean().alias("mean_ms"),
+            pl.col("load_time_ms").std().alias("std_ms"),
+            pl.len().alias("n_loads"),
+        )
+        .sort("max_lora_rank", "adapter_rank")
+    )
+
+
+def scheduler_points(tables: Tables) -> pl.DataFrame:
+    """Scheduler-overhead rows (5.5): scheduling seconds per step against running and waiting requests.
+
+    The CSVs do not record the model, so every model gets the same scheduler fit.
+    """
+    return tables.scheduler_overhead.select(
+        "source", "gpu_loras", "cpu_loras", "avg_batch_size", "avg_waiting_queue", "mean_loras_by_batch",
+        (pl.col("total_scheduling_time") / pl.col("steps")).alias("sched_s"),
+    )

@@ -1,0 +1,295 @@
+"""Twin validation (stage `validate_twin`): re-simulate every serving run of the corpus and score the twin.
+
+Each ``ok`` and ``memory_error`` by-time run of ``real_results`` (data card 5.6) becomes a scenario with the
+run's exact configuration (A_max, served adapters, S_max, max-num-seqs, per-adapter rates with the logged
+counts, ranks cycling over the dummy adapters) and the calibration fitted from the profiling families; nothing
+is taken from the run's outcome (no arrival times, no queue caps). The twin's output is compared with the
+run's summary: SMAPE of total throughput, ITL and TTFT, agreement of the starvation verdict and of memory
+errors, per (model, S_max, rate set).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from adaptwin.io import write_json, write_parquet
+
+#: the paper's starvation rule: total throughput below this fraction of the ideal throughput
+STARVATION_FRACTION = 0.9
+#: runs whose outcome can be compared (the 2 cancelled runs have no summary)
+VALIDATED_STATUSES = ("ok", "memory_error")
+METRICS = {"throughput": "total_throughput", "itl": "itl_mean_ms", "ttft": "ttft_mean_ms"}
+#: twin result keys kept per run
+TWIN_KEYS = ("total_throughput", "itl_mean_ms", "ttft_mean_ms", "finished_requests", "arrived_requests",
+             "mean_batch_size", "preemptions", "adapter_loads", "ideal_throughput", "starved", "memory_error",
+             "wall_time_s")
+
+
+def smape(a: Iterable[float] | float, b: Iterable[float] | float, *, paper: bool = False) -> np.ndarray:
+    """Symmetric absolute percentage error per element, in %: |a-b| / ((|a|+|b|)/2) x 100.
+
+    ``paper=True`` gives the authors' convention without the /2 (half the value). Two zeros give 0.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    denom = np.abs(a) + np.abs(b)
+    if not paper:
+        denom = denom / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom == 0, 0.0, np.abs(a - b) / denom * 100.0)
+
+
+def ideal_throughput(rates: Iterable[float], counts: Iterable[int], input_mean: float, output_mean: float) -> float:
+    """Sum over adapters of rate x mean(input + output) tokens: the throughput if nothing waits (tok/s)."""
+    total_rate = float(np.dot(np.asarray(list(rates), float), np.asarray(list(counts), float)))
+    return total_rate * (input_mean + output_mean)
+
+
+def rate_set(rates: list[float]) -> str:
+    """'low' for 0.1/0.05/0.025 req/s per adapter, 'high' for 1.6/0.8/0.4 (data card 5.6)."""
+    return "high" if max(rates) >= 1.0 else "low"
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Knobs of the validation (the `validation:` section of params.yaml)."""
+
+    input_mean: float = 223.0     # ShareGPT pool mean per request, Llama-3.1 tokenizer ('Prompts retrieved')
+    output_mean: float = 197.0
+    duration_scale: float = 1.0   # fraction of each run's 3600 s to simulate (smoke runs use less)
+    max_runs: int | None = None   # validate only the first N runs (smoke)
+    workers: int = 2
+    seed: int = 0
+    max_num_batched_tokens: int = 2048
+
+
+def serving_runs(runs: pl.DataFrame, families: list[str], max_runs: int | None = None) -> pl.DataFrame:
+    """The serving runs to validate: ``ok`` and ``memory_error`` runs of ``families``, in a stable order.
+
+    With ``max_runs`` the selection is spread over the groups (S_max x rate set) so a smoke run still sees
+    every kind of run, including memory errors.
+    """
+    sel = runs.filter(pl.col("family").is_in(families) & pl.col("status").is_in(VALIDATED_STATUSES))
+    if sel.height == 0:
+        raise ValueError(f"runs.family: no ok/memory_error runs in {families}")
+    sel = sel.with_columns(
+        pl.col("adapter_rates").map_elements(rate_set, return_dtype=pl.Utf8).alias("rate_set")
+    ).sort("model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id")
+    if max_runs is not None and max_runs < sel.height:
+        sel = (sel.with_columns(pl.int_range(pl.len()).over("model", "max_lora_rank", "rate_set", "status")
+                                .alias("_k"))
+               .sort("_k", "run_id").head(max_runs).drop("_k")
+               .sort("model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id"))
+    return sel
+
+
+def rate_counts(row: dict[str, Any]) -> tuple[list[float], list[int]]:
+    """Per-adapter rate values and how many adapters have each.
+
+    The logged counts when present; runs whose server never started logged none, so the benchmark's cyclic
+    assignment of the Namespace ``adapter_rates`` over the served adapters is reproduced.
+    """
+    rates = [float(r) for r in row["adapter_rates"]]
+    if row.get("adapter_rate_counts") is not None:
+        return rates, [int(c) for c in row["adapter_rate_counts"]]
+    served, k = int(row["served_adapters"]), len(rates)
+    return rates, [served // k + (1 if i < served % k else 0) for i in range(k)]
+
+
+def scenario_for_run(row: dict[str, Any], cfg: ValidationConfig) -> dict[str, Any]:
+    """The twin scenario of one by-time serving run: its configuration only, never its outcome.
+
+    Ranks cycle over the run's adapter folders (``--dummy-lora-modules``); rates are assigned cyclically and
+    shuffled, as the benchmark does ("Adapter rates ... Counts"), with a generator seeded from ``cfg.seed``.
+    """
+    served = int(row["served_adapters"])
+    ranks = [int(row["adapter_ranks"][i % len(row["adapter_ranks"])]) for i in range(served)]
+    values, counts = rate_counts(row)
+    rates = np.repeat(np.asarray(values, float), np.asarray(counts, int))
+    if len(rates) != served:
+        raise ValueError(f"runs.adapter_rate_counts of {row['run_id']}: {counts} sum to {len(rates)}, "
+                         f"served_adapters is {served}")
+    rates = np.random.default_rng(cfg.seed).permutation(rates)
+    return {
+        "model": row["model"],
+        "server": {"max_loras": int(row["max_loras"]), "max_cpu_loras": served,
+                   "max_lora_rank": int(row["max_lora_rank"]), "max_num_seqs": int(row["max_num_seqs"]),
+                   "max_num_batched_tokens": cfg.max_num_batched_tokens},
+        "adapters": {"ranks": ranks, "rates": [float(r) for r in rates]},
+        "arrivals": {"kind": "poisson"},
+        "lengths": {"kind": "sharegpt", "input_mean": cfg.input_mean, "output_mean": cfg.output_mean},
+        "duration_s": float(row["total_time_s"]) * cfg.duration_scale,
+        "seed": cfg.seed,
+    }
+
+
+def _simulate_one(args: tuple[dict[str, Any], str]) -> dict[str, Any]:
+    """Worker: run the twin on one scenario with the calibration file at ``path``."""
+    from adaptwin.twin import simulate
+    from adaptwin.twin.costs import load_calibration
+
+    scenario, path = args
+    return simulate(scenario, load_calibration(path))
+
+
+def simulate_runs(scenarios: list[dict[str, Any]], calibration_paths: dict[str, str],
+                  workers: int = 2) -> list[dict[str, Any]]:
+    """Simulate every scenario (in ``workers`` processes), in order."""
+    jobs = [(s, str(calibration_paths[s["model"]])) for s in scenarios]
+    if workers <= 1 or len(jobs) <= 1:
+        return [_simulate_one(j) for j in jobs]
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs), os.cpu_count() or 1)) as pool:
+        return list(pool.map(_simulate_one, jobs, chunksize=1))
+
+
+def compare(runs: pl.DataFrame, results: list[dict[str, Any]], cfg: ValidationConfig) -> pl.DataFrame:
+    """One row per run: real vs twin metrics, per-run SMAPEs, starvation and memory-error verdicts."""
+    rows = []
+    for run, res in zip(runs.iter_rows(named=True), results, strict=True):
+        ideal = ideal_throughput(*rate_counts(run), cfg.input_mean, cfg.output_mean)
+        real_mem = run["status"] == "memory_error"
+        row = {k: run[k] for k in ("run_id", "model", "max_loras", "served_adapters", "max_lora_rank",
+                                   "rate_set", "status")}
+        row.update({f"real_{m}": (None if real_mem else run[c]) for m, c in METRICS.items()})
+        row.update({f"twin_{m}": res.get(c) for m, c in METRICS.items()})
+        row.update({f"twin_{k}": res.get(k) for k in TWIN_KEYS if k not in METRICS.values()})
+        row["ideal_throughput"] = ideal
+        row["real_memory_error"] = real_mem
+        row["real_starved"] = None if real_mem else bool(run["total_throughput"] < STARVATION_FRACTION * ideal)
+        row["real_mean_running"] = run["mean_running_in_window"]
+        row["simulated_s"] = float(run["total_time_s"]) * cfg.duration_scale
+        rows.append(row)
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    both_ok = ~pl.col("real_memory_error") & ~pl.col("twin_memory_error")
+    for m in METRICS:
+        for paper, suffix in ((False, ""), (True, "_paper")):
+            df = df.with_columns(
+                pl.when(both_ok).then(pl.struct(f"real_{m}", f"twin_{m}").map_batches(
+                    lambda s, m=m, paper=paper: pl.Series(smape(s.struct.field(f"real_{m}").to_numpy(),
+                                                                s.struct.field(f"twin_{m}").to_numpy(),
+                                                                paper=paper)))
+                ).alias(f"{m}_smape_pct{suffix}")
+            )
+    return df.with_columns(
+        (pl.col("real_memory_error") == pl.col("twin_memory_error")).alias("memory_error_agrees"),
+        pl.when(both_ok).then(pl.col("real_starved") == pl.col("twin_starved")).alias("starvation_agrees"),
+    )
+
+
+def _summary(df: pl.DataFrame) -> dict[str, Any]:
+    ok = df.filter(pl.col("throughput_smape_pct").is_not_null())
+    out = {
+        "n_runs": df.height,
+        "n_compared": ok.height,
+        "n_memory_error_real": int(df["real_memory_error"].sum()),
+        "memory_error_agreement_pct": _pct(df["memory_error_agrees"]),
+        "starvation_agreement_pct": _pct(ok["starvation_agrees"]) if ok.height else None,
+    }
+    for m in METRICS:
+        out[f"{m}_smape_pct"] = _mean(ok[f"{m}_smape_pct"])
+        out[f"{m}_smape_pct_paper_convention"] = _mean(ok[f"{m}_smape_pct_paper"])
+    return out
+
+
+def _pct(s: pl.Series) -> float | None:
+    s = s.drop_nulls()
+    return float(s.cast(pl.Float64).mean() * 100) if s.len() else None
+
+
+def _mean(s: pl.Series) -> float | None:
+    s = s.drop_nulls()
+    return float(s.mean()) if s.len() else None
+
+
+def summarize(df: pl.DataFrame) -> dict[str, Any]:
+    """Headline numbers (keys of data/metrics/twin_validation.json) and the per-group breakdown."""
+    out = _summary(df)
+    out["groups"] = {
+        f"{model}/S_max={s}/{rs}": _summary(g)
+        for (model, s, rs), g in df.group_by("model", "max_lora_rank", "rate_set", maintain_order=True)
+    }
+    sim = df.filter(~pl.col("twin_memory_error") & (pl.col("twin_wall_time_s") > 0))
+    if sim.height:
+        speed = (sim["simulated_s"] / sim["twin_wall_time_s"]).to_numpy()
+        out["speedup"] = {"simulated_s_per_wall_s_median": float(np.median(speed)),
+                          "simulated_s_per_wall_s_min": float(speed.min()),
+                          "simulated_s_per_wall_s_max": float(speed.max()),
+                          "wall_time_s_total": float(sim["twin_wall_time_s"].sum()),
+                          "note": "one process per run; noisy on a shared 2-core machine"}
+    return out
+
+
+def table(df: pl.DataFrame) -> pl.DataFrame:
+    """A Table-1-like frame: SMAPEs (usual and paper convention) and agreements per (model, S_max, rate set)."""
+    rows = []
+    for (model, s, rs), g in df.group_by("model", "max_lora_rank", "rate_set", maintain_order=True):
+        summ = _summary(g)
+        rows.append({"model": model, "S_max": s, "rates": rs, "runs": summ["n_runs"], "compared": summ["n_compared"],
+                     **{k: summ[k] for k in summ if k.endswith(("_pct", "_convention"))}})
+    summ = _summary(df)
+    rows.append({"model": "all", "S_max": None, "rates": "all", "runs": summ["n_runs"],
+                 "compared": summ["n_compared"], **{k: summ[k] for k in summ if k.endswith(("_pct", "_convention"))}})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def validate(runs: pl.DataFrame, calibration_paths: dict[str, str], families: list[str],
+             cfg: ValidationConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Select, simulate and compare: the per-run frame and the summary dict."""
+    sel = serving_runs(runs, families, cfg.max_runs)
+    missing = sorted(set(sel["model"]) - set(calibration_paths))
+    if missing:
+        raise ValueError(f"runs.model: no calibration for {missing} (calibrated: {sorted(calibration_paths)})")
+    scenarios = [scenario_for_run(r, cfg) for r in sel.iter_rows(named=True)]
+    results = simulate_runs(scenarios, calibration_paths, cfg.workers)
+    df = compare(sel, results, cfg)
+    return df, summarize(df)
+
+
+def write_outputs(df: pl.DataFrame, summary: dict[str, Any], data_dir: str | Path) -> dict[str, Path]:
+    """``<data_dir>/validation/runs.parquet`` (per run), ``.../table.parquet`` (Table-1-like) and
+    ``<data_dir>/metrics/twin_validation.json`` (headline numbers), all atomic."""
+    d = Path(data_dir)
+    return {
+        "runs": write_parquet(d / "validation" / "runs.parquet", df),
+        "table": write_parquet(d / "validation" / "table.parquet", table(df)),
+        "metrics": write_json(d / "metrics" / "twin_validation.json", _finite(summary)),
+    }
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None so the metrics file is valid JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def queues(runs: pl.DataFrame, timeseries: pl.DataFrame, run_suffix: str, cfg: ValidationConfig,
+           calibration_paths: dict[str, str]) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]:
+    """Fig. 9 data for the run whose run_id ends with ``run_suffix``: the real running/waiting samples inside
+    the benchmark window and the twin's series (sampled every 2 s like the poller)."""
+    from adaptwin.twin import simulate
+    from adaptwin.twin.costs import load_calibration
+
+    sel = serving_runs(runs, sorted(set(runs["family"])), None).filter(
+        pl.col("run_id").str.ends_with("/" + run_suffix.strip("/")))
+    if sel.height != 1:
+        raise ValueError(f"validation.fig9_run: {run_suffix!r} matches {sel.height} serving runs, expected 1")
+    row = sel.row(0, named=True)
+    scenario = scenario_for_run(row, cfg)
+    real = (timeseries.filter((pl.col("run_id") == row["run_id"]) & pl.col("in_window").fill_null(False)
+                              & (pl.col("t_s") <= scenario["duration_s"]))
+            .select("t_s", "num_running", "num_waiting").sort("t_s"))
+    res = simulate(scenario, load_calibration(calibration_paths[row["model"]]), timeseries=True)
+    twin = pl.DataFrame(res["timeseries"]).select("t_s", "num_running", "num_waiting")
+    return row, real, twin

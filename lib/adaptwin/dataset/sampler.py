@@ -1,0 +1,272 @@
+"""Single-GPU scenarios for the twin: the questions placement will ask, sampled so both classes are covered.
+
+A scenario is exactly the dict `adaptwin.twin.simulate` takes (the ``adaptwin simulate`` YAML of issue 3):
+``model``, ``server``, ``adapters`` (groups of ``{count, rank, rate}``), ``arrivals``, ``lengths``,
+``duration_s``, ``seed``. Its seed is derived from its own content (`content_seed`), and its identity is a hash
+of the whole dict (`scenario_id`), so any row of a dataset can be recomputed alone from its scenario.
+
+Design space (issue 4): served adapters 8..576, A_max from `A_MAX_CHOICES` (<= served, and startable when a
+calibration is given), rank mixes `RANK_MIXES` with S_max = the mix's largest rank, per-adapter rates from
+starvation-free to heavily starved (equal, real-run-like levels, lognormal and power-law spreads), Poisson and
+unpredictable arrivals, ShareGPT lengths. The offered load is drawn log-uniformly *relative to a capacity proxy*
+of the GPU (`capacity_rate`), with extra mass around the proxy, so the starvation boundary is dense in the
+data wherever A_max and the served count put it. `real_grid_scenarios` adds the exact configurations of the
+corpus's real serving runs (by-time Llama-3.1-8B family).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: A_max values placement chooses from (issue 4 / issue 5)
+A_MAX_CHOICES: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
+#: rank mixes of a GPU; S_max is the largest rank of the mix
+RANK_MIXES: tuple[tuple[int, ...], ...] = ((8,), (8, 16), (8, 16, 32))
+SERVED_MIN, SERVED_MAX = 8, 576
+#: the real runs' grid (README of the corpus, section 5.6)
+REAL_RATE_SETS: tuple[tuple[float, ...], ...] = ((0.1, 0.05, 0.025), (1.6, 0.8, 0.4))
+REAL_SERVED: tuple[int, ...] = (8, 16, 32, 64, 128, 192, 256, 320, 384)
+REAL_A_MAX: dict[int, tuple[int, ...]] = {16: (8, 16, 32, 64, 128, 192, 256, 320, 384), 32: (8, 16, 32, 64, 128, 192)}
+REAL_RANKS: dict[int, tuple[int, ...]] = {16: (8, 16), 32: (8, 16, 32)}
+#: vLLM server settings of the real runs (max-num-seqs 2048, default token budget)
+MAX_NUM_SEQS = 2048
+MAX_NUM_BATCHED_TOKENS = 2048
+#: ShareGPT tokens per request (input + output) used only by the capacity proxy; the twin uses its own lengths
+PROXY_TOKENS_PER_REQUEST = 420.0
+RATE_PATTERNS: tuple[str, ...] = ("equal", "levels", "lognormal", "powerlaw")
+
+
+class ScenarioError(ValueError):
+    """A scenario or sampler setting that cannot be used, naming the field and value."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Knobs of the random part of the design (params.yaml ``dataset:`` section)."""
+
+    model: str
+    duration_s: float = 600.0
+    load_range: tuple[float, float] = (0.03, 4.0)  # offered load / capacity proxy, log-uniform
+    boundary_fraction: float = 0.5  # share of scenarios drawn near the proxy boundary (load 0.4..2.5)
+    unpredictable_fraction: float = 0.25
+    served_range: tuple[int, int] = (SERVED_MIN, SERVED_MAX)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.load_range
+        if not 0 < lo < hi:
+            raise ScenarioError(f"dataset.load_range: expected 0 < low < high, got {self.load_range!r}")
+        if not 0 <= self.boundary_fraction <= 1:
+            raise ScenarioError(f"dataset.boundary_fraction: expected in [0, 1], got {self.boundary_fraction!r}")
+        if not 0 <= self.unpredictable_fraction <= 1:
+            raise ScenarioError(
+                f"dataset.unpredictable_fraction: expected in [0, 1], got {self.unpredictable_fraction!r}")
+        if self.duration_s <= 0:
+            raise ScenarioError(f"dataset.duration_s: expected > 0, got {self.duration_s!r}")
+        s_lo, s_hi = self.served_range
+        if not SERVED_MIN <= s_lo <= s_hi <= SERVED_MAX:
+            raise ScenarioError(f"dataset.served_range: expected within [8, 576], got {self.served_range!r}")
+
+
+# ---- identity ----------------------------------------------------------------------------------------------
+def canonical_json(obj: Any) -> str:
+    """Compact, key-sorted JSON: the byte string a scenario's identity and seed are hashed from."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def content_seed(scenario: dict[str, Any]) -> int:
+    """A seed from the scenario's content (everything but ``seed``): recomputing a row needs only the row."""
+    body = {k: v for k, v in scenario.items() if k != "seed"}
+    return int(hashlib.sha256(canonical_json(body).encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+
+def scenario_id(scenario: Any) -> str:
+    """Stable identity of a scenario (16 hex chars of the SHA-256 of its canonical JSON): the resume key."""
+    return hashlib.sha256(canonical_json(scenario).encode()).hexdigest()[:16]
+
+
+# ---- adapters ----------------------------------------------------------------------------------------------
+def adapter_groups(ranks: Sequence[int], rates: Sequence[float]) -> list[dict[str, Any]]:
+    """Per-adapter ranks and rates -> the scenario's ``adapters`` groups, sorted so equal sets hash equal."""
+    if len(ranks) != len(rates):
+        raise ScenarioError(f"adapters: {len(ranks)} ranks but {len(rates)} rates")
+    counts = Counter((int(k), float(r)) for k, r in zip(ranks, rates, strict=True))
+    return [{"count": c, "rank": k, "rate": r} for (k, r), c in sorted(counts.items())]
+
+
+def expand_groups(groups: Sequence[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """The inverse of `adapter_groups`: per-adapter ranks and rates."""
+    ranks: list[int] = []
+    rates: list[float] = []
+    for g in groups:
+        ranks += [int(g["rank"])] * int(g["count"])
+        rates += [float(g["rate"])] * int(g["count"])
+    return ranks, rates
+
+
+def make_scenario(model: str, ranks: Sequence[int], rates: Sequence[float], max_loras: int, *,
+                  arrivals: str = "poisson", duration_s: float = 600.0) -> dict[str, Any]:
+    """One single-GPU scenario with S_max = largest rank, every adapter held in CPU memory, content seed."""
+    served = len(ranks)
+    if served < 1:
+        raise ScenarioError("adapters: empty adapter set")
+    if not 1 <= max_loras <= served:
+        raise ScenarioError(f"server.max_loras: {max_loras} not in [1, served={served}]")
+    scenario = {
+        "model": model,
+        "server": {"max_loras": int(max_loras), "max_cpu_loras": served, "max_lora_rank": int(max(ranks)),
+                   "max_num_seqs": MAX_NUM_SEQS, "max_num_batched_tokens": MAX_NUM_BATCHED_TOKENS},
+        "adapters": adapter_groups(ranks, rates),
+        "arrivals": {"kind": arrivals},
+        "lengths": {"kind": "sharegpt"},
+        "duration_s": float(duration_s),
+    }
+    scenario["seed"] = content_seed(scenario)
+    return scenario
+
+
+def _round_rate(rate: float) -> float:
+    """Four significant digits: rates stay readable in the YAML and equal rates group together."""
+    return float(f"{rate:.4g}")
+
+
+def spread_rates(rng: np.random.Generator, total: float, n: int, pattern: str) -> np.ndarray:
+    """``n`` per-adapter rates summing to about ``total`` with the given heterogeneity ``pattern``."""
+    if pattern == "equal":
+        weights = np.ones(n)
+    elif pattern == "levels":  # like the real runs: k values in geometric ratio, assigned cyclically
+        k = int(rng.integers(2, 5))
+        ratio = rng.uniform(0.25, 0.75)
+        weights = ratio ** (np.arange(n) % k)
+    elif pattern == "lognormal":
+        weights = rng.lognormal(0.0, rng.uniform(0.2, 1.5), n)
+    elif pattern == "powerlaw":  # the skewed popularity placement workloads have
+        weights = (np.arange(1, n + 1, dtype=float)) ** -rng.uniform(0.3, 1.5)
+    else:
+        raise ScenarioError(f"rate pattern: unknown {pattern!r}; known: {', '.join(RATE_PATTERNS)}")
+    rates = total * weights / weights.sum()
+    return rng.permutation(np.array([_round_rate(max(r, 1e-5)) for r in rates]))
+
+
+def assign_ranks(rng: np.random.Generator, mix: Sequence[int], n: int) -> np.ndarray:
+    """Ranks for ``n`` adapters: cycled like the real runs half the time, else Dirichlet shares; every rank of
+    the mix appears at least once so S_max is the mix's largest rank."""
+    if len(mix) > n:
+        raise ScenarioError(f"rank mix {tuple(mix)} needs at least {len(mix)} adapters, got {n}")
+    if rng.random() < 0.5:
+        return np.array([mix[i % len(mix)] for i in range(n)])
+    shares = rng.dirichlet(np.ones(len(mix)))
+    extra = rng.multinomial(n - len(mix), shares)
+    return np.repeat(np.array(mix), extra + 1)
+
+
+# ---- capacity proxy ----------------------------------------------------------------------------------------
+def capacity_rate(calibration: Any | None, max_loras: int, s_max: int, served: int) -> float:
+    """A rough requests/s a GPU sustains, used only to centre the offered-load distribution on the boundary.
+
+    With a calibration: a full decode batch (limited by ``max_num_seqs`` and the KV cache) at the calibrated
+    step time with min(A_max, batch) distinct adapters. Without one: 40 req/s, about an 8B model on one GPU.
+    """
+    if calibration is None:
+        return 40.0
+    kv_tokens = max(calibration.kv_capacity_tokens(max_loras, s_max), PROXY_TOKENS_PER_REQUEST)
+    batch = int(min(MAX_NUM_SEQS, kv_tokens / PROXY_TOKENS_PER_REQUEST))
+    distinct = min(max_loras, batch, served)
+    out_share = 0.47  # output tokens per request token (ShareGPT about 197 / 420)
+    step = calibration.step_time(batch, int(batch * (1 - out_share) / out_share), int(batch * 210), distinct)
+    step += calibration.scheduler_time(batch, 0)
+    tokens_per_s = batch / out_share / max(step, 1e-6)
+    return tokens_per_s / PROXY_TOKENS_PER_REQUEST
+
+
+# ---- samplers ----------------------------------------------------------------------------------------------
+def feasible_a_max(served: int, s_max: int, calibration: Any | None) -> list[int]:
+    """A_max choices for this served count and S_max that vLLM can start (per the calibration, if given)."""
+    choices = [a for a in A_MAX_CHOICES if a <= served]
+    if calibration is not None:
+        choices = [a for a in choices if not calibration.memory_error(a, s_max)]
+    return choices
+
+
+def _draw_served(rng: np.random.Generator, lo: int, hi: int) -> int:
+    """Served adapters log-uniform in [lo, hi]: small GPUs are as interesting as large ones."""
+    return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
+
+
+def _draw_load(rng: np.random.Generator, config: SamplerConfig) -> float:
+    """Offered load relative to the capacity proxy: log-uniform, plus a share near the boundary."""
+    if rng.random() < config.boundary_fraction:
+        return float(math.exp(rng.uniform(math.log(0.4), math.log(2.5))))
+    lo, hi = config.load_range
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def sample_one(rng: np.random.Generator, config: SamplerConfig, calibration: Any | None = None) -> dict[str, Any]:
+    """One random scenario of the design space (see the module docstring).
+
+    A_max is drawn uniformly among the startable choices first and the served count log-uniformly in
+    [A_max, max] after, so large slot counts are as frequent as small ones (drawing the served count first
+    would make A_max = 8 the most common value by far).
+    """
+    lo, hi = config.served_range
+    mix = RANK_MIXES[int(rng.integers(len(RANK_MIXES)))]
+    choices = feasible_a_max(hi, max(mix), calibration)
+    if not choices:
+        raise ScenarioError(f"dataset: no startable A_max for S_max {max(mix)} with served <= {hi} "
+                            f"(calibration {getattr(calibration, 'model', None)!r})")
+    max_loras = choices[int(rng.integers(len(choices)))]
+    served = max(_draw_served(rng, max(lo, max_loras, len(mix)), hi), len(mix))
+    ranks = assign_ranks(rng, mix, served)
+    total = _draw_load(rng, config) * capacity_rate(calibration, max_loras, max(mix), served)
+    pattern = RATE_PATTERNS[int(rng.integers(len(RATE_PATTERNS)))]
+    rates = spread_rates(rng, total, served, pattern)
+    arrivals = "unpredictable" if rng.random() < config.unpredictable_fraction else "poisson"
+    return make_scenario(config.model, ranks.tolist(), rates.tolist(), max_loras, arrivals=arrivals,
+                         duration_s=config.duration_s)
+
+
+def sample_scenarios(config: SamplerConfig, n: int, seed: int = 0,
+                     calibration: Any | None = None) -> list[dict[str, Any]]:
+    """``n`` random scenarios, reproducible from ``seed`` (duplicates, if any, are dropped by id)."""
+    if n < 0:
+        raise ScenarioError(f"dataset.n_scenarios: expected >= 0, got {n!r}")
+    rng = np.random.default_rng(seed)
+    return unique([sample_one(rng, config, calibration) for _ in range(n)])
+
+
+def real_grid_scenarios(model: str, duration_s: float = 600.0, calibration: Any | None = None,
+                        seed: int = 0) -> list[dict[str, Any]]:
+    """The exact configurations of the real serving runs (ranks cycled over the served adapters, each rate of
+    the set given to one third of them, cyclically then shuffled, as the by-time benchmark does)."""
+    rng = np.random.default_rng(seed)
+    scenarios = []
+    for rates_set in REAL_RATE_SETS:
+        for s_max, a_maxes in REAL_A_MAX.items():
+            mix = REAL_RANKS[s_max]
+            for a_max in a_maxes:
+                if calibration is not None and calibration.memory_error(a_max, s_max):
+                    continue
+                for served in (s for s in REAL_SERVED if s >= a_max):
+                    ranks = [mix[i % len(mix)] for i in range(served)]
+                    rates = rng.permutation([rates_set[i % len(rates_set)] for i in range(served)])
+                    scenarios.append(make_scenario(model, ranks, rates.tolist(), a_max, duration_s=duration_s))
+    return unique(scenarios)
+
+
+def unique(scenarios: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scenarios with duplicates (same id) removed, first occurrence kept."""
+    seen: set[str] = set()
+    out = []
+    for s in scenarios:
+        key = scenario_id(s)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out

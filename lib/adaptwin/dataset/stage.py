@@ -1,0 +1,140 @@
+"""The ``dataset`` stage (notebook 04): sample scenarios per model, sweep them through the twin, summarise.
+
+Output: ``<data>/dataset/<model>/chunk-*.parquet`` (resumable sweep, see `adaptwin.sweep`),
+``<data>/dataset/duration_check/<model>/<seconds>/`` (the duration-bias check) and
+``<data>/dataset/summary.json`` (rows, wall time, scenarios per second, error and starvation counts, bias).
+
+Why a duration check: the default profile simulates shorter windows than the real runs' 3,600 s to fit the
+15-minute budget. Throughput and ITL are rates and settle within minutes; TTFT of a starved GPU grows with the
+window (its backlog keeps growing), and the starvation verdict can flip near the boundary. The check simulates
+the same scenarios at both durations and reports how far the targets move, so the choice is measured.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from adaptwin.dataset.sampler import SamplerConfig, real_grid_scenarios, sample_scenarios, scenario_id
+from adaptwin.sweep import SweepReport, load_dataset, run_sweep
+
+
+@dataclass(frozen=True)
+class DatasetKnobs:
+    """The ``dataset:`` section of params.yaml for one model."""
+
+    n_scenarios: int
+    duration_s: float = 600.0
+    seed: int = 0
+    include_real_grid: bool = True
+    load_range: tuple[float, float] = (0.02, 15.0)
+    boundary_fraction: float = 0.5
+    unpredictable_fraction: float = 0.25
+    engine: str = "dask"
+    n_workers: int = 2
+    scheduler_address: str | None = None
+    chunk_size: int = 100
+    batch_size: int = 2
+
+
+def scenarios_for(model: str, knobs: DatasetKnobs, calibration: Any) -> list[dict[str, Any]]:
+    """The real-run grid (optional) then ``n_scenarios`` random scenarios, all at ``duration_s``."""
+    config = SamplerConfig(model, duration_s=knobs.duration_s, load_range=tuple(knobs.load_range),
+                           boundary_fraction=knobs.boundary_fraction,
+                           unpredictable_fraction=knobs.unpredictable_fraction)
+    grid = real_grid_scenarios(model, knobs.duration_s, calibration, knobs.seed) if knobs.include_real_grid else []
+    return grid + sample_scenarios(config, knobs.n_scenarios, knobs.seed, calibration)
+
+
+def sweep_model(model: str, knobs: DatasetKnobs, calibration: Any, out_dir: str | Path,
+                progress: bool = True) -> SweepReport:
+    """Sweep one model's scenarios into ``out_dir`` (resuming whatever is already there)."""
+    return run_sweep(scenarios_for(model, knobs, calibration), out_dir, calibration=calibration,
+                     engine=knobs.engine, n_workers=knobs.n_workers, scheduler_address=knobs.scheduler_address,
+                     chunk_size=knobs.chunk_size, batch_size=knobs.batch_size, progress=progress)
+
+
+def summarise(model: str, report: SweepReport, out_dir: str | Path) -> dict[str, Any]:
+    """Rows, wall time and throughput of the sweep (Table 3 of the paper) plus class balance."""
+    data = load_dataset(out_dir, include_errors=True)
+    good = data.filter(pl.col("error").is_null())
+    usable = good.filter(~pl.col("memory_error"))
+    return {
+        "model": model, "rows": data.height, "errors": data.height - good.height,
+        "memory_errors": int(good["memory_error"].sum()), "usable_rows": usable.height,
+        "starved_fraction": float(usable["starved"].mean()) if usable.height else float("nan"),
+        "evaluated_now": report.evaluated, "resumed_rows": report.skipped,
+        "wall_time_s": round(report.wall_time_s, 3), "scenarios_per_s": _round(report.scenarios_per_s),
+        "twin_cpu_s_per_scenario": _round(float(good["sweep_wall_time_s"].mean())) if good.height else None,
+        "simulated_s_per_wall_s": _round(float((good["duration_s"] / good["sweep_wall_time_s"]).median()))
+        if good.height else None,
+        "error_examples": dict(list(report.error_messages.items())[:5]),
+    }
+
+
+def duration_check(model: str, knobs: DatasetKnobs, calibration: Any, out_dir: str | Path, *, n: int,
+                   long_s: float = 3600.0, progress: bool = False) -> dict[str, Any]:
+    """Simulate ``n`` random scenarios at ``duration_s`` and at ``long_s`` and compare the targets."""
+    if n <= 0:
+        return {}
+    from adaptwin.surrogate.evaluate import smape_pct
+
+    frames = []
+    for duration in (knobs.duration_s, long_s):
+        config = SamplerConfig(model, duration_s=duration, load_range=tuple(knobs.load_range),
+                               boundary_fraction=knobs.boundary_fraction,
+                               unpredictable_fraction=knobs.unpredictable_fraction)
+        # same seed, so the same draws: the scenarios differ only in duration (and so in their content seed)
+        scenarios = sample_scenarios(config, n, knobs.seed + 7919, calibration)
+        target = Path(out_dir) / f"{int(duration)}"
+        run_sweep(scenarios, target, calibration=calibration, engine=knobs.engine, n_workers=knobs.n_workers,
+                  scheduler_address=knobs.scheduler_address, chunk_size=n, batch_size=1, progress=progress)
+        pairs = pl.DataFrame({"scenario_id": [scenario_id(x) for x in scenarios], "pair": range(len(scenarios))})
+        frames.append(load_dataset(target).join(pairs, on="scenario_id").filter(~pl.col("memory_error")))
+    joined = frames[0].join(frames[1], on="pair", suffix="_long")
+    out: dict[str, Any] = {"short_s": knobs.duration_s, "long_s": long_s, "scenarios": joined.height}
+    for target in ("total_throughput", "itl_mean_ms", "ttft_mean_ms"):
+        pair = joined.select(target, f"{target}_long").drop_nulls()
+        out[f"{target}_smape_pct"] = _round(smape_pct(pair[f"{target}_long"].to_numpy(), pair[target].to_numpy()))
+    out["starvation_agreement_pct"] = _round(100 * float((joined["starved"] == joined["starved_long"]).mean()))
+    out["wall_time_ratio"] = _round(float(joined["sweep_wall_time_s_long"].sum() / joined["sweep_wall_time_s"].sum()))
+    return out
+
+
+def run_stage(models: list[str], n_scenarios: list[int] | int, knobs: dict[str, Any], data_dir: str | Path,
+              calibration_dir: str | Path, *, duration_check_scenarios: int = 0,
+              duration_check_long_s: float = 3600.0, progress: bool = True) -> dict[str, Any]:
+    """Everything notebook 04 does for every model; writes and returns ``summary.json``'s content."""
+    from adaptwin.io import write_json
+    from adaptwin.twin.costs import load_calibration
+
+    counts = n_scenarios if isinstance(n_scenarios, list) else [n_scenarios] * len(models)
+    if len(counts) != len(models):
+        raise ValueError(f"dataset.n_scenarios: {len(counts)} values for {len(models)} models {models}")
+    data_dir = Path(data_dir)
+    summary: dict[str, Any] = {}
+    for model, n in zip(models, counts, strict=True):
+        model_knobs = DatasetKnobs(n_scenarios=int(n), **knobs)
+        calibration = load_calibration(Path(calibration_dir) / f"{model}.json")
+        start = time.perf_counter()
+        report = sweep_model(model, model_knobs, calibration, data_dir / "dataset" / model, progress)
+        entry = summarise(model, report, data_dir / "dataset" / model)
+        entry["knobs"] = asdict(model_knobs)
+        entry["duration_check"] = duration_check(
+            model, model_knobs, calibration, data_dir / "dataset" / "duration_check" / model,
+            n=duration_check_scenarios, long_s=duration_check_long_s)
+        entry["stage_wall_time_s"] = round(time.perf_counter() - start, 3)
+        summary[model] = entry
+    write_json(data_dir / "dataset" / "summary.json", summary)
+    return summary
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), digits)

@@ -1,0 +1,77 @@
+"""Figures of the surrogate stage (notebook 05): feature importances, predicted vs real, dataset coverage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from adaptwin.figures.style import MARKER_OK, MARKER_STARVED, METHOD_COLORS, PAGE_WIDTH, figure, save
+
+_LABELS = {
+    "total_throughput": "total throughput (tok/s)",
+    "itl_mean_ms": "mean ITL (ms)",
+    "ttft_mean_ms": "mean TTFT (ms)",
+    "starved": "starvation (classifier)",
+}
+
+
+def feature_importance(surrogate, directory: str | Path, name: str = "feature_importance") -> list[Path]:
+    """CatBoost's PredictionValuesChange importance (% of the prediction change) per feature and target."""
+    targets = list(surrogate.models)
+    fig, axes = figure(ncols=len(targets), height=2.6, width=PAGE_WIDTH, sharey=True)
+    names = list(surrogate.feature_names)
+    for ax, target in zip(np.atleast_1d(axes), targets, strict=True):
+        values = surrogate.models[target].get_feature_importance()
+        ax.barh(range(len(names)), values, color=METHOD_COLORS["greedy"])
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        ax.set_title(_LABELS.get(target, target))
+        ax.set_xlabel("importance (%)")
+    fig.suptitle(f"{surrogate.model}: feature importance", fontsize=8)
+    return save(fig, directory, name)
+
+
+def predicted_vs_actual(truth: pl.DataFrame, predicted: pl.DataFrame, directory: str | Path, name: str,
+                        title: str, actual_label: str = "real") -> list[Path]:
+    """Predicted against actual throughput, ITL and TTFT (log axes), hollow markers for starved rows."""
+    fig, axes = figure(ncols=3, height=2.4)
+    starved = truth["starved"].to_numpy().astype(bool)
+    for ax, target in zip(axes, ("total_throughput", "itl_mean_ms", "ttft_mean_ms"), strict=True):
+        a = truth[target].cast(pl.Float64).to_numpy()
+        p = predicted[target].to_numpy()
+        keep = np.isfinite(a) & (a > 0) & (p > 0)
+        for mask, style, label in ((~starved, MARKER_OK, "not starved"), (starved, MARKER_STARVED, "starved")):
+            m = keep & mask
+            ax.plot(a[m], p[m], linestyle="none", color=METHOD_COLORS["twin"], label=label, **style)
+        if keep.any():
+            lo, hi = min(a[keep].min(), p[keep].min()), max(a[keep].max(), p[keep].max())
+            ax.plot([lo, hi], [lo, hi], color="0.4", linewidth=0.8, linestyle="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{actual_label} {_LABELS[target]}")
+        ax.set_ylabel(f"predicted {_LABELS[target]}")
+    axes[0].legend(loc="upper left")
+    fig.suptitle(title, fontsize=8)
+    return save(fig, directory, name)
+
+
+def dataset_coverage(dataset: pl.DataFrame, features: pl.DataFrame, directory: str | Path,
+                     name: str = "dataset_coverage") -> list[Path]:
+    """Where the twin rows lie: throughput / ideal against total rate, per A_max, starved below the 0.9 line."""
+    fig, axes = figure(ncols=2, height=2.4)
+    ratio = (dataset["total_throughput"] / dataset["ideal_throughput"]).to_numpy()
+    sum_rate = features["sum_rate"].to_numpy()
+    slots = features["adapter_slots"].to_numpy()
+    points = axes[0].scatter(sum_rate, ratio, c=np.log2(slots), s=4, cmap="viridis")
+    axes[0].axhline(0.9, color="0.3", linestyle="--", linewidth=0.8)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("total request rate (req/s)")
+    axes[0].set_ylabel("throughput / ideal")
+    fig.colorbar(points, ax=axes[0], label="log2 A_max")
+    axes[1].hist(ratio[np.isfinite(ratio)], bins=40, color=METHOD_COLORS["greedy"])
+    axes[1].axvline(0.9, color="0.3", linestyle="--", linewidth=0.8)
+    axes[1].set_xlabel("throughput / ideal")
+    axes[1].set_ylabel("scenarios")
+    return save(fig, directory, name)

@@ -1,0 +1,123 @@
+"""`place()`: one entry point for every method, and `make_context()`, which gathers what they share (surrogate,
+calibration, uncertainty margin, tokens per request, best per-GPU throughput for the lower bound)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from adaptwin.placement import baselines, bounds, greedy, latency
+from adaptwin.placement.core import A_MAX_GRID, Evaluator, Placement, PlacementError, Predictor
+
+METHODS: tuple[str, ...] = ("greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin")
+#: margin used when the surrogates' real-run error is unknown (no data/metrics/surrogates.json)
+DEFAULT_MARGIN = 0.05
+
+
+@dataclass
+class Context:
+    """Everything a placement needs besides the workload."""
+
+    model: str
+    evaluator: Evaluator
+    best_throughput: float
+    best_throughput_source: str
+    margin_source: str
+
+    def lower_bound(self, workload: pl.DataFrame) -> int:
+        return bounds.lower_bound_gpus(float(workload["rate"].sum()), self.evaluator.tokens_per_request,
+                                       self.best_throughput)
+
+
+def margin_from_metrics(path: str | Path, model: str) -> float | None:
+    """The surrogate's throughput SMAPE on real runs (as a fraction) from surrogates.json, if recorded."""
+    from adaptwin.report import lookup
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    for key in (f"{model}.real_runs.throughput_smape_pct", "real_runs.throughput_smape_pct"):
+        value = lookup(data, key)
+        if isinstance(value, (int, float)) and value == value:
+            return float(value) / 100.0
+    return None
+
+
+def resolve_margin(margin: float | str | None, metrics_path: str | Path | None, model: str) -> tuple[float, str]:
+    """(margin, where it came from): a number is used as given; ``"auto"``/None reads the surrogates' real-run
+    throughput error, else `DEFAULT_MARGIN`."""
+    if isinstance(margin, (int, float)):
+        if margin < 0:
+            raise PlacementError(f"placement.margin: must be >= 0, got {margin}")
+        return float(margin), "params"
+    if margin not in (None, "auto"):
+        raise PlacementError(f"placement.margin: expected a number or 'auto', got {margin!r}")
+    found = margin_from_metrics(metrics_path, model) if metrics_path else None
+    if found is not None:
+        return found, f"real-run throughput SMAPE in {metrics_path}"
+    return DEFAULT_MARGIN, "default (no surrogate real-run error recorded)"
+
+
+def make_context(model: str, *, predictor: Predictor | None = None, calibration: Any = None,
+                 models_dir: str | Path | None = None, calibration_path: str | Path | None = None,
+                 metrics_path: str | Path | None = None, dataset_dir: str | Path | None = None,
+                 margin: float | str | None = "auto", starvation_threshold: float = 0.5,
+                 max_served: int = 576, candidates: tuple[int, ...] = A_MAX_GRID,
+                 tokens_per_request: float | None = None, best_throughput: float | None = None,
+                 twin_duration_s: float = 120.0) -> Context:
+    """Load the surrogate and calibration (unless given) and derive the shared constants."""
+    if predictor is None:
+        from adaptwin.surrogate import load
+
+        predictor = load(model, models_dir=models_dir)
+    if calibration is None:
+        from adaptwin.paths import resolve
+        from adaptwin.twin.costs import load_calibration
+
+        calibration = load_calibration(calibration_path or resolve(f"data/calibration/{model}.json"))
+    value, margin_source = resolve_margin(margin, metrics_path, model)
+    tpr = tokens_per_request or bounds.tokens_per_request(model, predictor)
+    if best_throughput is None:
+        best, source = bounds.best_gpu_throughput(model, calibration, dataset_dir, twin_duration_s)
+    else:
+        best, source = float(best_throughput), "given"
+    ev = Evaluator(predictor=predictor, calibration=calibration, tokens_per_request=tpr, margin=value,
+                   starvation_threshold=starvation_threshold, candidates=tuple(candidates), max_served=max_served)
+    return Context(model, ev, best, source, margin_source)
+
+
+def max_rank(calibration: Any) -> int:
+    """The model's largest adapter rank: the largest S_max the calibration's loading table covers."""
+    return max(calibration.loading_ms)
+
+
+def place(adapters: pl.DataFrame, context: Context, method: str = "greedy") -> Placement:
+    """Place ``adapters`` (``adapter_id, rank, rate``) with ``method``; the time includes every surrogate call."""
+    if method not in METHODS:
+        raise PlacementError(f"method {method!r} not in {', '.join(METHODS)}")
+    ev = context.evaluator
+    lower = context.lower_bound(adapters)
+    notes: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if method in ("greedy", "greedy-fast", "greedy-latency"):
+        gpus, overloaded = greedy.place_greedy(adapters, ev, fast=method == "greedy-fast")
+        notes["overloaded_gpus"] = overloaded
+        if method == "greedy-latency":
+            gpus = latency.place_latency(adapters, ev, gpus)
+    elif method == "loraserve":
+        gpus = baselines.place_loraserve(adapters, ev)
+    elif method == "dlora":
+        gpus = baselines.place_dlora(adapters, ev, lower)
+    elif method == "ffd":
+        gpus = baselines.place_ffd(adapters, ev)
+    else:
+        gpus = baselines.place_round_robin(adapters, ev, lower)
+    elapsed = time.perf_counter() - t0
+    notes["predicted_unsafe_gpus"] = sum(not g.safe for g in gpus)
+    return Placement(context.model, method, adapters, gpus, lower, elapsed, notes)

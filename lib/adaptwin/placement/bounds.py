@@ -1,0 +1,87 @@
+"""The lower bound on GPUs and the twin constants placement needs.
+
+Lower bound (issue 5): offered load divided by the best per-GPU throughput the twin finds, rounded up. No
+placement can do better, whatever it packs, because no GPU configuration the twin knows of processes more
+tokens per second. The best throughput comes from the twin-generated dataset when it exists (its largest
+``total_throughput`` over configurations that start: thousands of configurations, from starvation-free to
+saturated) and otherwise from a small twin sweep of saturated rank-8 GPUs (`sweep_best_throughput`); the
+source is returned beside the value so outputs state which.
+
+Offered load in tokens/s = sum of rates x tokens per request, the twin's own mean request size (the value the
+surrogate was trained with, or the twin's ShareGPT means), so placement and verification use the same lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from adaptwin.placement.core import PlacementError
+
+#: saturated single-GPU configurations for the sweep fallback: (served, A_max); rank 8, 4 req/s per adapter
+SWEEP_CONFIGS: tuple[tuple[int, int], ...] = ((8, 8), (16, 16), (32, 16), (32, 32), (64, 32))
+SWEEP_RATE = 4.0
+
+
+def tokens_per_request(model: str, predictor: Any = None) -> float:
+    """Mean input + output tokens per request: the surrogate's own value (what its training data's ideal
+    throughput used) when it records one, else the twin's ShareGPT length distribution for ``model``."""
+    value = getattr(predictor, "tokens_per_request", None)
+    if value is None:
+        from adaptwin.twin.lengths import mean_tokens
+
+        value = mean_tokens({"kind": "sharegpt"}, model)
+    if not float(value) > 0:
+        raise PlacementError(f"tokens per request for {model}: {value!r} is not positive")
+    return float(value)
+
+
+def dataset_best_throughput(dataset_dir: str | Path) -> float | None:
+    """Largest ``total_throughput`` over the dataset's rows that started (None if there is no dataset)."""
+    files = sorted(Path(dataset_dir).rglob("*.parquet"))
+    if not files:
+        return None
+    frame = pl.scan_parquet(files)
+    names = frame.collect_schema().names()
+    if "total_throughput" not in names:
+        raise PlacementError(f"{dataset_dir}: dataset has no total_throughput column")
+    if "memory_error" in names:
+        frame = frame.filter(~pl.col("memory_error").fill_null(False))
+    best = frame.select(pl.col("total_throughput").max()).collect().item()
+    return float(best) if best is not None and best > 0 else None
+
+
+def sweep_best_throughput(model: str, calibration: Any, duration_s: float = 120.0) -> float:
+    """Largest throughput over `SWEEP_CONFIGS` simulated by the twin (saturated GPUs: throughput = capacity)."""
+    from adaptwin.dataset.sampler import make_scenario
+    from adaptwin.twin import simulate
+
+    best = 0.0
+    for served, a_max in SWEEP_CONFIGS:
+        if calibration is not None and calibration.memory_error(a_max, 8):
+            continue
+        scenario = make_scenario(model, [8] * served, [SWEEP_RATE] * served, a_max, duration_s=duration_s)
+        best = max(best, float(simulate(scenario, calibration)["total_throughput"]))
+    if best <= 0:
+        raise PlacementError(f"twin sweep for {model}: no configuration produced throughput")
+    return best
+
+
+def best_gpu_throughput(model: str, calibration: Any, dataset_dir: str | Path | None = None,
+                        duration_s: float = 120.0) -> tuple[float, str]:
+    """(best per-GPU tokens/s, source): the dataset if present, else the twin sweep."""
+    if dataset_dir is not None:
+        best = dataset_best_throughput(dataset_dir)
+        if best is not None:
+            return best, f"dataset {dataset_dir}"
+    return sweep_best_throughput(model, calibration, duration_s), "twin sweep of saturated rank-8 GPUs"
+
+
+def lower_bound_gpus(total_rate: float, tokens_per_req: float, best_throughput: float) -> int:
+    """ceil(offered tokens/s / best per-GPU tokens/s), at least 1."""
+    if best_throughput <= 0:
+        raise PlacementError(f"best per-GPU throughput must be positive, got {best_throughput}")
+    return max(1, math.ceil(total_rate * tokens_per_req / best_throughput - 1e-9))

@@ -1,0 +1,270 @@
+"""What every placement method shares: the workload table, the GPU and placement records, and the evaluator
+that asks the surrogate "can this GPU serve these adapters, and how well?" for many candidates at once.
+
+Why one evaluator: the methods differ in *which* candidate GPUs they try, not in how a candidate is judged.
+Keeping the feature building, the memory cap on A_max and the safety rule (starvation classifier plus an
+uncertainty margin on throughput) here means every method is judged by the same oracle, so GPU counts compare
+packing strategies, not oracles. Calls are batched (one predictor call for many candidate (set, A_max) pairs)
+because a CatBoost call costs far more than one row of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+#: A_max values the surrogates were trained on (issue 4); placement only picks from these (or ``served`` when
+#: a GPU holds fewer adapters than the smallest value, since A_max <= served).
+A_MAX_GRID: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
+
+#: the paper's starvation rule: a GPU is starved when its throughput is below this fraction of the ideal
+STARVATION_RATIO = 0.9
+
+PREDICTED_KEYS = ("total_throughput", "itl_mean_ms", "starvation_probability")
+
+
+class Predictor(Protocol):
+    """What placement needs from a surrogate: one vectorised call from a feature frame to predictions
+    (columns ``total_throughput``, ``itl_mean_ms``, ``starvation_probability``; more are ignored)."""
+
+    def predict(self, features: pl.DataFrame) -> pl.DataFrame: ...
+
+
+FeatureFn = Callable[..., dict]
+
+
+class PlacementError(ValueError):
+    """A placement that cannot be computed (bad workload, impossible configuration), with the cause named."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU of a placement: which adapters (by row index of the workload) it serves and its vLLM knobs.
+
+    ``shares`` is the fraction of each adapter's rate routed here (1.0 unless a method splits adapters);
+    ``safe`` is the evaluator's verdict on this configuration."""
+
+    members: tuple[int, ...]
+    max_loras: int
+    max_lora_rank: int
+    predicted: dict[str, float]
+    shares: tuple[float, ...] = ()
+    safe: bool = True
+
+    def share_of(self, position: int) -> float:
+        return self.shares[position] if self.shares else 1.0
+
+
+@dataclass
+class Placement:
+    """The result of one method on one workload (adapter ids, ranks and rates travel with it)."""
+
+    model: str
+    method: str
+    workload: pl.DataFrame
+    gpus: list[Gpu]
+    lower_bound_gpus: int
+    placement_time_s: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_gpus(self) -> int:
+        return len(self.gpus)
+
+    def gpu_adapters(self, g: int) -> pl.DataFrame:
+        """``adapter_id, rank, rate`` served by GPU ``g`` (rate already multiplied by the routed share)."""
+        gpu = self.gpus[g]
+        rows = self.workload[list(gpu.members)]
+        shares = [gpu.share_of(i) for i in range(len(gpu.members))]
+        return rows.with_columns(pl.col("rate") * pl.Series(shares, dtype=pl.Float64))
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``placement.json`` contract of issue 5 (exactly these keys)."""
+        ids = self.workload["adapter_id"].to_list()
+        return {
+            "model": self.model,
+            "method": self.method,
+            "gpus": [
+                {
+                    "gpu": g,
+                    "adapters": [ids[i] for i in gpu.members],
+                    "max_loras": int(gpu.max_loras),
+                    "max_cpu_loras": len(gpu.members),
+                    "max_lora_rank": int(gpu.max_lora_rank),
+                    "predicted": {k: float(gpu.predicted.get(k, float("nan"))) for k in PREDICTED_KEYS},
+                }
+                for g, gpu in enumerate(self.gpus)
+            ],
+            "lower_bound_gpus": int(self.lower_bound_gpus),
+        }
+
+    def routing(self) -> pl.DataFrame:
+        """``adapter_id, gpu``: one row per (adapter, GPU) it is routed to (split adapters appear once per GPU)."""
+        ids = self.workload["adapter_id"].to_list()
+        rows = [(ids[i], g) for g, gpu in enumerate(self.gpus) for i in gpu.members]
+        return pl.DataFrame(rows, schema={"adapter_id": pl.Utf8, "gpu": pl.Int64}, orient="row")
+
+
+@dataclass
+class Evaluator:
+    """Judges candidate GPUs with a surrogate, in batches.
+
+    ``margin`` is the uncertainty margin: a candidate is *ok* when the classifier's starvation probability is at
+    most ``starvation_threshold``, its predicted throughput is at least ``(0.9 + margin) x ideal`` (ideal = sum of
+    rates x ``tokens_per_request``, the paper's starvation rule moved up by the surrogate's error on real runs),
+    and vLLM would start with this A_max (calibrated memory cap for the GPU's S_max).
+    """
+
+    predictor: Predictor
+    calibration: Any  # adaptwin.twin.costs.Calibration
+    tokens_per_request: float
+    margin: float = 0.05
+    starvation_threshold: float = 0.5
+    candidates: tuple[int, ...] = A_MAX_GRID
+    max_served: int = 576
+    features_fn: FeatureFn | None = None
+    predict_calls: int = 0
+    predict_rows: int = 0
+    _caps: dict[int, int] = field(default_factory=dict, repr=False)
+    _slot_keys: tuple[str, ...] | None = field(default=None, repr=False)
+
+    # ---- A_max ---------------------------------------------------------------------------------------
+    def memory_cap(self, s_max: int) -> int:
+        """Largest A_max vLLM starts with at this S_max (calibrated KV capacity must hold one max-length
+        sequence); 0 when even the smallest candidate fails."""
+        if s_max not in self._caps:
+            pool = sorted(set(self.candidates) | set(range(1, min(self.candidates))))
+            self._caps[s_max] = self.calibration.max_feasible_loras(int(s_max), pool)
+        return self._caps[s_max]
+
+    def a_max_options(self, served: int, s_max: int) -> list[int]:
+        """A_max values allowed for ``served`` adapters at ``s_max``: grid values <= served and <= the memory
+        cap, or ``min(served, cap)`` alone when no grid value fits."""
+        limit = min(served, self.memory_cap(s_max))
+        options = [a for a in self.candidates if a <= limit]
+        return options or ([limit] if limit > 0 else [])
+
+    def largest_a_max(self, served: int, s_max: int) -> int:
+        """The largest A_max memory allows for this GPU (what FFD, dLoRA and round robin use)."""
+        options = self.a_max_options(served, s_max)
+        if not options:
+            raise PlacementError(f"no A_max starts at S_max={s_max} (memory cap 0)")
+        return options[-1]
+
+    # ---- features ------------------------------------------------------------------------------------
+    def _features(self) -> FeatureFn:
+        if self.features_fn is None:
+            from adaptwin.surrogate.features import gpu_features
+
+            self.features_fn = gpu_features
+        return self.features_fn
+
+    def _slot_dependent_keys(self, fn: FeatureFn) -> tuple[str, ...]:
+        """Feature names whose value changes with A_max (probed once on a small GPU)."""
+        if self._slot_keys is None:
+            ranks, rates = np.array([8, 16, 8, 32]), np.array([0.1, 0.2, 0.3, 0.05])
+            one, two = fn(ranks, rates, 2), fn(ranks, rates, 4)
+            self._slot_keys = tuple(k for k in one if one[k] != two[k])
+            if "adapter_slots" not in self._slot_keys:
+                raise PlacementError(f"feature function {fn!r} has no adapter_slots feature")
+        return self._slot_keys
+
+    def feature_rows(self, sets: Sequence[tuple[np.ndarray, np.ndarray]], a_max: Sequence[Sequence[int]]) -> pl.DataFrame:
+        """One feature row per (set, A_max): ``sets[i]`` is (ranks, rates) and ``a_max[i]`` its A_max values.
+
+        A set's features are computed once (`gpu_features`); across its A_max values only ``adapter_slots``
+        changes. Other features that depend on A_max (ratios such as slot_fraction) are left out: the
+        surrogate recomputes its extra features from the paper's seven (`adaptwin.surrogate.features`)."""
+        fn = self._features()
+        drop = set(self._slot_dependent_keys(fn)) - {"adapter_slots"}
+        columns: dict[str, list] | None = None
+        for (ranks, rates), values in zip(sets, a_max, strict=True):
+            if not values:
+                continue
+            base = fn(ranks, rates, values[0])
+            if columns is None:
+                columns = {k: [] for k in base if k not in drop}
+            for k, col in columns.items():
+                col.extend([base[k]] * len(values))
+            columns["adapter_slots"][-len(values):] = [float(a) for a in values]
+        return pl.DataFrame(columns or {})
+
+    # ---- judging -------------------------------------------------------------------------------------
+    def evaluate(self, sets: Sequence[tuple[np.ndarray, np.ndarray]], a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """Predictions for every (set, A_max) pair in one call: arrays ``set`` (index into ``sets``),
+        ``a_max``, ``total_throughput``, ``itl_mean_ms``, ``starvation_probability``, ``ideal``, ``ok``."""
+        index = np.array([i for i, v in enumerate(a_max) for _ in v], dtype=np.int64)
+        slots = np.array([a for v in a_max for a in v], dtype=np.int64)
+        if len(index) == 0:
+            return _empty_evaluation()
+        frame = self.feature_rows(sets, a_max)
+        pred = self.predictor.predict(frame)
+        self.predict_calls += 1
+        self.predict_rows += len(frame)
+        sum_rate = np.array([float(np.sum(r)) for _, r in sets])[index]
+        ideal = sum_rate * self.tokens_per_request
+        out = {
+            "set": index,
+            "a_max": slots,
+            "total_throughput": pred["total_throughput"].to_numpy().astype(float),
+            "itl_mean_ms": pred["itl_mean_ms"].to_numpy().astype(float),
+            "starvation_probability": pred["starvation_probability"].to_numpy().astype(float),
+            "ideal": ideal,
+        }
+        out["ok"] = self.is_ok(out)
+        return out
+
+    def is_ok(self, ev: dict[str, np.ndarray]) -> np.ndarray:
+        """The safety rule (see the class docstring) on evaluated rows."""
+        need = (STARVATION_RATIO + self.margin) * ev["ideal"]
+        return (ev["starvation_probability"] <= self.starvation_threshold) & (ev["total_throughput"] >= need)
+
+    def judge(self, ranks: np.ndarray, rates: np.ndarray, a_max: int) -> dict[str, float]:
+        """Predictions and verdict for one configured GPU."""
+        ev = self.evaluate([(ranks, rates)], [[a_max]])
+        return {k: float(ev[k][0]) for k in (*PREDICTED_KEYS, "ideal")} | {"ok": bool(ev["ok"][0])}
+
+
+def _empty_evaluation() -> dict[str, np.ndarray]:
+    keys = ("set", "a_max", "total_throughput", "itl_mean_ms", "starvation_probability", "ideal", "ok")
+    return {k: np.array([]) for k in keys}
+
+
+def predicted_of(ev: dict[str, np.ndarray], row: int) -> dict[str, float]:
+    """The ``predicted`` block of placement.json from one evaluated row."""
+    return {k: float(ev[k][row]) for k in PREDICTED_KEYS}
+
+
+def make_gpu(members: Sequence[int], a_max: int, s_max: int, ev: dict[str, np.ndarray], row: int,
+             shares: Sequence[float] = ()) -> Gpu:
+    """A `Gpu` record from an evaluated row."""
+    return Gpu(tuple(int(m) for m in members), int(a_max), int(s_max), predicted_of(ev, row), tuple(shares),
+               bool(ev["ok"][row]))
+
+
+def build_gpus(workload: pl.DataFrame, ev: Evaluator, groups: Sequence[Sequence[int]],
+               a_max: Sequence[int] | None = None, shares: Sequence[Sequence[float]] | None = None) -> list[Gpu]:
+    """`Gpu` records for fixed adapter groups, predicted in one surrogate call.
+
+    ``a_max[g]`` defaults to the largest A_max memory allows for the group; ``shares[g]`` are the fractions of
+    each member's rate routed to the group (default all 1)."""
+    ranks = workload["rank"].to_numpy()
+    rates = workload["rate"].to_numpy().astype(float)
+    sets, options, s_maxes = [], [], []
+    for g, members in enumerate(groups):
+        idx = np.asarray(members, dtype=np.int64)
+        share = np.asarray(shares[g], dtype=float) if shares else np.ones(len(idx))
+        s_max = int(ranks[idx].max())
+        a = a_max[g] if a_max is not None else ev.largest_a_max(len(idx), s_max)
+        sets.append((ranks[idx], rates[idx] * share))
+        options.append([int(a)])
+        s_maxes.append(s_max)
+    res = ev.evaluate(sets, options)
+    return [
+        make_gpu(members, options[g][0], s_maxes[g], res, g, shares[g] if shares else ())
+        for g, members in enumerate(groups)
+    ]

@@ -1,0 +1,82 @@
+"""Verification: every GPU of every placement re-simulated with the digital twin.
+
+The surrogate chose the placements; the twin is the ground truth we can afford (issue 3 validates it against
+real runs). Each GPU becomes one single-GPU scenario built by `adaptwin.dataset.sampler.make_scenario` (the same
+construction as the training data: S_max = the GPU's largest rank, every adapter held in CPU memory, ShareGPT
+lengths, content-derived seed), with the GPU's A_max and the rates routed to it. GPUs are simulated in
+parallel processes; results come back in input order, so the table is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import polars as pl
+
+from adaptwin.placement.core import Placement
+
+RESULT_KEYS = ("total_throughput", "ideal_throughput", "itl_mean_ms", "ttft_mean_ms", "starved", "memory_error")
+
+
+def gpu_scenarios(placement: Placement, duration_s: float, arrivals: str = "poisson") -> list[dict[str, Any]]:
+    """The twin scenario of each GPU of ``placement``."""
+    from adaptwin.dataset.sampler import make_scenario
+
+    scenarios = []
+    for g, gpu in enumerate(placement.gpus):
+        adapters = placement.gpu_adapters(g)
+        scenarios.append(make_scenario(placement.model, adapters["rank"].to_list(), adapters["rate"].to_list(),
+                                       gpu.max_loras, arrivals=arrivals, duration_s=duration_s))
+    return scenarios
+
+
+def _simulate(job: tuple[dict[str, Any], Any]) -> dict[str, Any]:
+    from adaptwin.twin import simulate
+
+    scenario, calibration = job
+    result = simulate(scenario, calibration)
+    return {k: result.get(k) for k in RESULT_KEYS}
+
+
+def verify(placements: Sequence[Placement], calibration: Any, duration_s: float = 600.0, workers: int = 2,
+           arrivals: str = "poisson", labels: Sequence[dict[str, Any]] | None = None) -> pl.DataFrame:
+    """One row per GPU: ``workload`` (if labelled), ``method``, ``gpu``, ``adapters``, ``max_loras``,
+    ``max_lora_rank``, the predicted throughput / ITL / starvation probability, and the twin's
+    ``total_throughput``, ``ideal_throughput``, ``itl_mean_ms``, ``ttft_mean_ms``, ``starved``, ``memory_error``."""
+    meta, jobs = [], []
+    for p, placement in enumerate(placements):
+        label = dict(labels[p]) if labels else {}
+        for g, scenario in enumerate(gpu_scenarios(placement, duration_s, arrivals)):
+            gpu = placement.gpus[g]
+            meta.append({**label, "method": placement.method, "gpu": g, "adapters": len(gpu.members),
+                         "max_loras": gpu.max_loras, "max_lora_rank": gpu.max_lora_rank,
+                         **{f"predicted_{k}": gpu.predicted[k] for k in gpu.predicted}})
+            jobs.append((scenario, calibration))
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_simulate, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    else:
+        results = [_simulate(job) for job in jobs]
+    rows = [m | r for m, r in zip(meta, results, strict=True)]
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method")) -> pl.DataFrame:
+    """Per placement: GPUs used, starved GPUs, memory errors, total twin throughput, throughput-weighted
+    mean ITL, and the worst GPU's ITL."""
+    keys = [k for k in by if k in per_gpu.columns]
+    weight = pl.col("total_throughput")
+    return (
+        per_gpu.group_by(keys, maintain_order=True)
+        .agg(
+            pl.len().alias("gpus"),
+            pl.col("starved").cast(pl.Int64).sum().alias("starved_gpus"),
+            pl.col("memory_error").cast(pl.Int64).sum().alias("memory_errors"),
+            pl.col("total_throughput").sum().alias("total_throughput"),
+            pl.col("ideal_throughput").sum().alias("ideal_throughput"),
+            ((pl.col("itl_mean_ms") * weight).sum() / weight.sum()).alias("itl_mean_ms"),
+            pl.col("itl_mean_ms").max().alias("itl_max_ms"),
+        )
+    )

@@ -1,0 +1,65 @@
+"""``adaptwin profile CONFIG.yaml --out DIR`` and ``run_from_config`` (notebook 01 with ``backend: vllm``).
+
+Both write the ``runs`` and ``timeseries`` tables of the replay ingest into the output folder; adapters,
+server logs and per-run result JSON go to the config's ``work_dir``. Without vLLM or a GPU they stop before
+doing anything, with a message naming what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from adaptwin.paths import resolve
+from adaptwin.profiling.config import load_config
+from adaptwin.profiling.runner import ServerFactory, run_all
+from adaptwin.profiling.server import ProfilingUnavailable
+from adaptwin.profiling.writers import to_frame, write_tables
+
+
+@dataclass
+class ProfileReport:
+    """What a profiling session produced: the tables (as frames) and where they were written."""
+
+    runs: pl.DataFrame
+    timeseries: pl.DataFrame
+    paths: dict[str, Path]
+
+    def status_counts(self) -> dict[str, int]:
+        """Runs per status, e.g. ``{'ok': 3, 'memory_error': 1}``."""
+        return dict(sorted(self.runs["status"].value_counts().iter_rows())) if self.runs.height else {}
+
+
+def run_from_config(
+    config_path: str | os.PathLike, out_dir: str | os.PathLike, factory: ServerFactory | None = None
+) -> ProfileReport:
+    """Run every configuration of ``config_path`` and write ``runs``/``timeseries`` Parquet into ``out_dir``.
+
+    Relative paths are resolved against the repository root. ``factory`` replaces ``vllm serve`` (tests).
+    Raises ``ProfilingUnavailable`` when vLLM or a GPU is missing (and no factory is given).
+    """
+    cfg = load_config(resolve(config_path))
+    outcomes = run_all(cfg, resolve(cfg.work_dir), factory)
+    runs = to_frame("runs", [o.run for o in outcomes])
+    series = to_frame("timeseries", [row for o in outcomes for row in o.timeseries])
+    paths = write_tables(resolve(out_dir), {"runs": runs, "timeseries": series})
+    return ProfileReport(runs, series, paths)
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    """Entry point of ``adaptwin profile``: 0 on success, 2 when vLLM/GPU are missing (message on stderr)."""
+    try:
+        report = run_from_config(args.config, args.out)
+    except ProfilingUnavailable as exc:
+        print(f"adaptwin profile: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{report.runs.height} runs {report.status_counts()}, {report.timeseries.height} samples -> "
+        + ", ".join(str(p) for p in report.paths.values())
+    )
+    return 0

@@ -1,0 +1,195 @@
+"""Rows of the replay ingest's ``runs`` and ``timeseries`` tables from a profiled run, and their files.
+
+Why here and not in the ingest: a profiled run has no log to parse, but its rows must mean exactly what a
+replayed run's rows mean, so every column name and dtype comes from ``adaptwin.measurements.schema`` (via
+``schema.conform``, which refuses undocumented columns) and the per-run result JSON uses the keys of the
+corpus's ``openai-*.json`` (``adaptwin.measurements.parse.JSON_KEYS``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from adaptwin.io import write_json, write_parquet
+from adaptwin.measurements import schema
+from adaptwin.measurements.parse import JSON_KEYS
+from adaptwin.profiling.config import RunSpec, model_key
+from adaptwin.profiling.prometheus import PollSample
+
+TIME_BASE = "perf_counter"  # poll times and the benchmark window share the client's time.perf_counter clock
+INT_SERIES = (
+    "num_running",
+    "num_waiting",
+    "num_preempted",
+    "finished",
+    "prompt_tokens_total",
+    "generation_tokens_total",
+)
+
+
+def run_row(
+    spec: RunSpec,
+    *,
+    status: str,
+    reason: str | None,
+    summary: dict[str, Any] | None,
+    window: tuple[float, float] | None,
+    samples: list[PollSample],
+    poll_errors: int,
+    setup: dict[str, Any],
+) -> dict[str, Any]:
+    """One ``runs`` row. ``setup`` holds ``runs`` columns the run decided at start-up (vllm_version, job_id,
+    lora_modules, adapter_rates, adapter_rate_counts, request_rate, ...)."""
+    bench, server = spec.benchmark, spec.server
+    row: dict[str, Any] = {
+        "run_id": spec.run_id,
+        "family": spec.family,
+        "subfamily": spec.subfamily,
+        "model": model_key(spec.model),
+        "enable_lora": bool(server.max_loras),
+        "max_loras": server.max_loras,
+        "max_cpu_loras": server.max_cpu_loras,
+        "served_adapters": spec.served_adapters,
+        "max_lora_rank": server.max_lora_rank,
+        "max_num_seqs": server.max_num_seqs,
+        "adapter_ranks": list(spec.adapter_ranks),
+        "rank_assignment": "cyclic" if spec.adapter_ranks else None,
+        "gpu_memory_utilization": server.gpu_memory_utilization,
+        "benchmark": bench.mode,
+        "num_prompts": bench.num_prompts if bench.mode == "fixed_count" else None,
+        "total_time_s": bench.total_time_s if bench.mode == "by_time" else None,
+        "request_rate_by_lora": bench.request_rate_by_lora if bench.mode == "fixed_count" else None,
+        "dataset": "random_tokens",
+        "input_len": bench.input_len,
+        "output_len": bench.output_len,
+        "restrict_loras": bench.restrict_loras,
+        "disable_loras_users": bench.disable_loras_users,
+        "lora_pre_loading": bench.lora_pre_loading,
+        "seed": spec.seed,
+        "status": status,
+        "reason": reason,
+        "flags": [],
+        "summary_source": "json" if summary else None,
+        "time_base": TIME_BASE,
+        "poll_errors": poll_errors,
+        "n_samples": len(samples),
+        **setup,
+        **(summary or {}),
+    }
+    row.update(_window_columns(window, samples))
+    return row
+
+
+def _window_columns(window: tuple[float, float] | None, samples: list[PollSample]) -> dict[str, Any]:
+    running = [s.values.get("num_running") for s in samples]
+    cols: dict[str, Any] = {"max_running": _int(max((r for r in running if r is not None), default=None))}
+    if window is None:
+        return cols
+    start, end = window
+    inside = [
+        r for s, r in zip(samples, running, strict=True) if start <= s.time_raw <= end and r is not None
+    ]
+    cols.update(
+        json_start_time=start,
+        json_end_time=end,
+        window_start=start,
+        window_end=end,
+        window_source="json",
+        n_samples_in_window=sum(start <= s.time_raw <= end for s in samples),
+        mean_running_in_window=math.fsum(inside) / len(inside) if inside else None,
+    )
+    return cols
+
+
+def timeseries_rows(run_id: str, samples: list[PollSample], window: tuple[float, float] | None) -> list[dict]:
+    """One ``timeseries`` row per successful poll; ``t_s``/``in_window`` relative to the benchmark window."""
+    if not samples:
+        return []
+    first = samples[0].time_raw
+    rows = []
+    for i, s in enumerate(samples):
+        row = {
+            "run_id": run_id,
+            "sample": i,
+            "time_raw": s.time_raw,
+            "time_base": TIME_BASE,
+            "t_poll_s": s.time_raw - first,
+            "t_s": None,
+            "in_window": None,
+            **{k: (_int(v) if k in INT_SERIES else v) for k, v in s.values.items()},
+        }
+        if window is not None:
+            row["t_s"] = s.time_raw - window[0]
+            row["in_window"] = window[0] <= s.time_raw <= window[1]
+        rows.append(row)
+    return rows
+
+
+def to_frame(table: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rows -> a frame with the documented schema of ``table`` (``schema.conform``)."""
+    if not rows:
+        return schema.empty(table)
+    dtypes = schema.polars_schema(table)
+    columns = {key for row in rows for key in row}
+    overrides = {c: dtypes[c] for c in columns if c in dtypes}
+    frame = pl.DataFrame(
+        [{c: row.get(c) for c in sorted(columns)} for row in rows], schema_overrides=overrides, strict=False
+    )
+    return schema.conform(table, frame)
+
+
+def write_tables(out_dir: str | os.PathLike, tables: dict[str, pl.DataFrame]) -> dict[str, Path]:
+    """Write each frame as ``<out_dir>/<table>.parquet`` (atomically, conformed to the schema); return paths."""
+    return {
+        name: write_parquet(Path(out_dir) / f"{name}.parquet", schema.conform(name, frame))
+        for name, frame in tables.items()
+    }
+
+
+def write_result_json(
+    run_dir: Path,
+    spec: RunSpec,
+    summary: dict[str, Any],
+    window: tuple[float, float],
+    rate: float | None,
+    extra: dict[str, Any],
+) -> Path:
+    """The run's result in the corpus's ``openai-<rate>qps-<model>-<date>.json`` format (full precision);
+    ``rate`` is the aggregated request rate (None: by-time, written as "inf" like the corpus)."""
+    now = datetime.now(timezone.utc)
+    rate_text = "inf" if rate is None or math.isinf(rate) else f"{rate:g}"
+    data = {key: summary[col] for key, col in JSON_KEYS.items()}
+    data.update(
+        date=now.strftime("%Y%m%d-%H%M%S"),
+        backend="vllm",
+        model_id=spec.model,
+        tokenizer_id=spec.model,
+        num_prompts=spec.benchmark.num_prompts,
+        request_rate=rate_text,
+        start_time=window[0],
+        end_time=window[1],
+        **extra,
+    )
+    name = f"openai-{rate_text}qps-{model_key(spec.model)}-{data['date']}.json"
+    return write_json(run_dir / name, _finite(data))
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/NaN: write them as strings (the corpus wrote request_rate as "inf")."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None or math.isnan(value) else int(round(value))

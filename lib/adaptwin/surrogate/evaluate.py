@@ -1,0 +1,272 @@
+"""Score the surrogates like the paper's Table 4/5: held-out twin rows and the real serving runs, CatBoost beside
+a random forest, KNN and one small tree trained on the same rows, features and target transforms.
+
+Metrics: R2 and SMAPE for the regressions, in natural units. SMAPE is reported in two conventions side by
+side: the usual one, mean(|a-b| / ((|a|+|b|)/2)) in %, used everywhere in adaptwin, and the paper's,
+mean(|a-b| / (|a|+|b|)), which is exactly half of it. Starvation: accuracy and macro-F1. Speed: milliseconds
+per prediction of all four outputs through the same ``predict(features_frame)`` call placement makes, one GPU
+at a time (median over calls) and batched (a large frame, divided by its rows); timings are noisy on a shared
+machine, so they are measured, recorded and never asserted in tests.
+
+Real runs: the ``ok`` runs of the real_results family (by-time Llama-3.1-8B); their starvation label is the
+paper's rule on the measured throughput, total_throughput < 0.9 x ideal, with ideal = sum_rate x the twin's
+tokens per request (the same ideal the twin labels its own rows with).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from adaptwin.surrogate.features import PAPER_FEATURES, feature_matrix, real_run_features
+from adaptwin.surrogate.model import CLASS_TARGET, REGRESSION_TARGETS, Surrogate, inverse_transform
+from adaptwin.surrogate.train import TrainResult, target_rows, transform
+
+STARVATION_FRACTION = 0.9
+REAL_FAMILY = "real_results"
+
+
+# ---- metrics -----------------------------------------------------------------------------------------------
+def smape_pct(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Usual SMAPE in %: mean(|a-b| / ((|a|+|b|)/2)); a pair of zeros counts as no error."""
+    a, p = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float)
+    denom = (np.abs(a) + np.abs(p)) / 2
+    terms = np.divide(np.abs(a - p), denom, out=np.zeros_like(a), where=denom > 0)
+    return float(100 * terms.mean()) if len(a) else float("nan")
+
+
+def smape_paper_pct(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """The paper's SMAPE in %: mean(|a-b| / (|a|+|b|)), half the usual one."""
+    return smape_pct(actual, predicted) / 2
+
+
+def r2(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Coefficient of determination (nan with fewer than two rows)."""
+    from sklearn.metrics import r2_score
+
+    return float(r2_score(actual, predicted)) if len(actual) > 1 else float("nan")
+
+
+def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """R2, SMAPE (both conventions) and row count."""
+    return {"r2": r2(actual, predicted), "smape_pct": smape_pct(actual, predicted),
+            "smape_paper_pct": smape_paper_pct(actual, predicted), "n": int(len(actual))}
+
+
+def classification_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1 (over both classes, so a one-class test set is not a free 1.0) and row count."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    a, p = np.asarray(actual, dtype=bool), np.asarray(predicted, dtype=bool)
+    if not len(a):
+        return {"accuracy": float("nan"), "macro_f1": float("nan"), "n": 0}
+    return {"accuracy": float(accuracy_score(a, p)),
+            "macro_f1": float(f1_score(a, p, average="macro", labels=[False, True], zero_division=0.0)),
+            "n": int(len(a)), "positives": int(a.sum())}
+
+
+# ---- baselines ---------------------------------------------------------------------------------------------
+BASELINES: tuple[str, ...] = ("random_forest", "knn", "small_tree")
+
+
+def _sklearn(name: str, classifier: bool, seed: int):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    if name == "random_forest":
+        cls = RandomForestClassifier if classifier else RandomForestRegressor
+        return cls(n_estimators=100, min_samples_leaf=1, n_jobs=1, random_state=seed)
+    if name == "knn":  # scaled features: rates and counts live on very different scales
+        cls = KNeighborsClassifier if classifier else KNeighborsRegressor
+        return make_pipeline(StandardScaler(), cls(n_neighbors=5, weights="distance"))
+    if name == "small_tree":  # the paper's Table 5: one tree small enough to read
+        cls = DecisionTreeClassifier if classifier else DecisionTreeRegressor
+        return cls(max_depth=6, random_state=seed)
+    raise ValueError(f"surrogates.baselines: unknown learner {name!r}; known: {', '.join(BASELINES)}")
+
+
+class SklearnSurrogate:
+    """A baseline learner with the `Surrogate` interface (same features, transforms and outputs)."""
+
+    def __init__(self, name: str, reference: Surrogate, models: dict[str, Any]) -> None:
+        self.name, self.reference, self.models = name, reference, models
+
+    @classmethod
+    def fit(cls, name: str, result: TrainResult, seed: int = 0) -> SklearnSurrogate:
+        """Train on the rows, features and transformed targets CatBoost was trained on."""
+        data, ref = result.data, result.surrogate
+        x, sum_rate = data.x, data.frame["sum_rate"].to_numpy()
+        models = {}
+        for target in (*REGRESSION_TARGETS, CLASS_TARGET):
+            rows = result.train_idx[target_rows(data, target)[result.train_idx]]
+            y = data.frame[target].to_numpy()[rows]
+            if target == CLASS_TARGET:
+                y = y.astype(int)
+            else:
+                kind = ref.metadata["targets"][target]["transform"]
+                y = transform(target, kind, y.astype(float), sum_rate[rows], data.tokens_per_request)
+            models[target] = _sklearn(name, target == CLASS_TARGET, seed).fit(x[rows], y)
+        return cls(name, ref, models)
+
+    def predict_matrix(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Predictions in natural units from a feature matrix."""
+        sum_rate = x[:, self.reference.feature_names.index("sum_rate")]
+        out = {}
+        for target in REGRESSION_TARGETS:
+            kind = self.reference.metadata["targets"][target]["transform"]
+            out[target] = inverse_transform(kind, self.models[target].predict(x), sum_rate,
+                                            self.reference.tokens_per_request)
+        clf = self.models[CLASS_TARGET]
+        prob = clf.predict_proba(x)[:, list(clf.classes_).index(1)] if 1 in clf.classes_ else np.zeros(len(x))
+        out["starvation_probability"] = prob
+        out["starved"] = prob >= 0.5
+        return out
+
+    def predict(self, features: pl.DataFrame) -> pl.DataFrame:
+        """Same contract as `Surrogate.predict`."""
+        ref = self.reference
+        return pl.DataFrame(self.predict_matrix(feature_matrix(features, ref.feature_names, ref.calibration)))
+
+
+# ---- evaluation --------------------------------------------------------------------------------------------
+@dataclass
+class EvalSet:
+    """Rows to score: paper feature columns and the truth in natural units (null where undefined)."""
+
+    name: str
+    features: pl.DataFrame
+    truth: pl.DataFrame  # total_throughput, itl_mean_ms, ttft_mean_ms, starved
+
+
+def heldout_set(result: TrainResult) -> EvalSet:
+    """The held-out twin rows (never seen in training or search)."""
+    frame = result.data.frame[result.test_idx]
+    truth = frame.select(*REGRESSION_TARGETS, CLASS_TARGET, "finished_requests")
+    for target in ("itl_mean_ms", "ttft_mean_ms"):  # undefined without finished requests
+        truth = truth.with_columns(pl.when(pl.col("finished_requests") > 0).then(pl.col(target)).alias(target))
+    return EvalSet("heldout", frame.select(PAPER_FEATURES), truth.drop("finished_requests"))
+
+
+def real_runs(runs: pl.DataFrame, model: str = "llama-3.1-8b-instruct") -> pl.DataFrame:
+    """The ``ok`` by-time real serving runs of ``model`` (real_results family) from ``runs.parquet``."""
+    needed = ["family", "model", "status", "served_adapters", "max_loras", "adapter_ranks", "adapter_rates",
+              "adapter_rate_counts", *REGRESSION_TARGETS]
+    missing = [c for c in needed if c not in runs.columns]
+    if missing:
+        raise ValueError(f"runs.parquet: missing column(s) {missing}")
+    return runs.filter((pl.col("family") == REAL_FAMILY) & (pl.col("model") == model) & (pl.col("status") == "ok"))
+
+
+def real_set(runs: pl.DataFrame, tokens_per_request: float) -> EvalSet:
+    """Real runs as an evaluation set; starvation labelled by the paper's rule (module docstring)."""
+    features = real_run_features(runs)
+    ideal = features["sum_rate"].to_numpy() * tokens_per_request
+    truth = runs.select(*REGRESSION_TARGETS).with_columns(
+        pl.Series(CLASS_TARGET, runs["total_throughput"].to_numpy() < STARVATION_FRACTION * ideal))
+    return EvalSet("real_runs", features.select(PAPER_FEATURES), truth)
+
+
+def score(predict: Callable[[pl.DataFrame], pl.DataFrame], data: EvalSet) -> dict[str, Any]:
+    """Metrics of one learner on one set: per regression target and for starvation."""
+    pred = predict(data.features)
+    out: dict[str, Any] = {}
+    for target in REGRESSION_TARGETS:
+        truth = data.truth[target].cast(pl.Float64).to_numpy()
+        keep = np.isfinite(truth)
+        out[target] = regression_metrics(truth[keep], pred[target].to_numpy()[keep])
+    out[CLASS_TARGET] = classification_metrics(data.truth[CLASS_TARGET].to_numpy(), pred["starved"].to_numpy())
+    return out
+
+
+def time_predictions(predict: Callable[[pl.DataFrame], pl.DataFrame], features: pl.DataFrame, *,
+                     singles: int = 200, batch_rows: int = 10_000, budget_s: float = 3.0) -> dict[str, float]:
+    """Milliseconds per prediction (all four outputs), one row per call (median over at most ``singles``
+    calls or ``budget_s`` seconds: a slow learner is timed on fewer calls) and in one batch."""
+    rows = [features[i % features.height: i % features.height + 1] for i in range(singles)]
+    predict(rows[0])  # warm caches
+    times: list[float] = []
+    for row in rows:
+        start = time.perf_counter()
+        predict(row)
+        times.append(time.perf_counter() - start)
+        if sum(times) > budget_s:
+            break
+    batch = pl.concat([features] * (batch_rows // features.height + 1))[:batch_rows]
+    start = time.perf_counter()
+    predict(batch)
+    batched = (time.perf_counter() - start) / batch.height
+    return {"ms_per_prediction_single": 1e3 * float(np.median(times)), "ms_per_prediction_batched": 1e3 * batched}
+
+
+def headline(scores: dict[str, Any]) -> dict[str, float]:
+    """The flat numbers of one (learner, set): what surrogates.json and the claims report read."""
+    tp, st = scores["total_throughput"], scores[CLASS_TARGET]
+    return {
+        "throughput_smape_pct": tp["smape_pct"], "throughput_smape_paper_pct": tp["smape_paper_pct"],
+        "throughput_r2": tp["r2"], "itl_smape_pct": scores["itl_mean_ms"]["smape_pct"],
+        "itl_r2": scores["itl_mean_ms"]["r2"], "ttft_smape_pct": scores["ttft_mean_ms"]["smape_pct"],
+        "ttft_r2": scores["ttft_mean_ms"]["r2"], "starvation_accuracy": st["accuracy"],
+        "starvation_macro_f1": st["macro_f1"], "n": tp["n"],
+    }
+
+
+def evaluate(result: TrainResult, runs: pl.DataFrame | None = None, *, baselines: tuple[str, ...] = BASELINES,
+             seed: int = 0, singles: int = 200, batch_rows: int = 10_000) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Metrics of CatBoost and the baselines on held-out twin rows and on real runs (if ``runs`` has any).
+
+    Returns (metrics dict for surrogates.json, long table with one row per learner x set x target)."""
+    sets = [heldout_set(result)]
+    if runs is not None and runs.height:
+        sets.append(real_set(runs, result.surrogate.tokens_per_request))
+    learners: dict[str, Any] = {"catboost": result.surrogate}
+    for name in baselines:
+        learners[name] = SklearnSurrogate.fit(name, result, seed)
+    metrics: dict[str, Any] = {"learners": {}}
+    table_rows = []
+    for name, learner in learners.items():
+        entry: dict[str, Any] = time_predictions(learner.predict, sets[0].features, singles=singles,
+                                                 batch_rows=batch_rows)
+        for data in sets:
+            scores = score(learner.predict, data)
+            entry[data.name] = headline(scores)
+            entry[f"{data.name}_detail"] = scores
+            table_rows += _table_rows(name, data.name, scores, entry)
+        metrics["learners"][name] = entry
+    cat = metrics["learners"]["catboost"]
+    metrics.update({k: cat[k] for k in ("ms_per_prediction_single", "ms_per_prediction_batched")})
+    metrics.update({data.name: cat[data.name] for data in sets})
+    return metrics, pl.DataFrame(table_rows)
+
+
+def _table_rows(learner: str, split: str, scores: dict[str, Any], timing: dict[str, float]) -> list[dict[str, Any]]:
+    rows = []
+    for target, m in scores.items():
+        rows.append({
+            "learner": learner, "split": split, "target": target, "n": m["n"],
+            "r2": m.get("r2"), "smape_pct": m.get("smape_pct"), "smape_paper_pct": m.get("smape_paper_pct"),
+            "accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
+            "ms_single": timing["ms_per_prediction_single"], "ms_batched": timing["ms_per_prediction_batched"],
+        })
+    return rows
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN / infinite floats replaced by None (canonical JSON refuses them), numpy scalars as
+    Python numbers."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

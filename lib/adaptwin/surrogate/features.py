@@ -1,0 +1,177 @@
+"""The feature vector of one GPU, the same for training, evaluation and placement.
+
+`gpu_features(ranks, rates, max_loras)` is the one definition. The paper's seven features (exact names, a
+contract: the surrogates are also scored on frames that hold only these):
+
+* ``sum_rate``, ``std_rate``: total and spread (population std) of the per-adapter request rates, req/s;
+* ``max_size``, ``mean_size``, ``std_size``: largest, mean and spread of the adapter ranks ("sizes");
+* ``served_adapters``: adapters held by the server (``--max-cpu-loras``);
+* ``adapter_slots``: GPU adapter slots A_max (``--max-loras``).
+
+Extras, each a function of those seven only (so a frame with the paper's columns is enough to predict), chosen
+because trees split on one variable at a time and cannot form ratios or the memory model themselves:
+
+* ``mean_rate`` = sum_rate / served_adapters: per-adapter load, which decides how often an adapter that lost
+  its slot comes back (starvation through vLLM's LoRA admission rule);
+* ``rate_per_slot`` = sum_rate / adapter_slots: load each slot must carry;
+* ``slot_fraction`` = adapter_slots / served_adapters: share of adapters resident at once (1 = no swapping);
+* ``kv_capacity_tokens`` (only with a calibration): KV-cache tokens left by A_max slots of rank S_max =
+  max_size, from `Calibration.kv_capacity_tokens`: it bounds the running batch and so the throughput.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+PAPER_FEATURES: tuple[str, ...] = (
+    "sum_rate", "std_rate", "max_size", "mean_size", "std_size", "served_adapters", "adapter_slots",
+)
+RATIO_FEATURES: tuple[str, ...] = ("mean_rate", "rate_per_slot", "slot_fraction")
+KV_FEATURE = "kv_capacity_tokens"
+#: paper columns that must be > 0 (served_adapters, adapter_slots, max_size)
+_POSITIVE = [5, 6, 2]
+
+
+class FeatureError(ValueError):
+    """Inputs a feature vector cannot be built from, naming the field and value."""
+
+
+def feature_names(with_calibration: bool) -> tuple[str, ...]:
+    """Column order of the feature matrix (the models are trained on exactly this order)."""
+    return PAPER_FEATURES + RATIO_FEATURES + ((KV_FEATURE,) if with_calibration else ())
+
+
+def _moments(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    total = weights.sum()
+    mean = float((values * weights).sum() / total)
+    return mean, float(np.sqrt(max((weights * (values - mean) ** 2).sum() / total, 0.0)))
+
+
+def gpu_features(ranks: Sequence[int] | np.ndarray, rates: Sequence[float] | np.ndarray, max_loras: int, *,
+                 counts: Sequence[int] | np.ndarray | None = None, calibration: Any = None) -> dict[str, float]:
+    """The feature vector of one GPU serving adapters of ``ranks`` at ``rates`` (req/s) with ``max_loras``
+    slots. ``counts`` (optional) repeats entry i ``counts[i]`` times (adapter groups of a scenario)."""
+    ranks_a = np.asarray(ranks, dtype=float)
+    rates_a = np.asarray(rates, dtype=float)
+    weights = np.ones(len(ranks_a)) if counts is None else np.asarray(counts, dtype=float)
+    if not len(ranks_a) == len(rates_a) == len(weights):
+        raise FeatureError(f"ranks/rates/counts: lengths {len(ranks_a)}/{len(rates_a)}/{len(weights)} differ")
+    if len(ranks_a) == 0 or weights.sum() <= 0:
+        raise FeatureError("ranks: no adapters on this GPU")
+    if (rates_a < 0).any() or not np.isfinite(rates_a).all():
+        raise FeatureError(f"rates: negative or non-finite value {rates_a[(rates_a < 0) | ~np.isfinite(rates_a)][0]!r}")
+    if (ranks_a <= 0).any():
+        raise FeatureError(f"ranks: non-positive rank {ranks_a[ranks_a <= 0][0]!r}")
+    if max_loras < 1:
+        raise FeatureError(f"max_loras: expected >= 1, got {max_loras!r}")
+    mean_rate, std_rate = _moments(rates_a, weights)
+    mean_size, std_size = _moments(ranks_a, weights)
+    served = float(weights.sum())
+    base = {
+        "sum_rate": mean_rate * served, "std_rate": std_rate, "max_size": float(ranks_a[weights > 0].max()),
+        "mean_size": mean_size, "std_size": std_size, "served_adapters": served, "adapter_slots": float(max_loras),
+    }
+    return {**base, **{k: float(v) for k, v in derived_features(base, calibration).items()}}
+
+
+def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[str, Any]:
+    """The extra features from the paper's seven (scalars or numpy arrays alike)."""
+    sum_rate = np.asarray(base["sum_rate"], dtype=float)
+    served = np.asarray(base["served_adapters"], dtype=float)
+    slots = np.asarray(base["adapter_slots"], dtype=float)
+    out: dict[str, Any] = {
+        "mean_rate": sum_rate / served,
+        "rate_per_slot": sum_rate / slots,
+        "slot_fraction": slots / served,
+    }
+    if calibration is not None:
+        out[KV_FEATURE] = kv_capacity(calibration, slots, np.asarray(base["max_size"], dtype=float))
+    return out
+
+
+def kv_capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray) -> np.ndarray:
+    """`Calibration.kv_capacity_tokens` over arrays (once per distinct (A_max, S_max) pair when many rows)."""
+    slots_a, s_a = np.asarray(slots, dtype=float), np.asarray(s_max, dtype=float)
+    if slots_a.size <= 16:  # placement's single GPU: a plain loop beats np.unique by far
+        flat = [calibration.kv_capacity_tokens(int(a), int(r)) for a, r in zip(slots_a.flat, s_a.flat, strict=True)]
+        return np.array(flat, dtype=float).reshape(slots_a.shape)
+    pairs, inverse = np.unique(np.stack([slots_a.ravel(), s_a.ravel()], axis=1), axis=0, return_inverse=True)
+    values = np.array([calibration.kv_capacity_tokens(int(a), int(r)) for a, r in pairs], dtype=float)
+    return values[inverse.ravel()].reshape(slots_a.shape)
+
+
+def paper_matrix(frame: pl.DataFrame, source: str = "features frame") -> np.ndarray:
+    """The paper's seven columns as a (rows, 7) float matrix; raises naming the missing column, or the first row
+    with a non-positive / non-finite served count, slot count or rank."""
+    missing = [c for c in PAPER_FEATURES if c not in frame.columns]
+    if missing:
+        raise FeatureError(f"{source}: missing feature column(s) {missing}; expected {list(PAPER_FEATURES)}")
+    if frame.height <= 16:  # small frames: row tuples are much cheaper than column conversions
+        columns = frame.columns
+        where = [columns.index(c) for c in PAPER_FEATURES]
+        values = np.array([[r[i] for i in where] for r in frame.rows()], dtype=float).reshape(-1, len(where))
+    else:
+        values = np.column_stack([frame.get_column(c).to_numpy().astype(float) for c in PAPER_FEATURES])
+    return check_paper_values(values, source)
+
+
+def check_paper_values(values: np.ndarray, source: str = "features") -> np.ndarray:
+    """``values`` (rows, 7 paper features) if finite with positive counts and ranks, else raise naming the
+    row, the field and the value."""
+    if not (values[:, _POSITIVE] > 0).all() or not np.isfinite(values).all():  # NaN fails both tests
+        bad = ~np.isfinite(values) | np.isin(np.arange(values.shape[1]), _POSITIVE) & ~(values > 0)
+        row, col = np.argwhere(bad)[0]
+        raise FeatureError(f"{source}: row {row}, field {PAPER_FEATURES[col]!r}: value {values[row, col]!r} "
+                           "(expected finite, and > 0 for counts and ranks)")
+    return values
+
+
+def matrix_from_paper(values: np.ndarray, names: Sequence[str], calibration: Any = None,
+                      source: str = "features") -> np.ndarray:
+    """(rows, 7 paper features) -> (rows, ``names``) with the extras computed by `derived_features`."""
+    base = {c: values[:, i] for i, c in enumerate(PAPER_FEATURES)}
+    cols = {**base, **derived_features(base, calibration)}
+    unknown = [n for n in names if n not in cols]
+    if unknown:
+        raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
+    return np.column_stack([cols[n] for n in names])
+
+
+def feature_matrix(frame: pl.DataFrame, names: Sequence[str], calibration: Any = None,
+                   source: str = "features frame") -> np.ndarray:
+    """The (rows, features) float64 matrix in ``names`` order, extras recomputed from the paper's seven."""
+    return matrix_from_paper(paper_matrix(frame, source), names, calibration, source)
+
+
+def features_frame(dataset: pl.DataFrame, calibration: Any = None) -> pl.DataFrame:
+    """Feature columns for every row of a sweep dataset (groups in ``group_counts/ranks/rates``), via
+    `gpu_features` row by row so there is one definition of every feature."""
+    rows = [
+        gpu_features(ranks, rates, a_max, counts=counts, calibration=calibration)
+        for counts, ranks, rates, a_max in zip(dataset["group_counts"].to_list(), dataset["group_ranks"].to_list(),
+                                               dataset["group_rates"].to_list(), dataset["max_loras"].to_list(),
+                                               strict=True)
+    ]
+    return pl.DataFrame(rows, schema=dict.fromkeys(feature_names(calibration is not None), pl.Float64))
+
+
+def real_run_features(runs: pl.DataFrame, calibration: Any = None) -> pl.DataFrame:
+    """Feature columns of real serving runs: the served adapters cycle through ``adapter_ranks`` (as the fork's
+    ``--dummy-lora-modules`` does) and take the rates ``adapter_rates`` with ``adapter_rate_counts`` adapters
+    each (the mapping of rank to rate was not logged; the features need only the marginals)."""
+    rows = []
+    for run in runs.iter_rows(named=True):
+        served = int(run["served_adapters"])
+        cycle = run["adapter_ranks"] or []
+        values, counts = run["adapter_rates"] or [], run["adapter_rate_counts"] or []
+        if not cycle or not values or len(values) != len(counts) or sum(counts) != served:
+            raise FeatureError(f"runs.parquet: run {run['run_id']!r}: adapter_ranks {cycle!r} / adapter_rates "
+                               f"{values!r} x counts {counts!r} do not describe {served} served adapters")
+        ranks = [cycle[i % len(cycle)] for i in range(served)]
+        rates = np.repeat(np.asarray(values, dtype=float), np.asarray(counts, dtype=int))
+        rows.append(gpu_features(ranks, rates, int(run["max_loras"]), calibration=calibration))
+    return pl.DataFrame(rows, schema=dict.fromkeys(feature_names(calibration is not None), pl.Float64))

@@ -1,0 +1,206 @@
+"""A trained surrogate set of one base model: load it and predict throughput, ITL, TTFT and starvation.
+
+Files under ``data/models/<model>/``: one CatBoost ``<target>.cbm`` per target and ``metadata.json``
+(``version``, ``feature_names``, per-target ``transform`` and tuned params, ``tokens_per_request``, the
+calibration the kv feature was computed with, metrics). `load(model)` returns a `Surrogate`.
+
+Speed matters (placement asks thousands of times per second). CatBoost's own ``predict`` costs about 0.4 ms
+per call whatever the batch size, times four models, so small batches go through `ObliviousEnsemble`, a
+NumPy evaluation of the same oblivious trees (all four models' trees in one pass: float32 border tests,
+leaf index, gather, sum); large batches go through CatBoost's C++ evaluator. Both give the same numbers
+(tests compare them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from adaptwin.surrogate.features import (
+    PAPER_FEATURES,
+    FeatureError,
+    check_paper_values,
+    feature_matrix,
+    gpu_features,
+    matrix_from_paper,
+)
+
+SURROGATE_VERSION = 1
+REGRESSION_TARGETS: tuple[str, ...] = ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
+CLASS_TARGET = "starved"
+OUTPUT_COLUMNS: tuple[str, ...] = (*REGRESSION_TARGETS, "starvation_probability", "starved")
+#: batches up to this many rows use the NumPy evaluator, larger ones CatBoost's C++ one (measured crossover)
+SMALL_BATCH = 16
+
+
+class SurrogateError(ValueError):
+    """A model directory that cannot be used, naming the file and field."""
+
+
+@dataclass(frozen=True)
+class ObliviousEnsemble:
+    """Several CatBoost oblivious-tree models evaluated together with NumPy, in one pass.
+
+    Every tree is padded to the deepest tree's depth with never-taken splits (border +inf), so the whole
+    ensemble is four arrays: ``feature``/``border`` (trees, depth) of float32 border tests, ``leaf_offset``
+    (trees,) into the flat ``leaves``, and ``model_start`` (models,) the first tree of each model (trees of a
+    model are contiguous); ``scale``/``bias`` per model.
+    """
+
+    feature: np.ndarray
+    border: np.ndarray
+    leaf_offset: np.ndarray
+    leaves: np.ndarray
+    model_start: np.ndarray
+    scale: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def from_json(cls, models: list[dict[str, Any]]) -> ObliviousEnsemble:
+        """Build from CatBoost JSON dumps (``save_model(format="json")``) of single-dimension models."""
+        trees = [tree for model in models for tree in model["oblivious_trees"]]
+        depth = max((len(t["splits"]) for t in trees), default=1)
+        feature = np.zeros((len(trees), depth), dtype=np.int64)
+        border = np.full((len(trees), depth), np.inf, dtype=np.float32)
+        sizes = []
+        for i, tree in enumerate(trees):
+            for d, split in enumerate(tree["splits"]):
+                if split.get("split_type", "FloatFeature") != "FloatFeature":
+                    raise SurrogateError(f"split type {split.get('split_type')!r} not supported")
+                feature[i, d], border[i, d] = split["float_feature_index"], split["border"]
+            sizes.append(len(tree["leaf_values"]))
+        counts = [len(m["oblivious_trees"]) for m in models]
+        scale_bias = [m.get("scale_and_bias", [1.0, [0.0]]) for m in models]
+        return cls(feature, border, np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64),
+                   np.array([v for t in trees for v in t["leaf_values"]], dtype=np.float64),
+                   np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64),
+                   np.array([float(sb[0]) for sb in scale_bias]),
+                   np.array([float(sb[1][0] if isinstance(sb[1], list) else sb[1]) for sb in scale_bias]))
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Raw model outputs (CatBoost's RawFormulaVal), shape (rows, models)."""
+        x32 = np.asarray(x, dtype=np.float32)
+        bits = x32[:, self.feature] > self.border  # (rows, trees, depth)
+        index = bits.astype(np.int64) @ (1 << np.arange(self.feature.shape[1], dtype=np.int64))
+        values = self.leaves[index + self.leaf_offset]  # (rows, trees)
+        return np.add.reduceat(values, self.model_start, axis=1) * self.scale + self.bias
+
+
+class Surrogate:
+    """The four surrogates of one base model; `predict` is vectorised over GPUs (rows)."""
+
+    def __init__(self, metadata: dict[str, Any], models: dict[str, Any], calibration: Any = None) -> None:
+        self.metadata = metadata
+        self.models = models
+        self.calibration = calibration
+        self.feature_names: tuple[str, ...] = tuple(metadata["feature_names"])
+        self.tokens_per_request = float(metadata["tokens_per_request"])
+        self.threshold = float(metadata.get("starvation_threshold", 0.5))
+        self._order = (*REGRESSION_TARGETS, CLASS_TARGET)
+        self._fast = ObliviousEnsemble.from_json([_json_dump(models[t]) for t in self._order])
+
+    @property
+    def model(self) -> str:
+        """Base model name (e.g. llama-3.1-8b-instruct)."""
+        return self.metadata["model"]
+
+    def features(self, ranks: Any, rates: Any, max_loras: int) -> dict[str, float]:
+        """`gpu_features` with this surrogate's calibration (for the kv feature)."""
+        return gpu_features(ranks, rates, max_loras, calibration=self.calibration)
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """The feature matrix of a frame holding at least the paper's seven feature columns."""
+        return feature_matrix(frame, self.feature_names, self.calibration, source=f"surrogate {self.model}")
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Raw outputs (rows, 4) in transformed space: NumPy trees for small batches, CatBoost for large."""
+        if x.shape[0] <= SMALL_BATCH:
+            return self._fast.raw(x)
+        return np.column_stack([
+            self.models[t].predict(x, prediction_type="RawFormulaVal", thread_count=1) for t in self._order
+        ])
+
+    def predict_matrix(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Predictions in natural units from a feature matrix in `feature_names` order."""
+        raw = self.raw(x)
+        out = {t: self.inverse(t, raw[:, i], x) for i, t in enumerate(REGRESSION_TARGETS)}
+        prob = 1.0 / (1.0 + np.exp(-raw[:, len(REGRESSION_TARGETS)]))
+        out["starvation_probability"] = prob
+        out["starved"] = prob >= self.threshold
+        return out
+
+    def predict(self, features: pl.DataFrame) -> pl.DataFrame:
+        """``total_throughput`` (tok/s), ``itl_mean_ms``, ``ttft_mean_ms``, ``starvation_probability``,
+        ``starved`` for every row of ``features`` (the paper's seven columns are enough)."""
+        return pl.DataFrame(self.predict_matrix(self.matrix(features)))
+
+    def inverse(self, target: str, value: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Undo the target transform of ``target`` (see `inverse_transform`)."""
+        kind = self.metadata["targets"][target]["transform"]
+        return inverse_transform(kind, value, x[:, self.feature_names.index("sum_rate")], self.tokens_per_request)
+
+    def predict_one(self, features: dict[str, float]) -> dict[str, float]:
+        """One GPU from a dict holding the paper's seven features (e.g. `gpu_features`): the same numbers as
+        `predict`, without building DataFrames (placement's inner loop)."""
+        try:
+            base = np.array([[features[c] for c in PAPER_FEATURES]], dtype=float)
+        except KeyError as exc:
+            raise FeatureError(f"surrogate {self.model}: features dict lacks {exc.args[0]!r}") from exc
+        source = f"surrogate {self.model}"
+        x = matrix_from_paper(check_paper_values(base, source), self.feature_names, self.calibration, source)
+        return {k: (bool(v[0]) if k == "starved" else float(v[0])) for k, v in self.predict_matrix(x).items()}
+
+
+def inverse_transform(kind: str, value: np.ndarray, sum_rate: np.ndarray, tokens_per_request: float) -> np.ndarray:
+    """Model space -> natural units: ``log`` -> exp; ``ratio`` (throughput / ideal) -> ratio x sum_rate x
+    tokens per request (the inverse of `adaptwin.surrogate.train.transform`)."""
+    if kind == "log":
+        return np.exp(value)
+    if kind == "ratio":
+        return np.clip(value, 0.0, None) * sum_rate * tokens_per_request
+    raise SurrogateError(f"metadata.json: target transform {kind!r} unknown (expected 'log' or 'ratio')")
+
+
+def _json_dump(model: Any) -> dict[str, Any]:
+    """A CatBoost model as its JSON dict (through a temporary file: CatBoost has no in-memory JSON export)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.json"
+        model.save_model(str(path), format="json")
+        return json.loads(path.read_text())
+
+
+def model_dir(model: str, models_dir: str | Path | None = None) -> Path:
+    """``<models_dir>/<model>`` (default ``data/models`` under the repository root)."""
+    from adaptwin.paths import resolve
+
+    return resolve(models_dir or "data/models") / model
+
+
+def load(model: str, models_dir: str | Path | None = None) -> Surrogate:
+    """The trained surrogates of ``model`` (written by `adaptwin.surrogate.train.train_surrogates`)."""
+    from catboost import CatBoostClassifier, CatBoostRegressor
+
+    from adaptwin.twin.costs import from_dict
+
+    directory = model_dir(model, models_dir)
+    meta_path = directory / "metadata.json"
+    if not meta_path.exists():
+        raise SurrogateError(f"{meta_path}: not found (run `dvc repro train_surrogates`)")
+    metadata = json.loads(meta_path.read_text())
+    if metadata.get("version") != SURROGATE_VERSION:
+        raise SurrogateError(f"{meta_path}: version {metadata.get('version')!r}, expected {SURROGATE_VERSION}")
+    models = {}
+    for target in (*REGRESSION_TARGETS, CLASS_TARGET):
+        path = directory / metadata["targets"][target]["file"]
+        if not path.exists():
+            raise SurrogateError(f"{meta_path}: targets.{target}.file: {path} not found")
+        models[target] = (CatBoostClassifier if target == CLASS_TARGET else CatBoostRegressor)().load_model(str(path))
+    calibration = metadata.get("calibration")
+    return Surrogate(metadata, models, from_dict(calibration, f"{meta_path}: calibration") if calibration else None)

@@ -1,0 +1,251 @@
+"""The discrete-event engine: one vLLM 0.8.5 (V1) server with LoRA, at the level of engine steps, on SimPy.
+
+One SimPy process runs the engine core's loop: schedule a step (`scheduler`), hold for its duration, apply
+its outputs. Step duration = ``calibration.step_time(decode_seqs, prefill_tokens, context_tokens,
+distinct_adapters)`` + ``calibration.scheduler_time(running, waiting examined by the scan)`` + the load
+time of every adapter copied into a GPU slot in that step. ``context_tokens`` is the sum over the step's
+requests of the tokens already in their KV cache (attention reads); ``distinct_adapters`` the batch's adapters.
+
+Speed: a step in which nothing but decoding happens (no admission, no prefill chunk, no preemption, no
+load) is repeated identically until an event, so the engine advances k such steps in ONE SimPy timeout,
+with k the largest count before: the next decoding request finishes (smallest remaining output), the KV
+cache runs out of blocks (phase counts, `kv_cache`), the next arrival that the scan could admit (the
+queue's heaps, `waiting`; arrivals of inactive adapters while all slots are taken do not end a jump), or
+the end of the window. The context grows by ``decode_seqs`` tokens per step, so the k durations form an
+arithmetic series (``step_time`` is linear in ``context_tokens``; checked at start, else summed one by
+one). Within a jump the waiting count for the scheduler time is the one at the jump's start (only
+inadmissible arrivals happen during it). ITLs are stored per step with the number of finished requests
+that had a gap in it, so statistics are exact without storing every token. Cost grows with events, not
+tokens.
+
+Named invariants (each tested in tests/test_twin_invariants.py; 3-4 are asserted at every step and 1-2 at
+every finish in checking mode, ``simulate(..., check=True)``):
+
+1. Requests are conserved: per adapter, arrived = finished + unfinished (running or waiting at the end).
+2. Tokens are conserved: a finished request emitted exactly its output length (its ITL gaps number
+   output - 1) and had at least its prompt prefilled (more after a preemption).
+3. The KV cache never holds more blocks than its capacity, and the block count equals the blocks the
+   running requests hold.
+4. Never more than A_max distinct adapters in the running batch; never more than max_num_seqs requests.
+5. Same scenario and seed, same outputs: byte-identical canonical JSON (``wall_time_s`` excluded).
+6. Zero load gives zero throughput (and no steps).
+7. Throughput never exceeds what was offered: tokens of finished requests <= tokens of arrived requests;
+   with a light load every request finishes (throughput = realised offered load).
+8. Monotonic sanity: more GPU slots (A_max) never increase adapter loads for the same arrivals; a larger
+   KV cache never increases preemptions under a fixed load.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from adaptwin.twin.arrivals import Workload
+from adaptwin.twin.costs import Calibration
+from adaptwin.twin.metrics import itl_pairs, step_durations
+from adaptwin.twin.scenario import Scenario
+from adaptwin.twin.scheduler import Scheduler, StepPlan
+
+TIMESERIES_PERIOD_S = 2.0  # the real poller's interval
+HUGE = 1 << 62
+
+
+class StepTimer:
+    """Step durations from the calibration, and sums of k steady decode steps.
+
+    For a fixed number of distinct adapters ``step_time`` is affine in its token and sequence counts (true of
+    every form in `costs`; checked per adapter count, else every step calls it directly), so its coefficients
+    are read once per adapter count by probing and each step is a short dot product."""
+
+    def __init__(self, cal: Calibration) -> None:
+        self.cal = cal
+        self.with_prefill_seqs = "prefill_seqs" in inspect.signature(cal.step_time).parameters
+        self._coef: dict[int, tuple[float, float, float, float, float] | None] = {}
+        s = cal.scheduler
+        self._sched = (s["intercept"], s.get("running", 0.0), s.get("waiting", 0.0))
+        self._sched_affine = min(self._sched) >= 0.0  # then max(0, .) never clips
+
+    def affine(self, distinct: int) -> bool:
+        """Whether step time is affine in the counts for this many distinct adapters."""
+        c = self._coef.get(distinct, False)
+        return (self._coefficients(distinct) if c is False else c) is not None
+
+    def step(self, plan: StepPlan, running: int, distinct: int) -> float:
+        return self.model(plan.decode_seqs, plan.prefill_tokens, plan.context_tokens, distinct,
+                          plan.prefill_seqs) + self.scheduler(running, plan.visited) + plan.load_s
+
+    def model(self, decode: int, prefill: int, context: int, distinct: int, prefill_seqs: int = 0) -> float:
+        c = self._coef.get(distinct, False)
+        if c is False:
+            c = self._coefficients(distinct)
+        if c is None:
+            return self._call(decode, prefill, context, distinct, prefill_seqs)
+        return c[0] + c[1] * decode + c[2] * prefill + c[3] * context + c[4] * prefill_seqs
+
+    def scheduler(self, running: int, visited: int) -> float:
+        if self._sched_affine:
+            s = self._sched
+            return s[0] + s[1] * running + s[2] * visited
+        return self.cal.scheduler_time(running, visited)
+
+    def _call(self, decode: int, prefill: int, context: int, distinct: int, prefill_seqs: int = 0) -> float:
+        if self.with_prefill_seqs:
+            return self.cal.step_time(decode, prefill, context, distinct, prefill_seqs=prefill_seqs)
+        return self.cal.step_time(decode, prefill, context, distinct)
+
+    def _coefficients(self, distinct: int) -> tuple[float, float, float, float, float] | None:
+        f = self._call
+        c0 = f(0, 0, 0, distinct, 0)
+        coef = (c0, f(1, 0, 0, distinct, 0) - c0, f(0, 1, 0, distinct, 0) - c0, f(0, 0, 1, distinct, 0) - c0,
+                f(0, 0, 0, distinct, 1) - c0)
+        probe = (300, 1500, 250_000, distinct, 3)
+        direct = f(*probe)
+        affine = coef[0] + coef[1] * 300 + coef[2] * 1500 + coef[3] * 250_000 + coef[4] * 3
+        ok = abs(direct - affine) <= 1e-9 * max(1.0, abs(direct))
+        self._coef[distinct] = coef if ok else None
+        return self._coef[distinct]
+
+    def decode_series(self, plan: StepPlan, running: int, distinct: int) -> tuple[float, float]:
+        """(d0, beta): steady step j lasts d0 + beta * j (exact when step_time is affine in context)."""
+        d0 = self.step(plan, running, distinct)
+        beta = self.model(plan.decode_seqs, 0, plan.context_tokens + plan.decode_seqs, distinct) \
+            - self.model(plan.decode_seqs, 0, plan.context_tokens, distinct)
+        return d0, beta
+
+
+def series_sum(d0: float, beta: float, k: int) -> float:
+    """Sum of d0 + beta * j for j = 0..k-1."""
+    return k * d0 + beta * k * (k - 1) / 2.0
+
+
+def steps_within(d0: float, beta: float, budget: float, cap: int) -> int:
+    """Largest k <= cap with series_sum(d0, beta, k) <= budget (steps that END within ``budget``)."""
+    if budget < d0:
+        return 0
+    if beta <= 0:
+        k = cap if d0 <= 0 else min(cap, int(budget / d0))
+    else:
+        b = d0 - beta / 2.0
+        k = min(cap, int((-b + math.sqrt(b * b + 2.0 * beta * budget)) / beta))
+    while k < cap and series_sum(d0, beta, k + 1) <= budget:
+        k += 1
+    while k > 0 and series_sum(d0, beta, k) > budget:
+        k -= 1
+    return k
+
+
+@dataclass
+class Recorder:
+    """What the run leaves behind: step segments, batch-size integral, optional time series."""
+
+    seg_start: list[int] = field(default_factory=list)
+    seg_k: list[int] = field(default_factory=list)
+    seg_d0: list[float] = field(default_factory=list)
+    seg_beta: list[float] = field(default_factory=list)
+    busy: float = 0.0
+    series: list[tuple[float, float, int, int, int, int]] | None = None
+
+    def segment(self, start: int, k: int, d0: float, beta: float, t0: float, total: float, running: int) -> None:
+        self.seg_start.append(start)
+        self.seg_k.append(k)
+        self.seg_d0.append(d0)
+        self.seg_beta.append(beta)
+        self.busy += running * total
+
+
+@dataclass
+class EngineRun:
+    """Raw results of one engine run (`simulate` turns them into the contract outputs)."""
+
+    scheduler: Scheduler
+    recorder: Recorder
+    durations: np.ndarray
+    itl_counts: np.ndarray
+    end_time: float
+
+    @property
+    def steps(self) -> int:
+        return int(len(self.durations))
+
+
+def run_engine(scenario: Scenario, cal: Calibration, workload: Workload, *, timeseries: bool = False,
+               check: bool = False) -> EngineRun:
+    """Simulate ``workload`` on the server of ``scenario`` for ``duration_s`` seconds."""
+    sched = Scheduler(scenario, cal, workload, check=check)
+    rec = Recorder(series=[] if timeseries else None)
+    env = simpy.Environment()
+    env.process(_engine_loop(env, sched, rec, StepTimer(cal), scenario.duration_s))
+    env.run()
+    durations = step_durations(np.asarray(rec.seg_start, dtype=np.int64), np.asarray(rec.seg_k, dtype=np.int64),
+                               np.asarray(rec.seg_d0), np.asarray(rec.seg_beta))
+    counts = itl_pairs(durations, sched.done.run_starts, sched.done.run_ends)
+    return EngineRun(sched, rec, durations, counts, env.now)
+
+
+def _engine_loop(env: simpy.Environment, sched: Scheduler, rec: Recorder, timer: StepTimer, horizon: float):
+    """The engine core's busy loop as a SimPy process (one timeout per step or per jump of steady steps)."""
+    waiting, kv = sched.waiting, sched.kv
+    while True:
+        now = env.now
+        if not sched.running and waiting.count(now) == 0:
+            nxt = waiting.times[waiting.arrived] if waiting.arrived < waiting.n else math.inf
+            if nxt >= horizon:
+                return
+            yield env.timeout(nxt - now)
+            continue
+        plan = sched.schedule(now)
+        running = len(sched.running)
+        distinct = sched.n_active
+        if rec.series is not None:
+            rec.series.append((now, 0.0, running, waiting.count(now), kv.used, 0))
+        if plan.steady:
+            k, total, d0, beta = _jump(plan, sched, timer, running, distinct, now, horizon)
+            if k == 0:
+                _cut(rec, running, now, horizon)
+                return
+            start = sched.G
+            yield env.timeout(total)
+            rec.segment(start, k, d0, beta, now, total, running)
+            sched.advance(k, env.now)
+        else:
+            d = timer.step(plan, running, distinct)
+            if now + d > horizon:
+                _cut(rec, running, now, horizon)
+                return
+            start = sched.G
+            yield env.timeout(d)
+            rec.segment(start, 1, d, 0.0, now, d, running)
+            sched.complete(plan, env.now)
+        if rec.series is not None:
+            t0, _, r, w, u0, _ = rec.series[-1]
+            rec.series[-1] = (t0, env.now, r, w, u0, kv.used)
+
+
+def _cut(rec: Recorder, running: int, now: float, horizon: float) -> None:
+    """The window ends during a step: its tokens never reach the client, but the batch was running."""
+    rec.busy += running * (horizon - now)
+    if rec.series:
+        t0, _, r, w, u0, _ = rec.series[-1]
+        rec.series[-1] = (t0, horizon, r, w, u0, u0)
+
+
+def _jump(plan: StepPlan, sched: Scheduler, timer: StepTimer, running: int, distinct: int, now: float,
+          horizon: float) -> tuple[int, float, float, float]:
+    """How many identical decode steps to take now: (k, their total duration, d0, beta).
+
+    k is capped by the next finish, by KV exhaustion, by the steps that end before the horizon and by the
+    steps that start before the next admissible arrival (that arrival is seen by the next schedule)."""
+    d0, beta = timer.decode_series(plan, running, distinct)
+    if not timer.affine(distinct):  # durations are not an arithmetic series: one step at a time (slow but exact)
+        return (1 if d0 <= horizon - now else 0), d0, d0, 0.0
+    cap = min(sched.steps_to_finish(), 1 + sched.kv.max_decode_steps(sched.G + 1, sched.kv.free))
+    if plan.admit_at < math.inf:
+        gap = math.nextafter(plan.admit_at - now, -math.inf)
+        cap = min(cap, steps_within(d0, beta, gap, cap) + 1)
+    k = steps_within(d0, beta, horizon - now, cap)
+    return k, series_sum(d0, beta, k), d0, beta

@@ -1,0 +1,271 @@
+"""The scenario: what one simulated vLLM server serves, parsed and validated before anything runs.
+
+A scenario is the dict (or YAML file) of ``adaptwin simulate``; its keys are a contract used by other tools:
+
+```yaml
+model: llama-3.1-8b-instruct      # picks data/calibration/<model>.json unless a calibration is given
+server: {max_loras: 32, max_cpu_loras: 128, max_lora_rank: 16, max_num_seqs: 2048, max_num_batched_tokens: 2048}
+adapters:                         # groups {count, rank, rate}, or {ranks: [...], rates: [...]},
+  - {count: 43, rank: 8, rate: 0.1}   # or `adapters_csv: file.csv` with columns adapter_id,rank,rate
+arrivals: {kind: poisson}         # poisson | unpredictable (period_s, sigma) | trace (path, mapping, speedup)
+lengths: {kind: sharegpt}         # sharegpt (input_mean, output_mean) | fixed (input, output) | trace (path)
+duration_s: 3600
+seed: 0
+```
+
+Validation happens here so that a bad scenario fails in one line naming the field and the value, before the
+calibration is read or a single random number is drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from adaptwin import paths
+
+
+class ScenarioError(ValueError):
+    """An invalid scenario; the message names the field and the value."""
+
+
+TOP_KEYS = {"model", "server", "adapters", "adapters_csv", "arrivals", "lengths", "duration_s", "seed"}
+SERVER_KEYS = {"max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs", "max_num_batched_tokens"}
+GROUP_KEYS = {"count", "rank", "rate"}
+ARRIVAL_KEYS = {
+    "poisson": {"kind"},
+    "unpredictable": {"kind", "period_s", "sigma"},
+    "trace": {"kind", "path", "mapping", "speedup"},
+}
+LENGTH_KEYS = {
+    "sharegpt": {"kind", "input_mean", "output_mean"},
+    "fixed": {"kind", "input", "output"},
+    "trace": {"kind", "path"},
+}
+TRACE_MAPPINGS = ("weighted", "round_robin")
+
+
+@dataclass(frozen=True)
+class Server:
+    """vLLM 0.8.5 server arguments that shape the schedule (defaults are vLLM's)."""
+
+    max_loras: int
+    max_cpu_loras: int
+    max_lora_rank: int
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario; ``ranks`` and ``rates`` hold one entry per served adapter."""
+
+    model: str
+    server: Server
+    ranks: np.ndarray
+    rates: np.ndarray
+    arrivals: dict[str, Any]
+    lengths: dict[str, Any]
+    duration_s: float
+    seed: int
+
+    @property
+    def served(self) -> int:
+        return int(len(self.ranks))
+
+
+def load_scenario_file(path: str | Path) -> dict[str, Any]:
+    """Read a scenario YAML file into a dict (validation is `parse_scenario`'s job)."""
+    path = Path(path)
+    if not path.exists():
+        raise ScenarioError(f"scenario: file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"scenario: {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ScenarioError(f"scenario: {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_scenario(data: dict[str, Any], *, check_model: bool = True) -> Scenario:
+    """Validate ``data`` and return a `Scenario`; raise `ScenarioError` naming the first bad field.
+
+    ``check_model`` asks that ``data/calibration/<model>.json`` exists (skip it when a calibration is given)."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"scenario: expected a mapping, got {type(data).__name__}")
+    _no_unknown(data, TOP_KEYS, "")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise ScenarioError(f"model: expected a model name, got {model!r}")
+    if check_model:
+        _check_model_known(model)
+    ranks, rates = _adapters(data)
+    server = _server(data.get("server"), served=len(ranks))
+    bad = np.flatnonzero(ranks > server.max_lora_rank)
+    if bad.size:
+        raise ScenarioError(
+            f"adapters[{int(bad[0])}].rank: {int(ranks[bad[0]])} > server.max_lora_rank {server.max_lora_rank}"
+        )
+    duration = _number(data.get("duration_s", 3600), "duration_s", positive=True)
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ScenarioError(f"seed: expected a non-negative integer, got {seed!r}")
+    return Scenario(
+        model=model,
+        server=server,
+        ranks=ranks,
+        rates=rates,
+        arrivals=_section(data.get("arrivals", {"kind": "poisson"}), "arrivals", ARRIVAL_KEYS),
+        lengths=_section(data.get("lengths", {"kind": "sharegpt"}), "lengths", LENGTH_KEYS),
+        duration_s=float(duration),
+        seed=int(seed),
+    )
+
+
+def calibration_path(model: str) -> Path:
+    """Where the calibration of ``model`` lives (repository-relative ``data/calibration/<model>.json``)."""
+    return paths.resolve(Path("data") / "calibration" / f"{model}.json")
+
+
+def _check_model_known(model: str) -> None:
+    if calibration_path(model).exists():
+        return
+    folder = calibration_path(model).parent
+    known = sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []
+    raise ScenarioError(f"model: {model!r} unknown (no {calibration_path(model)}; calibrated: {known})")
+
+
+def _no_unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in obj:
+        if key not in allowed:
+            raise ScenarioError(f"{where}{key}: unknown key (allowed: {sorted(allowed)})")
+
+
+def _number(value: Any, field: str, *, positive: bool = False, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ScenarioError(f"{field}: expected a number, got {value!r}")
+    if positive and value <= 0:
+        raise ScenarioError(f"{field}: must be > 0, got {value!r}")
+    if value < minimum:
+        raise ScenarioError(f"{field}: must be >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, field: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ScenarioError(f"{field}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _server(obj: Any, served: int) -> Server:
+    if not isinstance(obj, dict):
+        raise ScenarioError(f"server: expected a mapping with max_loras and max_lora_rank, got {obj!r}")
+    _no_unknown(obj, SERVER_KEYS, "server.")
+    for key in ("max_loras", "max_lora_rank"):
+        if key not in obj:
+            raise ScenarioError(f"server.{key}: missing")
+    max_loras = _integer(obj["max_loras"], "server.max_loras")
+    cpu = _integer(obj.get("max_cpu_loras", served), "server.max_cpu_loras")
+    if cpu < served:
+        raise ScenarioError(f"server.max_cpu_loras: {cpu} < served adapters {served} (disk loads are not modelled)")
+    if max_loras > served:
+        raise ScenarioError(f"server.max_loras: {max_loras} > served adapters {served}")
+    seqs = _integer(obj.get("max_num_seqs", 256), "server.max_num_seqs")
+    budget = _integer(obj.get("max_num_batched_tokens", 2048), "server.max_num_batched_tokens")
+    if seqs > budget:
+        raise ScenarioError(
+            f"server.max_num_seqs: {seqs} > max_num_batched_tokens {budget} is not modelled "
+            "(decodes would not fit one step's token budget)"
+        )
+    return Server(max_loras, cpu, _integer(obj["max_lora_rank"], "server.max_lora_rank"), seqs, budget)
+
+
+def _adapters(data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    has_list, has_csv = "adapters" in data, "adapters_csv" in data
+    if has_list == has_csv:
+        raise ScenarioError("adapters: give exactly one of `adapters` or `adapters_csv`")
+    if has_csv:
+        return _adapters_csv(data["adapters_csv"])
+    obj = data["adapters"]
+    if isinstance(obj, dict):
+        return _adapter_lists(obj)
+    if not isinstance(obj, list) or not obj:
+        raise ScenarioError(f"adapters: expected a non-empty list of {{count, rank, rate}} groups, got {obj!r}")
+    ranks, rates = [], []
+    for i, group in enumerate(obj):
+        if not isinstance(group, dict):
+            raise ScenarioError(f"adapters[{i}]: expected a mapping {{count, rank, rate}}, got {group!r}")
+        _no_unknown(group, GROUP_KEYS, f"adapters[{i}].")
+        count = _integer(group.get("count", 1), f"adapters[{i}].count")
+        rank = _integer(group.get("rank"), f"adapters[{i}].rank")
+        rate = _number(group.get("rate"), f"adapters[{i}].rate")
+        ranks += [rank] * count
+        rates += [rate] * count
+    return np.asarray(ranks, dtype=np.int64), np.asarray(rates, dtype=np.float64)
+
+
+def _adapter_lists(obj: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    _no_unknown(obj, {"ranks", "rates"}, "adapters.")
+    ranks, rates = obj.get("ranks"), obj.get("rates")
+    if not isinstance(ranks, list) or not isinstance(rates, list) or len(ranks) != len(rates) or not ranks:
+        raise ScenarioError("adapters: `ranks` and `rates` must be non-empty lists of equal length")
+    return _check_arrays(np.asarray(ranks), np.asarray(rates), "adapters")
+
+
+def _adapters_csv(path_value: Any) -> tuple[np.ndarray, np.ndarray]:
+    path = paths.resolve(str(path_value))
+    if not path.exists():
+        raise ScenarioError(f"adapters_csv: file {str(path_value)!r} not found")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or not {"adapter_id", "rank", "rate"} <= set(rows[0]):
+        raise ScenarioError(f"adapters_csv: {str(path_value)!r} needs columns adapter_id,rank,rate")
+    try:
+        ranks = np.asarray([float(r["rank"]) for r in rows])
+        rates = np.asarray([float(r["rate"]) for r in rows])
+    except ValueError as exc:
+        raise ScenarioError(f"adapters_csv: {str(path_value)!r} has a non-numeric value ({exc})") from exc
+    return _check_arrays(ranks, rates, "adapters_csv")
+
+
+def _check_arrays(ranks: np.ndarray, rates: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        ranks_f, rates_f = ranks.astype(np.float64), rates.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(f"{where}: ranks and rates must be numbers ({exc})") from exc
+    bad = np.flatnonzero((ranks_f < 1) | (ranks_f != np.round(ranks_f)))
+    if bad.size:
+        raise ScenarioError(f"{where}[{int(bad[0])}].rank: expected a positive integer, got {ranks[bad[0]]!r}")
+    bad = np.flatnonzero(~np.isfinite(rates_f) | (rates_f < 0))
+    if bad.size:
+        raise ScenarioError(f"{where}[{int(bad[0])}].rate: must be >= 0, got {rates[bad[0]]!r}")
+    return ranks_f.astype(np.int64), rates_f
+
+
+def _section(obj: Any, name: str, kinds: dict[str, set[str]]) -> dict[str, Any]:
+    if not isinstance(obj, dict) or obj.get("kind") not in kinds:
+        kind = obj.get("kind") if isinstance(obj, dict) else obj
+        raise ScenarioError(f"{name}.kind: {kind!r} unknown (one of {sorted(kinds)})")
+    _no_unknown(obj, kinds[obj["kind"]], f"{name}.")
+    out = dict(obj)
+    for key in ("input_mean", "output_mean", "speedup", "period_s", "sigma"):
+        if key in out:
+            _number(out[key], f"{name}.{key}", positive=True)
+    for key in ("input", "output"):
+        if key in out or out["kind"] == "fixed":
+            out[key] = _integer(out.get(key), f"{name}.{key}")
+    if out["kind"] == "trace":
+        if "path" not in out:
+            raise ScenarioError(f"{name}.path: missing (a CSV with arrived_at,num_prefill_tokens,num_decode_tokens)")
+        if not paths.resolve(str(out["path"])).exists():
+            raise ScenarioError(f"{name}.path: file {str(out['path'])!r} not found")
+    if name == "arrivals" and out.get("mapping", "weighted") not in TRACE_MAPPINGS:
+        raise ScenarioError(f"arrivals.mapping: {out['mapping']!r} unknown (one of {list(TRACE_MAPPINGS)})")
+    return out

@@ -1,0 +1,331 @@
+"""vLLM 0.8.5 V1 scheduling policy (``vllm/v1/core/sched/scheduler.py``), one engine step at a time.
+
+``schedule()`` follows vLLM's ``Scheduler.schedule``:
+
+1. RUNNING requests first, in admission order. Each decoding request takes 1 token of the step budget
+   (``max_num_batched_tokens``); a partially prefilled request (at most one, the newest) continues with
+   min(remaining, budget) tokens. When a request cannot get its KV blocks, the newest running request is
+   preempted (blocks freed, ``num_computed_tokens`` = 0, pushed to the FRONT of the waiting queue) until it
+   fits, or until the request itself was the one preempted.
+2. Only if nothing was preempted, WAITING requests in queue order while budget > 0 and fewer than
+   ``max_num_seqs`` run: a request whose adapter is not among the batch's adapters while A_max distinct ones
+   are there is skipped (kept in place); otherwise it gets min(prompt + generated, budget) tokens if its
+   blocks fit, else the scan stops.
+
+Requests are decoded by a global step counter ``G`` so that a step in which nothing but decoding happens
+costs O(1) (see `kv_cache`); the engine then advances many such steps at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from adaptwin.twin.adapter_cache import GpuSlots
+from adaptwin.twin.costs import Calibration
+from adaptwin.twin.kv_cache import KVCache, blocks_for
+from adaptwin.twin.scenario import Scenario
+from adaptwin.twin.waiting import WaitingQueue
+
+
+class Request:
+    """One request's progress. Decoding ones keep ``cbase`` = computed - G and ``ebase`` = emitted - G."""
+
+    __slots__ = (
+        "idx", "adapter", "prompt", "output", "arrival", "seq", "emitted", "computed", "cbase", "ebase",
+        "epoch", "first_time", "last_emit", "run_start", "runs", "special", "prefilled", "decoding",
+    )
+
+    def __init__(self, idx: int, adapter: int, prompt: int, output: int, arrival: float) -> None:
+        self.idx, self.adapter, self.prompt, self.output, self.arrival = idx, adapter, prompt, output, arrival
+        self.seq = idx
+        self.emitted = self.computed = self.cbase = self.ebase = self.epoch = self.prefilled = 0
+        self.first_time = self.last_emit = -1.0
+        self.run_start = -1
+        self.runs: list[tuple[int, int]] = []  # inclusive step ranges whose durations are this request's ITLs
+        self.special: list[float] = []  # ITL gaps spanning a preemption
+        self.decoding = False
+
+
+@dataclass
+class StepPlan:
+    """What one scheduled step computes (inputs of the step-time model) and what it changed."""
+
+    decode_seqs: int
+    prefill_tokens: int = 0
+    prefill_seqs: int = 0
+    context_tokens: int = 0
+    load_s: float = 0.0
+    visited: int = 0  # waiting requests vLLM's scan examined (scheduler-time model)
+    prefills: list[tuple[Request, int]] = field(default_factory=list)
+    preempted: bool = False
+    blocked: bool = False  # the scan stopped on a request that could not be admitted
+    admit_at: float = float("inf")  # earliest arrival that could be admitted (steady steps only)
+
+    @property
+    def steady(self) -> bool:
+        """Nothing but decoding: the next steps repeat this one until an event."""
+        return not self.prefills and not self.preempted
+
+
+@dataclass
+class Finished:
+    """Per-request outputs the benchmark keeps (finished requests only)."""
+
+    ttft: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    run_starts: list[int] = field(default_factory=list)
+    run_ends: list[int] = field(default_factory=list)
+    special: list[float] = field(default_factory=list)
+    per_adapter: list[int] = field(default_factory=list)
+
+
+class Scheduler:
+    """State of one vLLM server: running batch, waiting queue, KV cache, adapter slots."""
+
+    def __init__(self, scenario: Scenario, cal: Calibration, workload, check: bool = False) -> None:
+        srv = scenario.server
+        self.budget = srv.max_num_batched_tokens
+        self.max_seqs = srv.max_num_seqs
+        self.max_loras = srv.max_loras
+        self.s_max = srv.max_lora_rank
+        self.ranks = scenario.ranks.tolist()
+        self.cal = cal
+        self.track_visited = bool(cal.scheduler.get("waiting", 0.0))
+        self.kv = KVCache(cal.kv_capacity_blocks(srv.max_loras, srv.max_lora_rank), cal.block_size)
+        self.waiting = WaitingQueue(workload.times, workload.adapters, scenario.served)
+        self.slots = GpuSlots(srv.max_loras, scenario.served)
+        self.prompts = workload.prompts.tolist()
+        self.outputs = workload.outputs.tolist()
+        self.adapters = workload.adapters.tolist()
+        self.running: dict[int, Request] = {}
+        self.partial: Request | None = None
+        self.active = [0] * scenario.served
+        self.n_active = 0
+        self.G = 0
+        self.sum_cbase = 0
+        self.fin_heap: list[tuple[int, int, int, Request]] = []
+        self.preemptions = 0
+        self.loads = 0
+        self.check = check
+        self.done = Finished(per_adapter=[0] * scenario.served)
+
+    # ---- scheduling -----------------------------------------------------------------------------------------
+    def schedule(self, now: float) -> StepPlan:
+        """Decide step ``G``'s batch at time ``now`` (allocates blocks, admits, preempts)."""
+        kv = self.kv
+        need = kv.decode_need(self.G)
+        plan = StepPlan(decode_seqs=0)
+        if need > kv.free:
+            need = self._preempt_for(need, now)
+            plan.preempted = True
+        kv.used += need
+        plan.decode_seqs = kv.decoding
+        plan.context_tokens = self.sum_cbase + kv.decoding * self.G
+        budget = self.budget - kv.decoding
+        p = self.partial
+        if p is not None:
+            n = min(p.prompt + p.emitted - p.computed, budget)
+            add = blocks_for(p.computed + n, kv.block_size) - blocks_for(p.computed, kv.block_size)
+            if add > kv.free:
+                self._preempt(self.running.popitem()[1], now)
+                plan.preempted = True
+            else:
+                kv.used += add
+                plan.prefills.append((p, n))
+                plan.prefill_tokens += n
+                plan.context_tokens += p.computed
+                budget -= n
+        if not plan.preempted:
+            self._admit(plan, budget, now)
+        if self.check:
+            self._check_invariants(plan)
+        return plan
+
+    def _admit(self, plan: StepPlan, budget: int, now: float) -> None:
+        """The WAITING loop of vLLM's scheduler, driven by the queue's heaps instead of a linear scan."""
+        waiting, kv, running = self.waiting, self.kv, self.running
+        total = waiting.count(now)
+        admitted, last = 0, None
+        if budget <= 0 or len(running) >= self.max_seqs:
+            return  # vLLM's waiting loop does not run: nothing examined
+        while budget > 0 and len(running) < self.max_seqs:
+            top = waiting.peek(self.n_active >= self.max_loras, self.active)
+            if top is None or waiting.arrival_time(top[0]) > now:
+                if top is not None:
+                    plan.admit_at = waiting.arrival_time(top[0])
+                last = None
+                break
+            seq, a = top
+            tokens = self.prompts[seq] if seq >= 0 else waiting.preempted[a][0].prompt + waiting.preempted[a][0].emitted
+            n = min(tokens, budget)
+            add = blocks_for(n, kv.block_size)
+            last = seq
+            if add > kv.free:
+                plan.blocked = True
+                break
+            item = waiting.pop_head(a, self.active[a] > 0)
+            req = item if isinstance(item, Request) else Request(
+                item, a, self.prompts[item], self.outputs[item], waiting.times[item])
+            req.computed = 0
+            kv.used += add
+            running[req.idx] = req
+            self._activate(req.adapter, plan)
+            plan.prefills.append((req, n))
+            plan.prefill_tokens += n
+            plan.prefill_seqs += 1
+            budget -= n
+            admitted += 1
+        if self.track_visited:
+            plan.visited = self._visited(total, admitted, last, plan.blocked)
+
+    def _visited(self, total: int, admitted: int, last: int | None, blocked: bool) -> int:
+        """Waiting requests vLLM's loop looked at: all of them if it ran out, else up to the last one."""
+        if total == 0:
+            return 0
+        if last is None:
+            return total
+        return self.waiting.rank(last) + admitted + (1 if blocked else 0)
+
+    def _activate(self, a: int, plan: StepPlan) -> None:
+        self.active[a] += 1
+        if self.active[a] == 1:
+            self.n_active += 1
+            self.waiting.activate(a)
+            if self.slots.activate(a, self.active):
+                self.loads += 1
+                plan.load_s += self.cal.load_time(self.ranks[a], self.s_max)
+
+    def _deactivate(self, a: int, last_step: int) -> None:
+        self.active[a] -= 1
+        if self.active[a] == 0:
+            self.n_active -= 1
+            self.slots.release(a, last_step)
+
+    def _preempt_for(self, need: int, now: float) -> int:
+        """Preempt newest requests until the decoding requests' new blocks fit; returns the remaining need."""
+        kv = self.kv
+        while need > kv.free:
+            req = self.running.popitem()[1]
+            if req.decoding and kv.needs_block(req.cbase, self.G):
+                need -= 1
+            self._preempt(req, now)
+        return need
+
+    def _preempt(self, req: Request, now: float) -> None:
+        """Preemption by recomputation: free everything, keep generated tokens, go to the queue's front."""
+        kv = self.kv
+        if req.decoding:
+            req.computed = req.cbase + self.G
+            req.emitted = req.ebase + self.G
+            self._leave_decode(req)
+            if self.G - 1 >= req.run_start:
+                req.runs.append((req.run_start, self.G - 1))
+            req.last_emit = now
+        else:
+            self.partial = None
+        kv.used -= blocks_for(req.computed, kv.block_size)
+        req.computed = 0
+        self.preemptions += 1
+        self._deactivate(req.adapter, self.G - 1)
+        self.waiting.push_preempted(req, req.adapter, self.active[req.adapter] > 0)
+
+    def _leave_decode(self, req: Request) -> None:
+        self.kv.remove_decode(req.cbase)
+        self.sum_cbase -= req.cbase
+        req.decoding = False
+        req.epoch += 1
+
+    # ---- step completion ------------------------------------------------------------------------------------
+    def complete(self, plan: StepPlan, t_end: float) -> None:
+        """Apply the outputs of the step just run (ended at ``t_end``): tokens, first tokens, finishes."""
+        self.G += 1
+        self.partial = None
+        for req, n in plan.prefills:
+            req.computed += n
+            req.prefilled += n
+            if req.computed < req.prompt + req.emitted:
+                self.partial = req
+                continue
+            self._emit_after_prefill(req, t_end)
+        self._finish_decoded(t_end)
+
+    def advance(self, k: int, t_end: float) -> None:
+        """Complete a steady step and k - 1 identical ones after it (blocks of the first already allocated)."""
+        self.kv.used += self.kv.decode_need_steps(self.G + 1, k - 1)
+        self.G += k
+        self._finish_decoded(t_end)
+
+    def steps_to_finish(self) -> int:
+        """Steps until the next decoding request emits its last token."""
+        heap = self.fin_heap
+        while heap and heap[0][2] != heap[0][3].epoch:
+            heapq.heappop(heap)
+        return heap[0][0] - self.G if heap else 1 << 62
+
+    def _emit_after_prefill(self, req: Request, t_end: float) -> None:
+        req.emitted += 1
+        if req.first_time < 0:
+            req.first_time = t_end
+        else:
+            req.special.append(t_end - req.last_emit)
+        req.run_start = self.G
+        if req.emitted >= req.output:
+            self._finish(req, t_end)
+            return
+        req.cbase = req.computed - self.G
+        req.ebase = req.emitted - self.G
+        req.decoding = True
+        self.kv.add_decode(req.cbase)
+        self.sum_cbase += req.cbase
+        heapq.heappush(self.fin_heap, (req.output - req.ebase, req.idx, req.epoch, req))
+
+    def _finish_decoded(self, t_end: float) -> None:
+        heap, G = self.fin_heap, self.G
+        while heap and heap[0][0] <= G:
+            _, _, epoch, req = heapq.heappop(heap)
+            if epoch != req.epoch:
+                continue
+            req.computed = req.cbase + G
+            req.emitted = req.ebase + G
+            self._leave_decode(req)
+            self._finish(req, t_end)
+
+    def _finish(self, req: Request, t_end: float) -> None:
+        done, kv = self.done, self.kv
+        if self.G - 1 >= req.run_start:
+            req.runs.append((req.run_start, self.G - 1))
+        del self.running[req.idx]
+        kv.used -= blocks_for(req.computed, kv.block_size)
+        self._deactivate(req.adapter, self.G - 1)
+        done.ttft.append(req.first_time - req.arrival)
+        done.prompt_tokens += req.prompt
+        done.output_tokens += req.output
+        done.per_adapter[req.adapter] += 1
+        for start, end in req.runs:
+            done.run_starts.append(start)
+            done.run_ends.append(end)
+        done.special.extend(req.special)
+        if self.check:
+            gaps = sum(e - s + 1 for s, e in req.runs) + len(req.special)
+            assert gaps == req.output - 1, f"request {req.idx}: {gaps} ITL gaps for {req.output} tokens"
+            assert req.prefilled >= req.prompt, f"request {req.idx}: prefilled {req.prefilled} < {req.prompt}"
+
+    # ---- checking mode ---------------------------------------------------------------------------------------
+    def _check_invariants(self, plan: StepPlan) -> None:
+        """Invariants 3 and 4 of `engine`, checked after every scheduling decision in checking mode."""
+        kv, bs = self.kv, self.kv.block_size
+        chunk = {id(req): n for req, n in plan.prefills}
+        held = 0
+        for req in self.running.values():
+            if req.decoding:
+                held += blocks_for(req.cbase + self.G + 1, bs)
+            else:
+                held += blocks_for(req.computed + chunk.get(id(req), 0), bs)
+        assert kv.used == held, f"KV accounting: {kv.used} blocks counted, {held} held"
+        assert kv.used <= kv.capacity, f"KV cache over capacity: {kv.used} > {kv.capacity}"
+        assert self.n_active <= self.max_loras, f"{self.n_active} adapters running > A_max {self.max_loras}"
+        distinct = {r.adapter for r in self.running.values()}
+        assert len(distinct) == self.n_active, "active-adapter count out of sync"
+        assert len(self.running) <= self.max_seqs, f"{len(self.running)} running > max_num_seqs"

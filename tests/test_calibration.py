@@ -1,0 +1,213 @@
+"""Calibration: known values from the data card, synthetic recovery of the fits, the written JSON."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from adaptwin.calibration import MAX_MODEL_LEN, calibrate, fit_model, load_tables, to_json
+from adaptwin.calibration.fits import expected_distinct, fit_linear, interp_extrap
+from adaptwin.calibration.models import STEP_TERMS, decode_design, fit_lora, fit_step, prefill_design
+from adaptwin.twin.costs import from_dict, load_calibration
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "vllm-measurements"
+LLAMA, QWEN = "llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"
+
+
+@functools.lru_cache(maxsize=1)
+def measurements() -> Path:
+    """The measurement tables, ingested once per test session from the shared corpus (~10 s)."""
+    from adaptwin.measurements import ingest
+
+    if not SHARED.exists():
+        pytest.skip(f"shared corpus not found at {SHARED}")
+    out = Path(tempfile.mkdtemp(prefix="adaptwin-measurements-"))
+    ingest(SHARED, out)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def fitted() -> dict:
+    tables = load_tables(measurements())
+    return {m: fit_model(tables, m) for m in MAX_MODEL_LEN}
+
+
+def calibration(model: str):
+    return from_dict(to_json(model, fitted()[model]))
+
+
+# ---- known values -------------------------------------------------------------------------------------------
+def test_loading_reproduces_the_authors_constants_exactly():
+    table = fitted()[LLAMA]["loading"].block["params"]
+    assert table["16"]["8"] == pytest.approx(7.772142, abs=5e-7)  # data card 7, cross-check
+    constants = pl.read_parquet(measurements() / "constants.parquet").filter(pl.col("estimator") == "loading")
+    assert constants.height == 12
+    for row in constants.iter_rows(named=True):
+        got = fitted()[row["model"]]["loading"].block["params"][str(row["max_lora_rank"])][str(row["adapter_rank"])]
+        assert got == pytest.approx(row["value"], rel=1e-9), row
+
+
+@pytest.mark.parametrize("model", [LLAMA, QWEN])
+def test_kv_capacity_within_two_percent_of_every_measured_point(model):
+    cal = calibration(model)
+    kv = pl.read_parquet(measurements() / "kv_capacity.parquet").filter(
+        (pl.col("model") == model) & pl.col("kv_tokens").is_not_null())
+    assert kv.height >= 28
+    for row in kv.iter_rows(named=True):
+        got = cal.kv_capacity_tokens(row["max_loras"], row["max_lora_rank"])
+        assert abs(got / row["kv_tokens"] - 1) < 0.02, row
+
+
+@pytest.mark.parametrize("model", [LLAMA, QWEN])
+def test_memory_error_agrees_with_every_available_memory_run(model):
+    cal = calibration(model)
+    kv = pl.read_parquet(measurements() / "kv_capacity.parquet").filter(pl.col("model") == model)
+    assert kv.height == 42
+    for row in kv.iter_rows(named=True):
+        failed = row["status"] == "memory_error"
+        assert cal.memory_error(row["max_loras"], row["max_lora_rank"]) == failed, row
+
+
+def test_memory_failure_pattern_of_the_data_card():
+    """Llama fails rank 32 from A_max 128 and rank 16 from 256 (data card 5.4, 5.6); Qwen rank 32 from 256."""
+    llama, qwen = calibration(LLAMA), calibration(QWEN)
+    assert not llama.memory_error(96, 32) and llama.memory_error(128, 32)
+    assert not llama.memory_error(224, 16) and llama.memory_error(256, 16)
+    assert not llama.memory_error(384, 8)
+    assert not qwen.memory_error(224, 32) and qwen.memory_error(256, 32)
+    assert llama.kv_capacity_tokens(128, 16) == 212032  # data card 7, example 3
+    assert qwen.kv_capacity_tokens(128, 16) == 526992
+
+
+def test_lora_overhead_close_to_the_authors_line():
+    """Authors: ITL with LoRA = (1.93 x distinct + 200) % of no-LoRA ITL (Llama). Our factor at the batch of
+    their runs is a separate fit (expected distinct adapters, step model) but must land close."""
+    cal = calibration(LLAMA)
+    for d in (1, 50, 100, 150):
+        assert cal.lora(d) == pytest.approx((1.93 * d + 200) / 100, rel=0.08)
+
+
+@pytest.mark.parametrize("model", [LLAMA, QWEN])
+def test_step_model_reproduces_decode_itl_within_eight_percent(model):
+    quality = fitted()[model]["step"].quality
+    assert quality["decode"]["n"] == 21
+    assert quality["decode"]["max_abs_rel_err_pct"] < 8.0
+    assert fitted()[model]["lora"].quality["itl_lora"]["max_abs_rel_err_pct"] < 8.0
+
+
+def test_fit_never_reads_serving_runs():
+    tables = load_tables(measurements())
+    held_out = tables.runs.filter(pl.col("family").is_in(["real_results", "motivation_with_slots",
+                                                             "motivation_without_slots"]))
+    assert held_out.height > 400
+    stripped = tables.__class__(**{**tables.__dict__, "runs": tables.runs.join(held_out, on="run_id", how="anti")})
+    assert to_json(LLAMA, fit_model(stripped, LLAMA)) == to_json(LLAMA, fitted()[LLAMA])
+
+
+def test_calibrate_writes_loadable_byte_identical_json(tmp_path):
+    a = calibrate(measurements(), tmp_path / "a", [LLAMA])[LLAMA]
+    b = calibrate(measurements(), tmp_path / "b", [LLAMA])[LLAMA]
+    assert a.read_bytes() == b.read_bytes()
+    cal = load_calibration(a)
+    assert cal.max_model_len == 131072 and cal.model == LLAMA
+    assert cal.kv["max_feasible"] == {16: 224, 32: 96}
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="calibration.models: unknown model 'gpt-x'"):
+        fit_model(load_tables(measurements()), "gpt-x")
+
+
+def test_missing_table_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="runs.parquet"):
+        load_tables(tmp_path)
+
+
+# ---- fit helpers on synthetic data -------------------------------------------------------------------------
+def test_fit_linear_recovers_known_coefficients():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.ones(50), rng.uniform(0, 100, 50), rng.uniform(0, 5, 50)])
+    y = X @ np.array([2.0, 0.5, 3.0])
+    fit = fit_linear(X, y, ("a", "b", "c"))
+    assert fit.params() == pytest.approx({"a": 2.0, "b": 0.5, "c": 3.0}, rel=1e-9)
+    assert fit.quality["max_abs_rel_err_pct"] < 1e-6
+    # non-negativity: a true negative slope is clipped to 0
+    assert fit_linear(X, X @ np.array([50.0, -0.1, 0.0]), ("a", "b", "c")).params()["b"] == 0.0
+
+
+def test_fit_linear_rejects_underdetermined():
+    with pytest.raises(ValueError, match="cannot determine"):
+        fit_linear(np.ones((1, 2)), np.ones(1), ("a", "b"))
+
+
+def test_expected_distinct_hand_values():
+    assert expected_distinct(1, 10) == pytest.approx(1.0)
+    assert expected_distinct(10, 1) == pytest.approx(1.0)
+    assert expected_distinct(2, 2) == pytest.approx(1.5)          # 2 x (1 - 1/4)
+    assert expected_distinct(300, 208) == pytest.approx(300 * (1 - (299 / 300) ** 208))
+    with pytest.raises(ValueError):
+        expected_distinct(0, 5)
+
+
+def test_interp_extrap_matches_the_twin_rule():
+    xs, ys = np.array([1.0, 2.0, 4.0]), np.array([10.0, 20.0, 30.0])
+    assert interp_extrap(np.array([0.0, 1.5, 3.0, 6.0]), xs, ys) == pytest.approx([0.0, 15.0, 25.0, 40.0])
+
+
+def _synthetic_runs(params: dict[str, float]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    decode = pl.DataFrame({
+        "run_id": [f"d{i}" for i in range(9)],
+        "mean_running": [50.0, 100, 200, 400, 800, 50, 200, 400, 800],
+        "mean_waiting": [0.0] * 9,
+        "input_tokens": [5.0] * 9,
+        "output_tokens": [100.0] * 5 + [400.0] * 4,
+    })
+    truth = np.array([params[k] for k in STEP_TERMS])
+    decode = decode.with_columns(pl.Series("itl_mean_ms", decode_design(decode) @ truth * 1000))
+    prefill = pl.DataFrame({"run_id": ["p0", "p1", "p2"], "mean_running": [1.0] * 3, "mean_waiting": [0.0] * 3,
+                            "input_tokens": [111.0, 209.0, 407.0], "output_tokens": [1.0] * 3,
+                            "successful_requests": [4096] * 3,
+                            "total_input_tokens": [4096 * 111, 4096 * 209, 4096 * 407]})
+    Xp, steps = prefill_design(prefill)
+    return decode, prefill.with_columns(pl.Series("duration_s", Xp @ truth * steps))
+
+
+def test_fit_step_recovers_known_step_parameters():
+    truth = {"intercept": 0.011, "decode_seqs": 2e-5, "context_tokens": 1e-7, "prefill_tokens": 2e-5,
+             "prefill_seqs": 1e-3}
+    decode, prefill = _synthetic_runs(truth)
+    no_sched = {"intercept": 0.0, "running": 0.0, "waiting": 0.0}
+    got = fit_step(decode, prefill, no_sched).block["params"]
+    assert got == pytest.approx(truth, rel=1e-4)
+
+
+def test_fit_lora_recovers_a_known_linear_factor():
+    step = {"intercept": 0.011, "decode_seqs": 2e-5, "context_tokens": 0.0, "prefill_tokens": 2e-5,
+            "prefill_seqs": 1e-3}
+    used = [1, 32, 64, 128, 192, 256, 300]
+    pts = pl.DataFrame({"run_id": [f"l{u}" for u in used], "kind": ["lora"] * len(used), "adapters_used": used,
+                        "mean_running": [208.0] * len(used), "mean_waiting": [0.0] * len(used),
+                        "input_tokens": [5.0] * len(used), "output_tokens": [100.0] * len(used)})
+    d = expected_distinct(np.array(used, float), 208.0)
+    base = decode_design(pts) @ np.array([step[k] for k in STEP_TERMS])
+    pts = pts.with_columns(pl.Series("itl_mean_ms", base * (2.0 + 0.02 * d) * 1000))
+    fit = fit_lora(pts, step, {"intercept": 0.0, "running": 0.0, "waiting": 0.0})
+    assert fit.block["params"]["coef"] == pytest.approx([2.0, 0.02], rel=1e-6)
+
+
+def test_step_time_applies_lora_factor_except_to_exempt_terms():
+    data = to_json(LLAMA, fitted()[LLAMA])
+    data["step"]["params"] = {"intercept": 0.01, "decode_seqs": 1e-4, "context_tokens": 1e-6,
+                              "prefill_tokens": 1e-5, "prefill_seqs": 1e-3}
+    data["step"]["lora_exempt"] = ["context_tokens"]
+    data["lora"] = {"form": "linear", "params": {"intercept": 2.0, "slope": 0.5}}
+    cal = from_dict(data)
+    # scaled: 0.01 + 100 x 1e-4 + 200 x 1e-5 + 2 x 1e-3 = 0.024; exempt 10000 x 1e-6 = 0.01; factor 2 + 0.5 x 4
+    assert cal.step_time(100, 200, 10000, 4, prefill_seqs=2) == pytest.approx(0.024 * 4.0 + 0.01)
+    assert cal.step_time(100, 200, 10000, 0, prefill_seqs=2) == pytest.approx(0.034)
+    assert cal.step_time(100, 0, 0, 0) == pytest.approx(0.02)  # old 4-argument call still works

@@ -1,0 +1,127 @@
+"""Surrogate features, training, save/load, fast evaluator, evaluation metrics (on a toy twin's data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from test_sweep import toy_simulate
+
+from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios
+from adaptwin.surrogate import PAPER_FEATURES, FeatureError, gpu_features, load
+from adaptwin.surrogate.evaluate import classification_metrics, evaluate, smape_paper_pct, smape_pct
+from adaptwin.surrogate.features import features_frame, real_run_features
+from adaptwin.surrogate.model import OUTPUT_COLUMNS, SMALL_BATCH
+from adaptwin.surrogate.train import train_surrogates
+from adaptwin.sweep import load_dataset, run_sweep
+from adaptwin.twin.costs import load_calibration
+
+MODEL = "llama-3.1-8b-instruct"
+CALIBRATION = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")
+
+
+def test_gpu_features_by_hand():
+    f = gpu_features([8, 16, 16, 32], [1.0, 2.0, 3.0, 2.0], 2)
+    assert tuple(f)[:7] == PAPER_FEATURES
+    assert f["sum_rate"] == 8.0 and f["std_rate"] == pytest.approx(np.std([1, 2, 3, 2]))
+    assert (f["max_size"], f["mean_size"]) == (32.0, 18.0) and f["std_size"] == pytest.approx(np.std([8, 16, 16, 32]))
+    assert (f["served_adapters"], f["adapter_slots"]) == (4.0, 2.0)
+    assert (f["mean_rate"], f["rate_per_slot"], f["slot_fraction"]) == (2.0, 4.0, 0.5)
+    grouped = gpu_features([8, 16, 32], [1.0, 2.5, 2.0], 2, counts=[1, 2, 1])
+    assert grouped["sum_rate"] == 8.0 and grouped["mean_size"] == 18.0
+    with_kv = gpu_features([8, 16], [1.0, 1.0], 2, calibration=CALIBRATION)
+    assert with_kv["kv_capacity_tokens"] == CALIBRATION.kv_capacity_tokens(2, 16)
+
+
+def test_gpu_features_reject_bad_input():
+    with pytest.raises(FeatureError, match="rates: negative"):
+        gpu_features([8, 8], [0.1, -1.0], 1)
+    with pytest.raises(FeatureError, match="max_loras: expected >= 1, got 0"):
+        gpu_features([8], [0.1], 0)
+    with pytest.raises(FeatureError, match="lengths 2/1/2"):
+        gpu_features([8, 8], [0.1], 1)
+
+
+def test_real_run_features_cycle_ranks_and_expand_rates():
+    runs = pl.DataFrame({"run_id": ["r"], "served_adapters": [5], "max_loras": [2], "adapter_ranks": [[8, 16]],
+                         "adapter_rates": [[0.1, 0.4]], "adapter_rate_counts": [[3, 2]]})
+    f = real_run_features(runs).row(0, named=True)
+    expected = gpu_features([8, 16, 8, 16, 8], [0.1, 0.1, 0.1, 0.4, 0.4], 2)
+    assert f == pytest.approx(expected)
+    with pytest.raises(FeatureError, match="run 'r'"):
+        real_run_features(runs.with_columns(served_adapters=pl.lit(6)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("surrogate")
+    scenarios = real_grid_scenarios(MODEL, 60, CALIBRATION) + sample_scenarios(
+        SamplerConfig(MODEL, duration_s=60), 160, seed=2, calibration=CALIBRATION)
+    run_sweep(scenarios, root / "dataset", simulate=toy_simulate, progress=False)
+    dataset = load_dataset(root / "dataset")
+    result = train_surrogates(dataset, MODEL, root / "models" / MODEL, calibration=CALIBRATION, n_search=2,
+                              max_iterations=150, threads=1)
+    return result, dataset, root
+
+
+def test_features_frame_is_gpu_features_row_by_row(trained):
+    _, dataset, _ = trained
+    frame = features_frame(dataset.head(5), CALIBRATION)
+    for i, row in enumerate(dataset.head(5).iter_rows(named=True)):
+        expected = gpu_features(row["group_ranks"], row["group_rates"], row["max_loras"],
+                                counts=row["group_counts"], calibration=CALIBRATION)
+        assert frame.row(i, named=True) == pytest.approx(expected)
+
+
+def test_saved_surrogate_predicts_like_the_trained_one(trained):
+    result, _, root = trained
+    loaded = load(MODEL, root / "models")
+    features = result.data.frame.select(PAPER_FEATURES)  # the paper's seven columns are enough
+    a, b = result.surrogate.predict(features), loaded.predict(features)
+    assert a.columns == list(OUTPUT_COLUMNS) and a.height == features.height
+    assert a.equals(b)
+    assert (a["total_throughput"] > 0).all() and a["starvation_probability"].is_between(0, 1).all()
+    assert loaded.metadata["feature_names"][:7] == list(PAPER_FEATURES)
+
+
+def test_fast_and_catboost_evaluators_agree(trained):
+    result, _, _ = trained
+    s = result.surrogate
+    x = s.matrix(result.data.frame.select(PAPER_FEATURES))
+    native = np.column_stack([s.models[t].predict(x, prediction_type="RawFormulaVal") for t in s._order])
+    np.testing.assert_allclose(s._fast.raw(x), native, rtol=1e-9, atol=1e-9)
+    small = s.predict(result.data.frame.select(PAPER_FEATURES)[:SMALL_BATCH])
+    large = s.predict(result.data.frame.select(PAPER_FEATURES))[:SMALL_BATCH]
+    np.testing.assert_allclose(small["total_throughput"], large["total_throughput"], rtol=1e-9)
+    one = s.predict_one(result.data.frame.row(0, named=True))
+    assert one["total_throughput"] == pytest.approx(large["total_throughput"][0], rel=1e-9)
+    assert one["starved"] == large["starved"][0]
+
+
+def test_surrogate_learned_the_toy_twin(trained):
+    result, _, _ = trained
+    metrics, table = evaluate(result, None, baselines=("small_tree",), singles=5, batch_rows=500)
+    held = metrics["heldout"]
+    assert held["throughput_smape_pct"] < 15 and held["starvation_macro_f1"] > 0.8
+    assert set(table["learner"]) == {"catboost", "small_tree"}
+    assert metrics["ms_per_prediction_single"] > 0
+
+
+def test_bad_feature_frame_names_the_field(trained):
+    result, _, _ = trained
+    frame = result.data.frame.select(PAPER_FEATURES).head(3)
+    with pytest.raises(FeatureError, match="missing feature column.*adapter_slots"):
+        result.surrogate.predict(frame.drop("adapter_slots"))
+    with pytest.raises(FeatureError, match="row 1, field 'served_adapters': value 0.0"):
+        result.surrogate.predict(frame.with_columns(served_adapters=pl.Series([4.0, 0.0, 5.0])))
+
+
+def test_smape_conventions_and_classification_metrics():
+    a, p = np.array([100.0, 200.0, 0.0]), np.array([110.0, 180.0, 0.0])
+    usual = (10 / 105 + 20 / 190 + 0) / 3 * 100
+    assert smape_pct(a, p) == pytest.approx(usual) and smape_paper_pct(a, p) == pytest.approx(usual / 2)
+    m = classification_metrics(np.array([True, False, False, True]), np.array([True, False, True, True]))
+    assert m["accuracy"] == 0.75 and m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert classification_metrics(np.array([False, False]), np.array([False, False]))["macro_f1"] == 0.5

@@ -1,0 +1,94 @@
+"""Twin validation: SMAPE and verdict helpers against hand values, scenarios of real runs, a short end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from test_calibration import LLAMA, measurements
+
+from adaptwin.calibration import calibrate
+from adaptwin.calibration import validation as val
+
+EXAMPLE = "rank_16_rates_0.1_0.05_0.025/_32_128_16_"  # data card 7, example 2
+
+
+def test_smape_hand_values():
+    assert val.smape(100.0, 110.0) == pytest.approx(10 / 105 * 100)
+    assert val.smape(100.0, 110.0, paper=True) == pytest.approx(10 / 210 * 100)
+    assert val.smape(110.0, 100.0) == pytest.approx(val.smape(100.0, 110.0))
+    assert list(val.smape([0.0, 1.0, 5.0], [0.0, 0.0, 5.0])) == pytest.approx([0.0, 200.0, 0.0])
+
+
+def test_ideal_throughput_and_rate_sets():
+    # 43 x 0.1 + 43 x 0.05 + 42 x 0.025 = 7.5 req/s, x (223 + 197) tokens
+    assert val.ideal_throughput([0.1, 0.05, 0.025], [43, 43, 42], 223, 197) == pytest.approx(3150.0)
+    assert val.rate_set([0.025, 0.05, 0.1]) == "low" and val.rate_set([0.4, 0.8, 1.6]) == "high"
+
+
+def test_rate_counts_follow_the_cyclic_assignment_when_not_logged():
+    row = {"adapter_rates": [0.1, 0.05, 0.025], "adapter_rate_counts": None, "served_adapters": 256}
+    assert val.rate_counts(row) == ([0.1, 0.05, 0.025], [86, 85, 85])
+    row["adapter_rate_counts"] = [1, 2, 3]
+    assert val.rate_counts(row)[1] == [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def runs() -> pl.DataFrame:
+    return pl.read_parquet(measurements() / "runs.parquet")
+
+
+def _row(runs: pl.DataFrame, suffix: str) -> dict:
+    return val.serving_runs(runs, ["real_results"]).filter(pl.col("run_id").str.ends_with(suffix)).row(0, named=True)
+
+
+def test_serving_runs_are_every_ok_and_memory_error_run(runs):
+    sel = val.serving_runs(runs, ["real_results"])
+    assert sel.height == 161  # 131 ok + 30 memory failures (data card 2 and 5.6); 2 cancelled runs left out
+    assert sel.filter(pl.col("status") == "memory_error").height == 30
+    smoke = val.serving_runs(runs, ["real_results"], max_runs=8)
+    assert smoke.height == 8 and set(smoke["status"]) == {"ok", "memory_error"}
+
+
+def test_scenario_of_the_data_card_example(runs):
+    row = _row(runs, EXAMPLE)
+    sc = val.scenario_for_run(row, val.ValidationConfig(duration_scale=0.5))
+    assert sc["server"] == {"max_loras": 32, "max_cpu_loras": 128, "max_lora_rank": 16, "max_num_seqs": 2048,
+                            "max_num_batched_tokens": 2048}
+    ranks, rates = np.array(sc["adapters"]["ranks"]), np.array(sc["adapters"]["rates"])
+    assert len(ranks) == 128 and (ranks == 8).sum() == 64 and (ranks == 16).sum() == 64
+    assert sorted(np.unique(rates, return_counts=True)[1].tolist()) == [42, 43, 43]
+    assert sc["duration_s"] == 1800.0 and sc["lengths"] == {"kind": "sharegpt", "input_mean": 223.0,
+                                                            "output_mean": 197.0}
+    # the real verdicts: 3,126 tok/s of an ideal 3,150 is not starved; 384 adapters at A_max 128 is
+    assert row["total_throughput"] >= 0.9 * 3150
+    starving = _row(runs, "rank_16_rates_0.1_0.05_0.025/_128_384_16_")
+    assert starving["total_throughput"] < 0.9 * val.ideal_throughput(*val.rate_counts(starving), 223, 197)
+
+
+def test_validate_three_real_runs_end_to_end(runs, tmp_path):
+    cal = calibrate(measurements(), tmp_path / "calibration", [LLAMA])
+    keep = [EXAMPLE, "rank_32_rates_1.6_0.8_0.4/_32_64_32_", "rank_32_rates_0.1_0.05_0.025/_128_128_32_"]
+    subset = runs.filter(pl.any_horizontal([pl.col("run_id").str.ends_with(k) for k in keep]))
+    cfg = val.ValidationConfig(duration_scale=0.05, workers=1)
+    df, summary = val.validate(subset, {LLAMA: str(cal[LLAMA])}, ["real_results"], cfg)
+    assert df.height == 3
+    mem = df.filter(pl.col("real_memory_error"))
+    assert mem.height == 1 and mem["twin_memory_error"].to_list() == [True]
+    assert summary["memory_error_agreement_pct"] == 100.0 and summary["n_compared"] == 2
+    example = df.filter(pl.col("run_id").str.ends_with(EXAMPLE)).row(0, named=True)
+    assert example["throughput_smape_pct"] < 20.0          # arrival-bound: throughput = offered load
+    assert example["throughput_smape_pct_paper"] == pytest.approx(example["throughput_smape_pct"] / 2)
+    out = val.write_outputs(df, summary, tmp_path)
+    metrics = json.loads(out["metrics"].read_text())
+    for key in ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "throughput_smape_pct_paper_convention",
+                "starvation_agreement_pct", "memory_error_agreement_pct", "n_runs", "groups", "speedup"):
+        assert key in metrics
+    assert pl.read_parquet(out["runs"]).height == 3
+
+
+def test_missing_calibration_is_named(runs):
+    with pytest.raises(ValueError, match="no calibration for"):
+        val.validate(runs, {}, ["real_results"], val.ValidationConfig(max_runs=1))

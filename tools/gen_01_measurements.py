@@ -1,0 +1,169 @@
+"""Generate notebooks/01_measurements.ipynb (run from the repository root: python tools/gen_01_measurements.py)."""
+
+from new_notebook import write_notebook
+
+CELLS = [
+    ("md", """
+# 01 · Measurements: ingest the vLLM corpus and redraw the measurement figures
+
+**Question.** What limits the throughput of one GPU serving many LoRA adapters: adapter rank, request rate,
+the number of GPU adapter slots (A_max), the memory those slots reserve, the compute of mixing adapters in a
+batch, adapter loading, or the scheduler?
+
+**Method.** With `backend = "replay"` the recorded corpus (`../shared/vllm-measurements`, described by its
+data card) is ingested into tidy Parquet tables (`adaptwin.measurements`, columns documented in
+`adaptwin.measurements.schema`); with `backend = "vllm"` the profiling harness measures a live server (GPU
+needed) and writes the same tables. Every figure below reads only those tables
+(`adaptwin.figures.measurements`), and is written as PNG + PDF to `<figures_dir>/measurements/`.
+"""),
+    ("code", """
+data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
+figures_dir = ".smoke/figures"
+shared_dir = "../shared"
+backend = "replay"              # replay: ingest the recorded corpus | vllm: run the profiling harness (GPU)
+profiling_config = "profiling/example.yaml"   # used only with backend = "vllm"
+"""),
+    ("code", """
+import polars as pl
+from IPython.display import Image, display
+
+from adaptwin.figures import measurements as figs
+from adaptwin.paths import resolve
+
+measurements_dir = resolve(data_dir) / "measurements"
+out_dir = resolve(figures_dir) / "measurements"
+if backend == "replay":
+    from adaptwin.measurements import ingest
+
+    report = ingest(resolve(shared_dir) / "vllm-measurements", measurements_dir)
+elif backend == "vllm":
+    from adaptwin.profiling import run_from_config
+
+    report = run_from_config(resolve(profiling_config), measurements_dir)
+else:
+    raise ValueError(f"backend must be 'replay' or 'vllm', not {backend!r}")
+report
+"""),
+    ("code", """
+tables = {name: pl.read_parquet(measurements_dir / f"{name}.parquet")
+          for name in ("runs", "timeseries", "scheduler_overhead", "lora_load_times")}
+runs = tables["runs"]
+pl.Config.set_tbl_rows(20)
+(runs.group_by("family", "status").len()
+ .pivot(on="status", index="family", values="len", sort_columns=True)
+ .fill_null(0).sort("family"))
+"""),
+    ("md", """
+The table counts run folders per family and status (`ok`, `memory_error`, `crash`, `cancelled`,
+`placeholder`, `no_summary`); the data card's inventory (section 2) lists the same families, and the ingest
+tests assert its numbers.
+
+## Fig. 1 · Throughput vs served adapters (Llama-2-7B, 250 in / 231 out tokens per request)
+
+**Question.** How does throughput grow with the number of served adapters, and where does it stop following
+the offered load?
+**Method.** Panels (a) and (b) use the `without_slots` runs (served = A_max, a 4,096-request Poisson stream):
+(a) `initial_point` (rank 16) plus `varying_adapter_size` (ranks 8, 32, 64) at 0.05 req/s per adapter;
+(b) `initial_point` (0.05 req/s) plus `varying_arrival_rate` (0.0125 to 0.2 req/s), rank 16. Panel (c) uses
+the `with_slots` by-time runs at 0.0125 req/s per adapter: one line per A_max, plus the runs without
+offloading (A_max = served). A run is starved (hollow marker) when its throughput is below 0.9 x ideal,
+ideal = served adapters x rate per adapter x 481 tokens; x marks a memory error (drawn at 0).
+"""),
+    ("code", """
+paths = figs.fig1_motivation(runs, out_dir)
+display(Image(filename=str(paths[0])))
+fig1 = figs.motivation_points(runs)
+fig1.group_by("panel", "outcome").len().sort("panel", "outcome")
+"""),
+    ("md", """
+**Result.** Throughput follows the offered load only up to a point and then falls: more served adapters mean
+more slot memory and more adapters per batch, so past the knee the server starves, and larger ranks and
+higher rates reach the knee with fewer adapters; the largest configurations run out of memory. With offloading
+(panel c) a small A_max keeps memory free for the KV cache but caps throughput by the adapters it can hold at
+once, so the best A_max depends on the load.
+**Caveats.** In `without_slots` the summary stops when the last request is sent, so requests still running are
+not counted (throughput is slightly underestimated for every run alike). Runs that failed for other reasons
+(port clash, time limit, "Task without enough requests to send", e.g. every `_*_256_16_` at 0.0125 req/s) have
+no result and are not drawn.
+
+## Fig. 4 · Memory overhead: reserving adapter slots (Llama-2-7B solid, Llama-2-13B dotted)
+
+**Question.** What does reserving A_max slots of rank S_max cost, before any adapter is used?
+**Method.** `memory_overhead` runs, `mean` request size (250 / 231 tokens), all requests to the base model
+(`disable_loras_users`), 1,500 (7B) or 1,000 (13B) requests sent at once. Batch size = mean `num_running`
+inside the benchmark window; x / + marks the smallest A_max whose reservation no longer fits (memory error).
+"""),
+    ("code", """
+paths = figs.fig4_memory_overhead(runs, out_dir)
+display(Image(filename=str(paths[0])))
+"""),
+    ("md", """
+**Result.** Slots take memory from the KV cache: past a rank-dependent A_max the mean batch shrinks and the
+throughput with it, until the reservation no longer fits; a larger rank (or the larger 13B model) gets there
+with fewer slots. ITL grows with batch size, so a smaller batch is faster per token but serves less.
+**Caveats.** Llama-2 runs used the older vLLM 0.5 fork (V0 engine, no chunked prefill); do not pool them with
+the 0.8.5 runs. The no-LoRA baseline exists for 7B only.
+
+## Fig. 5 · Compute overhead: adapters in the batch
+
+**Question.** How much slower is a batch that mixes many adapters?
+**Method.** `compute_overhead` runs: A_max near the memory limit, adapter rank = S_max, all requests sent at
+once and spread over the first N adapters (N = 0 is the base model, the reference). Slowdown =
+1 - throughput / reference; ITL overhead = ITL / reference - 1, both in %.
+"""),
+    ("code", """
+paths = figs.fig5_compute_overhead(runs, out_dir)
+display(Image(filename=str(paths[0])))
+"""),
+    ("md", """
+**Result.** Serving through LoRA costs throughput and ITL even with one adapter, and the cost grows with the
+number of distinct adapters in the batch and with the rank.
+**Caveats.** N is the number of adapters the requests are spread over, an upper bound on the distinct adapters
+in one batch (the per-step count is in `server_out.log`, not copied). Two runs failed on port clashes.
+
+## Fig. 6 · Loading overhead
+
+**Question.** How long does loading an adapter take, and does it matter next to a request's latency?
+**Method.** (a) the hand-transcribed `lora_load_times` (disk to CPU plus CPU to GPU, first load vs three later
+loads). (b, c) the `loading_overhead/latency` runs (one adapter, one slot, 100 requests at once) give the mean
+request latency = mean TTFT + mean TPOT x (output tokens - 1) for the p25 / mean / p75 request sizes; from CPU
+adds the activation time, from disk adds the first load's disk time too. Data-card caveat (shared servers):
+the five repetitions shared one port, and some benchmarks measured a sibling's server while another benchmark
+ran on it. We keep only *clean* repetitions (the polled server's `finished` counter reached at most 100
+requests + 1 warm-up) and take their median; where a configuration has no clean repetition we use its fastest
+one (interference only adds time) and hatch its bar.
+"""),
+    ("code", """
+paths = figs.fig6_loading_overhead(runs, tables["timeseries"], tables["lora_load_times"], out_dir)
+display(Image(filename=str(paths[0])))
+figs.loading_latency_points(runs, tables["timeseries"], tables["lora_load_times"])
+"""),
+    ("md", """
+**Result.** Loading from disk takes tenths of a second and grows with the rank; later loads and the CPU-to-GPU
+step are much cheaper. Next to a long request the load is a few percent of the latency; for short (p25)
+requests loading from disk is a sizeable share, so keeping adapters in CPU memory matters most there.
+**Caveats.** The load times are a dozen hand-transcribed log lines; the latency runs are not independent
+repetitions (see above).
+
+## Fig. 7 · Scheduler overhead
+
+**Question.** Does the scheduler's own time per step grow with the number of served adapters?
+**Method.** The two pre-aggregated CSVs (rank 8, about 600 s per run): scheduler time per step = total
+scheduling time / steps, (a) at one per-adapter rate, (b) at one total rate, one line per A_max, and (c) every
+run of both tables against the mean waiting queue.
+"""),
+    ("code", """
+paths = figs.fig7_scheduler_overhead(tables["scheduler_overhead"], out_dir)
+display(Image(filename=str(paths[0])))
+"""),
+    ("md", """
+**Result.** The scheduler's time per step grows with the waiting queue: with many served adapters and few
+slots, queued requests whose adapter is not loaded are scanned again at every step, so its cost rises from
+tens of microseconds to milliseconds, a visible share of a decode step; a large A_max keeps it low.
+**Caveats.** The raw runs behind the CSVs are not in the corpus and the model is not recorded; the values
+cannot be re-derived, only re-plotted.
+"""),
+]
+
+if __name__ == "__main__":
+    write_notebook("notebooks/01_measurements.ipynb", CELLS)
