@@ -51,7 +51,7 @@ def scenario(a_max: int, served: int, rates: tuple[float, ...], s_max: int, dura
         "model": "llama-3.1-8b-instruct",
         "server": {"max_loras": a_max, "max_cpu_loras": served, "max_lora_rank": s_max,
                    "max_num_seqs": 2048, "max_num_batched_tokens": 2048},
-        "adapters": [{"count": c, "rank": r, "rate": rate} for c, r, rate in zip(counts, ranks, rates) if c],
+        "adapters": [{"count": c, "rank": r, "rate": rate} for c, r, rate in zip(counts, ranks, rates, strict=True) if c],
         "arrivals": {"kind": "poisson"},
         "lengths": {"kind": "sharegpt"},
         "duration_s": duration,

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from adaptwin.calibration import MAX_MODEL_LEN, calibrate, fit_model, load_tables, to_json
 from adaptwin.calibration.fits import expected_distinct, fit_linear, interp_extrap
 from adaptwin.calibration.models import STEP_TERMS, decode_design, fit_lora, fit_step, prefill_design

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from adaptwin.profiling import adapters, prometheus, server
 from adaptwin.profiling.client import RequestOutput, assign_rates, fixed_count_schedule, poisson_arrivals
-from adaptwin.profiling.config import config_from_dict, expand, folder_name
+from adaptwin.profiling.config import config_from_dict, expand, folder_name, load_config, model_key
 from adaptwin.profiling.fake import go_float
 from adaptwin.profiling.runner import summarize
 
@@ -303,9 +303,19 @@ def test_summary_with_one_output_token_has_zero_tpot_and_itl():
     assert s["tpot_mean_ms"] == 0.0 and s["itl_mean_ms"] == 0.0 and s["itl_p99_ms"] == 0.0
 
 
-def test_example_config_expands(monkeypatch):
-    root = Path(__file__).resolve().parents[1]
-    from adaptwin.profiling.config import load_config
+def test_example_config_expands():
+    specs = expand(load_config(Path(__file__).resolve().parents[1] / "profiling" / "example.yaml"))
+    assert [s.run_id.rsplit("/", 1)[-1] for s in specs] == [
+        "_8_32_16_",
+        "_8_128_16_",
+        "_32_32_16_",
+        "_32_128_16_",
+    ]
+    assert all(s.benchmark.mode == "by_time" and s.adapter_ranks == (8, 16) for s in specs)
 
-    specs = expand(load_config(root / "profiling" / "example.yaml"))
-    assert specs and all(s.benchmark.mode in ("by_time", "fixed_count") for s in specs)
+
+def test_model_names_follow_the_corpus():
+    assert model_key("Qwen/Qwen2.5-7B-Instruct") == "qwen-2.5-7b-instruct"
+    assert model_key("meta-llama/Llama-2-13b-hf") == "llama-2-13b"
+    assert model_key("/models/Llama-3.1-8B-Instruct/") == "llama-3.1-8b-instruct"
+    assert adapters.resolve_model_shape("Qwen/Qwen2.5-7B-Instruct").module_shape("v_proj") == (3584, 512)

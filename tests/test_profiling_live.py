@@ -5,7 +5,10 @@ poller, and the runner writing the replay ingest's ``runs``/``timeseries`` table
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import sys
 import time
 
 import numpy as np
@@ -20,7 +23,7 @@ from adaptwin.profiling.fake import FakeOpenAIServer
 from adaptwin.profiling.prometheus import MetricsPoller, fetch_text, parse
 
 TTFT, ITL = 0.05, 0.02
-SLACK = 0.15  # scheduling jitter allowed on 2 shared cores
+SLACK = 0.5  # scheduling jitter allowed on 2 shared, busy cores (lower bounds are exact)
 
 
 @pytest.fixture
@@ -49,13 +52,14 @@ def test_client_measures_ttft_itl_and_tokens(fake):
     assert [o.success for o in result.outputs] == [True] * 3
     for o in result.outputs:
         assert TTFT <= o.ttft_s < TTFT + SLACK
-        assert len(o.itl_s) == 5 and all(ITL * 0.9 <= g < ITL + SLACK for g in o.itl_s)
+        assert len(o.itl_s) == 5 and all(0 <= g < ITL + SLACK for g in o.itl_s)
+        assert o.latency_s >= TTFT + 5 * ITL  # the last token is sent after 5 gaps: an exact lower bound
         assert o.latency_s == pytest.approx(o.ttft_s + sum(o.itl_s))
         assert o.output_tokens == 6 and o.prompt_tokens == 7 and o.generated_text == " t0 t1 t2 t3 t4 t5"
     s = runner.summarize(result.outputs, result.duration_s)
     assert s["total_output_tokens"] == 18 and s["output_throughput"] == pytest.approx(18 / result.duration_s)
     assert TTFT * 1000 <= s["ttft_mean_ms"] < (TTFT + SLACK) * 1000
-    assert ITL * 900 <= s["itl_median_ms"] < (ITL + SLACK) * 1000
+    assert ITL * 500 <= s["itl_median_ms"] < (ITL + SLACK) * 1000  # gaps can merge when reads lag
     assert s["tpot_mean_ms"] == pytest.approx(np.mean([sum(o.itl_s) / 5 for o in result.outputs]) * 1000)
     assert result.duration_s >= 0.1 + TTFT + 5 * ITL  # the last request arrives at 0.1 s
 
@@ -68,8 +72,8 @@ def test_client_reports_http_errors_as_failed_requests(fake):
 
 
 def test_by_time_window_cancels_running_requests_and_skips_late_arrivals(fake):
-    # each request takes ~TTFT + 29 x ITL = 0.63 s; window 1.0 s
-    requests = _requests([0.0, 0.1, 0.8, 1.2], output_len=30)
+    # each request takes ~TTFT + 19 x ITL = 0.43 s; window 1.0 s
+    requests = _requests([0.0, 0.1, 0.8, 1.2], output_len=20)
     result = client.run_benchmark(fake.base_url, requests, window_s=1.0, timeout_s=10)
     assert [o.index for o in result.outputs] == [0, 1]  # 0.8 s is cancelled at 1.0 s, 1.2 s never sent
     assert result.cancelled == 1
@@ -119,7 +123,7 @@ def _config(tmp_path, benchmark, grid=None):
         "adapters": {"ranks": [8, 16], "model_shape": TINY_SHAPE},
         "grid": grid or {"max_loras": [2], "max_cpu_loras": [2, 4], "max_lora_rank": [16]},
         "benchmark": {"input_len": 6, "output_len": 4, "request_timeout_s": 10, **benchmark},
-        "poller": {"interval_s": 0.05, "tail_s": 0.1},
+        "poller": {"interval_s": 0.05, "tail_s": 0.3},
     }
 
 
@@ -160,7 +164,12 @@ def test_runner_fixed_count_writes_tables_with_the_replay_schema(tmp_path):
     assert mine["prompt_tokens_total"].max() > 1_000_000  # no overflow to 0 above 1e6
     assert mine["prompt_tokens_total"].null_count() == 0
     assert mine.filter(pl.col("in_window"))["t_s"].is_between(0, row["duration_s"]).all()
-    assert list((tmp_path / "work" / "runs" / row["run_id"]).glob("openai-infqps-tiny-base-*.json"))
+    run_dir = tmp_path / "work" / "runs" / row["run_id"]
+    (result_json,) = run_dir.glob("openai-infqps-tiny-base-*.json")
+    assert json.loads(result_json.read_text())["completed"] == 6
+    per_request = pl.read_parquet(run_dir / "requests.parquet")
+    assert per_request.height == 6 and per_request["output_tokens"].sum() == 24
+    assert per_request["itl_s"].list.len().to_list() == [3] * 6
 
 
 def test_runner_by_time_records_rates_and_window(tmp_path):
@@ -212,6 +221,34 @@ def test_server_missing_adapters_mid_run_becomes_a_row(tmp_path):
         with FakeOpenAIServer(model=spec.model, adapters=()) as srv:
             yield srv
 
-    cfg = config_from_dict(_config(tmp_path, {"mode": "fixed_count", "num_prompts": 2}, grid={"max_loras": [2]}))
+    cfg = config_from_dict(
+        _config(tmp_path, {"mode": "fixed_count", "num_prompts": 2}, grid={"max_loras": [2]})
+    )
     row = runner.run_one(expand(cfg)[0], cfg, tmp_path / "work", no_adapters).run
     assert row["status"] == "no_summary" and "lists 0 of 2 adapters" in row["reason"]
+
+
+def test_launcher_refuses_a_port_where_another_server_answers(fake, tmp_path):
+    srv = server.VllmServer([sys.executable, "-c", "pass"], fake.base_url, tmp_path, ready_timeout_s=5)
+    with pytest.raises(server.ServerStartError, match="address already in use") as err:
+        srv.__enter__()
+    assert srv.process is None  # never started: it would have measured the other server
+    assert runner.classify_failure(err.value.log_texts)[0] == "crash"  # the ingest's 'port clash'
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_real_vllm_profile_smoke(tmp_path):
+    """On a GPU machine with `pip install .[gpu]`: a tiny real profile (model from ADAPTWIN_GPU_TEST_MODEL)."""
+    try:
+        server.check_environment()
+    except server.ProfilingUnavailable as exc:
+        pytest.skip(str(exc))
+    model = os.environ.get("ADAPTWIN_GPU_TEST_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
+    cfg = _config(
+        tmp_path, {"mode": "fixed_count", "num_prompts": 8}, grid={"max_loras": [2], "max_cpu_loras": [4]}
+    )
+    cfg.update(model=model, adapters={"ranks": [8, 16]}, server={"port": 8765, "gpu_memory_utilization": 0.5})
+    (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    report = run_from_config(tmp_path / "gpu.yaml", tmp_path / "out")
+    assert report.status_counts() == {"ok": 1} and report.timeseries.height > 0

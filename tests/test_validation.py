@@ -7,10 +7,9 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from test_calibration import LLAMA, measurements
-
 from adaptwin.calibration import calibrate
 from adaptwin.calibration import validation as val
+from test_calibration import LLAMA, measurements
 
 EXAMPLE = "rank_16_rates_0.1_0.05_0.025/_32_128_16_"  # data card 7, example 2
 
@@ -72,14 +71,14 @@ def test_validate_three_real_runs_end_to_end(runs, tmp_path):
     cal = calibrate(measurements(), tmp_path / "calibration", [LLAMA])
     keep = [EXAMPLE, "rank_32_rates_1.6_0.8_0.4/_32_64_32_", "rank_32_rates_0.1_0.05_0.025/_128_128_32_"]
     subset = runs.filter(pl.any_horizontal([pl.col("run_id").str.ends_with(k) for k in keep]))
-    cfg = val.ValidationConfig(duration_scale=0.05, workers=1)
+    cfg = val.ValidationConfig(duration_scale=0.1, workers=1)
     df, summary = val.validate(subset, {LLAMA: str(cal[LLAMA])}, ["real_results"], cfg)
     assert df.height == 3
     mem = df.filter(pl.col("real_memory_error"))
     assert mem.height == 1 and mem["twin_memory_error"].to_list() == [True]
     assert summary["memory_error_agreement_pct"] == 100.0 and summary["n_compared"] == 2
     example = df.filter(pl.col("run_id").str.ends_with(EXAMPLE)).row(0, named=True)
-    assert example["throughput_smape_pct"] < 20.0          # arrival-bound: throughput = offered load
+    assert example["throughput_smape_pct"] < 15.0  # arrival-bound after warm-up: throughput ~ offered load
     assert example["throughput_smape_pct_paper"] == pytest.approx(example["throughput_smape_pct"] / 2)
     out = val.write_outputs(df, summary, tmp_path)
     metrics = json.loads(out["metrics"].read_text())

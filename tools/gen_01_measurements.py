@@ -28,16 +28,15 @@ import polars as pl
 from IPython.display import Image, display
 
 from adaptwin.figures import measurements as figs
+from adaptwin.measurements import ingest, read_table
 from adaptwin.paths import resolve
 
 measurements_dir = resolve(data_dir) / "measurements"
 out_dir = resolve(figures_dir) / "measurements"
 if backend == "replay":
-    from adaptwin.measurements import ingest
-
     report = ingest(resolve(shared_dir) / "vllm-measurements", measurements_dir)
 elif backend == "vllm":
-    from adaptwin.profiling import run_from_config
+    from adaptwin.profiling.cli import run_from_config  # needs vLLM and a GPU
 
     report = run_from_config(resolve(profiling_config), measurements_dir)
 else:
@@ -45,7 +44,7 @@ else:
 report
 """),
     ("code", """
-tables = {name: pl.read_parquet(measurements_dir / f"{name}.parquet")
+tables = {name: read_table(measurements_dir, name)
           for name in ("runs", "timeseries", "scheduler_overhead", "lora_load_times")}
 runs = tables["runs"]
 pl.Config.set_tbl_rows(20)

@@ -9,8 +9,9 @@ Design space (issue 4): served adapters 8..576, A_max from `A_MAX_CHOICES` (<= s
 calibration is given), rank mixes `RANK_MIXES` with S_max = the mix's largest rank, per-adapter rates from
 starvation-free to heavily starved (equal, real-run-like levels, lognormal and power-law spreads), Poisson and
 unpredictable arrivals, ShareGPT lengths. The offered load is drawn log-uniformly *relative to a capacity proxy*
-of the GPU (`capacity_rate`), with extra mass around the proxy, so the starvation boundary is dense in the
-data wherever A_max and the served count put it. `real_grid_scenarios` adds the exact configurations of the
+of the GPU (`capacity_rate`), with extra mass in the band where the twin's verdict flips (``boundary_band``:
+the proxy assumes a full batch, so the twin saturates at about half of it), so the starvation boundary is
+dense in the data wherever A_max and the served count put it. `real_grid_scenarios` adds the exact configurations of the
 corpus's real serving runs (by-time Llama-3.1-8B family).
 """
 
@@ -54,15 +55,17 @@ class SamplerConfig:
 
     model: str
     duration_s: float = 600.0
-    load_range: tuple[float, float] = (0.03, 4.0)  # offered load / capacity proxy, log-uniform
-    boundary_fraction: float = 0.5  # share of scenarios drawn near the proxy boundary (load 0.4..2.5)
+    load_range: tuple[float, float] = (0.01, 20.0)  # offered load / capacity proxy, log-uniform
+    boundary_fraction: float = 0.5  # share of scenarios drawn log-uniformly in boundary_band instead
+    boundary_band: tuple[float, float] = (0.15, 1.5)  # where the twin's verdict flips, relative to the proxy
     unpredictable_fraction: float = 0.25
     served_range: tuple[int, int] = (SERVED_MIN, SERVED_MAX)
 
     def __post_init__(self) -> None:
-        lo, hi = self.load_range
-        if not 0 < lo < hi:
-            raise ScenarioError(f"dataset.load_range: expected 0 < low < high, got {self.load_range!r}")
+        for name in ("load_range", "boundary_band"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo < hi:
+                raise ScenarioError(f"dataset.{name}: expected 0 < low < high, got {getattr(self, name)!r}")
         if not 0 <= self.boundary_fraction <= 1:
             raise ScenarioError(f"dataset.boundary_fraction: expected in [0, 1], got {self.boundary_fraction!r}")
         if not 0 <= self.unpredictable_fraction <= 1:
@@ -202,9 +205,7 @@ def _draw_served(rng: np.random.Generator, lo: int, hi: int) -> int:
 
 def _draw_load(rng: np.random.Generator, config: SamplerConfig) -> float:
     """Offered load relative to the capacity proxy: log-uniform, plus a share near the boundary."""
-    if rng.random() < config.boundary_fraction:
-        return float(math.exp(rng.uniform(math.log(0.4), math.log(2.5))))
-    lo, hi = config.load_range
+    lo, hi = config.boundary_band if rng.random() < config.boundary_fraction else config.load_range
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 

@@ -32,8 +32,9 @@ class DatasetKnobs:
     duration_s: float = 600.0
     seed: int = 0
     include_real_grid: bool = True
-    load_range: tuple[float, float] = (0.02, 15.0)
+    load_range: tuple[float, float] = (0.01, 20.0)
     boundary_fraction: float = 0.5
+    boundary_band: tuple[float, float] = (0.15, 1.5)
     unpredictable_fraction: float = 0.25
     engine: str = "dask"
     n_workers: int = 2
@@ -42,11 +43,16 @@ class DatasetKnobs:
     batch_size: int = 2
 
 
+def sampler_config(model: str, knobs: DatasetKnobs, duration_s: float | None = None) -> SamplerConfig:
+    """The sampler settings of these knobs (optionally at another duration)."""
+    return SamplerConfig(model, duration_s=duration_s or knobs.duration_s, load_range=tuple(knobs.load_range),
+                         boundary_fraction=knobs.boundary_fraction, boundary_band=tuple(knobs.boundary_band),
+                         unpredictable_fraction=knobs.unpredictable_fraction)
+
+
 def scenarios_for(model: str, knobs: DatasetKnobs, calibration: Any) -> list[dict[str, Any]]:
     """The real-run grid (optional) then ``n_scenarios`` random scenarios, all at ``duration_s``."""
-    config = SamplerConfig(model, duration_s=knobs.duration_s, load_range=tuple(knobs.load_range),
-                           boundary_fraction=knobs.boundary_fraction,
-                           unpredictable_fraction=knobs.unpredictable_fraction)
+    config = sampler_config(model, knobs)
     grid = real_grid_scenarios(model, knobs.duration_s, calibration, knobs.seed) if knobs.include_real_grid else []
     return grid + sample_scenarios(config, knobs.n_scenarios, knobs.seed, calibration)
 
@@ -86,9 +92,7 @@ def duration_check(model: str, knobs: DatasetKnobs, calibration: Any, out_dir: s
 
     frames = []
     for duration in (knobs.duration_s, long_s):
-        config = SamplerConfig(model, duration_s=duration, load_range=tuple(knobs.load_range),
-                               boundary_fraction=knobs.boundary_fraction,
-                               unpredictable_fraction=knobs.unpredictable_fraction)
+        config = sampler_config(model, knobs, duration)
         # same seed, so the same draws: the scenarios differ only in duration (and so in their content seed)
         scenarios = sample_scenarios(config, n, knobs.seed + 7919, calibration)
         target = Path(out_dir) / f"{int(duration)}"

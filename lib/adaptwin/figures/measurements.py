@@ -250,8 +250,10 @@ def _plot_outcomes(ax, points: pl.DataFrame, color, label: str) -> None:
         sub = measured.filter(pl.col("outcome") == outcome)
         ax.plot(sub["served"], sub["throughput"], linestyle="none", color=color, **style)
     errors = points.filter(pl.col("outcome") == "memory_error")
+    if errors.is_empty():  # an empty unclipped line breaks constrained layout
+        return
     ax.plot(errors["served"], np.zeros(errors.height), linestyle="none", color=color, clip_on=False,
-            **MARKER_MEMORY_ERROR)
+            transform=ax.get_xaxis_transform(), **MARKER_MEMORY_ERROR)
 
 
 def fig1_motivation(runs: pl.DataFrame, out_dir: str | Path, a_max_rate: float = 0.0125) -> list[Path]:

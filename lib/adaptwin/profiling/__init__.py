@@ -15,3 +15,8 @@ Measure a live vLLM server the way the recorded corpus was measured and write th
 
 Only ``server`` needs vLLM and a GPU; everything else runs on a CPU.
 """
+
+from adaptwin.profiling.cli import ProfileReport, run_from_config
+from adaptwin.profiling.server import ProfilingUnavailable
+
+__all__ = ["ProfileReport", "ProfilingUnavailable", "run_from_config"]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from adaptwin.io import atomic_write, write_json
+from adaptwin.profiling.config import model_key
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -73,10 +74,10 @@ class ModelShape:
 
 #: The base models of the corpus (data card 3), so no download is needed to size their adapters.
 KNOWN_MODELS: dict[str, ModelShape] = {
-    "llama-2-7b-hf": ModelShape(4096, 11008, 32, 32, 32, 128),
-    "llama-2-13b-hf": ModelShape(5120, 13824, 40, 40, 40, 128),
+    "llama-2-7b": ModelShape(4096, 11008, 32, 32, 32, 128),
+    "llama-2-13b": ModelShape(5120, 13824, 40, 40, 40, 128),
     "llama-3.1-8b-instruct": ModelShape(4096, 14336, 32, 32, 8, 128),
-    "qwen2.5-7b-instruct": ModelShape(3584, 18944, 28, 28, 4, 128),
+    "qwen-2.5-7b-instruct": ModelShape(3584, 18944, 28, 28, 4, 128),
 }
 
 
@@ -87,8 +88,7 @@ def resolve_model_shape(model: str, override: dict[str, Any] | None = None) -> M
     local = Path(model) / "config.json"
     if local.is_file():
         return ModelShape.from_hf_config(json.loads(local.read_text()))
-    key = model.rstrip("/").rsplit("/", 1)[-1].lower()
-    if key in KNOWN_MODELS:
+    if (key := model_key(model)) in KNOWN_MODELS:
         return KNOWN_MODELS[key]
     if importlib.util.find_spec("huggingface_hub") is not None:  # installed with vLLM
         from huggingface_hub import hf_hub_download

@@ -40,7 +40,7 @@ from adaptwin.profiling.server import (
     vllm_executable,
     vllm_version,
 )
-from adaptwin.profiling.writers import run_row, timeseries_rows, write_result_json
+from adaptwin.profiling.writers import run_row, timeseries_rows, write_requests, write_result_json
 
 
 class Server(Protocol):
@@ -228,6 +228,7 @@ def _measure(
     )
     status, reason = ("ok", None) if summary["successful_requests"] else ("no_summary", _first_error(result))
     write_result_json(run_dir, spec, summary, window, setup.get("request_rate"), _json_extra(result, setup))
+    write_requests(run_dir, result.outputs)
     row = run_row(
         spec,
         status=status,

@@ -16,11 +16,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from adaptwin.profiling.prometheus import fetch_text
 
@@ -173,7 +175,14 @@ class VllmServer:
         self.stop()
 
     def start(self) -> None:
-        """Start the process, logs into ``server_out.log`` / ``server_err.log``."""
+        """Start the process, logs into ``server_out.log`` / ``server_err.log``.
+
+        Refuses when something already listens on the port: the corpus's loading-overhead runs measured a
+        sibling job's server that way (data card 6)."""
+        url = urlsplit(self.base_url)
+        if port_in_use(url.hostname or "127.0.0.1", url.port or 80):
+            message = f"{url.netloc}: address already in use (another server listens there; not started)"
+            raise ServerStartError(message, {"harness": message})
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.log_dir / "server_command.txt").write_text(" ".join(self.command) + "\n")
         with (
@@ -222,6 +231,13 @@ class VllmServer:
             path = self.log_dir / name
             texts[name] = path.read_text(errors="replace") if path.exists() else ""
         return texts
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a TCP server accepts connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
 
 
 def list_models(base_url: str) -> list[str]:

@@ -19,6 +19,7 @@ import polars as pl
 from adaptwin.io import write_json, write_parquet
 from adaptwin.measurements import schema
 from adaptwin.measurements.parse import JSON_KEYS
+from adaptwin.profiling.client import RequestOutput
 from adaptwin.profiling.config import RunSpec, model_key
 from adaptwin.profiling.prometheus import PollSample
 
@@ -178,6 +179,26 @@ def write_result_json(
     )
     name = f"openai-{rate_text}qps-{model_key(spec.model)}-{data['date']}.json"
     return write_json(run_dir / name, _finite(data))
+
+
+def write_requests(run_dir: Path, outputs: list[RequestOutput]) -> Path:
+    """Per-request measurements of a run (``requests.parquet`` beside its JSON), for analyses the summary
+    cannot answer (e.g. latency per adapter); not one of the ingest's tables."""
+    frame = pl.DataFrame(
+        {
+            "index": [o.index for o in outputs],
+            "model": [o.model for o in outputs],
+            "success": [o.success for o in outputs],
+            "ttft_s": [o.ttft_s for o in outputs],
+            "latency_s": [o.latency_s for o in outputs],
+            "prompt_tokens": [o.prompt_tokens for o in outputs],
+            "output_tokens": [o.output_tokens for o in outputs],
+            "itl_s": [o.itl_s for o in outputs],
+            "error": [o.error for o in outputs],
+        },
+        schema_overrides={"itl_s": pl.List(pl.Float64)},
+    )
+    return write_parquet(run_dir / "requests.parquet", frame)
 
 
 def _finite(obj: Any) -> Any:

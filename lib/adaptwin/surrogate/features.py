@@ -125,7 +125,7 @@ def check_paper_values(values: np.ndarray, source: str = "features") -> np.ndarr
     if not (values[:, _POSITIVE] > 0).all() or not np.isfinite(values).all():  # NaN fails both tests
         bad = ~np.isfinite(values) | np.isin(np.arange(values.shape[1]), _POSITIVE) & ~(values > 0)
         row, col = np.argwhere(bad)[0]
-        raise FeatureError(f"{source}: row {row}, field {PAPER_FEATURES[col]!r}: value {values[row, col]!r} "
+        raise FeatureError(f"{source}: row {row}, field {PAPER_FEATURES[col]!r}: value {float(values[row, col])!r} "
                            "(expected finite, and > 0 for counts and ranks)")
     return values
 

@@ -31,8 +31,9 @@ every finish in checking mode, ``simulate(..., check=True)``):
 6. Zero load gives zero throughput (and no steps).
 7. Throughput never exceeds what was offered: tokens of finished requests <= tokens of arrived requests;
    with a light load every request finishes (throughput = realised offered load).
-8. Monotonic sanity: more GPU slots (A_max) never increase adapter loads for the same arrivals; a larger
-   KV cache never increases preemptions under a fixed load.
+8. Monotonic sanity: with a slot for every served adapter there are no loads, otherwise at most one load
+   per admission; a larger KV cache never increases preemptions under a fixed load. (More slots do not
+   always mean fewer loads: with few slots the active adapters keep them while the others starve.)
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import simpy
@@ -193,7 +193,7 @@ def _engine_loop(env: simpy.Environment, sched: Scheduler, rec: Recorder, timer:
     while True:
         now = env.now
         if not sched.running and waiting.count(now) == 0:
-            nxt = waiting.times[waiting.arrived] if waiting.arrived < waiting.n else math.inf
+            nxt = float(waiting.times[waiting.arrived]) if waiting.arrived < waiting.n else math.inf
             if nxt >= horizon:
                 return
             yield env.timeout(nxt - now)

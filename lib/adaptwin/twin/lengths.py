@@ -48,10 +48,13 @@ def sharegpt_quantile(u: np.ndarray, spec: dict[str, float]) -> np.ndarray:
     """Quantile function of one ShareGPT marginal (unscaled tokens) at probabilities ``u``."""
     u = np.asarray(u, dtype=np.float64)
     lo, p25, p75, hi = spec["lo"], spec["p25"], spec["p75"], spec["hi"]
-    low = lo * (p25 / lo) ** (u / 0.25)
-    mid = p25 * (p75 / p25) ** ((u - 0.25) / 0.5)
-    top = p75 + (hi - p75) * (np.clip(u - 0.75, 0.0, None) / 0.25) ** spec["gamma"]
-    return np.where(u < 0.25, low, np.where(u < 0.75, mid, top))
+    out = np.empty_like(u)
+    low, top = u < 0.25, u >= 0.75
+    mid = ~(low | top)
+    out[low] = lo * np.exp(np.log(p25 / lo) * (u[low] / 0.25))
+    out[mid] = p25 * np.exp(np.log(p75 / p25) * ((u[mid] - 0.25) / 0.5))
+    out[top] = p75 + (hi - p75) * ((u[top] - 0.75) / 0.25) ** spec["gamma"]
+    return out
 
 
 def sharegpt_means(model: str, spec: dict[str, Any]) -> tuple[float, float]:

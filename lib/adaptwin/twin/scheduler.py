@@ -47,20 +47,20 @@ class Request:
         self.decoding = False
 
 
-@dataclass
 class StepPlan:
     """What one scheduled step computes (inputs of the step-time model) and what it changed."""
 
-    decode_seqs: int
-    prefill_tokens: int = 0
-    prefill_seqs: int = 0
-    context_tokens: int = 0
-    load_s: float = 0.0
-    visited: int = 0  # waiting requests vLLM's scan examined (scheduler-time model)
-    prefills: list[tuple[Request, int]] = field(default_factory=list)
-    preempted: bool = False
-    blocked: bool = False  # the scan stopped on a request that could not be admitted
-    admit_at: float = float("inf")  # earliest arrival that could be admitted (steady steps only)
+    __slots__ = ("decode_seqs", "prefill_tokens", "prefill_seqs", "context_tokens", "load_s", "visited",
+                 "prefills", "preempted", "blocked", "admit_at")
+
+    def __init__(self) -> None:
+        self.decode_seqs = self.prefill_tokens = self.prefill_seqs = self.context_tokens = 0
+        self.load_s = 0.0
+        self.visited = 0  # waiting requests vLLM's scan examined (scheduler-time model)
+        self.prefills: list[tuple[Request, int]] = []
+        self.preempted = False
+        self.blocked = False  # the scan stopped on a request that could not be admitted
+        self.admit_at = float("inf")  # earliest arrival that could be admitted (steady steps only)
 
     @property
     def steady(self) -> bool:
@@ -73,6 +73,7 @@ class Finished:
     """Per-request outputs the benchmark keeps (finished requests only)."""
 
     ttft: list[float] = field(default_factory=list)
+    idx: list[int] = field(default_factory=list)  # arrival index, in finish order
     prompt_tokens: int = 0
     output_tokens: int = 0
     run_starts: list[int] = field(default_factory=list)
@@ -96,9 +97,7 @@ class Scheduler:
         self.kv = KVCache(cal.kv_capacity_blocks(srv.max_loras, srv.max_lora_rank), cal.block_size)
         self.waiting = WaitingQueue(workload.times, workload.adapters, scenario.served)
         self.slots = GpuSlots(srv.max_loras, scenario.served)
-        self.prompts = workload.prompts.tolist()
-        self.outputs = workload.outputs.tolist()
-        self.adapters = workload.adapters.tolist()
+        self.prompts, self.outputs = workload.prompts, workload.outputs
         self.running: dict[int, Request] = {}
         self.partial: Request | None = None
         self.active = [0] * scenario.served
@@ -108,6 +107,7 @@ class Scheduler:
         self.fin_heap: list[tuple[int, int, int, Request]] = []
         self.preemptions = 0
         self.loads = 0
+        self.admissions = 0
         self.check = check
         self.done = Finished(per_adapter=[0] * scenario.served)
 
@@ -116,7 +116,7 @@ class Scheduler:
         """Decide step ``G``'s batch at time ``now`` (allocates blocks, admits, preempts)."""
         kv = self.kv
         need = kv.decode_need(self.G)
-        plan = StepPlan(decode_seqs=0)
+        plan = StepPlan()
         if need > kv.free:
             need = self._preempt_for(need, now)
             plan.preempted = True
@@ -146,7 +146,7 @@ class Scheduler:
     def _admit(self, plan: StepPlan, budget: int, now: float) -> None:
         """The WAITING loop of vLLM's scheduler, driven by the queue's heaps instead of a linear scan."""
         waiting, kv, running = self.waiting, self.kv, self.running
-        total = waiting.count(now)
+        total = waiting.count(now) if self.track_visited else 0
         admitted, last = 0, None
         if budget <= 0 or len(running) >= self.max_seqs:
             return  # vLLM's waiting loop does not run: nothing examined
@@ -158,7 +158,7 @@ class Scheduler:
                 last = None
                 break
             seq, a = top
-            tokens = self.prompts[seq] if seq >= 0 else waiting.preempted[a][0].prompt + waiting.preempted[a][0].emitted
+            tokens = int(self.prompts[seq]) if seq >= 0 else waiting.preempted[a][0].prompt + waiting.preempted[a][0].emitted
             n = min(tokens, budget)
             add = blocks_for(n, kv.block_size)
             last = seq
@@ -167,7 +167,7 @@ class Scheduler:
                 break
             item = waiting.pop_head(a, self.active[a] > 0)
             req = item if isinstance(item, Request) else Request(
-                item, a, self.prompts[item], self.outputs[item], waiting.times[item])
+                item, a, int(self.prompts[item]), int(self.outputs[item]), float(waiting.times[item]))
             req.computed = 0
             kv.used += add
             running[req.idx] = req
@@ -177,6 +177,7 @@ class Scheduler:
             plan.prefill_seqs += 1
             budget -= n
             admitted += 1
+        self.admissions += admitted
         if self.track_visited:
             plan.visited = self._visited(total, admitted, last, plan.blocked)
 
@@ -300,6 +301,7 @@ class Scheduler:
         kv.used -= blocks_for(req.computed, kv.block_size)
         self._deactivate(req.adapter, self.G - 1)
         done.ttft.append(req.first_time - req.arrival)
+        done.idx.append(req.idx)
         done.prompt_tokens += req.prompt
         done.output_tokens += req.output
         done.per_adapter[req.adapter] += 1
@@ -311,6 +313,13 @@ class Scheduler:
             gaps = sum(e - s + 1 for s, e in req.runs) + len(req.special)
             assert gaps == req.output - 1, f"request {req.idx}: {gaps} ITL gaps for {req.output} tokens"
             assert req.prefilled >= req.prompt, f"request {req.idx}: prefilled {req.prefilled} < {req.prompt}"
+
+    def unfinished_per_adapter(self, until: float) -> list[int]:
+        """Requests of each adapter still running or waiting at ``until`` (dropped by the benchmark)."""
+        out = self.waiting.per_adapter(until)
+        for req in self.running.values():
+            out[req.adapter] += 1
+        return out
 
     # ---- checking mode ---------------------------------------------------------------------------------------
     def _check_invariants(self, plan: StepPlan) -> None:

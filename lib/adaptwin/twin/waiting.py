@@ -31,19 +31,25 @@ class WaitingQueue:
     """The waiting requests of one server (see module docstring)."""
 
     def __init__(self, times: np.ndarray, adapters: np.ndarray, n_adapters: int) -> None:
-        self.times: list[float] = times.tolist()
-        self.n = len(self.times)
-        order = np.argsort(adapters, kind="stable")
-        bounds = np.searchsorted(adapters[order], np.arange(n_adapters + 1))
-        self.fresh: list[list[int]] = [order[bounds[a]:bounds[a + 1]].tolist() for a in range(n_adapters)]
-        self.next_fresh = [0] * n_adapters
+        self.times = times  # numpy: only the few admitted or peeked requests are ever looked up
+        self.n = len(times)
+        small = adapters.astype(np.int16) if n_adapters < 2**15 else adapters  # radix sort: O(n)
+        order = np.argsort(small, kind="stable")
+        same = small[order[1:]] == small[order[:-1]]
+        nxt = np.full(self.n, self.n, dtype=np.int64)  # next arrival of the same adapter (n: none)
+        nxt[order[:-1][same]] = order[1:][same]
+        self.next_same = nxt
+        first = np.full(n_adapters, self.n, dtype=np.int64)
+        starts = order[np.flatnonzero(np.r_[True, ~same])] if self.n else order
+        first[small[starts]] = starts  # each adapter's earliest arrival
+        self.fresh_head: list[int] = first.tolist()  # adapter's first not-yet-admitted arrival (n: none)
         self.preempted: list[deque[Any]] = [deque() for _ in range(n_adapters)]
         self.preempted_seqs: list[int] = []
         self.front_seq = -1
         self.admitted_fresh = 0
         self.arrived = 0  # arrivals with time <= the last `count` time
         self._tree = [0] * (self.n + 1)
-        self.heap_all = [(lst[0], a) for a, lst in enumerate(self.fresh) if lst]
+        self.heap_all = [(i, a) for a, i in enumerate(self.fresh_head) if i < self.n]
         heapq.heapify(self.heap_all)
         self.heap_active: list[tuple[int, int]] = []
 
@@ -53,9 +59,8 @@ class WaitingQueue:
         dq = self.preempted[a]
         if dq:
             return dq[0].seq
-        k = self.next_fresh[a]
-        lst = self.fresh[a]
-        return lst[k] if k < len(lst) else None
+        i = self.fresh_head[a]
+        return i if i < self.n else None
 
     def peek(self, active_only: bool, active: list[int]) -> tuple[int, int] | None:
         """(seq, adapter) of the first request the scan may admit, arrived or not; None if there is none."""
@@ -69,11 +74,11 @@ class WaitingQueue:
 
     def arrival_time(self, seq: int) -> float:
         """Arrival time of the request with sequence ``seq`` (preempted ones arrived long ago)."""
-        return self.times[seq] if seq >= 0 else float("-inf")
+        return float(self.times[seq]) if seq >= 0 else float("-inf")
 
     def count(self, now: float) -> int:
         """Number of waiting requests at time ``now`` (non-decreasing ``now`` across calls)."""
-        self.arrived = bisect.bisect_right(self.times, now, self.arrived)
+        self.arrived = int(np.searchsorted(self.times, now, side="right"))
         return self.arrived - self.admitted_fresh + len(self.preempted_seqs)
 
     def rank(self, seq: int) -> int:
@@ -81,6 +86,16 @@ class WaitingQueue:
         if seq < 0:
             return bisect.bisect_left(self.preempted_seqs, seq)
         return len(self.preempted_seqs) + seq - self._admitted_before(seq)
+
+    def per_adapter(self, until: float) -> list[int]:
+        """Waiting requests of each adapter at time ``until`` (walks the queue: for checks, not the hot path)."""
+        out = []
+        for a, head in enumerate(self.fresh_head):
+            count, i = len(self.preempted[a]), head
+            while i < self.n and self.times[i] < until:
+                count, i = count + 1, int(self.next_same[i])
+            out.append(count)
+        return out
 
     # ---- updates --------------------------------------------------------------------------------------------
     def pop_head(self, a: int, active: bool) -> Any:
@@ -91,8 +106,8 @@ class WaitingQueue:
             del self.preempted_seqs[bisect.bisect_left(self.preempted_seqs, req.seq)]
             out: Any = req
         else:
-            out = self.fresh[a][self.next_fresh[a]]
-            self.next_fresh[a] += 1
+            out = self.fresh_head[a]
+            self.fresh_head[a] = int(self.next_same[out])
             self.admitted_fresh += 1
             self._mark_admitted(out)
         self._push_head(a, active)

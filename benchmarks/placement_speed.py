@@ -1,0 +1,69 @@
+"""Placement speed (issue 5 targets: 1,000 adapters placed in under 1 s, 5,000 in under 5 s).
+
+Times `adaptwin.placement.place` (every surrogate call included; loading the models and computing the lower
+bound excluded) for the proposed greedy and its fast variant on Azure-trace workloads, the median of
+``--repeats`` runs, on the trained surrogates of ``--model``. A benchmark, not a test: timings on a shared
+machine are noisy.
+
+    .venv/bin/python benchmarks/placement_speed.py [--model llama-3.1-8b-instruct] [--sizes 1000 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from adaptwin.io import dumps_json, write_json
+from adaptwin.paths import resolve
+from adaptwin.placement import make_context, place, workloads
+
+TARGETS_S = {1000: 1.0, 5000: 5.0}
+
+
+def measure(model: str, sizes: list[int], methods: list[str], repeats: int, data_dir: str) -> dict:
+    """Median placement time per (size, method), with the GPUs used and the surrogate calls made."""
+    data = resolve(data_dir)
+    context = make_context(model, models_dir=data / "models", calibration_path=data / "calibration" / f"{model}.json",
+                           metrics_path=data / "metrics" / "surrogates.json", best_throughput=1.0)
+    results = []
+    for n in sizes:
+        spec = workloads.WorkloadSpec(kind="azure", adapters=n, rank_mix="8-16-32")
+        frame = workloads.generate(spec, resolve("../shared"))
+        for method in methods:
+            times, gpus = [], 0
+            for _ in range(repeats):
+                ev = context.evaluator
+                ev.predict_calls = ev.predict_rows = 0
+                t0 = time.perf_counter()
+                p = place(frame, context, method)
+                times.append(time.perf_counter() - t0)
+                gpus = p.num_gpus
+            median = statistics.median(times)
+            target = TARGETS_S.get(n)
+            results.append({"adapters": n, "method": method, "median_s": round(median, 4),
+                            "min_s": round(min(times), 4), "gpus": gpus, "predict_calls": ev.predict_calls,
+                            "predict_rows": ev.predict_rows, "target_s": target,
+                            "meets_target": None if target is None else median <= target})
+    return {"model": model, "workload": "azure conv x1, ranks 8-16-32", "repeats": repeats, "results": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="llama-3.1-8b-instruct")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--methods", nargs="+", default=["greedy", "greedy-fast"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--out", default=None, help="also write the JSON here (e.g. data/metrics/placement_speed.json)")
+    args = parser.parse_args(argv)
+    report = measure(args.model, args.sizes, args.methods, args.repeats, args.data_dir)
+    print(dumps_json(report), end="")
+    if args.out:
+        write_json(resolve(args.out), report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

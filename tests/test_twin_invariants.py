@@ -1,0 +1,171 @@
+"""The engine's named invariants (numbered as in `adaptwin.twin.engine`'s docstring), each checked here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_twin_helpers import fixture_calibration, scenario, small_kv, write_trace
+
+from adaptwin.io import dumps_json
+from adaptwin.twin import simulate
+from adaptwin.twin.api import prepare
+from adaptwin.twin.arrivals import make_workload
+from adaptwin.twin.engine import run_engine
+
+HIGH = (1.6, 0.8, 0.4)
+
+
+def engine_run(sc, cal, check=True):
+    parsed, cal = prepare(sc, cal)
+    workload = make_workload(parsed)
+    return parsed, workload, run_engine(parsed, cal, workload, check=check)
+
+
+@pytest.fixture(scope="module")
+def cal(tmp_path_factory):
+    return fixture_calibration(tmp_path_factory.mktemp("cal"))[1]
+
+
+@pytest.fixture(scope="module")
+def tight_cal(tmp_path_factory):
+    return fixture_calibration(tmp_path_factory.mktemp("cal"), small_kv)[1]
+
+
+@pytest.fixture(scope="module")
+def tight_run(tight_cal):
+    """A KV-starved server under a high load: many preemptions, every check on."""
+    return engine_run(scenario(a_max=16, served=24, rates=HIGH, duration=90.0), tight_cal)
+
+
+def test_1_requests_conserved_per_adapter(tight_run, cal):
+    for sc, workload, run in (tight_run, engine_run(scenario(a_max=2, served=12, duration=200.0), cal)):
+        arrived = np.bincount(workload.adapters, minlength=sc.served)
+        finished = np.asarray(run.scheduler.done.per_adapter)
+        unfinished = np.asarray(run.scheduler.unfinished_per_adapter(sc.duration_s))
+        assert arrived.sum() > 100
+        assert finished.sum() > 0 and unfinished.sum() > 0
+        np.testing.assert_array_equal(arrived, finished + unfinished)
+
+
+def test_2_tokens_conserved(tight_run):
+    _, workload, run = tight_run
+    done = run.scheduler.done
+    idx = np.asarray(done.idx)
+    # the finished requests' own lengths, looked up independently in the workload
+    assert done.output_tokens == int(workload.outputs[idx].sum())
+    assert done.prompt_tokens == int(workload.prompts[idx].sum())
+    # every finished request contributed output - 1 inter-token gaps (check mode also asserts it per request)
+    assert int(run.itl_counts.sum()) + len(done.special) == int((workload.outputs[idx] - 1).sum())
+    assert len(done.special) > 0  # preempted requests resumed and finished
+
+
+def test_3_kv_cache_never_exceeds_capacity(tight_run):
+    # check mode asserts, at every step, used blocks <= capacity and = the blocks the running requests hold
+    _, _, run = tight_run
+    assert run.scheduler.preemptions > 20
+    assert 0 <= run.scheduler.kv.used <= run.scheduler.kv.capacity
+
+
+def test_4_never_more_than_amax_adapters(tight_run, cal):
+    # check mode asserts it at every step; the runs must actually rotate adapters through the slots
+    sc, _, run = engine_run(scenario(a_max=2, served=12, duration=200.0), cal)
+    assert run.scheduler.loads > 10
+    assert run.scheduler.n_active <= sc.server.max_loras
+    assert tight_run[2].scheduler.loads > 0
+
+
+def test_5_same_seed_same_json(cal):
+    sc = scenario(a_max=4, served=24, duration=200.0, seed=7, arrivals={"kind": "unpredictable"})
+    a = dumps_json(simulate(sc, cal, zero_wall_time=True, timeseries=True))
+    b = dumps_json(simulate(sc, cal, zero_wall_time=True, timeseries=True))
+    c = dumps_json(simulate(dict(sc, seed=8), cal, zero_wall_time=True, timeseries=True))
+    assert a == b
+    assert a != c
+
+
+def test_6_zero_load_zero_throughput(cal):
+    out = simulate(scenario(rates=(0.0, 0.0, 0.0)), cal)
+    assert out["arrived_requests"] == out["finished_requests"] == out["steps"] == 0
+    assert out["total_throughput"] == out["output_throughput"] == 0.0
+    assert out["ideal_throughput"] == 0.0 and out["mean_batch_size"] == 0.0
+
+
+def test_7_throughput_never_exceeds_offered(tight_run, cal):
+    for sc, workload, run in (tight_run, engine_run(scenario(a_max=8, served=24, duration=300.0), cal, False)):
+        done = run.scheduler.done
+        offered = int(workload.prompts.sum() + workload.outputs.sum())
+        assert done.prompt_tokens + done.output_tokens <= offered
+    # light load: everything that arrived early enough finishes, so throughput = realised offered load
+    sc, workload, run = engine_run(scenario(a_max=24, served=24, rates=(0.05, 0.05, 0.05), duration=600.0), cal,
+                                   False)
+    early = workload.times < sc.duration_s - 60.0
+    done = run.scheduler.done
+    assert set(np.flatnonzero(early)) <= set(done.idx)
+    early_tokens = int(workload.prompts[early].sum() + workload.outputs[early].sum())
+    assert early_tokens <= done.prompt_tokens + done.output_tokens <= offered_tokens(workload)
+
+
+def offered_tokens(workload) -> int:
+    return int(workload.prompts.sum() + workload.outputs.sum())
+
+
+def test_8_loads_only_when_slots_are_short(cal):
+    # (More slots do NOT always mean fewer loads under vLLM's rule: with 2 slots the active adapters keep
+    # their slot while their queues refill, the others starve, and few loads happen.)
+    for a_max in (2, 8):
+        _, _, run = engine_run(scenario(a_max=a_max, served=24, duration=300.0), cal, False)
+        assert 0 < run.scheduler.loads <= run.scheduler.admissions
+    _, _, run = engine_run(scenario(a_max=24, served=24, duration=300.0), cal, False)
+    assert run.scheduler.loads == 0 and run.scheduler.admissions > 100
+
+
+def test_8_bigger_kv_never_more_preemptions(tmp_path):
+    sc = scenario(a_max=16, served=24, rates=HIGH, duration=90.0)
+    small = simulate(sc, fixture_calibration(tmp_path, small_kv, "small.json")[1])
+    big = simulate(sc, fixture_calibration(tmp_path, None, "big.json")[1])
+    assert small["preemptions"] > big["preemptions"] == 0
+    assert small["kv_capacity_tokens"] < big["kv_capacity_tokens"]
+
+
+def test_memory_error_serves_nothing(cal):
+    # 256 slots of rank 16 leave 306000 - 46 * 4096 = 117,584 tokens < max_model_len 131,072
+    out = simulate(scenario(a_max=256, served=256, duration=60.0), cal)
+    assert out["memory_error"] is True
+    assert out["finished_requests"] == 0 and out["total_throughput"] == 0.0
+    assert out["arrived_requests"] > 0 and out["ideal_throughput"] > 0 and out["starved"] is True
+
+
+def test_single_request_timing_matches_cost_model(tmp_path):
+    """One request alone: TTFT = one prefill step, ITLs = decode steps whose context grows by one token."""
+    def edit(data):
+        data["step"]["params"]["context_tokens"] = 2.0e-6
+
+    _, cal = fixture_calibration(tmp_path, edit)
+    trace = write_trace(tmp_path / "one.csv", [(1.0, 100, 5)])
+    sc = scenario(a_max=1, served=1, duration=10.0, adapters=[{"count": 1, "rank": 8, "rate": 1.0}],
+                  arrivals={"kind": "trace", "path": str(trace)}, lengths={"kind": "trace", "path": str(trace)})
+    out = simulate(sc, cal)
+    sched = cal.scheduler_time(1, 0)
+    ttft = cal.step_time(0, 100, 0, 1, prefill_seqs=1) + sched
+    itls = [cal.step_time(1, 0, 100 + j, 1) + sched for j in range(4)]
+    assert out["finished_requests"] == 1 and out["adapter_loads"] == 0
+    assert out["ttft_mean_ms"] == pytest.approx(ttft * 1000, rel=1e-9)
+    assert out["itl_mean_ms"] == pytest.approx(np.mean(itls) * 1000, rel=1e-9)
+    assert out["itl_p99_ms"] == pytest.approx(np.percentile(itls, 99) * 1000, rel=1e-9)
+    assert out["output_throughput"] == pytest.approx(5 / 10.0)
+
+
+def test_lora_admission_skips_inactive_adapters(tmp_path, cal):
+    """A_max = 1: while adapter 0 runs, adapter 1's request waits and a later adapter-0 request overtakes it."""
+    rows = [(0.0, 50, 200), (0.1, 50, 5), (0.2, 50, 5)]  # round_robin: adapters 0, 1, 0
+    trace = write_trace(tmp_path / "skip.csv", rows)
+    sc = scenario(a_max=1, served=2, duration=60.0, adapters=[{"count": 2, "rank": 8, "rate": 1.0}],
+                  arrivals={"kind": "trace", "path": str(trace), "mapping": "round_robin"},
+                  lengths={"kind": "trace", "path": str(trace)})
+    _, workload, run = engine_run(sc, cal)
+    done = run.scheduler.done
+    first_token = {i: workload.times[i] + t for i, t in zip(done.idx, done.ttft, strict=True)}
+    assert sorted(first_token) == [0, 1, 2]
+    assert first_token[2] < first_token[1]
+    assert done.idx.index(1) == 2  # adapter 1 runs only after adapter 0 left the batch
+    assert run.scheduler.loads == 2  # slot preloaded with adapter 1; load 0, then 1 again
