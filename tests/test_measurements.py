@@ -13,6 +13,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+
 from adaptwin.measurements import ingest, read_table, schema, series
 from adaptwin.params import shared_dir
 

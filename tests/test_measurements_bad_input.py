@@ -10,6 +10,7 @@ import shutil
 
 import polars as pl
 import pytest
+
 from adaptwin.measurements import IngestWarning, ingest
 from adaptwin.measurements.cli import run_ingest
 from adaptwin.params import shared_dir

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+
 from adaptwin.measurements import families, parse, schema, series
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from adaptwin.profiling import adapters, prometheus, server
 from adaptwin.profiling.client import RequestOutput, assign_rates, fixed_count_schedule, poisson_arrivals
 from adaptwin.profiling.config import config_from_dict, expand, folder_name, load_config, model_key

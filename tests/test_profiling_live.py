@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+
 from adaptwin.measurements import schema
 from adaptwin.profiling import client, runner, server
 from adaptwin.profiling.cli import run_from_config
