@@ -12,6 +12,7 @@ import warnings
 
 import polars as pl
 import pytest
+
 from adaptwin.figures import measurements as figs
 from adaptwin.measurements import families, ingest, read_table
 from adaptwin.params import shared_dir

@@ -43,7 +43,7 @@ MODEL_LINESTYLES = {"llama-2-7b": "-", "llama-2-13b": ":"}
 
 # ---------------------------------------------------------------------------------------------- data prep
 def request_size(dataset: pl.Expr) -> pl.Expr:
-    """``p25`` / ``mean`` / ``p75`` from a dataset file name such as ``dummy_dataset_p25.json``."""
+    """``p25`` / ``mean`` / ``p75`` from the ``runs.dataset`` value (``dummy_p25``, ``dummy_mean``, ``dummy_p75``)."""
     return dataset.str.extract(r"(p25|mean|p75)", 1)
 
 
@@ -271,7 +271,7 @@ def fig1_motivation(runs: pl.DataFrame, out_dir: str | Path, a_max_rate: float =
         colors = _series_colors(panel, levels)
         for s in levels:
             _plot_outcomes(ax, sub.filter(pl.col("series") == s), colors[s], _series_label(panel, s))
-        ax.set(title=titles[panel], xlabel="served adapters", ylabel="throughput (tok/s)", ylim=(0, None))
+        ax.set(title=titles[panel], xlabel="served adapters", ylabel="throughput, in + out (tok/s)", ylim=(0, None))
         ax.legend(title=_series_title(panel), loc="lower right", frameon=False, ncols=2 if len(levels) > 5 else 1,
                   fontsize=6, title_fontsize=6)
     _outcome_legend_figure(fig)
@@ -326,7 +326,7 @@ def fig4_memory_overhead(runs: pl.DataFrame, out_dir: str | Path, size: str = "m
     _draw_baseline(points, ax_batch, ax_thr)
     ax_batch.set(xscale="log", xlabel="adapter slots A_max", ylabel="mean batch size (requests)", ylim=(0, None),
                  title="(a) batch size")
-    ax_thr.set(xscale="log", xlabel="adapter slots A_max", ylabel="throughput (tok/s)", ylim=(0, None),
+    ax_thr.set(xscale="log", xlabel="adapter slots A_max", ylabel="throughput, in + out (tok/s)", ylim=(0, None),
                title="(b) throughput")
     ax_itl.set(xlabel="mean batch size (requests)", ylabel="mean ITL (ms)", title="(c) ITL vs batch size")
     models = [m for m in MODEL_LINESTYLES if m in set(lora["model"].to_list())]

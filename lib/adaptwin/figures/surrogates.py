@@ -57,13 +57,13 @@ def predicted_vs_actual(truth: pl.DataFrame, predicted: pl.DataFrame, directory:
     return save(fig, directory, name)
 
 
-def dataset_coverage(dataset: pl.DataFrame, features: pl.DataFrame, directory: str | Path,
-                     name: str = "dataset_coverage") -> list[Path]:
-    """Where the twin rows lie: throughput / ideal against total rate, per A_max, starved below the 0.9 line."""
+def dataset_coverage(rows: pl.DataFrame, directory: str | Path, name: str = "dataset_coverage") -> list[Path]:
+    """Where the twin rows lie (``total_throughput``, ``ideal_throughput``, ``sum_rate``, ``adapter_slots``):
+    throughput / ideal against total rate coloured by A_max, and its histogram; starved below the 0.9 line."""
     fig, axes = figure(ncols=2, height=2.4)
-    ratio = (dataset["total_throughput"] / dataset["ideal_throughput"]).to_numpy()
-    sum_rate = features["sum_rate"].to_numpy()
-    slots = features["adapter_slots"].to_numpy()
+    ratio = (rows["total_throughput"] / rows["ideal_throughput"]).to_numpy()
+    sum_rate = rows["sum_rate"].to_numpy()
+    slots = rows["adapter_slots"].to_numpy()
     points = axes[0].scatter(sum_rate, ratio, c=np.log2(slots), s=4, cmap="viridis")
     axes[0].axhline(0.9, color="0.3", linestyle="--", linewidth=0.8)
     axes[0].set_xscale("log")
