@@ -22,10 +22,12 @@ from adaptwin.placement import make_context, place, workloads
 TARGETS_S = {1000: 1.0, 5000: 5.0}
 
 
-def measure(model: str, sizes: list[int], methods: list[str], repeats: int, data_dir: str) -> dict:
+def measure(model: str, sizes: list[int], methods: list[str], repeats: int, data_dir: str,
+            models_dir: str | None = None) -> dict:
     """Median placement time per (size, method), with the GPUs used and the surrogate calls made."""
     data = resolve(data_dir)
-    context = make_context(model, models_dir=data / "models", calibration_path=data / "calibration" / f"{model}.json",
+    context = make_context(model, models_dir=resolve(models_dir) if models_dir else data / "models",
+                           calibration_path=data / "calibration" / f"{model}.json",
                            metrics_path=data / "metrics" / "surrogates.json", best_throughput=1.0)
     results = []
     for n in sizes:
@@ -56,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["greedy", "greedy-fast"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--models-dir", default=None, help="surrogates folder (default: <data-dir>/models)")
     parser.add_argument("--out", default=None, help="also write the JSON here (e.g. data/metrics/placement_speed.json)")
     args = parser.parse_args(argv)
-    report = measure(args.model, args.sizes, args.methods, args.repeats, args.data_dir)
+    report = measure(args.model, args.sizes, args.methods, args.repeats, args.data_dir, args.models_dir)
     print(dumps_json(report), end="")
     if args.out:
         write_json(resolve(args.out), report)

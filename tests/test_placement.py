@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from test_placement_fakes import BASE_CAPACITY, fake_evaluator, fake_workload
+
 from adaptwin.placement import baselines, greedy, latency
 from adaptwin.placement.api import METHODS, Context, place, resolve_margin
 from adaptwin.placement.core import PlacementError
-from test_placement_fakes import BASE_CAPACITY, fake_evaluator, fake_workload
 
 
 def context(**kwargs) -> Context:
@@ -59,7 +60,7 @@ def test_rank_order_groups_largest_rank_first_and_alternates_rates():
 def test_batched_greedy_is_exactly_algorithm_1(seed):
     workload = fake_workload(220, seed=seed, mean_rate=0.3)
     ev = fake_evaluator(max_served=96)
-    fast, _ = greedy.place_greedy(workload, ev, top_up=False)
+    fast, _ = greedy.place_greedy(workload, ev, extensions=False)
     reference = naive_greedy(workload, fake_evaluator(max_served=96))
     assert [(list(g.members), g.max_loras) for g in fast] == reference
 
@@ -174,3 +175,65 @@ def test_placement_is_deterministic():
     workload = fake_workload(250, mean_rate=0.2)
     a, b = (place(workload, context(), "greedy").to_json() for _ in range(2))
     assert a == b
+
+
+def test_prefix_features_match_the_surrogates_feature_definition():
+    from adaptwin.placement.core import prefix_features
+    from adaptwin.surrogate.features import PAPER_FEATURES, gpu_features
+
+    rng = np.random.default_rng(7)
+    ranks = rng.choice([8, 16, 32], 300)
+    rates = rng.pareto(1.3, 300) * 0.05
+    ks = np.array([1, 2, 17, 150, 300])
+    fast = prefix_features(ranks, rates, ks)
+    for j, k in enumerate(ks):
+        reference = gpu_features(ranks[:k], rates[:k], 8)
+        for name in PAPER_FEATURES:
+            if name != "adapter_slots":
+                assert fast[name][j] == pytest.approx(reference[name], rel=1e-9, abs=1e-12), (name, k)
+
+
+def test_group_stats_features_match_the_surrogates_feature_definition():
+    from adaptwin.placement.core import GroupStats
+    from adaptwin.surrogate.features import PAPER_FEATURES, gpu_features
+
+    rng = np.random.default_rng(3)
+    stats, members = GroupStats.empty(3), [[], [], []]
+    ranks, rates = rng.choice([8, 16, 32], 60), rng.uniform(0, 0.4, 60)
+    for i in range(57):
+        g = i % 3
+        stats.add(g, ranks[i], rates[i])
+        members[g].append(i)
+    feats = stats.with_adapter(np.array([0, 2]), ranks[59], rates[59])
+    for j, g in enumerate((0, 2)):
+        idx = [*members[g], 59]
+        reference = gpu_features(ranks[idx], rates[idx], 8)
+        for name in PAPER_FEATURES:
+            if name != "adapter_slots":
+                assert feats[name][j] == pytest.approx(reference[name], rel=1e-9, abs=1e-12), name
+
+
+def test_rebalance_keeps_gpus_safe_and_lowers_the_worst_itl():
+    workload = fake_workload(300, mean_rate=0.12, ranks=(8, 16))
+    ev = fake_evaluator()
+    base, _ = greedy.place_greedy(workload, ev)
+    groups = [list(g.members) for g in base]
+    groups.append([groups[0].pop()])  # one more GPU, almost empty: room to spread into
+    before = latency.retune(workload, ev, groups)
+    moved = latency.rebalance(workload, ev, groups)
+    assert len(moved) == len(groups) and all(g.safe for g in moved)
+    assert sorted(i for g in moved for i in g.members) == list(range(300))
+    worst = [max(g.predicted["itl_mean_ms"] for g in gpus) for gpus in (before, moved)]
+    assert worst[1] < worst[0] - 1.0
+
+
+def test_consolidation_empties_a_gpu_the_others_can_absorb_and_stays_safe():
+    workload = fake_workload(200, mean_rate=0.1, ranks=(8, 16))
+    ev = fake_evaluator()
+    base, _ = greedy.place_greedy(workload, ev, extensions=False)
+    groups = [list(g.members) for g in base]
+    groups.append([groups[0].pop()])  # a needless extra GPU holding one light adapter
+    spread = greedy.configure(groups, workload["rank"].to_numpy(), workload["rate"].to_numpy(), ev)
+    drained, alone = greedy.drain(spread, [], workload["rank"].to_numpy(), workload["rate"].to_numpy(), ev)
+    assert len(drained) < len(spread) and not alone and all(g.safe for g in drained)
+    assert sorted(i for g in drained for i in g.members) == list(range(200))

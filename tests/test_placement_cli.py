@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from test_placement_fakes import FIXTURE, FakePredictor, fake_features, fake_workload
+
 from adaptwin.cli import main
 from adaptwin.placement.workloads import read_workload
-from test_placement_fakes import FIXTURE, FakePredictor, fake_features, fake_workload
 
 MODEL = "llama-3.1-8b-instruct"
 ROOT = Path(__file__).resolve().parents[1]

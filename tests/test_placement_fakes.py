@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
 from adaptwin.placement.core import A_MAX_GRID, Evaluator
 from adaptwin.twin.costs import load_calibration
 

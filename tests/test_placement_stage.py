@@ -8,11 +8,12 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from test_placement_fakes import BASE_CAPACITY, fake_evaluator, fake_workload
+
 from adaptwin.paths import resolve
 from adaptwin.placement import experiments, verify, workloads
 from adaptwin.placement.api import METHODS, Context, place
 from adaptwin.placement.core import PlacementError
-from test_placement_fakes import BASE_CAPACITY, fake_evaluator, fake_workload
 
 SHARED = resolve("../shared")
 needs_traces = pytest.mark.skipif(not (SHARED / "traces").exists(), reason="shared traces not mounted")
@@ -54,8 +55,9 @@ def test_grid_expansion_and_bad_specs():
 
 
 def test_verification_resimulates_every_gpu_with_the_twin():
-    from adaptwin.twin.costs import load_calibration
     from test_placement_fakes import FIXTURE
+
+    from adaptwin.twin.costs import load_calibration
 
     ctx = Context("llama-3.1-8b-instruct", fake_evaluator(), BASE_CAPACITY, "fake", "test")
     workload = fake_workload(40, mean_rate=0.2, ranks=(8, 16))
@@ -74,9 +76,10 @@ def test_verification_resimulates_every_gpu_with_the_twin():
 
 @needs_traces
 def test_stage_writes_outputs_metrics_and_figures(tmp_path):
+    from test_placement_fakes import FIXTURE
+
     from adaptwin.figures import placement as figs
     from adaptwin.twin.costs import load_calibration
-    from test_placement_fakes import FIXTURE
 
     ctx = Context("llama-3.1-8b-instruct", fake_evaluator(), BASE_CAPACITY, "fake", "test")
     cfg = experiments.StageConfig(
@@ -104,3 +107,16 @@ def test_stage_writes_outputs_metrics_and_figures(tmp_path):
         *figs.latency_variant(tables["summary"], figures), *figs.placement_times(tables["times"], figures),
     ]
     assert all(p.exists() and p.stat().st_size > 0 for p in written) and len(written) == 8
+
+
+def test_lower_bound_uses_the_best_starvation_free_gpu_of_the_dataset(tmp_path):
+    from adaptwin.io import write_parquet
+    from adaptwin.placement import bounds
+
+    write_parquet(tmp_path / "ds" / "chunk-0.parquet", pl.DataFrame({
+        "total_throughput": [9000.0, 5000.0, 4000.0, 7000.0],
+        "starved": [True, False, False, False], "memory_error": [False, False, False, True]}))
+    best, source = bounds.best_gpu_throughput("m", None, tmp_path / "ds")
+    assert best == 5000.0 and "starvation-free" in source
+    assert bounds.lower_bound_gpus(total_rate=24.0, tokens_per_req=400.0, best_throughput=best) == 2
+    assert bounds.lower_bound_gpus(total_rate=0.0, tokens_per_req=400.0, best_throughput=best) == 1

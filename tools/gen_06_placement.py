@@ -29,8 +29,9 @@ methods = ["greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd
 margin = "auto"
 starvation_threshold = 0.5
 max_served = 576
+extensions = True
 grid = {"kinds": ["azure"], "adapters": [40], "rank_mixes": ["8-16-32"], "multipliers": [1, 10],
-        "trace": "conv", "window_s": 600, "requests_per_adapter": 10, "popularity": 0.8, "mean_rate": 0.05,
+        "trace": "conv", "window_s": 600, "requests_per_adapter": 30, "popularity": 0.8, "mean_rate": 0.05,
         "alpha": 1.2, "seed": 0}
 verify_duration_s = 60          # smoke: one simulated minute per GPU
 verify_workers = 2
@@ -53,7 +54,8 @@ data = resolve(data_dir)
 calibration = load_calibration(data / "calibration" / f"{model}.json")
 context = make_context(model, calibration=calibration, models_dir=data / "models",
                        metrics_path=data / "metrics" / "surrogates.json", dataset_dir=data / "dataset" / model,
-                       margin=margin, starvation_threshold=starvation_threshold, max_served=max_served)
+                       margin=margin, starvation_threshold=starvation_threshold, max_served=max_served,
+                       extensions=extensions)
 cfg = experiments.StageConfig(model=model, methods=methods, grid=grid, verify_duration_s=verify_duration_s,
                               verify_workers=verify_workers, single_gpu_adapters=single_gpu_adapters,
                               single_gpu_rate=single_gpu_rate, single_gpu_rank_mix=single_gpu_rank_mix)

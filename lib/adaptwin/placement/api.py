@@ -17,6 +17,9 @@ from adaptwin.placement.core import A_MAX_GRID, Evaluator, Placement, PlacementE
 METHODS: tuple[str, ...] = ("greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin")
 #: margin used when the surrogates' real-run error is unknown (no data/metrics/surrogates.json)
 DEFAULT_MARGIN = 0.05
+#: largest margin taken from the metrics: throughput never exceeds the ideal, so a bar at (0.9 + margin) x ideal
+#: above ~0.98 x ideal would call every GPU unsafe (a poorly trained surrogate must not empty the placement)
+MAX_MARGIN = 0.08
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Context:
     best_throughput: float
     best_throughput_source: str
     margin_source: str
+    extensions: bool = True  # the greedy's steps beyond the paper (False = Algorithm 1 as published)
 
     def lower_bound(self, workload: pl.DataFrame) -> int:
         return bounds.lower_bound_gpus(float(workload["rate"].sum()), self.evaluator.tokens_per_request,
@@ -51,7 +55,7 @@ def margin_from_metrics(path: str | Path, model: str) -> float | None:
 
 def resolve_margin(margin: float | str | None, metrics_path: str | Path | None, model: str) -> tuple[float, str]:
     """(margin, where it came from): a number is used as given; ``"auto"``/None reads the surrogates' real-run
-    throughput error, else `DEFAULT_MARGIN`."""
+    throughput error (at most `MAX_MARGIN`), else `DEFAULT_MARGIN`."""
     if isinstance(margin, (int, float)):
         if margin < 0:
             raise PlacementError(f"placement.margin: must be >= 0, got {margin}")
@@ -60,7 +64,8 @@ def resolve_margin(margin: float | str | None, metrics_path: str | Path | None, 
         raise PlacementError(f"placement.margin: expected a number or 'auto', got {margin!r}")
     found = margin_from_metrics(metrics_path, model) if metrics_path else None
     if found is not None:
-        return found, f"real-run throughput SMAPE in {metrics_path}"
+        clamped = "" if found <= MAX_MARGIN else f", {found:.3f} clamped to {MAX_MARGIN}"
+        return min(found, MAX_MARGIN), f"real-run throughput SMAPE in {metrics_path}{clamped}"
     return DEFAULT_MARGIN, "default (no surrogate real-run error recorded)"
 
 
@@ -70,7 +75,7 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
                  margin: float | str | None = "auto", starvation_threshold: float = 0.5,
                  max_served: int = 576, candidates: tuple[int, ...] = A_MAX_GRID,
                  tokens_per_request: float | None = None, best_throughput: float | None = None,
-                 twin_duration_s: float = 120.0) -> Context:
+                 twin_duration_s: float = 120.0, extensions: bool = True) -> Context:
     """Load the surrogate and calibration (unless given) and derive the shared constants."""
     if predictor is None:
         from adaptwin.surrogate import load
@@ -89,7 +94,7 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
         best, source = float(best_throughput), "given"
     ev = Evaluator(predictor=predictor, calibration=calibration, tokens_per_request=tpr, margin=value,
                    starvation_threshold=starvation_threshold, candidates=tuple(candidates), max_served=max_served)
-    return Context(model, ev, best, source, margin_source)
+    return Context(model, ev, best, source, margin_source, extensions)
 
 
 def max_rank(calibration: Any) -> int:
@@ -97,16 +102,21 @@ def max_rank(calibration: Any) -> int:
     return max(calibration.loading_ms)
 
 
-def place(adapters: pl.DataFrame, context: Context, method: str = "greedy") -> Placement:
-    """Place ``adapters`` (``adapter_id, rank, rate``) with ``method``; the time includes every surrogate call."""
+def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", **context_kwargs: Any) -> Placement:
+    """Place ``adapters`` (``adapter_id, rank, rate``) with ``method``; the time includes every surrogate call.
+
+    ``model`` is a model name (the surrogate and calibration are loaded by `make_context` with
+    ``context_kwargs``) or a ready `Context` (reuse it when placing many workloads)."""
     if method not in METHODS:
         raise PlacementError(f"method {method!r} not in {', '.join(METHODS)}")
+    context = model if isinstance(model, Context) else make_context(model, **context_kwargs)
     ev = context.evaluator
     lower = context.lower_bound(adapters)
     notes: dict[str, Any] = {}
     t0 = time.perf_counter()
     if method in ("greedy", "greedy-fast", "greedy-latency"):
-        gpus, overloaded = greedy.place_greedy(adapters, ev, fast=method == "greedy-fast")
+        gpus, overloaded = greedy.place_greedy(adapters, ev, fast=method == "greedy-fast",
+                                                extensions=context.extensions)
         notes["overloaded_gpus"] = overloaded
         if method == "greedy-latency":
             gpus = latency.place_latency(adapters, ev, gpus)

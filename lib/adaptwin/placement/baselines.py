@@ -30,29 +30,32 @@ import math
 import numpy as np
 import polars as pl
 
-from adaptwin.placement.core import Evaluator, Gpu, build_gpus
+from adaptwin.placement.core import Evaluator, Gpu, GroupStats, build_gpus
 
 
 # ---- first-fit decreasing ------------------------------------------------------------------------------
 def place_ffd(workload: pl.DataFrame, ev: Evaluator) -> list[Gpu]:
-    """First-fit decreasing by rate, A_max = the largest memory allows (one surrogate call per adapter)."""
+    """First-fit decreasing by rate, A_max = the largest memory allows (one surrogate call per adapter, every
+    open GPU judged in it)."""
     ranks = workload["rank"].to_numpy()
     rates = workload["rate"].to_numpy().astype(float)
-    order = np.lexsort((np.arange(len(rates)), -rates))
     groups: list[list[int]] = []
-    for i in order:
-        open_ = [g for g, members in enumerate(groups) if len(members) < ev.max_served]
-        sets, options = [], []
-        for g in open_:
-            idx = np.array([*groups[g], i])
-            sets.append((ranks[idx], rates[idx]))
-            options.append([ev.largest_a_max(len(idx), int(ranks[idx].max()))])
-        res = ev.evaluate(sets, options)
-        fits = np.flatnonzero(res["ok"]) if len(res["ok"]) else []
-        if len(fits):
-            groups[open_[int(fits[0])]].append(int(i))
-        else:
-            groups.append([int(i)])
+    stats = GroupStats.empty(0)
+    for i in np.lexsort((np.arange(len(rates)), -rates)):
+        open_ = np.flatnonzero(stats.count < ev.max_served)
+        target = None
+        if len(open_):
+            served = stats.count[open_].astype(int) + 1
+            s_max = np.maximum(stats.max_rank[open_], ranks[i]).astype(int)
+            options = [[ev.largest_a_max(int(n), int(r))] for n, r in zip(served, s_max, strict=True)]
+            res = ev.evaluate_features(stats.with_adapter(open_, ranks[i], rates[i]), options)
+            fits = np.flatnonzero(res["ok"])
+            target = int(open_[fits[0]]) if len(fits) else None
+        if target is None:
+            target = stats.grow()
+            groups.append([])
+        groups[target].append(int(i))
+        stats.add(target, ranks[i], rates[i])
     return build_gpus(workload, ev, groups)
 
 
@@ -112,12 +115,11 @@ def place_dlora(workload: pl.DataFrame, ev: Evaluator, min_gpus: int) -> list[Gp
 def operating_point(rank: int, mean_rate: float, ev: Evaluator) -> tuple[float, int]:
     """(requests/s one GPU of rank-``rank`` adapters sustains safely, its A_max): the largest safe count of
     mean-rate adapters, found with the proposed greedy's fast search on a homogeneous workload."""
-    from adaptwin.placement.greedy import place_greedy
+    from adaptwin.placement.greedy import first_gpu
 
     probe = pl.DataFrame({"adapter_id": [f"p{i}" for i in range(ev.max_served)],
                           "rank": [rank] * ev.max_served, "rate": [mean_rate] * ev.max_served})
-    gpus, _ = place_greedy(probe, ev, fast=True)
-    first = gpus[0]
+    first = first_gpu(probe, ev)
     return len(first.members) * mean_rate, first.max_loras
 
 

@@ -3,9 +3,9 @@
 Lower bound (issue 5): offered load divided by the best per-GPU throughput the twin finds, rounded up. No
 placement can do better, whatever it packs, because no GPU configuration the twin knows of processes more
 tokens per second. The best throughput comes from the twin-generated dataset when it exists (its largest
-``total_throughput`` over configurations that start: thousands of configurations, from starvation-free to
-saturated) and otherwise from a small twin sweep of saturated rank-8 GPUs (`sweep_best_throughput`); the
-source is returned beside the value so outputs state which.
+``total_throughput`` over the starvation-free configurations that start, since every GPU of a valid placement
+is starvation-free) and otherwise from a small twin sweep of saturated rank-8 GPUs (`sweep_best_throughput`,
+a looser bound); the source is returned beside the value so outputs state which.
 
 Offered load in tokens/s = sum of rates x tokens per request, the twin's own mean request size (the value the
 surrogate was trained with, or the twin's ShareGPT means), so placement and verification use the same lengths.
@@ -40,7 +40,8 @@ def tokens_per_request(model: str, predictor: Any = None) -> float:
 
 
 def dataset_best_throughput(dataset_dir: str | Path) -> float | None:
-    """Largest ``total_throughput`` over the dataset's rows that started (None if there is no dataset)."""
+    """Largest ``total_throughput`` over the dataset's starvation-free rows that started (None if there is no
+    dataset): every GPU of a valid placement is starvation-free, so none processes more."""
     files = sorted(Path(dataset_dir).rglob("*.parquet"))
     if not files:
         return None
@@ -50,6 +51,8 @@ def dataset_best_throughput(dataset_dir: str | Path) -> float | None:
         raise PlacementError(f"{dataset_dir}: dataset has no total_throughput column")
     if "memory_error" in names:
         frame = frame.filter(~pl.col("memory_error").fill_null(False))
+    if "starved" in names:  # a valid placement has no starved GPU: only starvation-free GPUs bound it
+        frame = frame.filter(~pl.col("starved").fill_null(True))
     best = frame.select(pl.col("total_throughput").max()).collect().item()
     return float(best) if best is not None and best > 0 else None
 
@@ -76,7 +79,7 @@ def best_gpu_throughput(model: str, calibration: Any, dataset_dir: str | Path | 
     if dataset_dir is not None:
         best = dataset_best_throughput(dataset_dir)
         if best is not None:
-            return best, f"dataset {dataset_dir}"
+            return best, f"dataset {dataset_dir} (starvation-free rows)"
     return sweep_best_throughput(model, calibration, duration_s), "twin sweep of saturated rank-8 GPUs"
 
 

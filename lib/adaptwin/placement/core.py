@@ -143,10 +143,13 @@ class Evaluator:
 
     def a_max_options(self, served: int, s_max: int) -> list[int]:
         """A_max values allowed for ``served`` adapters at ``s_max``: grid values <= served and <= the memory
-        cap, or ``min(served, cap)`` alone when no grid value fits."""
+        cap, plus ``min(served, cap)`` itself (vLLM takes any A_max; A_max = served keeps every adapter
+        resident, which the grid misses between its points, e.g. 10 adapters would otherwise swap on 8 slots)."""
         limit = min(served, self.memory_cap(s_max))
-        options = [a for a in self.candidates if a <= limit]
-        return options or ([limit] if limit > 0 else [])
+        if limit <= 0:
+            return []
+        options = [a for a in self.candidates if a < limit]
+        return [*options, limit]
 
     def largest_a_max(self, served: int, s_max: int) -> int:
         """The largest A_max memory allows for this GPU (what FFD, dLoRA and round robin use)."""
@@ -197,23 +200,40 @@ class Evaluator:
     def evaluate(self, sets: Sequence[tuple[np.ndarray, np.ndarray]], a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """Predictions for every (set, A_max) pair in one call: arrays ``set`` (index into ``sets``),
         ``a_max``, ``total_throughput``, ``itl_mean_ms``, ``starvation_probability``, ``ideal``, ``ok``."""
-        index = np.array([i for i, v in enumerate(a_max) for _ in v], dtype=np.int64)
-        slots = np.array([a for v in a_max for a in v], dtype=np.int64)
-        if len(index) == 0:
+        if not any(a_max):
             return _empty_evaluation()
-        frame = self.feature_rows(sets, a_max)
+        sum_rate = np.array([float(np.sum(r)) for _, r in sets])
+        return self._predict(self.feature_rows(sets, a_max), sum_rate, a_max)
+
+    def evaluate_prefixes(self, ranks: np.ndarray, rates: np.ndarray, ks: Sequence[int],
+                          a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """`evaluate` for the sets ``(ranks[:k], rates[:k])``, k in ``ks``, with features from cumulative sums
+        (`prefix_features`): what makes Algorithm 1 fast."""
+        return self.evaluate_features(prefix_features(ranks, rates, np.asarray(ks, dtype=np.int64)), a_max)
+
+    def evaluate_features(self, feats: dict[str, np.ndarray], a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """`evaluate` for sets given by their features (`stats_features`, one entry per set)."""
+        if not any(a_max):
+            return _empty_evaluation()
+        counts = np.array([len(v) for v in a_max])
+        names = [*feats, "adapter_slots"]
+        matrix = np.column_stack([*(np.repeat(np.asarray(v, dtype=float), counts) for v in feats.values()),
+                                  np.array([a for v in a_max for a in v], dtype=float)])
+        frame = pl.DataFrame(matrix, schema=dict.fromkeys(names, pl.Float64), orient="row")
+        return self._predict(frame, feats["sum_rate"], a_max)
+
+    def _predict(self, frame: pl.DataFrame, sum_rate: np.ndarray, a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        index = np.repeat(np.arange(len(a_max)), [len(v) for v in a_max])
         pred = self.predictor.predict(frame)
         self.predict_calls += 1
-        self.predict_rows += len(frame)
-        sum_rate = np.array([float(np.sum(r)) for _, r in sets])[index]
-        ideal = sum_rate * self.tokens_per_request
+        self.predict_rows += frame.height
         out = {
             "set": index,
-            "a_max": slots,
+            "a_max": np.array([a for v in a_max for a in v], dtype=np.int64),
             "total_throughput": pred["total_throughput"].to_numpy().astype(float),
             "itl_mean_ms": pred["itl_mean_ms"].to_numpy().astype(float),
             "starvation_probability": pred["starvation_probability"].to_numpy().astype(float),
-            "ideal": ideal,
+            "ideal": sum_rate[index] * self.tokens_per_request,
         }
         out["ok"] = self.is_ok(out)
         return out
@@ -227,6 +247,70 @@ class Evaluator:
         """Predictions and verdict for one configured GPU."""
         ev = self.evaluate([(ranks, rates)], [[a_max]])
         return {k: float(ev[k][0]) for k in (*PREDICTED_KEYS, "ideal")} | {"ok": bool(ev["ok"][0])}
+
+
+def stats_features(count: np.ndarray, sum_rate: np.ndarray, sumsq_rate: np.ndarray, sum_rank: np.ndarray,
+                   sumsq_rank: np.ndarray, max_rank: np.ndarray) -> dict[str, np.ndarray]:
+    """The paper's features except ``adapter_slots`` from running sums, for many candidate GPUs at once, as
+    `adaptwin.surrogate.features.gpu_features` defines them (population standard deviations, largest rank).
+    Placement's inner loops only add adapters to sets, so running sums avoid rebuilding every set; a test
+    checks the result against `gpu_features` on random sets."""
+    k = np.asarray(count, dtype=float)
+    mean_rate, mean_size = sum_rate / k, sum_rank / k
+    return {
+        "sum_rate": np.asarray(sum_rate, dtype=float),
+        "std_rate": np.sqrt(np.clip(sumsq_rate / k - mean_rate**2, 0.0, None)),
+        "max_size": np.asarray(max_rank, dtype=float),
+        "mean_size": mean_size,
+        "std_size": np.sqrt(np.clip(sumsq_rank / k - mean_size**2, 0.0, None)),
+        "served_adapters": k,
+    }
+
+
+def prefix_features(ranks: np.ndarray, rates: np.ndarray, ks: np.ndarray) -> dict[str, np.ndarray]:
+    """`stats_features` of every prefix ``[:k]`` of a sequence, k in ``ks``."""
+    ranks = np.asarray(ranks, dtype=float)
+    rates = np.asarray(rates, dtype=float)
+    i = np.asarray(ks, dtype=np.int64) - 1
+    return stats_features(i + 1, np.cumsum(rates)[i], np.cumsum(rates**2)[i], np.cumsum(ranks)[i],
+                          np.cumsum(ranks**2)[i], np.maximum.accumulate(ranks)[i])
+
+
+@dataclass
+class GroupStats:
+    """Running sums of adapter groups (GPUs being filled), to evaluate "group g plus adapter i" for every g
+    in one vectorised step (first-fit and the latency variant)."""
+
+    count: np.ndarray
+    sum_rate: np.ndarray
+    sumsq_rate: np.ndarray
+    sum_rank: np.ndarray
+    sumsq_rank: np.ndarray
+    max_rank: np.ndarray
+
+    @classmethod
+    def empty(cls, groups: int) -> GroupStats:
+        return cls(*(np.zeros(groups) for _ in range(6)))
+
+    def grow(self) -> int:
+        """Append an empty group; return its index."""
+        for name in ("count", "sum_rate", "sumsq_rate", "sum_rank", "sumsq_rank", "max_rank"):
+            setattr(self, name, np.append(getattr(self, name), 0.0))
+        return len(self.count) - 1
+
+    def add(self, g: int, rank: float, rate: float) -> None:
+        self.count[g] += 1
+        self.sum_rate[g] += rate
+        self.sumsq_rate[g] += rate * rate
+        self.sum_rank[g] += rank
+        self.sumsq_rank[g] += rank * rank
+        self.max_rank[g] = max(self.max_rank[g], rank)
+
+    def with_adapter(self, groups: np.ndarray, rank: float, rate: float) -> dict[str, np.ndarray]:
+        """Features of each of ``groups`` with one more adapter of ``rank`` and ``rate``."""
+        return stats_features(self.count[groups] + 1, self.sum_rate[groups] + rate,
+                              self.sumsq_rate[groups] + rate * rate, self.sum_rank[groups] + rank,
+                              self.sumsq_rank[groups] + rank * rank, np.maximum(self.max_rank[groups], rank))
 
 
 def _empty_evaluation() -> dict[str, np.ndarray]:

@@ -166,14 +166,14 @@ def headline(summary: pl.DataFrame, context: Context) -> dict[str, Any]:
         rows = {r["method"]: r for r in summary.filter(pl.col("workload") == name).iter_rows(named=True)}
         per_workload[name] = {"lower_bound_gpus": next(iter(rows.values()))["lower_bound_gpus"], "methods": {
             m: {k: _json_value(r[k]) for k in ("gpus_used", "ratio_to_lower_bound", "starved_gpus", "memory_errors",
-                                               "placement_time_s", "total_throughput", "itl_mean_ms")}
+                                               "twin_errors", "placement_time_s", "total_throughput", "itl_mean_ms")}
             for m, r in rows.items()}}
         if PROPOSED in rows:
             mine = rows[PROPOSED]["gpus_used"]
             for m in BASELINES:
                 if m in rows:
                     never_any &= mine <= rows[m]["gpus_used"]
-                    if not rows[m]["starved_gpus"] and not rows[m]["memory_errors"]:
+                    if not (rows[m]["starved_gpus"] or rows[m]["memory_errors"] or rows[m]["twin_errors"]):
                         never &= mine <= rows[m]["gpus_used"]
     proposed = summary.filter(pl.col("method") == PROPOSED)
     times = placement_times(summary)

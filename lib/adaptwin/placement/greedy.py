@@ -9,12 +9,18 @@ arXiv:2508.08343), as issue 5 states it:
    throughput of the next A_max beats the current one, never above the memory cap for the GPU's S_max (the
    calibrated KV cache must still hold one max-length sequence) nor above the adapters served;
 4. ask the starvation classifier; on predicted starvation roll back the pending adapter (the one just added)
-   and open a new GPU with it.
-Beyond the paper: (a) "starvation" is the `Evaluator`'s safety rule, classifier plus an uncertainty margin on
-the predicted throughput, so a GPU the surrogate calls safe stays safe when the twin re-simulates it; (b) a
-*top-up* when a GPU is closed: its remaining headroom is filled with the smallest-rate adapters still waiting
-(next-fit alone closes a GPU whenever the next adapter in the alternating order is a large one; first-fit
-baselines would otherwise beat it by reusing that headroom).
+   and open a new GPU with it (here, first: move up to a safe larger A_max if the memory cap allows one).
+Beyond the paper (``extensions``, on by default; off = Algorithm 1 as published): (a) "starvation" is the
+`Evaluator`'s safety rule, classifier plus an uncertainty margin on the predicted throughput, so a GPU the
+surrogate calls safe stays safe when the twin re-simulates it; (b) before a rollback, move up to a safe larger
+A_max if one exists (more slots cure swap-induced starvation); (c) patience: a GPU closes only after
+`PATIENCE` unsafe prefixes in a row, since the surrogate's verdicts are noisy near the boundary and only the
+final GPU matters; (d) a *top-up* when a GPU is closed: its remaining headroom is filled with the
+smallest-rate adapters still waiting (next-fit alone closes a GPU whenever the next adapter in the
+alternating order is a large one; first-fit baselines would otherwise beat it by reusing that headroom);
+(e) consolidation (`drain`): the least-loaded GPU is emptied into the others (merged whole into one, else
+adapter by adapter) while they stay safe.
+(The margin applies in both modes.)
 
 Exactness with speed: the walk is sequential, but its inputs are not: for a GPU starting at adapter ``s`` every
 prefix ``order[s:s+k]`` is a candidate set. We evaluate a block of prefixes (and only the A_max values the walk
@@ -31,9 +37,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from adaptwin.placement.core import Evaluator, Gpu, PlacementError, make_gpu
+from adaptwin.placement.core import Evaluator, Gpu, GroupStats, PlacementError, make_gpu
 
 PROBES = 12  # prefixes per surrogate call in the fast variant
+PATIENCE = 8  # unsafe prefixes in a row before the exact walk closes a GPU (with extensions)
+DRAIN_TRIES = 3  # GPUs that could not be emptied before consolidation stops
+DRAIN_MOVES = 48  # largest GPU emptied adapter by adapter (one surrogate call each); larger ones only merge whole
 
 
 def rank_order(ranks: np.ndarray, rates: np.ndarray) -> np.ndarray:
@@ -53,12 +62,13 @@ def rank_order(ranks: np.ndarray, rates: np.ndarray) -> np.ndarray:
 
 
 def place_greedy(workload: pl.DataFrame, ev: Evaluator, fast: bool = False,
-                 top_up: bool = True) -> tuple[list[Gpu], list[int]]:
+                 extensions: bool = True) -> tuple[list[Gpu], list[int]]:
     """GPUs of the proposed placement, and the indices of GPUs holding one adapter too busy for any GPU.
 
-    ``top_up`` (beyond the paper): when a GPU is closed, fill its remaining headroom with the smallest-rate
-    adapters still waiting (they have rank <= its S_max, by the rank order), so a GPU is not closed just because
-    the next adapter in the alternating order happened to be a large one."""
+    ``extensions`` (beyond the paper; False = Algorithm 1 as published): escape to a safe larger A_max before
+    rolling back, `PATIENCE` (a GPU closes only after that many unsafe prefixes in a row: the surrogate's
+    verdicts are noisy near the boundary and the final GPU is what counts), and the top-up of a closed GPU's
+    headroom with the smallest-rate adapters still waiting (rank <= its S_max by the rank order)."""
     ranks = workload["rank"].to_numpy()
     rates = workload["rate"].to_numpy().astype(float)
     seq = rank_order(ranks, rates)
@@ -67,15 +77,101 @@ def place_greedy(workload: pl.DataFrame, ev: Evaluator, fast: bool = False,
     guess = 32
     fill = _fill_fast if fast else _fill_exact
     while len(seq):
-        gpu, safe = fill(seq, ranks, rates, ev, guess)
+        gpu, safe = fill(seq, ranks, rates, ev, guess, extensions)
         seq = seq[len(gpu.members):]
         if not safe:
             overloaded.append(len(gpus))
-        elif top_up and len(seq):
+        elif extensions and len(seq):
             gpu, seq = _top_up(gpu, seq, ranks, rates, ev)
         gpus.append(gpu)
         guess = len(gpu.members) + 8
+    if extensions:
+        gpus, overloaded = drain(gpus, overloaded, ranks, rates, ev)
     return gpus, overloaded
+
+
+def drain(gpus: list[Gpu], overloaded: list[int], ranks: np.ndarray, rates: np.ndarray,
+          ev: Evaluator) -> tuple[list[Gpu], list[int]]:
+    """Consolidation (beyond the paper): empty the least-loaded GPU, merged whole into the first GPU that stays
+    safe with it, else moving its adapters one by one (heaviest first) into the first GPU that stays safe;
+    repeat until `DRAIN_TRIES` GPUs could not be emptied. Next-fit leaves
+    headroom on every GPU it closes; this is where a first-fit baseline would otherwise gain a GPU."""
+    keep = [g for i, g in enumerate(gpus) if i not in overloaded]
+    alone = [g for i, g in enumerate(gpus) if i in overloaded]
+    failed: set[tuple[int, ...]] = set()
+    while len(keep) > 1 and len(failed) < DRAIN_TRIES:
+        loads = [float(rates[list(g.members)].sum()) if g.members not in failed else np.inf for g in keep]
+        victim = int(np.argmin(loads))
+        if not np.isfinite(loads[victim]):
+            break
+        members = list(keep[victim].members)
+        groups = [list(g.members) for j, g in enumerate(keep) if j != victim]
+        if _merge_whole(members, groups, ranks, rates, ev) or (
+                len(members) <= DRAIN_MOVES and _move_all(members, groups, ranks, rates, ev)):
+            keep = configure(groups, ranks, rates, ev)
+        else:
+            failed.add(keep[victim].members)
+    return keep + alone, list(range(len(keep), len(keep) + len(alone)))
+
+
+def _merge_whole(members: list[int], groups: list[list[int]], ranks, rates, ev: Evaluator) -> bool:
+    """Merge all of ``members`` into the first of ``groups`` that is safe with them at some A_max (one
+    surrogate call for every group; the merged GPU is judged as a whole, not adapter by adapter)."""
+    targets = [g for g, group in enumerate(groups) if len(group) + len(members) <= ev.max_served]
+    if not targets:
+        return False
+    merged = [np.array([*groups[g], *members]) for g in targets]
+    options = [ev.a_max_options(len(m), int(ranks[m].max())) for m in merged]
+    res = ev.evaluate([(ranks[m], rates[m]) for m in merged], options)
+    fits = np.flatnonzero(res["ok"])
+    if not len(fits):
+        return False
+    groups[targets[int(res["set"][fits[0]])]].extend(members)
+    return True
+
+
+def _move_all(members: list[int], groups: list[list[int]], ranks, rates, ev: Evaluator) -> bool:
+    """Put every adapter of ``members`` into the first of ``groups`` that stays safe (in place); False if one
+    fits nowhere (``groups`` is then partly modified: callers discard it)."""
+    stats = GroupStats.empty(len(groups))
+    for g, group in enumerate(groups):
+        for i in group:
+            stats.add(g, ranks[i], rates[i])
+    for i in sorted(members, key=lambda m: (-rates[m], m)):
+        room = np.flatnonzero(stats.count < ev.max_served)
+        if not len(room):
+            return False
+        s_max = np.maximum(stats.max_rank[room], ranks[i]).astype(int)
+        options = [ev.a_max_options(int(n) + 1, int(r)) for n, r in zip(stats.count[room], s_max, strict=True)]
+        res = ev.evaluate_features(stats.with_adapter(room, ranks[i], rates[i]), options)
+        fits = np.flatnonzero(res["ok"])
+        if not len(fits):
+            return False
+        g = int(room[res["set"][fits[0]]])
+        groups[g].append(int(i))
+        stats.add(g, ranks[i], rates[i])
+    return True
+
+
+def configure(groups: list[list[int]], ranks: np.ndarray, rates: np.ndarray, ev: Evaluator) -> list[Gpu]:
+    """Each group with its safe A_max of highest predicted throughput (highest throughput if none is safe)."""
+    options = [ev.a_max_options(len(g), int(ranks[g].max())) for g in groups]
+    res = ev.evaluate([(ranks[g], rates[g]) for g in groups], options)
+    gpus = []
+    for j, members in enumerate(groups):
+        rows = np.flatnonzero(res["set"] == j)
+        safe = rows[res["ok"][rows]]
+        pool = safe if len(safe) else rows
+        row = int(pool[np.argmax(res["total_throughput"][pool])])
+        gpus.append(make_gpu(members, int(res["a_max"][row]), int(ranks[members].max()), res, row))
+    return gpus
+
+
+def first_gpu(workload: pl.DataFrame, ev: Evaluator) -> Gpu:
+    """The first GPU the fast variant fills from ``workload`` (used for LoRAServe's operating points)."""
+    ranks = workload["rank"].to_numpy()
+    rates = workload["rate"].to_numpy().astype(float)
+    return _fill_fast(rank_order(ranks, rates), ranks, rates, ev, 32, True)[0]
 
 
 def _s_max(seq: np.ndarray, ranks: np.ndarray, ev: Evaluator) -> int:
@@ -85,31 +181,47 @@ def _s_max(seq: np.ndarray, ranks: np.ndarray, ev: Evaluator) -> int:
     return s_max
 
 
-def _fill_exact(seq: np.ndarray, ranks, rates, ev: Evaluator, guess: int) -> tuple[Gpu, bool]:
+def _fill_exact(seq: np.ndarray, ranks, rates, ev: Evaluator, guess: int, extensions: bool) -> tuple[Gpu, bool]:
     """One GPU by Algorithm 1 from the head of ``seq``, evaluating prefixes in blocks (module docstring)."""
     s_max = _s_max(seq, ranks, ev)
     kmax = min(len(seq), ev.max_served)
+    patience = PATIENCE if extensions else 0
+    misses = 0
     a_cur: int | None = None
     last: tuple | None = None  # (k, A_max, evaluation, row) of the last safe state
     lo, block = 1, max(1, guess)
     while lo <= kmax:
         ks = list(range(lo, min(kmax, lo + block - 1) + 1))
         options = [_reachable(ev.a_max_options(k, s_max), a_cur) for k in ks]
-        res = ev.evaluate([(ranks[seq[:k]], rates[seq[:k]]) for k in ks], options)
+        head = seq[: ks[-1]]
+        res = ev.evaluate_prefixes(ranks[head], rates[head], ks, options)
         first = 0
         for j, k in enumerate(ks):
             rows = np.arange(first, first + len(options[j]))
             first += len(options[j])
             row = _climb(res["a_max"][rows], res["total_throughput"][rows], a_cur) + rows[0]
+            if extensions and not res["ok"][row]:
+                row = _escape(rows, row, res)
             a_cur = int(res["a_max"][row])
             if not res["ok"][row]:
                 if last is None:  # a single adapter no GPU can serve safely: it gets a GPU of its own
                     return make_gpu(seq[:1], a_cur, s_max, res, row), False
-                return make_gpu(seq[: last[0]], last[1], s_max, last[2], last[3]), True
-            last = (k, a_cur, res, row)
+                misses += 1
+                if misses > patience:
+                    return make_gpu(seq[: last[0]], last[1], s_max, last[2], last[3]), True
+                continue
+            last, misses = (k, a_cur, res, row), 0
         lo, block = ks[-1] + 1, block * 2
     assert last is not None
     return make_gpu(seq[: last[0]], last[1], s_max, last[2], last[3]), True
+
+
+def _escape(rows: np.ndarray, row: int, res: dict[str, np.ndarray]) -> int:
+    """Before rolling back: the safe A_max above the climbed one with the highest predicted throughput (more
+    slots cure swap-induced starvation even when the throughput comparison did not ask for them), else
+    ``row`` unchanged."""
+    above = rows[(rows > row) & res["ok"][rows]]
+    return int(above[np.argmax(res["total_throughput"][above])]) if len(above) else row
 
 
 def _reachable(options: list[int], a_cur: int | None) -> list[int]:
@@ -131,7 +243,7 @@ def _climb(values: np.ndarray, throughput: np.ndarray, a_cur: int | None) -> int
     return pos
 
 
-def _fill_fast(seq: np.ndarray, ranks, rates, ev: Evaluator, guess: int) -> tuple[Gpu, bool]:
+def _fill_fast(seq: np.ndarray, ranks, rates, ev: Evaluator, guess: int, extensions: bool) -> tuple[Gpu, bool]:
     """One GPU: the longest safe prefix of ``seq`` found by bracketing (module docstring)."""
     s_max = _s_max(seq, ranks, ev)
     extra = seq[: min(len(seq), ev.max_served)]
@@ -164,10 +276,11 @@ def _longest_safe(base: np.ndarray, extra: np.ndarray, s_max: int, ranks, rates,
     unsafe: dict[int, Gpu] = {}
     bad = len(extra) + 1
     ks = _first_probes(len(extra), guess)
+    whole = np.concatenate([base, extra])
     while ks:
-        members = [np.concatenate([base, extra[:k]]) for k in ks]
+        members = [whole[: len(base) + k] for k in ks]
         options = [ev.a_max_options(len(m), s_max) for m in members]
-        res = ev.evaluate([(ranks[m], rates[m]) for m in members], options)
+        res = ev.evaluate_prefixes(ranks[whole], rates[whole], [len(m) for m in members], options)
         for j, k in enumerate(ks):
             rows = np.flatnonzero(res["set"] == j)
             row = int(rows[int(np.argmax(res["total_throughput"][rows]))])
@@ -201,7 +314,7 @@ def walk_a_max(ranks: np.ndarray, rates: np.ndarray, ev: Evaluator) -> int:
     s_max = int(ranks[seq[0]])
     ks = list(range(1, len(seq) + 1))
     options = [ev.a_max_options(k, s_max) for k in ks]
-    res = ev.evaluate([(ranks[seq[:k]], rates[seq[:k]]) for k in ks], options)
+    res = ev.evaluate_prefixes(ranks[seq], rates[seq], ks, options)
     a_cur: int | None = None
     first = 0
     for opts in options:

@@ -6,8 +6,11 @@ batches (and so the ITL) at their largest. Given the same number of GPUs, spread
 extra cost. Method: adapters in the greedy's rank order but by decreasing rate inside a rank (heaviest first,
 as in longest-processing-time scheduling); each goes to the GPU where, with the A_max that minimises ITL among
 safe choices, the predicted ITL after adding it is lowest (one surrogate call per adapter for every GPU and
-every A_max). If some adapter fits safely nowhere, the spread is abandoned and the greedy's own groups are kept,
-each re-tuned to the safe A_max of lowest predicted ITL, so the variant never does worse than the greedy.
+every A_max, features from running sums); the final groups are re-tuned to their safe A_max of lowest
+predicted ITL. If some adapter fits safely nowhere (spreading large ranks raises every GPU's S_max and eats KV cache),
+the spread is abandoned for a local search from the greedy's own groups (`rebalance`): repeatedly move the
+adapter that most lowers the worse of the two ITLs from the GPU of highest predicted ITL to the one of lowest,
+while both stay safe. Both paths end feasible, so the variant never does worse than the greedy.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from adaptwin.placement.core import Evaluator, Gpu, make_gpu
+from adaptwin.placement.core import Evaluator, Gpu, GroupStats, make_gpu, stats_features
 
 
 def heaviest_first(ranks: np.ndarray, rates: np.ndarray) -> np.ndarray:
@@ -29,37 +32,33 @@ def place_latency(workload: pl.DataFrame, ev: Evaluator, greedy_gpus: list[Gpu])
     rates = workload["rate"].to_numpy().astype(float)
     count = len(greedy_gpus)
     groups: list[list[int]] = [[] for _ in range(count)]
-    chosen: list[Gpu | None] = [None] * count
+    stats = GroupStats.empty(count)
     for i in heaviest_first(ranks, rates):
-        best = _best_gpu(groups, int(i), ranks, rates, ev)
-        if best is None:
-            return retune(workload, ev, [list(g.members) for g in greedy_gpus])
-        g, gpu = best
+        g = _best_gpu(stats, int(i), ranks, rates, ev)
+        if g is None:
+            return rebalance(workload, ev, [list(gpu.members) for gpu in greedy_gpus])
         groups[g].append(int(i))
-        chosen[g] = gpu
-    return [gpu for gpu in chosen if gpu is not None]
+        stats.add(g, ranks[i], rates[i])
+    return retune(workload, ev, [members for members in groups if members])
 
 
-def _best_gpu(groups: list[list[int]], i: int, ranks: np.ndarray, rates: np.ndarray, ev: Evaluator):
-    """(GPU index, configured Gpu) of lowest predicted ITL with adapter ``i`` added, among safe choices."""
-    candidates = [g for g, members in enumerate(groups) if len(members) < ev.max_served]
-    # empty GPUs are interchangeable: try only the first one
-    empties = [g for g in candidates if not groups[g]]
-    candidates = [g for g in candidates if groups[g]] + empties[:1]
-    sets, options, members = [], [], []
-    for g in candidates:
-        idx = np.array([*groups[g], i])
-        sets.append((ranks[idx], rates[idx]))
-        options.append(ev.a_max_options(len(idx), int(ranks[idx].max())))
-        members.append(idx)
-    res = ev.evaluate(sets, options)
+def _best_gpu(stats: GroupStats, i: int, ranks: np.ndarray, rates: np.ndarray, ev: Evaluator) -> int | None:
+    """The GPU of lowest predicted ITL with adapter ``i`` added (at its best safe A_max), or None if no GPU
+    stays safe. Empty GPUs are interchangeable: only the first is tried."""
+    room = stats.count < ev.max_served
+    used = np.flatnonzero(room & (stats.count > 0))
+    empty = np.flatnonzero(room & (stats.count == 0))[:1]
+    candidates = np.concatenate([used, empty]).astype(np.int64)
+    if len(candidates) == 0:
+        return None
+    s_max = np.maximum(stats.max_rank[candidates], ranks[i]).astype(int)
+    options = [ev.a_max_options(int(n) + 1, int(r)) for n, r in zip(stats.count[candidates], s_max, strict=True)]
+    res = ev.evaluate_features(stats.with_adapter(candidates, ranks[i], rates[i]), options)
     safe = np.flatnonzero(res["ok"])
     if len(safe) == 0:
         return None
     row = int(safe[np.lexsort((res["a_max"][safe], res["itl_mean_ms"][safe]))[0]])
-    j = int(res["set"][row])
-    s_max = int(ranks[members[j]].max())
-    return candidates[j], make_gpu(members[j], int(res["a_max"][row]), s_max, res, row)
+    return int(candidates[res["set"][row]])
 
 
 def retune(workload: pl.DataFrame, ev: Evaluator, groups: list[list[int]]) -> list[Gpu]:
@@ -79,3 +78,57 @@ def retune(workload: pl.DataFrame, ev: Evaluator, groups: list[list[int]]) -> li
             row = int(rows[np.argmax(res["total_throughput"][rows])])
         gpus.append(make_gpu(members, int(res["a_max"][row]), int(ranks[members].max()), res, row))
     return gpus
+
+
+def _best_itl(res: dict[str, np.ndarray], sets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per set: lowest predicted ITL among safe A_max values (inf if none) and that A_max."""
+    itl = np.full(sets, np.inf)
+    a_max = np.zeros(sets, dtype=np.int64)
+    for row in np.flatnonzero(res["ok"]):
+        j = res["set"][row]
+        if res["itl_mean_ms"][row] < itl[j]:
+            itl[j], a_max[j] = res["itl_mean_ms"][row], res["a_max"][row]
+    return itl, a_max
+
+
+def rebalance(workload: pl.DataFrame, ev: Evaluator, groups: list[list[int]], max_moves: int = 200) -> list[Gpu]:
+    """Local search from feasible ``groups``: move one adapter at a time from the GPU of highest predicted ITL
+    to the GPU of lowest while that lowers the higher of their two ITLs and both stay safe."""
+    ranks = workload["rank"].to_numpy().astype(float)
+    rates = workload["rate"].to_numpy().astype(float)
+    groups = [list(g) for g in groups]
+    current = retune(workload, ev, groups)
+    itl = np.array([g.predicted["itl_mean_ms"] for g in current])
+    for _ in range(max_moves if len(groups) > 1 else 0):
+        hi, lo = int(np.argmax(itl)), int(np.argmin(itl))
+        move = _best_move(groups[hi], groups[lo], ranks, rates, ev)
+        if move is None or move[1] >= itl[hi] - 1e-9:
+            break
+        j = move[0]
+        groups[lo].append(groups[hi].pop(j))
+        for g in (hi, lo):
+            current[g] = retune(workload, ev, [groups[g]])[0]
+            itl[g] = current[g].predicted["itl_mean_ms"]
+    return current
+
+
+def _best_move(src: list[int], dst: list[int], ranks: np.ndarray, rates: np.ndarray, ev: Evaluator):
+    """(position in ``src``, resulting max ITL) of the best single move src -> dst, or None."""
+    if len(src) < 2 or len(dst) >= ev.max_served:
+        return None
+    m = np.asarray(src)
+    r, q = ranks[m], rates[m]
+    top = np.sort(r)[::-1]
+    max_without = np.where((r < top[0]) | (np.sum(r == top[0]) > 1), top[0], top[1] if len(top) > 1 else top[0])
+    n = len(m)
+    minus = stats_features(np.full(n, n - 1), q.sum() - q, (q**2).sum() - q**2, r.sum() - r, (r**2).sum() - r**2,
+                           max_without)
+    d = np.asarray(dst)
+    plus = stats_features(np.full(n, len(d) + 1), rates[d].sum() + q, (rates[d] ** 2).sum() + q**2,
+                          ranks[d].sum() + r, (ranks[d] ** 2).sum() + r**2, np.maximum(ranks[d].max(), r))
+    feats = {k: np.concatenate([minus[k], plus[k]]) for k in minus}
+    options = [ev.a_max_options(int(c), int(s)) for c, s in zip(feats["served_adapters"], feats["max_size"], strict=True)]
+    itl, _ = _best_itl(ev.evaluate_features(feats, options), 2 * n)
+    worse = np.maximum(itl[:n], itl[n:])
+    j = int(np.argmin(worse))
+    return None if not np.isfinite(worse[j]) else (j, float(worse[j]))

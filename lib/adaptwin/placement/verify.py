@@ -33,18 +33,24 @@ def gpu_scenarios(placement: Placement, duration_s: float, arrivals: str = "pois
 
 
 def _simulate(job: tuple[dict[str, Any], Any]) -> dict[str, Any]:
-    from adaptwin.twin import simulate
+    """One GPU through the twin; a scenario the twin rejects is recorded (``error``), not fatal, so one bad
+    GPU does not hide the verdict on all the others."""
+    from adaptwin.twin import ScenarioError, simulate
 
     scenario, calibration = job
-    result = simulate(scenario, calibration)
-    return {k: result.get(k) for k in RESULT_KEYS}
+    try:
+        result = simulate(scenario, calibration)
+    except ScenarioError as exc:
+        return dict.fromkeys(RESULT_KEYS) | {"error": str(exc)}
+    return {k: result.get(k) for k in RESULT_KEYS} | {"error": None}
 
 
 def verify(placements: Sequence[Placement], calibration: Any, duration_s: float = 600.0, workers: int = 2,
            arrivals: str = "poisson", labels: Sequence[dict[str, Any]] | None = None) -> pl.DataFrame:
     """One row per GPU: ``workload`` (if labelled), ``method``, ``gpu``, ``adapters``, ``max_loras``,
     ``max_lora_rank``, the predicted throughput / ITL / starvation probability, and the twin's
-    ``total_throughput``, ``ideal_throughput``, ``itl_mean_ms``, ``ttft_mean_ms``, ``starved``, ``memory_error``."""
+    ``total_throughput``, ``ideal_throughput``, ``itl_mean_ms``, ``ttft_mean_ms``, ``starved``, ``memory_error``
+    (and ``error``, the twin's message if it rejected the GPU's scenario)."""
     meta, jobs = [], []
     for p, placement in enumerate(placements):
         label = dict(labels[p]) if labels else {}
@@ -60,7 +66,7 @@ def verify(placements: Sequence[Placement], calibration: Any, duration_s: float 
     else:
         results = [_simulate(job) for job in jobs]
     rows = [m | r for m, r in zip(meta, results, strict=True)]
-    return pl.DataFrame(rows, infer_schema_length=None)
+    return pl.DataFrame(rows, infer_schema_length=None, schema_overrides={"error": pl.Utf8})
 
 
 def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method")) -> pl.DataFrame:
@@ -74,6 +80,7 @@ def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method"))
             pl.len().alias("gpus"),
             pl.col("starved").cast(pl.Int64).sum().alias("starved_gpus"),
             pl.col("memory_error").cast(pl.Int64).sum().alias("memory_errors"),
+            pl.col("error").is_not_null().sum().alias("twin_errors"),
             pl.col("total_throughput").sum().alias("total_throughput"),
             pl.col("ideal_throughput").sum().alias("ideal_throughput"),
             ((pl.col("itl_mean_ms") * weight).sum() / weight.sum()).alias("itl_mean_ms"),

@@ -103,7 +103,7 @@ class WorkloadSpec:
     mean_rate: float = 0.05
     alpha: float = 1.2  # Pareto exponent of `powerlaw` rates
     popularity: float = 0.8  # Zipf exponent of adapter popularity in `azure` workloads
-    requests_per_adapter: float = 10.0  # `azure`: replicate the window until it has this many per adapter
+    requests_per_adapter: float = 30.0  # `azure`: replicate the window until it has this many per adapter
 
     @property
     def name(self) -> str:
