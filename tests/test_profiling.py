@@ -1,5 +1,6 @@
 """Offline parts of the vLLM profiling harness: Prometheus parser, dummy adapters, config grid, the
-``vllm serve`` command line, the environment check, and the benchmark's summary statistics."""
+``vllm serve`` command line, the environment check, the benchmark's summary statistics, and the
+``kv_capacity`` row read from captured server logs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptwin.profiling import adapters, prometheus, server
+from adaptwin.measurements import schema
+from adaptwin.measurements.parse import classify_failure
+from adaptwin.profiling import adapters, prometheus, server, writers
 from adaptwin.profiling.client import RequestOutput, assign_rates, fixed_count_schedule, poisson_arrivals
 from adaptwin.profiling.config import config_from_dict, expand, folder_name, load_config, model_key
 from adaptwin.profiling.fake import go_float
@@ -320,3 +323,39 @@ def test_model_names_follow_the_corpus():
     assert model_key("meta-llama/Llama-2-13b-hf") == "llama-2-13b"
     assert model_key("/models/Llama-3.1-8B-Instruct/") == "llama-3.1-8b-instruct"
     assert adapters.resolve_model_shape("Qwen/Qwen2.5-7B-Instruct").module_shape("v_proj") == (3584, 512)
+
+
+# --- kv_capacity from the captured server logs --------------------------------------------------------------
+
+# lines as in the corpus's server_out.log / server_err.log (vLLM 0.8.5)
+SERVER_OUT = """INFO 05-19 18:43:10 [api_server.py:1046] vLLM API server version 0.8.5
+INFO 05-19 18:44:10 [gpu_model_runner.py:1347] Model loading took 29.0155 GiB and 36.909102 seconds
+INFO 05-19 18:45:15 [kv_cache_utils.py:634] GPU KV cache size: 430,432 tokens
+"""
+KV_ERROR = (
+    "ValueError: To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is "
+    "needed, which is larger than the available KV cache memory (3.49 GiB). Based on the available memory,  "
+    "Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.\n"
+)
+RUN = {"run_id": "profiling/m/_384_8_", "model": "m", "max_loras": 384, "max_lora_rank": 8, "status": "ok"}
+
+
+def test_kv_capacity_row_reads_the_startup_lines_with_the_ingest_parser():
+    logs = {"server_err.log": "", "server_out.log": SERVER_OUT}
+    row = writers.kv_capacity_row({**RUN, "reason": None}, logs)
+    assert row["kv_tokens"] == 430_432 and row["model_memory_gib"] == 29.0155
+    assert row["model_loading_s"] == 36.909102 and row["kv_needed_gib"] is None
+    assert (row["max_loras"], row["max_lora_rank"], row["status"]) == (384, 8, "ok")
+    assert row["run_id"] == RUN["run_id"] and row["model"] == "m"
+    frame = writers.to_frame("kv_capacity", [row])
+    assert frame.schema == schema.polars_schema("kv_capacity") and frame.height == 1
+
+
+def test_kv_capacity_row_of_a_server_that_refused_to_start():
+    logs = {"server_err.log": KV_ERROR, "server_out.log": SERVER_OUT.splitlines()[1]}
+    status, reason = classify_failure(logs)
+    row = writers.kv_capacity_row({**RUN, "status": status, "reason": reason}, logs)
+    assert row["status"] == "memory_error" and "KV cache below one max-length sequence" in row["reason"]
+    assert row["kv_tokens"] is None and row["model_memory_gib"] == 29.0155
+    assert (row["kv_needed_gib"], row["kv_available_gib"]) == (16.0, 3.49)
+    assert writers.kv_capacity_row({**RUN, "reason": None}, {})["kv_tokens"] is None  # no logs at all

@@ -1,6 +1,8 @@
 """The profiling harness against a fake OpenAI-compatible server on 127.0.0.1 (random port, one thread per
 connection, stopped at teardown): streaming client, TTFT/ITL, fixed-count and by-time modes, the /metrics
-poller, and the runner writing the replay ingest's ``runs``/``timeseries`` tables."""
+poller, and the runner writing the replay ingest's ``runs``/``timeseries``/``kv_capacity`` tables (with the
+real launcher ``VllmServer`` capturing a fake server process's stdout), and which notebook-01 figures such
+tables can draw."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 
@@ -16,7 +19,8 @@ import polars as pl
 import pytest
 import yaml
 
-from adaptwin.measurements import schema
+from adaptwin.figures import measurements as figs
+from adaptwin.measurements import read_table, schema
 from adaptwin.profiling import client, runner, server
 from adaptwin.profiling.cli import run_from_config
 from adaptwin.profiling.config import config_from_dict, expand
@@ -171,6 +175,25 @@ def test_runner_fixed_count_writes_tables_with_the_replay_schema(tmp_path):
     per_request = pl.read_parquet(run_dir / "requests.parquet")
     assert per_request.height == 6 and per_request["output_tokens"].sum() == 24
     assert per_request["itl_s"].list.len().to_list() == [3] * 6
+    kv = pl.read_parquet(tmp_path / "out" / "kv_capacity.parquet")
+    assert kv.schema == schema.polars_schema("kv_capacity") and kv.equals(report.kv_capacity)
+    assert kv["run_id"].to_list() == runs["run_id"].to_list() and kv["status"].to_list() == ["ok", "ok"]
+    assert kv["kv_tokens"].null_count() == 2  # the in-process fake prints no startup lines
+    # notebook 01 with backend vllm: only the figures whose inputs a profile writes are drawn (none here)
+    out = tmp_path / "out"
+    assert figs.available_tables(out) == ["runs", "timeseries", "kv_capacity"]
+    tables = {name: read_table(out, name) for name in figs.available_tables(out)}
+    assert figs.skip_reason("fig7", tables) == (
+        "Fig. 7 (scheduler overhead) not drawn: there is no scheduler_overhead table."
+    )
+    assert "runs has no run of family motivation_without_slots or motivation_with_slots" in (
+        figs.skip_reason("fig1", tables)
+    )
+    assert figs.missing_inputs("fig6", tables) == [
+        "runs has no run of family loading_overhead",
+        "there is no lora_load_times table",
+    ]
+    assert all(figs.skip_reason(f, tables) for f in figs.FIGURE_INPUTS)
 
 
 def test_runner_by_time_records_rates_and_window(tmp_path):
@@ -188,6 +211,78 @@ def test_runner_by_time_records_rates_and_window(tmp_path):
     assert 1.0 <= row["duration_s"] < 1.0 + SLACK and row["successful_requests"] > 0
 
 
+def test_figures_with_their_inputs_are_drawn():
+    runs = pl.DataFrame({"family": ["memory_overhead", "profiling"]})
+    tables = {"runs": runs, "scheduler_overhead": pl.DataFrame({"rate": [1.0]}), "timeseries": pl.DataFrame()}
+    assert figs.skip_reason("fig4", tables) is None and figs.skip_reason("fig7", tables) is None
+    assert figs.missing_inputs("fig6", tables) == [
+        "runs has no run of family loading_overhead",
+        "the timeseries table is empty",
+        "there is no lora_load_times table",
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+KV_ERROR = (
+    "ValueError: To serve at least one request with the models's max seq len (4096), (2.00 GiB KV cache is "
+    "needed, which is larger than the available KV cache memory (0.50 GiB). Try increasing "
+    "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine."
+)
+
+
+def launcher_factory(spec, modules, run_dir):
+    """The real launcher on a fake ``vllm serve``: a process printing vLLM's startup lines (A_max 4: then the
+    KV-cache error, exit 1), else serving the run's adapters on a free port."""
+    port = _free_port()
+    if spec.server.max_loras == 4:
+        script = (
+            "import sys; print('INFO [gpu_model_runner.py:1347] Model loading took 1.5 GiB and 0.2 seconds',"
+            f" flush=True); sys.stderr.write({KV_ERROR!r}); sys.exit(1)"
+        )
+        command = [sys.executable, "-c", script]
+    else:
+        kv_tokens = 50_000 - 100 * spec.server.max_loras * spec.server.max_lora_rank
+        command = [
+            sys.executable,
+            "-m",
+            "adaptwin.profiling.fake",
+            "--port",
+            str(port),
+            "--model",
+            spec.model,
+        ]
+        command += ["--adapters", *modules, "--ttft-s", "0.01", "--itl-s", "0.005"]
+        command += ["--kv-tokens", str(kv_tokens), "--model-memory-gib", "1.25"]
+    return server.VllmServer(command, f"http://127.0.0.1:{port}", run_dir, ready_timeout_s=60, poll_s=0.1)
+
+
+def test_kv_capacity_from_the_captured_stdout_of_the_launched_server(tmp_path):
+    cfg = tmp_path / "profile.yaml"
+    benchmark = {"mode": "fixed_count", "num_prompts": 4}
+    grid = {"max_loras": [2, 4], "max_cpu_loras": [4], "max_lora_rank": [16]}
+    cfg.write_text(yaml.safe_dump(_config(tmp_path, benchmark, grid=grid)))
+    report = run_from_config(cfg, tmp_path / "out", factory=launcher_factory)
+    assert report.runs["status"].to_list() == ["ok", "memory_error"]
+    kv = read_table(tmp_path / "out", "kv_capacity")
+    assert kv.equals(report.kv_capacity) and kv["run_id"].to_list() == report.runs["run_id"].to_list()
+    ok, failed = kv.rows(named=True)
+    assert (ok["model"], ok["max_loras"], ok["max_lora_rank"]) == ("tiny-base", 2, 16)
+    assert ok["kv_tokens"] == 50_000 - 100 * 2 * 16 and ok["model_memory_gib"] == 1.25
+    assert ok["status"] == "ok" and ok["reason"] is None and ok["kv_needed_gib"] is None
+    out_log = tmp_path / "work" / "runs" / ok["run_id"] / "server_out.log"
+    assert "GPU KV cache size: 46,800 tokens" in out_log.read_text()
+    assert failed["status"] == "memory_error" and failed["kv_tokens"] is None
+    assert "KV cache below one max-length sequence" in failed["reason"]
+    assert failed["reason"] == report.runs.row(1, named=True)["reason"]
+    assert failed["model_memory_gib"] == 1.5 and failed["model_loading_s"] == 0.2
+    assert (failed["kv_needed_gib"], failed["kv_available_gib"]) == (2.0, 0.5)
+
+
 def test_server_start_failure_becomes_a_row_with_status_and_reason(tmp_path):
     def oom_factory(spec, modules, run_dir):
         raise server.ServerStartError(
@@ -198,9 +293,12 @@ def test_server_start_failure_becomes_a_row_with_status_and_reason(tmp_path):
     cfg = config_from_dict(
         _config(tmp_path, {"mode": "fixed_count", "num_prompts": 2}, grid={"max_loras": [2]})
     )
-    row = runner.run_one(expand(cfg)[0], cfg, tmp_path / "work", oom_factory).run
+    outcome = runner.run_one(expand(cfg)[0], cfg, tmp_path / "work", oom_factory)
+    row = outcome.run
     assert row["status"] == "memory_error" and "CUDA out of memory" in row["reason"]
     assert row.get("successful_requests") is None and row["served_adapters"] == 2
+    kv = outcome.kv_capacity
+    assert (kv["status"], kv["reason"], kv["kv_tokens"]) == ("memory_error", row["reason"], None)
 
 
 def test_profile_command_without_vllm_or_gpu_exits_2_with_message(tmp_path, monkeypatch, capsys):

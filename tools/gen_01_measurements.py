@@ -14,7 +14,9 @@ batch, adapter loading, or the scheduler?
 data card) is ingested into tidy Parquet tables (`adaptwin.measurements`, columns documented in
 `adaptwin.measurements.schema`); with `backend = "vllm"` the profiling harness measures a live server (GPU
 needed) and writes the same tables. Every figure below reads only those tables
-(`adaptwin.figures.measurements`), and is written as PNG + PDF to `<figures_dir>/measurements/`.
+(`adaptwin.figures.measurements`), and is written as PNG + PDF to `<figures_dir>/measurements/`. A profile
+writes only `runs`, `timeseries` and `kv_capacity`, with the families its config names; a figure whose input
+tables or run families are absent is skipped with a sentence saying what is missing.
 """),
     ("code", """
 data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
@@ -44,8 +46,8 @@ else:
 report
 """),
     ("code", """
-tables = {name: read_table(measurements_dir, name)
-          for name in ("runs", "timeseries", "scheduler_overhead", "lora_load_times")}
+names = ("runs", "timeseries", "scheduler_overhead", "lora_load_times")
+tables = {name: read_table(measurements_dir, name) for name in figs.available_tables(measurements_dir, names)}
 runs = tables["runs"]
 pl.Config.set_tbl_rows(20)
 (runs.group_by("family", "status").len()
@@ -69,10 +71,13 @@ offloading (A_max = served). A run is starved (hollow marker) when its throughpu
 ideal = served adapters x rate per adapter x 481 tokens; x marks a memory error (drawn at 0).
 """),
     ("code", """
-paths = figs.fig1_motivation(runs, out_dir)
-display(Image(filename=str(paths[0])))
-fig1 = figs.motivation_points(runs)
-fig1.group_by("panel", "outcome").len().sort("panel", "outcome")
+if skipped := figs.skip_reason("fig1", tables):
+    print(skipped)
+else:
+    paths = figs.fig1_motivation(runs, out_dir)
+    display(Image(filename=str(paths[0])))
+    fig1 = figs.motivation_points(runs)
+    display(fig1.group_by("panel", "outcome").len().sort("panel", "outcome"))
 """),
     ("md", """
 **Result** (recorded corpus). Throughput follows the offered load up to a knee, then falls while the server
@@ -95,8 +100,11 @@ no result and are not drawn.
 inside the benchmark window; x / + marks the smallest A_max whose reservation no longer fits (memory error).
 """),
     ("code", """
-paths = figs.fig4_memory_overhead(runs, out_dir)
-display(Image(filename=str(paths[0])))
+if skipped := figs.skip_reason("fig4", tables):
+    print(skipped)
+else:
+    paths = figs.fig4_memory_overhead(runs, out_dir)
+    display(Image(filename=str(paths[0])))
 """),
     ("md", """
 **Result** (recorded corpus). Slots take memory from the KV cache: past a rank-dependent A_max the mean batch
@@ -115,8 +123,11 @@ once and spread over the first N adapters (N = 0 is the base model, the referenc
 1 - throughput / reference; ITL overhead = ITL / reference - 1, both in %.
 """),
     ("code", """
-paths = figs.fig5_compute_overhead(runs, out_dir)
-display(Image(filename=str(paths[0])))
+if skipped := figs.skip_reason("fig5", tables):
+    print(skipped)
+else:
+    paths = figs.fig5_compute_overhead(runs, out_dir)
+    display(Image(filename=str(paths[0])))
 """),
     ("md", """
 **Result** (recorded corpus). One adapter already costs 9 to 16 % of throughput (and about as much ITL)
@@ -140,9 +151,12 @@ requests + 1 warm-up) and take their median; where a configuration has no clean 
 one (interference only adds time) and hatch its bar.
 """),
     ("code", """
-paths = figs.fig6_loading_overhead(runs, tables["timeseries"], tables["lora_load_times"], out_dir)
-display(Image(filename=str(paths[0])))
-figs.loading_latency_points(runs, tables["timeseries"], tables["lora_load_times"])
+if skipped := figs.skip_reason("fig6", tables):
+    print(skipped)
+else:
+    paths = figs.fig6_loading_overhead(runs, tables["timeseries"], tables["lora_load_times"], out_dir)
+    display(Image(filename=str(paths[0])))
+    display(figs.loading_latency_points(runs, tables["timeseries"], tables["lora_load_times"]))
 """),
     ("md", """
 **Result** (recorded corpus). A first load from disk takes about 0.1 / 0.27 / 0.52 s for rank 8 / 16 / 32;
@@ -161,8 +175,11 @@ scheduling time / steps, (a) at one per-adapter rate, (b) at one total rate, one
 run of both tables against the mean waiting queue.
 """),
     ("code", """
-paths = figs.fig7_scheduler_overhead(tables["scheduler_overhead"], out_dir)
-display(Image(filename=str(paths[0])))
+if skipped := figs.skip_reason("fig7", tables):
+    print(skipped)
+else:
+    paths = figs.fig7_scheduler_overhead(tables["scheduler_overhead"], out_dir)
+    display(Image(filename=str(paths[0])))
 """),
     ("md", """
 **Result** (recorded corpus). The scheduler's time per step follows the waiting queue (Spearman rank

@@ -482,3 +482,53 @@ def _a_max_colorbar(fig, axes, levels: list[int]) -> None:
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, pad=0.01, aspect=30)
     bar.set_ticks(np.arange(len(levels)) + 0.5, labels=[str(level) for level in levels])
     bar.set_label("A_max (GPU adapter slots)")
+
+
+# ------------------------------------------------------------------------------- which figures can be drawn
+#: What each figure reads: table -> the ``runs.family`` values it needs (any one of them), or None (any row).
+FIGURE_INPUTS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "fig1": {"runs": (MOTIVATION_WITHOUT_SLOTS, MOTIVATION_WITH_SLOTS)},
+    "fig4": {"runs": (MEMORY_OVERHEAD,)},
+    "fig5": {"runs": (COMPUTE_OVERHEAD,)},
+    "fig6": {"runs": (LOADING_LATENCY,), "timeseries": None, "lora_load_times": None},
+    "fig7": {"scheduler_overhead": None},
+}
+FIGURE_TITLES = {
+    "fig1": "Fig. 1 (throughput vs served adapters)",
+    "fig4": "Fig. 4 (memory overhead)",
+    "fig5": "Fig. 5 (compute overhead)",
+    "fig6": "Fig. 6 (loading overhead)",
+    "fig7": "Fig. 7 (scheduler overhead)",
+}
+
+
+def available_tables(directory: str | Path, tables: tuple[str, ...] | None = None) -> list[str]:
+    """The measurement tables (of ``tables``, default all documented) with a ``<directory>/<table>.parquet``.
+
+    A replay ingest writes every table; a ``vllm`` profiling run writes only ``runs``, ``timeseries`` and
+    ``kv_capacity`` (the other tables come from corpus families a profile does not run).
+    """
+    from adaptwin.measurements import schema
+
+    names = tuple(schema.TABLES) if tables is None else tables
+    return [name for name in names if (Path(directory) / f"{name}.parquet").exists()]
+
+
+def missing_inputs(figure: str, tables: dict[str, pl.DataFrame]) -> list[str]:
+    """What ``figure`` (a key of ``FIGURE_INPUTS``) needs and ``tables`` (name -> frame) does not have."""
+    missing = []
+    for table, families in FIGURE_INPUTS[figure].items():
+        frame = tables.get(table)
+        if frame is None:
+            missing.append(f"there is no {table} table")
+        elif families is None and frame.is_empty():
+            missing.append(f"the {table} table is empty")
+        elif families is not None and not frame.filter(pl.col("family").is_in(list(families))).height:
+            missing.append(f"{table} has no run of family {' or '.join(families)}")
+    return missing
+
+
+def skip_reason(figure: str, tables: dict[str, pl.DataFrame]) -> str | None:
+    """None when ``figure`` can be drawn from ``tables``; otherwise one sentence saying why it is skipped."""
+    missing = missing_inputs(figure, tables)
+    return f"{FIGURE_TITLES[figure]} not drawn: {'; '.join(missing)}." if missing else None

@@ -1,7 +1,8 @@
 """``adaptwin profile CONFIG.yaml --out DIR`` and ``run_from_config`` (notebook 01 with ``backend: vllm``).
 
-Both write the ``runs`` and ``timeseries`` tables of the replay ingest into the output folder; adapters,
-server logs and per-run result JSON go to the config's ``work_dir``. Without vLLM or a GPU they stop before
+Both write the ``runs``, ``timeseries`` and ``kv_capacity`` tables of the replay ingest into the output
+folder (the other ingest tables come from corpus families a profile does not run); adapters, server logs
+and per-run result JSON go to the config's ``work_dir``. Without vLLM or a GPU they stop before
 doing anything, with a message naming what is missing.
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from adaptwin.measurements import schema
 from adaptwin.paths import resolve
 from adaptwin.profiling.config import load_config
 from adaptwin.profiling.runner import ServerFactory, run_all
@@ -29,6 +31,7 @@ class ProfileReport:
     runs: pl.DataFrame
     timeseries: pl.DataFrame
     paths: dict[str, Path]
+    kv_capacity: pl.DataFrame = field(default_factory=lambda: schema.empty("kv_capacity"))
 
     def status_counts(self) -> dict[str, int]:
         """Runs per status, e.g. ``{'ok': 3, 'memory_error': 1}``."""
@@ -38,7 +41,8 @@ class ProfileReport:
 def run_from_config(
     config_path: str | os.PathLike, out_dir: str | os.PathLike, factory: ServerFactory | None = None
 ) -> ProfileReport:
-    """Run every configuration of ``config_path`` and write ``runs``/``timeseries`` Parquet into ``out_dir``.
+    """Run every configuration of ``config_path`` and write ``runs``/``timeseries``/``kv_capacity`` Parquet
+    into ``out_dir``.
 
     Relative paths are resolved against the repository root. ``factory`` replaces ``vllm serve`` (tests).
     Raises ``ProfilingUnavailable`` when vLLM or a GPU is missing (and no factory is given).
@@ -47,8 +51,9 @@ def run_from_config(
     outcomes = run_all(cfg, resolve(cfg.work_dir), factory)
     runs = to_frame("runs", [o.run for o in outcomes])
     series = to_frame("timeseries", [row for o in outcomes for row in o.timeseries])
-    paths = write_tables(resolve(out_dir), {"runs": runs, "timeseries": series})
-    return ProfileReport(runs, series, paths)
+    kv = to_frame("kv_capacity", [o.kv_capacity for o in outcomes if o.kv_capacity is not None])
+    paths = write_tables(resolve(out_dir), {"runs": runs, "timeseries": series, "kv_capacity": kv})
+    return ProfileReport(runs, series, paths, kv)
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -59,7 +64,8 @@ def run_profile(args: argparse.Namespace) -> int:
         print(f"adaptwin profile: {exc}", file=sys.stderr)
         return 2
     print(
-        f"{report.runs.height} runs {report.status_counts()}, {report.timeseries.height} samples -> "
+        f"{report.runs.height} runs {report.status_counts()}, {report.timeseries.height} samples, "
+        f"{report.kv_capacity['kv_tokens'].drop_nulls().len()} KV capacities -> "
         + ", ".join(str(p) for p in report.paths.values())
     )
     return 0

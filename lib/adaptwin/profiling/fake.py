@@ -8,11 +8,18 @@ serves vLLM's metric names in Prometheus text format, formatting floats like ``p
 counter at or above 1e6 is printed in scientific notation (``1.000012e+06``) -- the corpus's overflow bug.
 ``vllm:request_success_total`` has one series per ``finished_reason``; ``stop`` comes first and stays 0 with
 ``ignore_eos``, as in the vLLM 0.8.5 runs of the corpus.
+
+``python -m adaptwin.profiling.fake --port N ...`` runs it as a process that first prints vLLM 0.8.5's
+startup lines ('Model loading took X GiB ...', 'GPU KV cache size: N tokens') to stdout, so the real
+launcher (``server.VllmServer``) and the ``kv_capacity`` writer can be exercised without a GPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -209,3 +216,41 @@ def _handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 server.state.generation_tokens += tokens
 
     return Handler
+
+
+def startup_lines(model: str, kv_tokens: int, model_memory_gib: float, model_loading_s: float) -> list[str]:
+    """vLLM 0.8.5's startup lines that ``kv_capacity`` is read from (as in the corpus's server_out.log)."""
+    return [
+        f"INFO 01-01 00:00:00 [api_server.py:1046] vLLM API server version fake (model {model})",
+        f"INFO 01-01 00:00:01 [gpu_model_runner.py:1347] Model loading took {model_memory_gib:.4f} GiB and "
+        f"{model_loading_s:.6f} seconds",
+        f"INFO 01-01 00:00:02 [kv_cache_utils.py:634] GPU KV cache size: {kv_tokens:,} tokens",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the fake on ``127.0.0.1:--port`` until SIGINT/SIGTERM, after printing vLLM's startup lines."""
+    p = argparse.ArgumentParser(prog="python -m adaptwin.profiling.fake", description=main.__doc__)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--model", default="fake-base")
+    p.add_argument("--adapters", nargs="*", default=[])
+    p.add_argument("--ttft-s", type=float, default=0.05)
+    p.add_argument("--itl-s", type=float, default=0.01)
+    p.add_argument("--kv-tokens", type=int, default=100_000)
+    p.add_argument("--model-memory-gib", type=float, default=1.0)
+    p.add_argument("--model-loading-s", type=float, default=0.5)
+    args = p.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    for line in startup_lines(args.model, args.kv_tokens, args.model_memory_gib, args.model_loading_s):
+        print(line, flush=True)
+    fake = FakeOpenAIServer(args.model, tuple(args.adapters), args.ttft_s, args.itl_s, port=args.port)
+    with fake:
+        while not stop.wait(0.2):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

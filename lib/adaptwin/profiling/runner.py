@@ -37,10 +37,17 @@ from adaptwin.profiling.server import (
     build_command,
     check_environment,
     list_models,
+    read_logs,
     vllm_executable,
     vllm_version,
 )
-from adaptwin.profiling.writers import run_row, timeseries_rows, write_requests, write_result_json
+from adaptwin.profiling.writers import (
+    kv_capacity_row,
+    run_row,
+    timeseries_rows,
+    write_requests,
+    write_result_json,
+)
 
 
 class Server(Protocol):
@@ -54,10 +61,11 @@ ServerFactory = Callable[[RunSpec, dict[str, Path], Path], AbstractContextManage
 
 @dataclass
 class RunOutcome:
-    """The ``runs`` row and ``timeseries`` rows of one run."""
+    """The ``runs`` row, ``timeseries`` rows and ``kv_capacity`` row of one run."""
 
     run: dict[str, Any]
     timeseries: list[dict[str, Any]] = field(default_factory=list)
+    kv_capacity: dict[str, Any] | None = None
 
 
 def summarize(
@@ -155,7 +163,10 @@ def warmup_requests(spec: RunSpec, served: list[str]) -> list[client.Request]:
 
 
 def run_one(spec: RunSpec, cfg: ProfileConfig, work_dir: Path, factory: ServerFactory) -> RunOutcome:
-    """Run one configuration end to end; a server that fails to start gives a row with status and reason."""
+    """Run one configuration end to end; a server that fails to start gives a row with status and reason.
+
+    The ``kv_capacity`` row is read from the server logs in the run folder once the server has stopped (its
+    stdout is captured there as ``server_out.log``), plus the logs a failed start reported."""
     run_dir = work_dir / "runs" / spec.run_id
     shape = adapters_mod.resolve_model_shape(spec.model, cfg.adapters.get("model_shape"))
     rank_paths = adapters_mod.ensure_adapters(
@@ -172,15 +183,19 @@ def run_one(spec: RunSpec, cfg: ProfileConfig, work_dir: Path, factory: ServerFa
         "vllm_version": vllm_version(),
         "job_id": int(job) if job.isdigit() else None,
     }
+    start_logs: dict[str, str] = {}
     try:
         with factory(spec, modules, run_dir) as server:
             try:
-                return _measure(spec, server.base_url, list(modules), run_dir, setup)
+                outcome = _measure(spec, server.base_url, list(modules), run_dir, setup)
             except (RuntimeError, OSError, ValueError) as exc:  # the server died or misbehaved mid-run
                 log_texts = server.log_texts() if hasattr(server, "log_texts") else {}
-                return _failed(spec, setup, f"{type(exc).__name__}: {exc}", log_texts)
+                outcome = _failed(spec, setup, f"{type(exc).__name__}: {exc}", log_texts)
     except ServerStartError as exc:
-        return _failed(spec, setup, str(exc), exc.log_texts)
+        start_logs = exc.log_texts
+        outcome = _failed(spec, setup, str(exc), start_logs)
+    outcome.kv_capacity = kv_capacity_row(outcome.run, start_logs | read_logs(run_dir))
+    return outcome
 
 
 def _failed(spec: RunSpec, setup: dict[str, Any], what: str, log_texts: dict[str, str]) -> RunOutcome:

@@ -3,7 +3,8 @@
 Why a separate process: vLLM owns the GPU for its lifetime and a run's server arguments (A_max, S_max, ...)
 are fixed at start-up, so each configuration gets a fresh server, as in the recorded corpus. Its stdout and
 stderr go to ``server_out.log`` / ``server_err.log`` in the run folder (the names the corpus uses), so a
-failed start is classified with the replay ingest's own failure signatures.
+failed start is classified with the replay ingest's own failure signatures and the KV capacity and model
+memory are read from the startup lines with its parser (``kv_capacity`` table).
 
 Only this module needs vLLM and a GPU; ``check_environment`` stops early with a message naming what is
 missing (the ``vllm`` package, ``nvidia-smi``, a visible CUDA GPU).
@@ -27,6 +28,8 @@ from urllib.parse import urlsplit
 from adaptwin.profiling.prometheus import fetch_text
 
 VLLM_PIN = "vllm==0.8.5"
+#: The server logs in a run folder (the corpus's names): stderr, stdout.
+LOG_NAMES = ("server_err.log", "server_out.log")
 
 
 class ProfilingUnavailable(RuntimeError):
@@ -225,12 +228,18 @@ class VllmServer:
                 continue
 
     def log_texts(self) -> dict[str, str]:
-        """``{file name: text}`` of the server logs (for failure classification)."""
-        texts = {}
-        for name in ("server_err.log", "server_out.log"):
-            path = self.log_dir / name
-            texts[name] = path.read_text(errors="replace") if path.exists() else ""
-        return texts
+        """``{file name: text}`` of the server logs (for failure classification); "" for a missing file."""
+        return {name: "" for name in LOG_NAMES} | read_logs(self.log_dir)
+
+
+def read_logs(log_dir: str | os.PathLike) -> dict[str, str]:
+    """``{file name: text}`` of the server logs that exist in ``log_dir`` (``server_err.log`` first)."""
+    texts = {}
+    for name in LOG_NAMES:
+        path = Path(log_dir) / name
+        if path.exists():
+            texts[name] = path.read_text(errors="replace")
+    return texts
 
 
 def port_in_use(host: str, port: int) -> bool:
