@@ -1,4 +1,12 @@
-"""`simulate`: scenario in, benchmark-exact outputs out (the contract other modules and the CLI call)."""
+"""`simulate`: scenario in, benchmark-exact outputs out (the contract other modules and the CLI call).
+
+Output keys: the contract ones (`total_throughput`, `input_throughput`, `output_throughput`,
+`request_throughput`, `arrived_requests`, `finished_requests`, `ttft_{mean,median,p99}_ms`,
+`itl_{mean,median,p99}_ms`, `mean_batch_size`, `preemptions`, `adapter_loads`, `ideal_throughput`, `starved`,
+`memory_error`, `wall_time_s`) plus `failed_requests` (arrivals the client could not send, `client`),
+`steps` (engine steps simulated), `kv_capacity_tokens`, and `timeseries` when asked (a sample every 2 s:
+`t_s`, `num_running`, `num_waiting`, `kv_usage` 0..1).
+"""
 
 from __future__ import annotations
 
@@ -35,7 +43,8 @@ def simulate(
     ideal = ideal_throughput(sc, workload)
     if cal.memory_error(sc.server.max_loras, sc.server.max_lora_rank):
         out = empty_result(ideal, len(workload))
-        out.update(preemptions=0, adapter_loads=0, memory_error=True, steps=0, kv_capacity_tokens=0)
+        out.update(preemptions=0, adapter_loads=0, memory_error=True, steps=0, kv_capacity_tokens=0,
+                   failed_requests=0)
         if timeseries:
             out["timeseries"] = []
     else:
@@ -75,6 +84,7 @@ def outputs(sc: Scenario, workload: Workload, run: EngineRun, ideal: float) -> d
         itl_values=values, itl_counts=counts, busy_integral=run.recorder.busy, ideal=ideal,
     )
     out.update(
+        failed_requests=sched.waiting.n_rejected,
         preemptions=sched.preemptions,
         adapter_loads=sched.loads,
         memory_error=False,

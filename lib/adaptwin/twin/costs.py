@@ -12,7 +12,11 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
   "step":      {"form": "linear", "params": {"intercept": s, "decode_seqs": s, "prefill_tokens": s,
                 "context_tokens": s, "prefill_seqs": s},
                 "lora_exempt": ["context_tokens"]},        # optional: terms the LoRA factor leaves alone
-  "lora":      <curve of distinct adapters in the batch -> multiplicative factor on the step time (>= 1)>,
+  "lora":      <curve of distinct adapters in the batch -> multiplicative factor on the step time (>= 1)>
+               or {"form": "additive", "params": {"intercept": s, "decode_seqs": s, "prefill_tokens": s,
+                   "distinct_adapters": s}}   # seconds LoRA adds to a step with >= 1 adapter in the batch,
+               or {"form": "factor_ramp", "params": {"coef": [c0, c1, ...], "ramp_tokens": t, "ramp_start": r}}
+                   # factor whose excess over 1 ramps with the step's tokens (see Calibration.lora_factor),
   "loading":   {"form": "table", "params": {"<s_max>": {"<rank>": ms}}},   # CPU -> GPU slot load, ms
   "kv_capacity": {"form": "linear_slots" | "piecewise_slots",
                   "params": {"base_tokens": t, "per_slot_rank_tokens": t,
@@ -67,6 +71,8 @@ class Curve:
             return sum(c * x**i for i, c in enumerate(p["coef"]))
         if self.form == "piecewise_linear":
             return _interp(x, p["x"], p["y"])
+        if self.form in ("additive", "factor_ramp"):
+            raise CalibrationError(f"lora form {self.form!r} is not a plain curve; use Calibration.step_time")
         raise CalibrationError(f"unknown curve form {self.form!r}")
 
 
@@ -114,10 +120,35 @@ class Calibration:
             "context_tokens": s.get("context_tokens", 0.0) * context_tokens,
             "prefill_seqs": s.get("prefill_seqs", 0.0) * prefill_seqs,
         }
+        if self.lora.form == "additive":
+            return sum(terms.values()) + self.lora_extra(decode_seqs, prefill_tokens, distinct_adapters)
         exempt = sum(v for k, v in terms.items() if k in self.lora_exempt)
         scaled = sum(v for k, v in terms.items() if k not in self.lora_exempt)
-        factor = self.lora(distinct_adapters) if distinct_adapters > 0 else 1.0
-        return scaled * max(factor, 1.0) + exempt
+        return scaled * self.lora_factor(distinct_adapters, decode_seqs + prefill_tokens) + exempt
+
+    def lora_factor(self, distinct_adapters: int, tokens: float) -> float:
+        """Multiplicative LoRA factor (>= 1) on the non-exempt step terms; 1 without adapters in the batch.
+
+        ``factor_ramp``: the excess over 1 of the curve ``coef`` grows linearly with the step's tokens
+        (decode sequences + prefill tokens) from ``ramp_start`` x excess at 1 token to the full excess at
+        ``ramp_tokens``, constant beyond (LoRA costs ~40 % at batch 1 but ~100 % at batch 210)."""
+        if distinct_adapters <= 0:
+            return 1.0
+        p = self.lora.params
+        if self.lora.form == "factor_ramp":
+            excess = sum(c * distinct_adapters**i for i, c in enumerate(p["coef"])) - 1.0
+            span = max(p["ramp_tokens"] - 1.0, 1e-9)
+            ramp = min(1.0, p["ramp_start"] + (1.0 - p["ramp_start"]) * max(tokens - 1.0, 0.0) / span)
+            return max(1.0, 1.0 + excess * ramp)
+        return max(self.lora(distinct_adapters), 1.0)
+
+    def lora_extra(self, decode_seqs: int, prefill_tokens: int, distinct_adapters: int) -> float:
+        """Seconds LoRA adds to a step under the ``additive`` form (0 without adapters in the batch)."""
+        if distinct_adapters <= 0:
+            return 0.0
+        p = self.lora.params
+        return (p["intercept"] + p.get("decode_seqs", 0.0) * decode_seqs
+                + p.get("prefill_tokens", 0.0) * prefill_tokens + p.get("distinct_adapters", 0.0) * distinct_adapters)
 
     def scheduler_time(self, running: int, waiting: int) -> float:
         """Seconds the scheduler spends per step (CPU side, added to the step)."""

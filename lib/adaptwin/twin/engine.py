@@ -4,7 +4,9 @@ One SimPy process runs the engine core's loop: schedule a step (`scheduler`), ho
 its outputs. Step duration = ``calibration.step_time(decode_seqs, prefill_tokens, context_tokens,
 distinct_adapters)`` + ``calibration.scheduler_time(running, waiting examined by the scan)`` + the load
 time of every adapter copied into a GPU slot in that step. ``context_tokens`` is the sum over the step's
-requests of the tokens already in their KV cache (attention reads); ``distinct_adapters`` the batch's adapters.
+requests of the tokens already in their KV cache (attention reads); ``distinct_adapters`` the batch's adapters;
+``prefill_seqs`` (when the calibration takes it) the requests with prompt tokens in the step. Arrivals reach
+the queue through the benchmark client's port limit (`client`), as in the real runs.
 
 Speed: a step in which nothing but decoding happens (no admission, no prefill chunk, no preemption, no
 load) is repeated identically until an event, so the engine advances k such steps in ONE SimPy timeout,
@@ -12,8 +14,8 @@ with k the largest count before: the next decoding request finishes (smallest re
 cache runs out of blocks (phase counts, `kv_cache`), the next arrival that the scan could admit (the
 queue's heaps, `waiting`; arrivals of inactive adapters while all slots are taken do not end a jump), or
 the end of the window. The context grows by ``decode_seqs`` tokens per step, so the k durations form an
-arithmetic series (``step_time`` is linear in ``context_tokens``; checked at start, else summed one by
-one). Within a jump the waiting count for the scheduler time is the one at the jump's start (only
+arithmetic series (``step_time`` is affine in ``context_tokens``; checked per adapter count, else one step
+per event). ``run_engine(..., jumps=False)`` takes one step per event; a test checks both agree. Within a jump the waiting count for the scheduler time is the one at the jump's start (only
 inadmissible arrivals happen during it). ITLs are stored per step with the number of finished requests
 that had a gap in it, so statistics are exact without storing every token. Cost grows with events, not
 tokens.
@@ -21,7 +23,9 @@ tokens.
 Named invariants (each tested in tests/test_twin_invariants.py; 3-4 are asserted at every step and 1-2 at
 every finish in checking mode, ``simulate(..., check=True)``):
 
-1. Requests are conserved: per adapter, arrived = finished + unfinished (running or waiting at the end).
+1. Requests are conserved: per adapter, arrived = finished + unfinished (running or waiting at the end)
+   + failed (never sent: the client had no free port, `client`); the client never holds more ports than
+   its limit, and its outstanding requests are exactly the running plus waiting ones.
 2. Tokens are conserved: a finished request emitted exactly its output length (its ITL gaps number
    output - 1) and had at least its prompt prefilled (more after a preemption).
 3. The KV cache never holds more blocks than its capacity, and the block count equals the blocks the
@@ -31,7 +35,8 @@ every finish in checking mode, ``simulate(..., check=True)``):
 6. Zero load gives zero throughput (and no steps).
 7. Throughput never exceeds what was offered: tokens of finished requests <= tokens of arrived requests;
    with a light load every request finishes (throughput = realised offered load).
-8. Monotonic sanity: with a slot for every served adapter there are no loads, otherwise at most one load
+8. Jumps change nothing: k steady steps in one event = k single steps (same steps, finishes, ITLs).
+9. Monotonic sanity: with a slot for every served adapter there are no loads, otherwise at most one load
    per admission; a larger KV cache never increases preemptions under a fixed load. (More slots do not
    always mean fewer loads: with few slots the active adapters keep them while the others starve.)
 """
@@ -52,28 +57,39 @@ from adaptwin.twin.scenario import Scenario
 from adaptwin.twin.scheduler import Scheduler, StepPlan
 
 TIMESERIES_PERIOD_S = 2.0  # the real poller's interval
-HUGE = 1 << 62
 
 
 class StepTimer:
     """Step durations from the calibration, and sums of k steady decode steps.
 
-    For a fixed number of distinct adapters ``step_time`` is affine in its token and sequence counts (true of
-    every form in `costs`; checked per adapter count, else every step calls it directly), so its coefficients
-    are read once per adapter count by probing and each step is a short dot product."""
+    When ``step_time`` is affine in its token and sequence counts for a given number of distinct adapters
+    (checked by probing, per adapter count), its coefficients are read once and each step is a dot product;
+    otherwise every step calls it. Jumps need less: affinity in ``context_tokens`` alone (the only input that
+    changes between steady steps), also checked per adapter count."""
 
     def __init__(self, cal: Calibration) -> None:
         self.cal = cal
         self.with_prefill_seqs = "prefill_seqs" in inspect.signature(cal.step_time).parameters
         self._coef: dict[int, tuple[float, float, float, float, float] | None] = {}
+        self._context_affine: dict[int, bool] = {}
+        self._decode_lines: dict[tuple[int, int], tuple[float, float]] = {}
         s = cal.scheduler
         self._sched = (s["intercept"], s.get("running", 0.0), s.get("waiting", 0.0))
         self._sched_affine = min(self._sched) >= 0.0  # then max(0, .) never clips
+        self.jumps = True  # advance many steady steps per event (False: one by one, for checks)
 
-    def affine(self, distinct: int) -> bool:
-        """Whether step time is affine in the counts for this many distinct adapters."""
-        c = self._coef.get(distinct, False)
-        return (self._coefficients(distinct) if c is False else c) is not None
+    def context_affine(self, distinct: int) -> bool:
+        """Whether step time is affine in context tokens for this many distinct adapters (so k steady steps
+        form an arithmetic series)."""
+        ok = self._context_affine.get(distinct)
+        if ok is None:
+            f = self._call
+            ok = all(
+                abs((f(d, 0, 2 * c, distinct) - f(d, 0, c, distinct)) - (f(d, 0, c, distinct) - f(d, 0, 0, distinct)))
+                <= 1e-12 * max(1.0, f(d, 0, 2 * c, distinct))
+                for d, c in ((1, 50_000), (64, 100_000), (1024, 400_000)))
+            self._context_affine[distinct] = ok
+        return ok
 
     def step(self, plan: StepPlan, running: int, distinct: int) -> float:
         return self.model(plan.decode_seqs, plan.prefill_tokens, plan.context_tokens, distinct,
@@ -83,9 +99,16 @@ class StepTimer:
         c = self._coef.get(distinct, False)
         if c is False:
             c = self._coefficients(distinct)
-        if c is None:
-            return self._call(decode, prefill, context, distinct, prefill_seqs)
-        return c[0] + c[1] * decode + c[2] * prefill + c[3] * context + c[4] * prefill_seqs
+        if c is not None:
+            return c[0] + c[1] * decode + c[2] * prefill + c[3] * context + c[4] * prefill_seqs
+        if prefill == 0 and prefill_seqs == 0 and self.context_affine(distinct):
+            line = self._decode_lines.get((distinct, decode))  # decode-only steps: cached per batch shape
+            if line is None:
+                base = self._call(decode, 0, 0, distinct)
+                line = (base, (self._call(decode, 0, 1_000_000, distinct) - base) / 1_000_000)
+                self._decode_lines[(distinct, decode)] = line
+            return line[0] + line[1] * context
+        return self._call(decode, prefill, context, distinct, prefill_seqs)
 
     def scheduler(self, running: int, visited: int) -> float:
         if self._sched_affine:
@@ -103,19 +126,19 @@ class StepTimer:
         c0 = f(0, 0, 0, distinct, 0)
         coef = (c0, f(1, 0, 0, distinct, 0) - c0, f(0, 1, 0, distinct, 0) - c0, f(0, 0, 1, distinct, 0) - c0,
                 f(0, 0, 0, distinct, 1) - c0)
-        probe = (300, 1500, 250_000, distinct, 3)
-        direct = f(*probe)
-        affine = coef[0] + coef[1] * 300 + coef[2] * 1500 + coef[3] * 250_000 + coef[4] * 3
-        ok = abs(direct - affine) <= 1e-9 * max(1.0, abs(direct))
+        ok = True
+        for probe in ((300, 1500, 250_000, 3), (2, 0, 500, 0), (60, 0, 30_000, 0), (1000, 1000, 10**6, 5)):
+            direct = f(probe[0], probe[1], probe[2], distinct, probe[3])
+            affine = coef[0] + coef[1] * probe[0] + coef[2] * probe[1] + coef[3] * probe[2] + coef[4] * probe[3]
+            ok = ok and abs(direct - affine) <= 1e-9 * max(1.0, abs(direct))
         self._coef[distinct] = coef if ok else None
         return self._coef[distinct]
 
     def decode_series(self, plan: StepPlan, running: int, distinct: int) -> tuple[float, float]:
         """(d0, beta): steady step j lasts d0 + beta * j (exact when step_time is affine in context)."""
-        d0 = self.step(plan, running, distinct)
-        beta = self.model(plan.decode_seqs, 0, plan.context_tokens + plan.decode_seqs, distinct) \
-            - self.model(plan.decode_seqs, 0, plan.context_tokens, distinct)
-        return d0, beta
+        first = self.model(plan.decode_seqs, 0, plan.context_tokens, distinct)
+        beta = self.model(plan.decode_seqs, 0, plan.context_tokens + plan.decode_seqs, distinct) - first
+        return first + self.scheduler(running, plan.visited) + plan.load_s, beta
 
 
 def series_sum(d0: float, beta: float, k: int) -> float:
@@ -174,12 +197,16 @@ class EngineRun:
 
 
 def run_engine(scenario: Scenario, cal: Calibration, workload: Workload, *, timeseries: bool = False,
-               check: bool = False) -> EngineRun:
-    """Simulate ``workload`` on the server of ``scenario`` for ``duration_s`` seconds."""
+               check: bool = False, jumps: bool = True) -> EngineRun:
+    """Simulate ``workload`` on the server of ``scenario`` for ``duration_s`` seconds.
+
+    ``jumps=False`` advances one step per SimPy event (slow; for checking that jumps change nothing)."""
     sched = Scheduler(scenario, cal, workload, check=check)
     rec = Recorder(series=[] if timeseries else None)
     env = simpy.Environment()
-    env.process(_engine_loop(env, sched, rec, StepTimer(cal), scenario.duration_s))
+    timer = StepTimer(cal)
+    timer.jumps = jumps
+    env.process(_engine_loop(env, sched, rec, timer, scenario.duration_s))
     env.run()
     durations = step_durations(np.asarray(rec.seg_start, dtype=np.int64), np.asarray(rec.seg_k, dtype=np.int64),
                                np.asarray(rec.seg_d0), np.asarray(rec.seg_beta))
@@ -192,17 +219,19 @@ def _engine_loop(env: simpy.Environment, sched: Scheduler, rec: Recorder, timer:
     waiting, kv = sched.waiting, sched.kv
     while True:
         now = env.now
-        if not sched.running and waiting.count(now) == 0:
-            nxt = float(waiting.times[waiting.arrived]) if waiting.arrived < waiting.n else math.inf
-            if nxt >= horizon:
-                return
-            yield env.timeout(nxt - now)
-            continue
+        if not sched.running:
+            sched.ingest(now)
+            if waiting.count() == 0:  # idle: sleep until the next arrival
+                nxt = waiting.next_time
+                if nxt >= horizon:
+                    return
+                yield env.timeout(nxt - now)
+                continue
         plan = sched.schedule(now)
         running = len(sched.running)
         distinct = sched.n_active
         if rec.series is not None:
-            rec.series.append((now, 0.0, running, waiting.count(now), kv.used, 0))
+            rec.series.append((now, 0.0, running, waiting.count(), kv.used, 0))
         if plan.steady:
             k, total, d0, beta = _jump(plan, sched, timer, running, distinct, now, horizon)
             if k == 0:
@@ -241,9 +270,11 @@ def _jump(plan: StepPlan, sched: Scheduler, timer: StepTimer, running: int, dist
     k is capped by the next finish, by KV exhaustion, by the steps that end before the horizon and by the
     steps that start before the next admissible arrival (that arrival is seen by the next schedule)."""
     d0, beta = timer.decode_series(plan, running, distinct)
-    if not timer.affine(distinct):  # durations are not an arithmetic series: one step at a time (slow but exact)
+    if not timer.context_affine(distinct):  # durations are not an arithmetic series: one step at a time (slow but exact)
         return (1 if d0 <= horizon - now else 0), d0, d0, 0.0
     cap = min(sched.steps_to_finish(), 1 + sched.kv.max_decode_steps(sched.G + 1, sched.kv.free))
+    if not timer.jumps:
+        cap = 1
     if plan.admit_at < math.inf:
         gap = math.nextafter(plan.admit_at - now, -math.inf)
         cap = min(cap, steps_within(d0, beta, gap, cap) + 1)

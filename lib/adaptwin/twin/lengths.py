@@ -1,16 +1,19 @@
 """Request lengths (prompt tokens, output tokens) for every simulated request.
 
-``sharegpt``: the real runs send ShareGPT conversations filtered to prompts of 4..1024 tokens and
-prompt + output <= 2048 (Llama-2 tokenizer). The corpus records only summary statistics of that set
-(mean 251 / 231 tokens in / out, P25 23 / 27, P75 423 / 357, data card section 3), so the twin uses a
-distribution built to match exactly those numbers and the truncation:
+``sharegpt``: the real runs send ShareGPT conversations (first prompt and answer) filtered to prompts of
+4..1024 tokens and prompt + output <= 2048 (Llama-2 tokenizer); the corpus records mean 251 / 231 tokens
+in / out, P25 23 / 27, P75 423 / 357 (data card section 3). Two shapes with exactly those means:
 
-* each marginal is given by its quantile function Q(u): log-linear from the minimum (4 in, 1 out) to P25
-  and from P25 to P75 (so the median is the geometric mean of the quartiles, 98.6 / 98.2), and above P75
-  ``P75 + (max - P75) * ((u - 0.75) / 0.25) ** gamma`` up to the filter's maximum (1024 in, 2044 out);
-  ``gamma`` (1.0345 in, 4.352 out) is solved so that the mean is 251 / 231 *after* the joint truncation;
-* prompt and output are drawn independently (ShareGPT's prompt and answer lengths are only weakly
-  related; the corpus gives no joint statistic) and the output is capped at 2048 - prompt, the filter.
+* ``shape: pool`` (default): uniform draws from 15,200 real (prompt, output) pairs of the ShareGPT file
+  itself (`sharegpt_pool`: approximate token counts scaled to the recorded means, benchmark filter). Its
+  quartiles, which it was not fitted to, are 23 / 429 and 29 / 361. It keeps the joint structure the
+  statistics lack: heavy tails and a negative prompt/answer correlation (log-correlation -0.46), which
+  decide how many requests fit the KV cache of a saturated server;
+* ``shape: quantiles``: a distribution built from the four statistics alone. Each marginal's quantile
+  function is log-linear from the minimum (4 in, 1 out) to P25 and from P25 to P75, and above P75
+  ``P75 + (max - P75) * ((u - 0.75) / 0.25) ** gamma`` up to the filter's maximum (1024 in, 2044 out), with
+  ``gamma`` (1.0345 in, 4.352 out) solved so the mean is 251 / 231 after the joint truncation; prompt and
+  output independent, output capped at 2048 - prompt. Its tails are heavier than the real file's.
 
 Rescaling: tokenizers differ, so with ``input_mean`` / ``output_mean`` every prompt / output is multiplied by
 ``input_mean / 251`` / ``output_mean / 231`` (then rounded, at least 1). Defaults per model: Llama-3.1's
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from adaptwin import paths
+from adaptwin.twin.sharegpt_pool import POOL_PATH
 
 SHAREGPT_IN = {"lo": 4.0, "p25": 23.0, "p75": 423.0, "hi": 1024.0, "gamma": 1.0345209715485209, "mean": 251.0}
 SHAREGPT_OUT = {"lo": 1.0, "p25": 27.0, "p75": 357.0, "hi": 2044.0, "gamma": 4.3520439521867065, "mean": 231.0}
@@ -73,8 +77,13 @@ def sample_lengths(spec: dict[str, Any], n: int, rng: np.random.Generator, model
         rows = rng.integers(0, len(prompts), size=n)
         return prompts[rows], outputs[rows]
     in_mean, out_mean = sharegpt_means(model, spec)
-    prompt = sharegpt_quantile(rng.random(n), SHAREGPT_IN)
-    output = np.minimum(sharegpt_quantile(rng.random(n), SHAREGPT_OUT), SHAREGPT_MAX_TOTAL - prompt)
+    if spec.get("shape", "pool") == "pool":
+        pool_prompts, pool_outputs = read_pool()
+        rows = rng.integers(0, len(pool_prompts), size=n)
+        prompt, output = pool_prompts[rows], pool_outputs[rows]
+    else:
+        prompt = sharegpt_quantile(rng.random(n), SHAREGPT_IN)
+        output = np.minimum(sharegpt_quantile(rng.random(n), SHAREGPT_OUT), SHAREGPT_MAX_TOTAL - prompt)
     prompt = np.maximum(1, np.rint(prompt * in_mean / SHAREGPT_IN["mean"])).astype(np.int64)
     output = np.maximum(1, np.rint(output * out_mean / SHAREGPT_OUT["mean"])).astype(np.int64)
     return prompt, output
@@ -88,6 +97,13 @@ def mean_tokens(spec: dict[str, Any], model: str) -> float:
         prompts, outputs = read_trace_lengths(spec["path"])
         return float(prompts.mean() + outputs.mean())
     return float(sum(sharegpt_means(model, spec)))
+
+
+@lru_cache(maxsize=1)
+def read_pool() -> tuple[np.ndarray, np.ndarray]:
+    """The ShareGPT (prompt, output) pool (unscaled, Llama-2 token means 251 / 231) as float arrays."""
+    with np.load(POOL_PATH) as data:
+        return data["prompt"].astype(np.float64), data["output"].astype(np.float64)
 
 
 @lru_cache(maxsize=4)

@@ -8,9 +8,10 @@ server: {max_loras: 32, max_cpu_loras: 128, max_lora_rank: 16, max_num_seqs: 204
 adapters:                         # groups {count, rank, rate}, or {ranks: [...], rates: [...]},
   - {count: 43, rank: 8, rate: 0.1}   # or `adapters_csv: file.csv` with columns adapter_id,rank,rate
 arrivals: {kind: poisson}         # poisson | unpredictable (period_s, sigma) | trace (path, mapping, speedup)
-lengths: {kind: sharegpt}         # sharegpt (input_mean, output_mean) | fixed (input, output) | trace (path)
+lengths: {kind: sharegpt}         # sharegpt (input_mean, output_mean, shape) | fixed (input, output) | trace (path)
 duration_s: 3600
 seed: 0
+client: {max_connections: 28232, time_wait_s: 60}   # optional; the benchmark machine's ports (`client`)
 ```
 
 Validation happens here so that a bad scenario fails in one line naming the field and the value, before the
@@ -29,13 +30,15 @@ import numpy as np
 import yaml
 
 from adaptwin import paths
+from adaptwin.twin.client import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIME_WAIT_S
 
 
 class ScenarioError(ValueError):
     """An invalid scenario; the message names the field and the value."""
 
 
-TOP_KEYS = {"model", "server", "adapters", "adapters_csv", "arrivals", "lengths", "duration_s", "seed"}
+TOP_KEYS = {"model", "server", "adapters", "adapters_csv", "arrivals", "lengths", "duration_s", "seed", "client"}
+CLIENT_KEYS = {"max_connections", "time_wait_s"}
 SERVER_KEYS = {"max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs", "max_num_batched_tokens"}
 GROUP_KEYS = {"count", "rank", "rate"}
 ARRIVAL_KEYS = {
@@ -44,7 +47,7 @@ ARRIVAL_KEYS = {
     "trace": {"kind", "path", "mapping", "speedup"},
 }
 LENGTH_KEYS = {
-    "sharegpt": {"kind", "input_mean", "output_mean"},
+    "sharegpt": {"kind", "input_mean", "output_mean", "shape"},
     "fixed": {"kind", "input", "output"},
     "trace": {"kind", "path"},
 }
@@ -63,6 +66,14 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Client:
+    """The benchmark client's connection limit (see `adaptwin.twin.client`); None = unlimited."""
+
+    max_connections: int | None = DEFAULT_MAX_CONNECTIONS
+    time_wait_s: float = DEFAULT_TIME_WAIT_S
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A validated scenario; ``ranks`` and ``rates`` hold one entry per served adapter."""
 
@@ -74,6 +85,7 @@ class Scenario:
     lengths: dict[str, Any]
     duration_s: float
     seed: int
+    client: Client = Client()
 
     @property
     def served(self) -> int:
@@ -126,6 +138,7 @@ def parse_scenario(data: dict[str, Any], *, check_model: bool = True) -> Scenari
         lengths=_section(data.get("lengths", {"kind": "sharegpt"}), "lengths", LENGTH_KEYS),
         duration_s=float(duration),
         seed=int(seed),
+        client=_client(data.get("client", {})),
     )
 
 
@@ -185,6 +198,17 @@ def _server(obj: Any, served: int) -> Server:
             "(decodes would not fit one step's token budget)"
         )
     return Server(max_loras, cpu, _integer(obj["max_lora_rank"], "server.max_lora_rank"), seqs, budget)
+
+
+def _client(obj: Any) -> Client:
+    if not isinstance(obj, dict):
+        raise ScenarioError(f"client: expected a mapping {{max_connections, time_wait_s}}, got {obj!r}")
+    _no_unknown(obj, CLIENT_KEYS, "client.")
+    limit = obj.get("max_connections", Client.max_connections)
+    if limit is not None:
+        limit = _integer(limit, "client.max_connections")
+    wait = _number(obj.get("time_wait_s", Client.time_wait_s), "client.time_wait_s")
+    return Client(limit, wait)
 
 
 def _adapters(data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +290,8 @@ def _section(obj: Any, name: str, kinds: dict[str, set[str]]) -> dict[str, Any]:
             raise ScenarioError(f"{name}.path: missing (a CSV with arrived_at,num_prefill_tokens,num_decode_tokens)")
         if not paths.resolve(str(out["path"])).exists():
             raise ScenarioError(f"{name}.path: file {str(out['path'])!r} not found")
+    if name == "lengths" and out.get("shape", "pool") not in ("pool", "quantiles"):
+        raise ScenarioError(f"lengths.shape: {out['shape']!r} unknown (one of ['pool', 'quantiles'])")
     if name == "arrivals" and out.get("mapping", "weighted") not in TRACE_MAPPINGS:
         raise ScenarioError(f"arrivals.mapping: {out['mapping']!r} unknown (one of {list(TRACE_MAPPINGS)})")
     return out

@@ -22,6 +22,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from adaptwin.twin.adapter_cache import GpuSlots
+from adaptwin.twin.client import ConnectionLimit
 from adaptwin.twin.costs import Calibration
 from adaptwin.twin.kv_cache import KVCache, blocks_for
 from adaptwin.twin.scenario import Scenario
@@ -108,12 +109,42 @@ class Scheduler:
         self.preemptions = 0
         self.loads = 0
         self.admissions = 0
+        self.client = ConnectionLimit(scenario.client.max_connections, scenario.client.time_wait_s)
         self.check = check
         self.done = Finished(per_adapter=[0] * scenario.served)
+
+    # ---- arrivals -------------------------------------------------------------------------------------------
+    def ingest(self, t: float) -> None:
+        """Decide the fate of the arrivals up to ``t``: sent (they wait in the queue) or failed at the client.
+        Called before the finishes at ``t`` are applied, so each arrival sees the ports held at its time."""
+        waiting = self.waiting
+        if t < waiting.next_time:
+            return
+        times = waiting.times
+        lo = waiting.ingested
+        hi = int(times.searchsorted(t, side="right"))
+        waiting.ingested = hi
+        waiting.next_time = float(times[hi]) if hi < waiting.n else float("inf")
+        client = self.client
+        if client.admit_all(float(times[lo]), hi - lo):
+            client.outstanding += hi - lo
+            return
+        i = lo
+        while i < hi:  # window by window: send while ports are free, else fail until the next port frees
+            free = client.free_at(float(times[i]))
+            if free > 0:
+                client.outstanding += min(free, hi - i)
+                i += min(free, hi - i)
+                continue
+            j = hi if client.next_free_time() is None else int(times.searchsorted(client.next_free_time()))
+            j = min(max(j, i + 1), hi)
+            waiting.reject_range(i, j)
+            i = j
 
     # ---- scheduling -----------------------------------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
         """Decide step ``G``'s batch at time ``now`` (allocates blocks, admits, preempts)."""
+        self.ingest(now)
         kv = self.kv
         need = kv.decode_need(self.G)
         plan = StepPlan()
@@ -146,7 +177,7 @@ class Scheduler:
     def _admit(self, plan: StepPlan, budget: int, now: float) -> None:
         """The WAITING loop of vLLM's scheduler, driven by the queue's heaps instead of a linear scan."""
         waiting, kv, running = self.waiting, self.kv, self.running
-        total = waiting.count(now) if self.track_visited else 0
+        total = waiting.count() if self.track_visited else 0
         admitted, last = 0, None
         if budget <= 0 or len(running) >= self.max_seqs:
             return  # vLLM's waiting loop does not run: nothing examined
@@ -241,6 +272,7 @@ class Scheduler:
     # ---- step completion ------------------------------------------------------------------------------------
     def complete(self, plan: StepPlan, t_end: float) -> None:
         """Apply the outputs of the step just run (ended at ``t_end``): tokens, first tokens, finishes."""
+        self.ingest(t_end)
         self.G += 1
         self.partial = None
         for req, n in plan.prefills:
@@ -254,6 +286,7 @@ class Scheduler:
 
     def advance(self, k: int, t_end: float) -> None:
         """Complete a steady step and k - 1 identical ones after it (blocks of the first already allocated)."""
+        self.ingest(t_end)
         self.kv.used += self.kv.decode_need_steps(self.G + 1, k - 1)
         self.G += k
         self._finish_decoded(t_end)
@@ -298,6 +331,7 @@ class Scheduler:
         if self.G - 1 >= req.run_start:
             req.runs.append((req.run_start, self.G - 1))
         del self.running[req.idx]
+        self.client.close(t_end)
         kv.used -= blocks_for(req.computed, kv.block_size)
         self._deactivate(req.adapter, self.G - 1)
         done.ttft.append(req.first_time - req.arrival)
@@ -338,3 +372,6 @@ class Scheduler:
         distinct = {r.adapter for r in self.running.values()}
         assert len(distinct) == self.n_active, "active-adapter count out of sync"
         assert len(self.running) <= self.max_seqs, f"{len(self.running)} running > max_num_seqs"
+        client, waiting = self.client, self.waiting
+        assert client.outstanding == len(self.running) + waiting.count()
+        assert client.limit is None or client.outstanding + len(client.closed) <= client.limit

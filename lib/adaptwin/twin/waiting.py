@@ -13,8 +13,9 @@ every step is what made the authors' twin slow. This queue answers the same ques
   (those with a running request) - give the next request vLLM's scan would admit: the global head when
   fewer than A_max adapters run, else the first request of an active adapter. A head not yet arrived means
   no admissible request waits (its arrival time is then the next admission event);
-* a Fenwick tree over admitted arrival indices gives any request's position in the queue, i.e. how many
-  requests vLLM's scan examined (for the scheduler-time model).
+* counts of admitted arrivals per block of indices give any request's position in the queue, i.e. how many
+  requests vLLM's scan examined (for the scheduler-time model);
+* arrivals the client could not send (`client`) are kept as index ranges, skipped when they reach the head.
 """
 
 from __future__ import annotations
@@ -26,29 +27,42 @@ from typing import Any
 
 import numpy as np
 
+ADMIT_BLOCK = 4096
+
 
 class WaitingQueue:
     """The waiting requests of one server (see module docstring)."""
 
     def __init__(self, times: np.ndarray, adapters: np.ndarray, n_adapters: int) -> None:
         self.times = times  # numpy: only the few admitted or peeked requests are ever looked up
+        self.adapters = adapters
         self.n = len(times)
         small = adapters.astype(np.int16) if n_adapters < 2**15 else adapters  # radix sort: O(n)
-        order = np.argsort(small, kind="stable")
-        same = small[order[1:]] == small[order[:-1]]
-        nxt = np.full(self.n, self.n, dtype=np.int64)  # next arrival of the same adapter (n: none)
-        nxt[order[:-1][same]] = order[1:][same]
-        self.next_same = nxt
-        first = np.full(n_adapters, self.n, dtype=np.int64)
-        starts = order[np.flatnonzero(np.r_[True, ~same])] if self.n else order
-        first[small[starts]] = starts  # each adapter's earliest arrival
-        self.fresh_head: list[int] = first.tolist()  # adapter's first not-yet-admitted arrival (n: none)
+        self.order = np.argsort(small, kind="stable")  # arrival indices grouped by adapter, ascending
+        self.order_list: list[int] = self.order.tolist()  # the same, for fast scalar reads
+        self.position = np.empty(self.n, dtype=np.int64)  # inverse of `order`
+        self.position[self.order] = np.arange(self.n)
+        self.bounds = np.searchsorted(small[self.order], np.arange(n_adapters + 1)).tolist()
+        first = [int(self.order[b]) if b < e else self.n for b, e in zip(self.bounds[:-1], self.bounds[1:], strict=True)]
+        self.fresh_head: list[int] = first  # adapter's first arrival not yet admitted (n: none)
+        self.fresh_pos = list(self.bounds[:-1])  # position of fresh_head in `order`
         self.preempted: list[deque[Any]] = [deque() for _ in range(n_adapters)]
         self.preempted_seqs: list[int] = []
         self.front_seq = -1
         self.admitted_fresh = 0
-        self.arrived = 0  # arrivals with time <= the last `count` time
-        self._tree = [0] * (self.n + 1)
+        self.ingested = 0  # arrivals whose fate (sent or rejected by the client) is decided
+        self.next_time = float(times[0]) if self.n else float("inf")  # arrival time of `ingested`
+        # arrivals the client failed to send: a flag per arrival, and the same as disjoint index ranges
+        # [start, end) in increasing order (for counting)
+        self._rejected_bytes = bytearray(self.n)
+        self.rejected = np.frombuffer(self._rejected_bytes, dtype=np.uint8)  # numpy view of the same flags
+        self._rejected_by_position = bytearray(self.n)  # the same flags in `order`'s positions
+        self.rej_starts: list[int] = []
+        self.rej_ends: list[int] = []
+        self.rej_before: list[int] = []  # rejected arrivals before each range
+        self.n_rejected = 0
+        self._admitted = bytearray(self.n)  # admitted flags, with counts per block of ADMIT_BLOCK arrivals
+        self._admitted_blocks = [0] * (self.n // ADMIT_BLOCK + 1)
         self.heap_all = [(i, a) for a, i in enumerate(self.fresh_head) if i < self.n]
         heapq.heapify(self.heap_all)
         self.heap_active: list[tuple[int, int]] = []
@@ -68,7 +82,10 @@ class WaitingQueue:
         while heap:
             seq, a = heap[0]
             if self.head_seq(a) == seq and (not active_only or active[a] > 0):
-                return seq, a
+                if seq < 0 or not self.n_rejected or not self._rejected_bytes[seq]:
+                    return seq, a
+                self._advance(a)  # the head was never sent: skip to the next one
+                self._push_head(a, active[a] > 0)
             heapq.heappop(heap)
         return None
 
@@ -76,25 +93,23 @@ class WaitingQueue:
         """Arrival time of the request with sequence ``seq`` (preempted ones arrived long ago)."""
         return float(self.times[seq]) if seq >= 0 else float("-inf")
 
-    def count(self, now: float) -> int:
-        """Number of waiting requests at time ``now`` (non-decreasing ``now`` across calls)."""
-        self.arrived = int(np.searchsorted(self.times, now, side="right"))
-        return self.arrived - self.admitted_fresh + len(self.preempted_seqs)
+    def count(self) -> int:
+        """Number of waiting requests now (the caller ingested the arrivals up to now)."""
+        return self.ingested - self.admitted_fresh - self.n_rejected + len(self.preempted_seqs)
 
     def rank(self, seq: int) -> int:
         """Number of waiting requests ahead of sequence ``seq`` in vLLM's queue order."""
         if seq < 0:
             return bisect.bisect_left(self.preempted_seqs, seq)
-        return len(self.preempted_seqs) + seq - self._admitted_before(seq)
+        return len(self.preempted_seqs) + seq - self._admitted_before(seq) - self._rejected_before(seq)
 
     def per_adapter(self, until: float) -> list[int]:
         """Waiting requests of each adapter at time ``until`` (walks the queue: for checks, not the hot path)."""
         out = []
-        for a, head in enumerate(self.fresh_head):
-            count, i = len(self.preempted[a]), head
-            while i < self.n and self.times[i] < until:
-                count, i = count + 1, int(self.next_same[i])
-            out.append(count)
+        for a in range(len(self.fresh_head)):
+            fresh = self.order[self.fresh_pos[a]:self.bounds[a + 1]]
+            fresh = fresh[self.times[fresh] < until]
+            out.append(len(self.preempted[a]) + int((self.rejected[fresh] == 0).sum()))
         return out
 
     # ---- updates --------------------------------------------------------------------------------------------
@@ -107,11 +122,36 @@ class WaitingQueue:
             out: Any = req
         else:
             out = self.fresh_head[a]
-            self.fresh_head[a] = int(self.next_same[out])
+            self._advance(a)
             self.admitted_fresh += 1
             self._mark_admitted(out)
         self._push_head(a, active)
         return out
+
+    def reject_range(self, start: int, end: int) -> None:
+        """Arrivals ``start`` .. ``end - 1`` never reached the server (no client port). Heads among them are
+        skipped lazily by `peek`."""
+        if start >= end:
+            return
+        self._rejected_bytes[start:end] = b"\x01" * (end - start)
+        np.frombuffer(self._rejected_by_position, dtype=np.uint8)[self.position[start:end]] = 1
+        if self.rej_ends and self.rej_ends[-1] == start:
+            self.rej_ends[-1] = end
+        else:
+            self.rej_starts.append(start)
+            self.rej_ends.append(end)
+            self.rej_before.append(self.n_rejected)
+        self.n_rejected += end - start
+
+    def _advance(self, a: int) -> None:
+        """Move adapter ``a``'s fresh head to its next arrival that was not rejected (a byte search over the
+        adapter's arrivals: under a saturated client most arrivals fail)."""
+        end = self.bounds[a + 1]
+        pos = self._rejected_by_position.find(0, self.fresh_pos[a] + 1, end) if self.fresh_pos[a] + 1 < end else -1
+        if pos < 0:
+            self.fresh_pos[a], self.fresh_head[a] = end, self.n
+        else:
+            self.fresh_pos[a], self.fresh_head[a] = pos, self.order_list[pos]
 
     def push_preempted(self, req: Any, a: int, active: bool) -> None:
         """Put a preempted request at the very front of the queue (vLLM: ``waiting.appendleft``)."""
@@ -135,17 +175,17 @@ class WaitingQueue:
         if active:
             heapq.heappush(self.heap_active, (seq, a))
 
-    # ---- Fenwick tree of admitted arrival indices -------------------------------------------------------------
+    def _rejected_before(self, i: int) -> int:
+        k = bisect.bisect_right(self.rej_starts, i) - 1
+        if k < 0:
+            return 0
+        return self.rej_before[k] + min(i, self.rej_ends[k]) - self.rej_starts[k]
+
+    # ---- admitted arrivals: flags plus per-block counts (O(1) to mark, O(n / block) to count) ----------------
     def _mark_admitted(self, i: int) -> None:
-        tree, n = self._tree, self.n
-        i += 1
-        while i <= n:
-            tree[i] += 1
-            i += i & -i
+        self._admitted[i] = 1
+        self._admitted_blocks[i // ADMIT_BLOCK] += 1
 
     def _admitted_before(self, i: int) -> int:
-        tree, total = self._tree, 0
-        while i > 0:
-            total += tree[i]
-            i -= i & -i
-        return total
+        block = i // ADMIT_BLOCK
+        return sum(self._admitted_blocks[:block]) + self._admitted.count(1, block * ADMIT_BLOCK, i)

@@ -1,0 +1,57 @@
+"""The benchmark client's connection limit: why saturated real runs stop growing their queue near 27k.
+
+The by-time benchmark opens one TCP connection per request, from one Linux machine, to one server port.
+Each connection holds an ephemeral port while the request is outstanding and for TIME_WAIT (60 s on Linux)
+after the client closes it; the default range (net.ipv4.ip_local_port_range = 32768..60999) has 28,232
+ports. When all are taken a new request fails at once ("Cannot assign requested address", which the
+corpus's poller logs in 57 real runs) and is never counted. Every saturated real run indeed plateaus at
+26,100..27,700 running + waiting requests (= 28,232 minus ~60 s of finished requests in TIME_WAIT), and
+the plateau is what lets idle adapters in: once new requests of the active adapters fail, an active adapter
+drains, and the next adapter brings its whole backlog into the batch. The twin models the machine, not any
+run: a constant limit of ``max_connections`` ports and ``time_wait_s`` seconds, for every scenario
+(``client: {max_connections: null}`` removes it).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+DEFAULT_MAX_CONNECTIONS = 28232
+DEFAULT_TIME_WAIT_S = 60.0
+
+
+class ConnectionLimit:
+    """Ports held by outstanding requests and by recently closed connections."""
+
+    def __init__(self, max_connections: int | None, time_wait_s: float) -> None:
+        self.limit = max_connections
+        self.time_wait_s = time_wait_s
+        self.outstanding = 0
+        self.closed: deque[float] = deque()  # close times still in TIME_WAIT
+
+    def admit_all(self, first: float, count: int) -> bool:
+        """Whether all of ``count`` arrivals from time ``first`` on get a port (the first is the tightest)."""
+        if self.limit is None:
+            return True
+        self._expire(first)
+        return self.outstanding + len(self.closed) + count <= self.limit
+
+    def free_at(self, t: float) -> int:
+        """Ports free at time ``t`` (after the TIME_WAITs that ended by then)."""
+        self._expire(t)
+        return self.limit - self.outstanding - len(self.closed)
+
+    def next_free_time(self) -> float | None:
+        """When the oldest TIME_WAIT ends (None if no port is in TIME_WAIT)."""
+        return self.closed[0] + self.time_wait_s if self.closed else None
+
+    def close(self, t: float) -> None:
+        """A request finished at ``t``: its port stays in TIME_WAIT."""
+        self.outstanding -= 1
+        if self.limit is not None:
+            self.closed.append(t)
+
+    def _expire(self, t: float) -> None:
+        closed, horizon = self.closed, t - self.time_wait_s
+        while closed and closed[0] <= horizon:
+            closed.popleft()
