@@ -14,8 +14,10 @@ S_max (and when does the server refuse to start), and what does the scheduler co
 the *profiling* families only (data card 5.1-5.5; the serving runs are kept for notebook 03):
 step time jointly from the decode runs (ITL at the mean running batch) and the prefill runs (duration per
 2048-token step), with terms per decode sequence, per context token, per prefill token and per admitted
-request; a LoRA factor against the expected distinct adapters per batch (whether it also scales attention is
-decided by the residuals of the LoRA runs); the measured CPU->GPU load time per (S_max, rank); KV capacity
+request; a LoRA factor on the step time against the expected distinct adapters per batch, fitted on the
+LoRA-overhead runs (batch ~210), whose excess over 1 ramps with the tokens of the step from the value the
+batch-1 loading runs show (LoRA adds ~40 % at batch 1, ~100 % at batch 210; whether it also scales attention
+is decided by the residuals); the measured CPU->GPU load time per (S_max, rank); KV capacity
 piecewise-linear in A_max per S_max with the measured start failures; scheduler time linear in running and
 waiting requests. Output: `data/calibration/<model>.json` (schema in `adaptwin.twin.costs`) and one residual
 figure per cost model in `<figures_dir>/calibration/`.
@@ -67,7 +69,9 @@ display(Image(filename=str(fig_dir / "scheduler_residuals.png")))
 **Caveats.** The aggregate profiling runs do not record per-step times, so the step model treats a saturated
 run's mean ITL as the step time at its mean running batch (residuals about ±5 %). The LoRA runs do not record
 the distinct adapters per batch; their expectation under uniform request spreading is used. LoRA overhead was
-profiled only at rank 8 and batch ~200-250, so its dependence on rank and on small batches is extrapolated.
+profiled only at rank 8, at batch 1 (one adapter) and batch ~210-250; between them the ramp is linear, above
+them the factor is held (an additive LoRA time fits the profiling runs as well but grows without bound with
+the tokens of a step; all candidates' residuals are in `fit_quality.lora`).
 The scheduler CSVs do not name their model; both models share that fit. Llama-2-7B (vLLM 0.5.0, V0 engine)
 is not calibrated.
 """),

@@ -28,7 +28,7 @@ families = ["real_results"]
 input_mean = 223
 output_mean = 197
 duration_scale = 0.05           # smoke: 180 s of each run's 3600 s
-max_runs = 8                    # smoke: 8 runs spread over the groups; null = all
+max_runs = 8                    # smoke: 8 runs spread over the groups (None: all)
 workers = 2
 seed = 0
 fig9_run = "rank_16_rates_0.1_0.05_0.025/_32_128_16_"

@@ -11,6 +11,7 @@ overhead (`adaptwin.calibration.models`) from the profiling families only, and w
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,8 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
         "model": model,
         "max_model_len": MAX_MODEL_LEN[model],
         "block_size": BLOCK_SIZE,
-        **{name: f.block for name, f in fitted.items()},
-        "fit_quality": {name: f.quality for name, f in fitted.items()},
+        **{name: copy.deepcopy(f.block) for name, f in fitted.items()},
+        "fit_quality": {name: copy.deepcopy(f.quality) for name, f in fitted.items()},
         "sources": {
             "step": "default latency (data card 5.1): decode runs output/ (ITL at mean running) and prefill "
                     "runs input/ (duration per token-budget step)",

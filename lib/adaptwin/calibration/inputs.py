@@ -17,6 +17,7 @@ import polars as pl
 DEFAULT_LATENCY = "predictor_default_latency"
 LORA_OVERHEAD = "predictor_latency_overhead"
 MEMORY = "find_available_gpu_memory_depending_on_loaded_adapters"
+LOADING = "predictor_loading"
 #: families that may never be used for fitting (validation data)
 HELD_OUT = ("real_results", "motivation_figure")
 
@@ -101,16 +102,23 @@ def prefill_points(tables: Tables, model: str) -> pl.DataFrame:
 
 
 def lora_points(tables: Tables, model: str) -> pl.DataFrame:
-    """LoRA-overhead runs (5.2): ``overhead_small`` and ``find_max_batch_small`` (LoRA), ``initial_points_small``
-    (their no-LoRA baseline). ``adapters_used`` is the number of adapters the requests are spread over."""
+    """Every profiling run with LoRA, one point each, plus the no-LoRA baseline of 5.2.
+
+    ``kind``: ``lora`` (5.2 ``overhead_small``: batch ~210, 5-token prompts, 1..300 adapters), ``lora_long``
+    (5.2 ``find_max_batch_small``: long prompts, so prefill under LoRA), ``lora_single`` (5.3 loading runs:
+    A_max 1, one request at a time, so a batch of 1 with 1 adapter), ``base`` (5.2 ``initial_points_small``,
+    no LoRA). ``adapters_used`` is the number of adapters the requests are spread over."""
     frames = []
-    for sub, kind in (("overhead_small/", "lora"), ("find_max_batch_small/", "lora_long"),
-                      ("initial_points_small/", "base")):
-        p = _points(tables, model, LORA_OVERHEAD, sub).with_columns(pl.lit(kind).alias("kind"))
+    for fragment, sub, kind in ((LORA_OVERHEAD, "overhead_small/", "lora"),
+                                (LORA_OVERHEAD, "find_max_batch_small/", "lora_long"),
+                                (LOADING, "adapter_rank_", "lora_single"),
+                                (LORA_OVERHEAD, "initial_points_small/", "base")):
+        p = _points(tables, model, fragment, sub).with_columns(pl.lit(kind).alias("kind"))
         frames.append(p)
     out = pl.concat(frames, how="vertical_relaxed")
     used = (
         pl.when(pl.col("kind") == "base").then(0)
+        .when(pl.col("kind") == "lora_single").then(1)
         .when(pl.col("restrict_loras").fill_null(0) > 0).then(pl.col("restrict_loras"))
         .otherwise(pl.col("served_adapters"))
     )

@@ -51,16 +51,17 @@ def step_residuals(fit: Fitted, model: str, out_dir: str | Path) -> list[Path]:
 
 
 def lora_residuals(fit: Fitted, model: str, out_dir: str | Path) -> list[Path]:
-    """LoRA factor vs expected distinct adapters per batch (measured and fitted), and ITL residuals."""
-    p = fit.points.filter(pl.col("kind") != "base")
+    """LoRA cost: time LoRA adds to a step (measured = ITL - fitted no-LoRA step) vs expected distinct adapters,
+    with the fitted value, and the ITL residuals of every LoRA profiling run."""
+    p = fit.points.filter(pl.col("kind") != "base").with_columns(
+        (pl.col("lora_extra_ms") + pl.col("measured_ms") - pl.col("predicted_ms")).alias("measured_extra_ms"))
     fig, (a, b) = figure(ncols=2)
     for kind, g in p.group_by("kind", maintain_order=True):
-        a.plot(g["distinct_adapters"], g["factor"], "o", label=f"{kind[0]} (measured)")
-    order = p.sort("distinct_adapters")
-    a.plot(order["distinct_adapters"], order["factor_fit"], "k-", lw=0.8, label="fit")
+        line = a.plot(g["distinct_adapters"], g["measured_extra_ms"], "o", label=f"{kind[0]} (measured)")
+        a.plot(g["distinct_adapters"], g["lora_extra_ms"], "_", ms=10, color=line[0].get_color())
     a.set_xlabel("expected distinct adapters per batch")
-    a.set_ylabel("step time factor (x no-LoRA)")
-    a.set_title(f"{model}: LoRA overhead")
+    a.set_ylabel("LoRA time per step (ms)")
+    a.set_title(f"{model}: LoRA overhead ({fit.quality['form']}; bars = fit)")
     a.legend(frameon=False)
     _residual_panel(b, p["measured_ms"].to_numpy(), p["predicted_ms"].to_numpy(),
                     p["distinct_adapters"].to_numpy(), "expected distinct adapters per batch",
