@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import polars as pl
+
 from adaptwin.surrogate import PAPER_FEATURES, load
 
 
@@ -57,7 +58,7 @@ def main() -> None:
         "single_predict_frame_ms": median_ms(lambda: surrogate.predict(one_frame), args.repeats),
         "single_predict_one_dict_ms": median_ms(lambda: surrogate.predict_one(one_dict), args.repeats),
     }
-    for rows in (16, 17, 100, 1_000, 10_000):
+    for rows in (64, 65, 1_000, 10_000):
         batch = frame[:rows]
         ms = median_ms(lambda b=batch: surrogate.predict(b), max(5, args.repeats // rows))
         report[f"batched_{rows}_ms_per_row"] = ms / rows

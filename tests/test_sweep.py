@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+
 from adaptwin.dataset import SamplerConfig, make_scenario, sample_scenarios, scenario_id
 from adaptwin.sweep import TIMING_COLUMNS, done_ids, load_dataset, run_sweep
 
@@ -98,3 +99,36 @@ def test_dask_local_cluster_matches_serial(tmp_path, scenarios):
 def test_bad_engine_is_named(tmp_path):
     with pytest.raises(ValueError, match="dataset.engine.*'spark'"):
         run_sweep([], tmp_path, simulate=toy_simulate, engine="spark")
+
+
+def test_real_twin_rows_are_identical_on_dask_and_serial(tmp_path):
+    from pathlib import Path
+
+    from adaptwin.twin.costs import load_calibration
+
+    calibration = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")
+    config = SamplerConfig("llama-3.1-8b-instruct", duration_s=30, served_range=(8, 24))
+    subset = sample_scenarios(config, 4, seed=11, calibration=calibration)
+    run_sweep(subset, tmp_path / "serial", calibration=calibration, progress=False)
+    run_sweep(subset, tmp_path / "dask", calibration=calibration, engine="dask", n_workers=2, batch_size=1,
+              progress=False)
+    serial = _stable(load_dataset(tmp_path / "serial", include_errors=True))
+    assert serial["error"].null_count() == 4 and (serial["arrived_requests"] > 0).all()
+    assert serial.equals(_stable(load_dataset(tmp_path / "dask", include_errors=True)))
+
+
+def test_rows_of_an_earlier_design_are_kept_but_not_loaded(tmp_path, scenarios):
+    run_sweep(scenarios[:6], tmp_path, simulate=toy_simulate, progress=False)
+    run_sweep(scenarios[3:9], tmp_path, simulate=toy_simulate, progress=False)  # knobs changed: new design
+    assert len(done_ids(tmp_path)) == 9
+    assert sorted(load_dataset(tmp_path)["scenario_id"]) == sorted(scenario_id(s) for s in scenarios[3:9])
+    assert load_dataset(tmp_path, design_only=False).height == 9
+
+
+def test_sweep_runs_on_an_existing_scheduler(tmp_path, scenarios):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        report = run_sweep(scenarios[:5], tmp_path, simulate=toy_simulate, engine="dask",
+                           scheduler_address=cluster.scheduler_address, progress=False)
+    assert report.evaluated == 5 and load_dataset(tmp_path).height == 5

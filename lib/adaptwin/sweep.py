@@ -4,7 +4,8 @@ Why this shape: a paper-scale dataset is tens of thousands of twin runs (hours o
 survive being stopped at any point. Results go to ``<out_dir>/chunk-NNNNNN.parquet``, one file per chunk of
 finished scenarios, each written atomically (`adaptwin.io.write_parquet`); a row is keyed by its
 ``scenario_id`` (hash of the scenario). A restart reads the ids already on disk and evaluates only the others,
-so an interruption loses at most the unflushed chunk and never duplicates a row. A scenario the twin rejects
+so an interruption loses at most the unflushed chunk and never duplicates a row. ``design.json`` lists the
+ids of the latest call, so rows left by a design with other knobs are kept (a cache) but not loaded. A scenario the twin rejects
 (or that crashes it) becomes a row with ``error`` set and null outputs: it fails alone, the sweep goes on, and a
 restart does not retry it (the twin is deterministic; use ``retry_errors=True`` after fixing the twin).
 
@@ -16,6 +17,7 @@ sorted by ``scenario_id`` so the dataset does not depend on completion order.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -28,7 +30,7 @@ from typing import Any
 import polars as pl
 
 from adaptwin.dataset.sampler import canonical_json, scenario_id, unique
-from adaptwin.io import write_parquet
+from adaptwin.io import write_json, write_parquet
 
 SimulateFn = Callable[..., dict[str, Any]]
 
@@ -54,6 +56,8 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
 #: columns that measure time and so differ between two runs of the same scenario
 TIMING_COLUMNS: tuple[str, ...] = ("wall_time_s", "sweep_wall_time_s")
 _CHUNK = re.compile(r"chunk-(\d{6})\.parquet$")
+#: the scenario ids of the latest sweep into a directory (what `load_dataset` returns)
+DESIGN_FILE = "design.json"
 
 
 @dataclass
@@ -167,12 +171,19 @@ def done_ids(out_dir: str | Path) -> set[str]:
     return set(pl.scan_parquet(files).select("scenario_id").collect()["scenario_id"].to_list())
 
 
-def load_dataset(out_dir: str | Path, *, include_errors: bool = False) -> pl.DataFrame:
-    """Every row of a sweep directory, sorted by ``scenario_id``; errored rows only on request."""
+def load_dataset(out_dir: str | Path, *, include_errors: bool = False, design_only: bool = True) -> pl.DataFrame:
+    """The rows of a sweep directory, sorted by ``scenario_id``; errored rows only on request.
+
+    With ``design_only`` (default), only the scenarios of the latest `run_sweep` call (``design.json``): rows
+    of an earlier design (other knobs) stay on disk as a cache, reused if those knobs come back, but are not
+    mixed into the dataset."""
     files = chunk_files(out_dir)
     if not files:
         raise FileNotFoundError(f"{out_dir}: no chunk-*.parquet files (run the dataset stage first)")
     frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").sort("scenario_id")
+    design = Path(out_dir) / DESIGN_FILE
+    if design_only and design.exists():
+        frame = frame.filter(pl.col("scenario_id").is_in(json.loads(design.read_text())["scenario_ids"]))
     return frame if include_errors else frame.filter(pl.col("error").is_null())
 
 
@@ -230,6 +241,8 @@ def run_sweep(scenarios: Iterable[dict[str, Any]], out_dir: str | Path, *, simul
         raise ValueError(f"dataset.chunk_size / batch_size: expected >= 1, got {chunk_size!r} / {batch_size!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    scenarios = unique(list(scenarios))
+    write_json(out_dir / DESIGN_FILE, {"scenario_ids": sorted(scenario_id(s) for s in scenarios)})
     pending, skipped = pending_scenarios(scenarios, out_dir, retry_errors)
     report = SweepReport(out_dir=out_dir, requested=len(pending) + skipped, skipped=skipped)
     if retry_errors:

@@ -243,9 +243,13 @@ def sample_scenarios(config: SamplerConfig, n: int, seed: int = 0,
 
 
 def real_grid_scenarios(model: str, duration_s: float = 600.0, calibration: Any | None = None,
-                        seed: int = 0) -> list[dict[str, Any]]:
+                        seed: int = 0, fraction: float = 1.0) -> list[dict[str, Any]]:
     """The exact configurations of the real serving runs (ranks cycled over the served adapters, each rate of
-    the set given to one third of them, cyclically then shuffled, as the by-time benchmark does)."""
+    the set given to one third of them, cyclically then shuffled, as the by-time benchmark does).
+
+    ``fraction`` < 1 keeps a deterministic subset (by scenario id), for budgets that cannot afford them all."""
+    if not 0 <= fraction <= 1:
+        raise ScenarioError(f"dataset.real_grid_fraction: expected in [0, 1], got {fraction!r}")
     rng = np.random.default_rng(seed)
     scenarios = []
     for rates_set in REAL_RATE_SETS:
@@ -258,7 +262,7 @@ def real_grid_scenarios(model: str, duration_s: float = 600.0, calibration: Any 
                     ranks = [mix[i % len(mix)] for i in range(served)]
                     rates = rng.permutation([rates_set[i % len(rates_set)] for i in range(served)])
                     scenarios.append(make_scenario(model, ranks, rates.tolist(), a_max, duration_s=duration_s))
-    return unique(scenarios)
+    return [s for s in unique(scenarios) if int(scenario_id(s)[:8], 16) / 16**8 < fraction]
 
 
 def unique(scenarios: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from matplotlib.ticker import NullFormatter
 
 from adaptwin.figures.style import MARKER_OK, MARKER_STARVED, METHOD_COLORS, PAGE_WIDTH, figure, save
 
@@ -50,6 +51,8 @@ def predicted_vs_actual(truth: pl.DataFrame, predicted: pl.DataFrame, directory:
             ax.plot([lo, hi], [lo, hi], color="0.4", linewidth=0.8, linestyle="--")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of short log ranges overlap
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{actual_label} {_LABELS[target]}")
         ax.set_ylabel(f"predicted {_LABELS[target]}")
     axes[0].legend(loc="upper left")

@@ -27,7 +27,7 @@ def train_model(model: str, data_dir: str | Path, knobs: dict[str, Any], calibra
     return train_surrogates(dataset, model, calibration=calibration, n_search=knobs["n_search"],
                             max_iterations=knobs["max_iterations"], test_fraction=knobs["test_fraction"],
                             seed=knobs["seed"], threads=knobs["threads"],
-                            throughput_transform=knobs["throughput_transform"])
+                            throughput_transform=knobs["throughput_transform"], cv_folds=knobs.get("cv_folds", 3))
 
 
 def load_real_runs(data_dir: str | Path, model: str, real_runs_model: str) -> pl.DataFrame | None:
@@ -62,6 +62,7 @@ def run_model(model: str, data_dir: str | Path, figures_dir: str | Path, knobs: 
     atomic_write(out_dir / "table.csv", lambda p: table.write_csv(p))
     fig_dir = Path(figures_dir) / "surrogates"
     figs.feature_importance(surrogate, fig_dir, f"feature_importance_{model}")
+    figs.dataset_coverage(result.data.frame, fig_dir, f"dataset_coverage_{model}")
     held = result.data.frame[result.test_idx]
     figs.predicted_vs_actual(held, surrogate.predict(held), fig_dir, f"heldout_{model}",
                              f"{model}: CatBoost on held-out twin scenarios", actual_label="twin")

@@ -7,9 +7,9 @@ leaves the model only the starved region to learn. ITL and TTFT are fitted in lo
 CatBoost classifier (Logloss) on the twin's verdict (total throughput below 0.9 x ideal).
 
 Search: for every target, ``n_search`` configurations (CatBoost's defaults first, then random draws of depth,
-learning rate, L2, random strength and bagging temperature) are trained on 80 % of the training rows with
-early stopping on the other 20 %; the best validation loss wins and is refitted on all training rows with
-its best iteration count. A held-out ``test_fraction`` of the scenarios never takes part (evaluation).
+learning rate, L2, random strength and bagging temperature) are scored by ``cv_folds``-fold cross-validation
+with early stopping on each held-out fold; the best mean validation loss wins and is refitted on all training
+rows with its mean best iteration count. A held-out ``test_fraction`` of the scenarios never takes part (evaluation).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def candidate_params(n_search: int, seed: int) -> list[dict[str, Any]]:
     for _ in range(max(0, n_search - 1)):
         out.append({
             "depth": int(rng.integers(4, 9)),
-            "learning_rate": float(np.exp(rng.uniform(np.log(0.02), np.log(0.3)))),
+            "learning_rate": float(np.exp(rng.uniform(np.log(0.05), np.log(0.3)))),
             "l2_leaf_reg": float(np.exp(rng.uniform(np.log(0.5), np.log(30.0)))),
             "random_strength": float(rng.uniform(0.0, 2.0)),
             "bagging_temperature": float(rng.uniform(0.0, 1.0)),
@@ -120,24 +120,41 @@ def _catboost(classifier: bool, params: dict[str, Any], iterations: int, seed: i
 
 
 def fit_target(x: np.ndarray, y: np.ndarray, classifier: bool, *, n_search: int, max_iterations: int,
-               seed: int, threads: int) -> tuple[Any, dict[str, Any]]:
-    """Search, then refit the best configuration on all of ``x``; returns (model, search record)."""
+               seed: int, threads: int, folds: int = 3) -> tuple[Any, dict[str, Any]]:
+    """K-fold search, then refit the best configuration on all of ``x``; returns (model, search record).
+
+    Every candidate is trained ``folds`` times with early stopping on the held-out fold; its score is the mean
+    validation loss, its tree count the mean best iteration (small datasets make a single split too noisy to
+    choose between configurations)."""
     if len(y) < 10:
         raise TrainingError(f"surrogates: only {len(y)} training rows for a target (need >= 10)")
-    fit_idx, val_idx = split_indices(len(y), 0.2, seed + 1)
-    if classifier and len(np.unique(y[fit_idx])) < 2:
-        fit_idx, val_idx = np.arange(len(y)), np.arange(len(y))  # one class only: nothing to tune against
+    splits = cv_splits(len(y), folds, seed + 1)
     trials = []
     for params in candidate_params(n_search, seed):
-        model = _catboost(classifier, params, max_iterations, seed, threads)
-        model.fit(x[fit_idx], y[fit_idx], eval_set=(x[val_idx], y[val_idx]), early_stopping_rounds=50,
-                  use_best_model=True)
-        loss = float(next(iter(model.get_best_score()["validation"].values())))
-        trials.append({"params": params, "validation_loss": loss, "best_iteration": int(model.get_best_iteration())})
+        losses, iterations = [], []
+        for fit_idx, val_idx in splits:
+            if classifier and len(np.unique(y[fit_idx])) < 2:
+                continue  # one class only in this fold: nothing to learn or tune against
+            model = _catboost(classifier, params, max_iterations, seed, threads)
+            model.fit(x[fit_idx], y[fit_idx], eval_set=(x[val_idx], y[val_idx]), early_stopping_rounds=50,
+                      use_best_model=True)
+            losses.append(float(next(iter(model.get_best_score()["validation"].values()))))
+            iterations.append(int(model.get_best_iteration()) + 1)
+        trials.append({"params": params, "validation_loss": float(np.mean(losses)) if losses else float("inf"),
+                       "iterations": int(np.mean(iterations)) if iterations else max_iterations})
     best = min(trials, key=lambda t: t["validation_loss"])
-    final = _catboost(classifier, best["params"], best["best_iteration"] + 1, seed, threads)
+    final = _catboost(classifier, best["params"], best["iterations"], seed, threads)
     final.fit(x, y)
     return final, {"best": best, "trials": trials}
+
+
+def cv_splits(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (train, validation) index pairs over a seeded permutation of ``n`` rows."""
+    if folds < 2:
+        raise TrainingError(f"surrogates.cv_folds: expected >= 2, got {folds!r}")
+    order = np.random.default_rng(seed).permutation(n)
+    parts = np.array_split(order, folds)
+    return [(np.sort(np.concatenate(parts[:i] + parts[i + 1:])), np.sort(parts[i])) for i in range(folds)]
 
 
 # ---- the whole set -----------------------------------------------------------------------------------------
@@ -154,9 +171,9 @@ class TrainResult:
 
 
 def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | None = None, *,
-                     calibration: Any = None, n_search: int = 4, max_iterations: int = 1000,
+                     calibration: Any = None, n_search: int = 4, max_iterations: int = 600,
                      test_fraction: float = 0.2, seed: int = 0, threads: int = 2,
-                     throughput_transform: str = "log") -> TrainResult:
+                     throughput_transform: str = "log", cv_folds: int = 3) -> TrainResult:
     """Train the four surrogates of ``model`` and, if ``out_dir`` is given, write them there
     (``<target>.cbm`` + ``metadata.json``; metrics are added by `adaptwin.surrogate.evaluate`)."""
     start = time.perf_counter()
@@ -175,7 +192,7 @@ def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | No
             y = transform(target, transforms[target], y.astype(float), sum_rate[rows], data.tokens_per_request)
         models[target], search[target] = fit_target(
             x[rows], y, target == CLASS_TARGET, n_search=n_search, max_iterations=max_iterations,
-            seed=seed + 17 * i, threads=threads)
+            seed=seed + 17 * i, threads=threads, folds=cv_folds)
         targets_meta[target] = {
             "file": f"{target}.cbm", "transform": transforms.get(target, "logit"), "train_rows": int(len(rows)),
             "params": search[target]["best"]["params"], "iterations": int(models[target].tree_count_),
@@ -185,6 +202,7 @@ def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | No
         "targets": targets_meta, "tokens_per_request": data.tokens_per_request, "starvation_threshold": 0.5,
         "calibration": getattr(calibration, "raw", None) or None, "dataset_rows": int(data.frame.height),
         "train_rows": int(len(train_idx)), "test_rows": int(len(test_idx)), "seed": seed, "n_search": n_search,
+        "cv_folds": cv_folds,
         "search": {t: s["trials"] for t, s in search.items()},
     }
     surrogate = Surrogate(metadata, models, calibration)
