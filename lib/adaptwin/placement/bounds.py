@@ -42,10 +42,12 @@ def tokens_per_request(model: str, predictor: Any = None) -> float:
 def dataset_best_throughput(dataset_dir: str | Path) -> float | None:
     """Largest ``total_throughput`` over the dataset's starvation-free rows that started (None if there is no
     dataset): every GPU of a valid placement is starvation-free, so none processes more."""
-    files = sorted(Path(dataset_dir).rglob("*.parquet"))
-    if not files:
+    from adaptwin.sweep import chunk_files, load_dataset
+
+    if not chunk_files(dataset_dir):
         return None
-    frame = pl.scan_parquet(files)
+    # only the current design's rows: chunks of earlier knob settings stay on disk as a cache
+    frame = load_dataset(dataset_dir).lazy()
     names = frame.collect_schema().names()
     if "total_throughput" not in names:
         raise PlacementError(f"{dataset_dir}: dataset has no total_throughput column")
