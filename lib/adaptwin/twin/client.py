@@ -36,14 +36,30 @@ class ConnectionLimit:
         self._expire(first)
         return self.outstanding + len(self.closed) + count <= self.limit
 
-    def free_at(self, t: float) -> int:
-        """Ports free at time ``t`` (after the TIME_WAITs that ended by then)."""
-        self._expire(t)
-        return self.limit - self.outstanding - len(self.closed)
+    def reject_windows(self, times, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Send arrivals ``lo`` .. ``hi - 1`` (sorted ``times``, all before any close still to come) and
+        return the index ranges [start, end) that found no free port.
 
-    def next_free_time(self) -> float | None:
-        """When the oldest TIME_WAIT ends (None if no port is in TIME_WAIT)."""
-        return self.closed[0] + self.time_wait_s if self.closed else None
+        Window by window: send while ports are free, else fail every arrival until the next TIME_WAIT ends
+        (the TIME_WAIT deque is read in place: under a saturated client this runs once per finished request)."""
+        closed, time_wait, limit = self.closed, self.time_wait_s, self.limit
+        rejected = []
+        i = lo
+        while i < hi:
+            horizon = times.item(i) - time_wait
+            while closed and closed[0] <= horizon:
+                closed.popleft()
+            free = limit - self.outstanding - len(closed)
+            if free > 0:
+                sent = min(free, hi - i)
+                self.outstanding += sent
+                i += sent
+                continue
+            j = int(times.searchsorted(closed[0] + time_wait)) if closed else hi
+            j = min(max(j, i + 1), hi)
+            rejected.append((i, j))
+            i = j
+        return rejected
 
     def close(self, t: float) -> None:
         """A request finished at ``t``: its port stays in TIME_WAIT."""

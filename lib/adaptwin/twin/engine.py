@@ -73,6 +73,7 @@ class StepTimer:
         self._coef: dict[int, tuple[float, float, float, float, float] | None] = {}
         self._context_affine: dict[int, bool] = {}
         self._decode_lines: dict[tuple[int, int], tuple[float, float]] = {}
+        self._lines: dict[tuple[int, int], tuple[float, float] | None] = {}  # see `_decode_line`
         s = cal.scheduler
         self._sched = (s["intercept"], s.get("running", 0.0), s.get("waiting", 0.0))
         self._sched_affine = min(self._sched) >= 0.0  # then max(0, .) never clips
@@ -136,9 +137,36 @@ class StepTimer:
 
     def decode_series(self, plan: StepPlan, running: int, distinct: int) -> tuple[float, float]:
         """(d0, beta): steady step j lasts d0 + beta * j (exact when step_time is affine in context)."""
-        first = self.model(plan.decode_seqs, 0, plan.context_tokens, distinct)
-        beta = self.model(plan.decode_seqs, 0, plan.context_tokens + plan.decode_seqs, distinct) - first
+        decode, context = plan.decode_seqs, plan.context_tokens
+        line = self._decode_line(decode, distinct)
+        if line is None:
+            first = self.model(decode, 0, context, distinct)
+            beta = self.model(decode, 0, context + decode, distinct) - first
+        else:  # the same arithmetic as `model`, with the line looked up once
+            base, slope = line
+            first = base + slope * context
+            beta = (base + slope * (context + decode)) - first
         return first + self.scheduler(running, plan.visited) + plan.load_s, beta
+
+    def _decode_line(self, decode: int, distinct: int) -> tuple[float, float] | None:
+        """(base, slope) with ``model(decode, 0, context, distinct) == base + slope * context`` evaluated in
+        the same floating-point order, or None when `model` calls the calibration itself (one dict lookup
+        per jump instead of two `model` calls: jumps are the hot path of a saturated server)."""
+        key = (distinct, decode)
+        line = self._lines.get(key, False)
+        if line is False:
+            c = self._coef.get(distinct, False)
+            if c is False:
+                c = self._coefficients(distinct)
+            if c is not None:  # c0 + c1 * decode + c2 * 0 + c3 * context + c4 * 0: the zero terms add +-0.0
+                line = (c[0] + c[1] * decode, c[3])
+            elif self.context_affine(distinct):
+                self.model(decode, 0, 0, distinct)  # fills the decode-line cache
+                line = self._decode_lines[key]
+            else:
+                line = None
+            self._lines[key] = line
+        return line
 
 
 def series_sum(d0: float, beta: float, k: int) -> float:
@@ -155,9 +183,10 @@ def steps_within(d0: float, beta: float, budget: float, cap: int) -> int:
     else:
         b = d0 - beta / 2.0
         k = min(cap, int((-b + math.sqrt(b * b + 2.0 * beta * budget)) / beta))
-    while k < cap and series_sum(d0, beta, k + 1) <= budget:
+    # exact corrections of the float estimate (series_sum inlined: twice per jump on the hot path)
+    while k < cap and (k + 1) * d0 + beta * (k + 1) * k / 2.0 <= budget:
         k += 1
-    while k > 0 and series_sum(d0, beta, k) > budget:
+    while k > 0 and k * d0 + beta * k * (k - 1) / 2.0 > budget:
         k -= 1
     return k
 

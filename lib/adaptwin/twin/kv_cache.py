@@ -11,6 +11,9 @@ it needs one at every step G with (base + G) % block_size == 0. Counting decodin
 
 from __future__ import annotations
 
+import bisect
+import itertools
+
 
 def blocks_for(tokens: int, block_size: int) -> int:
     """Blocks holding ``tokens`` tokens."""
@@ -63,10 +66,8 @@ class KVCache:
         bs = self.block_size
         cycles = free // self.decoding
         left = free - cycles * self.decoding
-        k = cycles * bs
-        for j in range(bs):
-            left -= self.phase[-(step + j) % bs]
-            if left < 0:
-                break
-            k += 1
-        return k
+        # the next bs steps' needs are phase[r], phase[r - 1], ... (r = -step % bs, wrapping): the steps that
+        # fit are those whose running total stays <= left (a C-level scan: this runs once per jump)
+        r = -step % bs
+        needs = self.phase[r::-1] + self.phase[:r:-1]
+        return cycles * bs + bisect.bisect_right(list(itertools.accumulate(needs)), left)

@@ -124,22 +124,13 @@ class Scheduler:
         lo = waiting.ingested
         hi = int(times.searchsorted(t, side="right"))
         waiting.ingested = hi
-        waiting.next_time = float(times[hi]) if hi < waiting.n else float("inf")
+        waiting.next_time = times.item(hi) if hi < waiting.n else float("inf")  # .item(): a Python float
         client = self.client
-        if client.admit_all(float(times[lo]), hi - lo):
+        if client.admit_all(times.item(lo), hi - lo):
             client.outstanding += hi - lo
             return
-        i = lo
-        while i < hi:  # window by window: send while ports are free, else fail until the next port frees
-            free = client.free_at(float(times[i]))
-            if free > 0:
-                client.outstanding += min(free, hi - i)
-                i += min(free, hi - i)
-                continue
-            j = hi if client.next_free_time() is None else int(times.searchsorted(client.next_free_time()))
-            j = min(max(j, i + 1), hi)
-            waiting.reject_range(i, j)
-            i = j
+        for start, end in client.reject_windows(times, lo, hi):
+            waiting.reject_range(start, end)
 
     # ---- scheduling -----------------------------------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
@@ -181,33 +172,42 @@ class Scheduler:
         admitted, last = 0, None
         if budget <= 0 or len(running) >= self.max_seqs:
             return  # vLLM's waiting loop does not run: nothing examined
-        while budget > 0 and len(running) < self.max_seqs:
-            top = waiting.peek(self.n_active >= self.max_loras, self.active)
-            if top is None or waiting.arrival_time(top[0]) > now:
-                if top is not None:
-                    plan.admit_at = waiting.arrival_time(top[0])
+        times, active, block_size, max_seqs = waiting.times, self.active, kv.block_size, self.max_seqs
+        prefill_tokens = 0  # added to the plan once, after the loop
+        while budget > 0 and len(running) < max_seqs:
+            top = waiting.peek(self.n_active >= self.max_loras, active)
+            if top is None:
                 last = None
                 break
             seq, a = top
-            tokens = int(self.prompts[seq]) if seq >= 0 else waiting.preempted[a][0].prompt + waiting.preempted[a][0].emitted
-            n = min(tokens, budget)
-            add = blocks_for(n, kv.block_size)
+            if seq >= 0:  # a new request (preempted ones, seq < 0, arrived long ago)
+                arrival = times.item(seq)  # (.item(): Python scalars, cheaper than float(times[seq]))
+                if arrival > now:
+                    plan.admit_at = arrival
+                    last = None
+                    break
+                tokens = self.prompts.item(seq)
+            else:
+                head = waiting.preempted[a][0]
+                tokens = head.prompt + head.emitted
+            n = tokens if tokens < budget else budget
+            add = -(-n // block_size)  # blocks_for(n)
             last = seq
-            if add > kv.free:
+            if add > kv.capacity - kv.used:
                 plan.blocked = True
                 break
-            item = waiting.pop_head(a, self.active[a] > 0)
-            req = item if isinstance(item, Request) else Request(
-                item, a, int(self.prompts[item]), int(self.outputs[item]), float(waiting.times[item]))
+            item = waiting.pop_head(a, active[a] > 0)  # the head just peeked: int seq, or the preempted Request
+            req = item if seq < 0 else Request(seq, a, tokens, self.outputs.item(seq), arrival)
             req.computed = 0
             kv.used += add
             running[req.idx] = req
             self._activate(req.adapter, plan)
             plan.prefills.append((req, n))
-            plan.prefill_tokens += n
-            plan.prefill_seqs += 1
+            prefill_tokens += n
             budget -= n
             admitted += 1
+        plan.prefill_tokens += prefill_tokens
+        plan.prefill_seqs += admitted
         self.admissions += admitted
         if self.track_visited:
             plan.visited = self._visited(total, admitted, last, plan.blocked)
@@ -304,15 +304,16 @@ class Scheduler:
             req.first_time = t_end
         else:
             req.special.append(t_end - req.last_emit)
-        req.run_start = self.G
+        G = self.G
+        req.run_start = G
         if req.emitted >= req.output:
             self._finish(req, t_end)
             return
-        req.cbase = req.computed - self.G
-        req.ebase = req.emitted - self.G
+        req.cbase = cbase = req.computed - G
+        req.ebase = req.emitted - G
         req.decoding = True
-        self.kv.add_decode(req.cbase)
-        self.sum_cbase += req.cbase
+        self.kv.add_decode(cbase)
+        self.sum_cbase += cbase
         heapq.heappush(self.fin_heap, (req.output - req.ebase, req.idx, req.epoch, req))
 
     def _finish_decoded(self, t_end: float) -> None:
@@ -327,13 +328,13 @@ class Scheduler:
             self._finish(req, t_end)
 
     def _finish(self, req: Request, t_end: float) -> None:
-        done, kv = self.done, self.kv
-        if self.G - 1 >= req.run_start:
-            req.runs.append((req.run_start, self.G - 1))
+        done, kv, last_step = self.done, self.kv, self.G - 1
+        if last_step >= req.run_start:
+            req.runs.append((req.run_start, last_step))
         del self.running[req.idx]
         self.client.close(t_end)
-        kv.used -= blocks_for(req.computed, kv.block_size)
-        self._deactivate(req.adapter, self.G - 1)
+        kv.used -= -(-req.computed // kv.block_size)  # blocks_for(computed)
+        self._deactivate(req.adapter, last_step)
         done.ttft.append(req.first_time - req.arrival)
         done.idx.append(req.idx)
         done.prompt_tokens += req.prompt
@@ -342,7 +343,8 @@ class Scheduler:
         for start, end in req.runs:
             done.run_starts.append(start)
             done.run_ends.append(end)
-        done.special.extend(req.special)
+        if req.special:
+            done.special.extend(req.special)
         if self.check:
             gaps = sum(e - s + 1 for s, e in req.runs) + len(req.special)
             assert gaps == req.output - 1, f"request {req.idx}: {gaps} ITL gaps for {req.output} tokens"

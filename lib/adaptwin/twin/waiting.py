@@ -57,6 +57,7 @@ class WaitingQueue:
         self._rejected_bytes = bytearray(self.n)
         self.rejected = np.frombuffer(self._rejected_bytes, dtype=np.uint8)  # numpy view of the same flags
         self._rejected_by_position = bytearray(self.n)  # the same flags in `order`'s positions
+        self._rejected_by_position_np = np.frombuffer(self._rejected_by_position, dtype=np.uint8)  # (a view)
         self.rej_starts: list[int] = []
         self.rej_ends: list[int] = []
         self.rej_before: list[int] = []  # rejected arrivals before each range
@@ -77,21 +78,21 @@ class WaitingQueue:
         return i if i < self.n else None
 
     def peek(self, active_only: bool, active: list[int]) -> tuple[int, int] | None:
-        """(seq, adapter) of the first request the scan may admit, arrived or not; None if there is none."""
+        """(seq, adapter) of the first request the scan may admit, arrived or not; None if there is none.
+
+        (The hot path of a saturated server: `head_seq` is inlined and attributes are read once.)"""
         heap = self.heap_active if active_only else self.heap_all
+        preempted, fresh_head, rejected = self.preempted, self.fresh_head, self._rejected_bytes
         while heap:
             seq, a = heap[0]
-            if self.head_seq(a) == seq and (not active_only or active[a] > 0):
-                if seq < 0 or not self.n_rejected or not self._rejected_bytes[seq]:
+            dq = preempted[a]
+            if (dq[0].seq if dq else fresh_head[a]) == seq and (not active_only or active[a] > 0):
+                if seq < 0 or not rejected[seq]:
                     return seq, a
                 self._advance(a)  # the head was never sent: skip to the next one
                 self._push_head(a, active[a] > 0)
             heapq.heappop(heap)
         return None
-
-    def arrival_time(self, seq: int) -> float:
-        """Arrival time of the request with sequence ``seq`` (preempted ones arrived long ago)."""
-        return float(self.times[seq]) if seq >= 0 else float("-inf")
 
     def count(self) -> int:
         """Number of waiting requests now (the caller ingested the arrivals up to now)."""
@@ -124,7 +125,8 @@ class WaitingQueue:
             out = self.fresh_head[a]
             self._advance(a)
             self.admitted_fresh += 1
-            self._mark_admitted(out)
+            self._admitted[out] = 1  # flag + per-block count (see `_admitted_before`)
+            self._admitted_blocks[out // ADMIT_BLOCK] += 1
         self._push_head(a, active)
         return out
 
@@ -134,7 +136,7 @@ class WaitingQueue:
         if start >= end:
             return
         self._rejected_bytes[start:end] = b"\x01" * (end - start)
-        np.frombuffer(self._rejected_by_position, dtype=np.uint8)[self.position[start:end]] = 1
+        self._rejected_by_position_np[self.position[start:end]] = 1
         if self.rej_ends and self.rej_ends[-1] == start:
             self.rej_ends[-1] = end
         else:
@@ -147,7 +149,8 @@ class WaitingQueue:
         """Move adapter ``a``'s fresh head to its next arrival that was not rejected (a byte search over the
         adapter's arrivals: under a saturated client most arrivals fail)."""
         end = self.bounds[a + 1]
-        pos = self._rejected_by_position.find(0, self.fresh_pos[a] + 1, end) if self.fresh_pos[a] + 1 < end else -1
+        start = self.fresh_pos[a] + 1
+        pos = self._rejected_by_position.find(0, start, end) if start < end else -1
         if pos < 0:
             self.fresh_pos[a], self.fresh_head[a] = end, self.n
         else:
@@ -168,12 +171,14 @@ class WaitingQueue:
             heapq.heappush(self.heap_active, (seq, a))
 
     def _push_head(self, a: int, active: bool) -> None:
-        seq = self.head_seq(a)
-        if seq is None:
+        dq = self.preempted[a]
+        seq = dq[0].seq if dq else self.fresh_head[a]  # (`head_seq`, inlined)
+        if seq >= self.n:
             return
-        heapq.heappush(self.heap_all, (seq, a))
+        entry = (seq, a)
+        heapq.heappush(self.heap_all, entry)
         if active:
-            heapq.heappush(self.heap_active, (seq, a))
+            heapq.heappush(self.heap_active, entry)
 
     def _rejected_before(self, i: int) -> int:
         k = bisect.bisect_right(self.rej_starts, i) - 1
@@ -181,11 +186,7 @@ class WaitingQueue:
             return 0
         return self.rej_before[k] + min(i, self.rej_ends[k]) - self.rej_starts[k]
 
-    # ---- admitted arrivals: flags plus per-block counts (O(1) to mark, O(n / block) to count) ----------------
-    def _mark_admitted(self, i: int) -> None:
-        self._admitted[i] = 1
-        self._admitted_blocks[i // ADMIT_BLOCK] += 1
-
+    # ---- admitted arrivals: flags plus per-block counts (O(1) to mark in `pop_head`, O(n / block) to count) --
     def _admitted_before(self, i: int) -> int:
         block = i // ADMIT_BLOCK
         return sum(self._admitted_blocks[:block]) + self._admitted.count(1, block * ADMIT_BLOCK, i)
