@@ -4,6 +4,8 @@
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
+# DVC stage commands call `python`: make it the venv's.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP  := $(VENV)/.installed
 # Notebooks run in order under nbval: each writes what the next reads, in the smoke profile under .smoke/.
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))

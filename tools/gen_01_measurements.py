@@ -23,7 +23,7 @@ data_dir = ".smoke/data"        # relative to the repository root; DVC passes "d
 figures_dir = ".smoke/figures"
 shared_dir = "../shared"
 backend = "replay"              # replay: ingest the recorded corpus | vllm: run the profiling harness (GPU)
-profiling_config = "profiling/example.yaml"   # used only with backend = "vllm"
+profiling_config = "profiling/example.yaml"   # used only by the vllm backend
 """),
     ("code", """
 import polars as pl

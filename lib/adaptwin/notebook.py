@@ -35,8 +35,9 @@ def notebook_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
         "data_dir": paths["data"],
         "figures_dir": paths["figures"],
         "shared_dir": paths["shared"],
-        "reports_dir": paths.get("reports", "reports"),
     }
+    if name == "07_report":
+        values["reports_dir"] = paths.get("reports", "reports")
     values.update(params.get(SECTIONS[name]) or {})
     return values
 
