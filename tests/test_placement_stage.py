@@ -113,9 +113,11 @@ def test_lower_bound_uses_the_best_starvation_free_gpu_of_the_dataset(tmp_path):
     from adaptwin.io import write_parquet
     from adaptwin.placement import bounds
 
-    write_parquet(tmp_path / "ds" / "chunk-0.parquet", pl.DataFrame({
+    write_parquet(tmp_path / "ds" / "chunk-000000.parquet", pl.DataFrame({
+        "scenario_id": ["a", "b", "c", "d"], "error": [None, None, None, None],
         "total_throughput": [9000.0, 5000.0, 4000.0, 7000.0],
-        "starved": [True, False, False, False], "memory_error": [False, False, False, True]}))
+        "starved": [True, False, False, False], "memory_error": [False, False, False, True]},
+        schema_overrides={"error": pl.String}))
     best, source = bounds.best_gpu_throughput("m", None, tmp_path / "ds")
     assert best == 5000.0 and "starvation-free" in source
     assert bounds.lower_bound_gpus(total_rate=24.0, tokens_per_req=400.0, best_throughput=best) == 2
