@@ -85,3 +85,19 @@ def test_memory_cap_follows_the_calibrated_kv_capacity():
         options = ev.a_max_options(576, s_max)
         assert not any(cal.memory_error(a, s_max) for a in options)
         assert cal.memory_error(min(a for a in A_MAX_GRID if a > options[-1]), s_max)
+
+
+def test_load_headroom_rejects_gpus_that_starve_under_a_heavier_load():
+    """A GPU the plain rule accepts near its capacity is rejected when the same GPU with rates x (1 + h)
+    would starve; light GPUs pass both; the headroom only ever removes candidates."""
+    ranks = np.full(64, 8)
+    plain, robust = fake_evaluator(), fake_evaluator(load_headroom=0.3)
+    rates = [np.full(64, r) for r in np.linspace(0.05, 1.0, 40)]
+    a = plain.evaluate([(ranks, r) for r in rates], [[64]] * len(rates))["ok"]
+    b = robust.evaluate([(ranks, r) for r in rates], [[64]] * len(rates))["ok"]
+    assert b[0] and a.sum() > b.sum()  # light load passes; some near-capacity GPUs are now refused
+    assert not (b & ~a).any()
+    # the last accepted load under headroom h, scaled by 1 + h, is still accepted by the plain rule
+    last = int(np.flatnonzero(b).max())
+    heavier = plain.evaluate([(ranks, rates[last] * 1.3)], [[64]])
+    assert heavier["ok"][0]

@@ -27,7 +27,8 @@ reports_dir = ".smoke/reports"
 model = "llama-3.1-8b-instruct"
 methods = ["greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin"]
 margin = "auto"
-starvation_threshold = 0.5
+starvation_threshold = 0.3
+load_headroom = "auto"
 max_served = 576
 extensions = True
 grid = {"kinds": ["azure"], "adapters": [40], "rank_mixes": ["8-16-32"], "multipliers": [1, 10],
@@ -55,7 +56,7 @@ calibration = load_calibration(data / "calibration" / f"{model}.json")
 context = make_context(model, calibration=calibration, models_dir=data / "models",
                        metrics_path=data / "metrics" / "surrogates.json", dataset_dir=data / "dataset" / model,
                        margin=margin, starvation_threshold=starvation_threshold, max_served=max_served,
-                       extensions=extensions)
+                       extensions=extensions, load_headroom=load_headroom)
 cfg = experiments.StageConfig(model=model, methods=methods, grid=grid, verify_duration_s=verify_duration_s,
                               verify_workers=verify_workers, single_gpu_adapters=single_gpu_adapters,
                               single_gpu_rate=single_gpu_rate, single_gpu_rank_mix=single_gpu_rank_mix)

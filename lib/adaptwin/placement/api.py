@@ -53,6 +53,19 @@ def margin_from_metrics(path: str | Path, model: str) -> float | None:
     return None
 
 
+def resolve_headroom(headroom: float | str | None, metrics_path: str | Path | None, model: str) -> float:
+    """Load headroom of the safety rule: a number as given; ``"auto"``/None = the surrogates' real-run
+    throughput error (unclamped: a load margin never rejects every GPU), else `DEFAULT_MARGIN`."""
+    if isinstance(headroom, (int, float)):
+        if headroom < 0:
+            raise PlacementError(f"placement.load_headroom: must be >= 0, got {headroom}")
+        return float(headroom)
+    if headroom not in (None, "auto"):
+        raise PlacementError(f"placement.load_headroom: expected a number or 'auto', got {headroom!r}")
+    found = margin_from_metrics(metrics_path, model) if metrics_path else None
+    return DEFAULT_MARGIN if found is None else found
+
+
 def resolve_margin(margin: float | str | None, metrics_path: str | Path | None, model: str) -> tuple[float, str]:
     """(margin, where it came from): a number is used as given; ``"auto"``/None reads the surrogates' real-run
     throughput error (at most `MAX_MARGIN`), else `DEFAULT_MARGIN`."""
@@ -75,7 +88,8 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
                  margin: float | str | None = "auto", starvation_threshold: float = 0.5,
                  max_served: int = 576, candidates: tuple[int, ...] = A_MAX_GRID,
                  tokens_per_request: float | None = None, best_throughput: float | None = None,
-                 twin_duration_s: float = 120.0, extensions: bool = True) -> Context:
+                 twin_duration_s: float = 120.0, extensions: bool = True,
+                 load_headroom: float | str | None = "auto") -> Context:
     """Load the surrogate and calibration (unless given) and derive the shared constants."""
     if predictor is None:
         from adaptwin.surrogate import load
@@ -87,13 +101,15 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
 
         calibration = load_calibration(calibration_path or resolve(f"data/calibration/{model}.json"))
     value, margin_source = resolve_margin(margin, metrics_path, model)
+    headroom = resolve_headroom(load_headroom, metrics_path, model)
     tpr = tokens_per_request or bounds.tokens_per_request(model, predictor)
     if best_throughput is None:
         best, source = bounds.best_gpu_throughput(model, calibration, dataset_dir, twin_duration_s)
     else:
         best, source = float(best_throughput), "given"
     ev = Evaluator(predictor=predictor, calibration=calibration, tokens_per_request=tpr, margin=value,
-                   starvation_threshold=starvation_threshold, candidates=tuple(candidates), max_served=max_served)
+                   starvation_threshold=starvation_threshold, candidates=tuple(candidates), max_served=max_served,
+                   load_headroom=headroom)
     return Context(model, ev, best, source, margin_source, extensions)
 
 

@@ -109,6 +109,10 @@ class Placement:
         return pl.DataFrame(rows, schema={"adapter_id": pl.Utf8, "gpu": pl.Int64}, orient="row")
 
 
+#: features proportional to the rates: scaled together to ask "what if the load were heavier?"
+RATE_FEATURES: tuple[str, ...] = ("sum_rate", "std_rate", "mean_rate")
+
+
 @dataclass
 class Evaluator:
     """Judges candidate GPUs with a surrogate, in batches.
@@ -117,6 +121,11 @@ class Evaluator:
     most ``starvation_threshold``, its predicted throughput is at least ``(0.9 + margin) x ideal`` (ideal = sum of
     rates x ``tokens_per_request``, the paper's starvation rule moved up by the surrogate's error on real runs),
     and vLLM would start with this A_max (calibrated memory cap for the GPU's S_max).
+
+    ``load_headroom`` h > 0 adds a robustness check: the same GPU with every rate raised by the factor
+    (1 + h) must also pass the classifier and the 0.9 x ideal rule. A throughput margin saturates (throughput
+    never exceeds the ideal, so a bar above ~0.98 x ideal rejects everything); a load margin does not, and
+    it reads directly as "safe even if the surrogate under-estimates the load's cost by h".
     """
 
     predictor: Predictor
@@ -124,6 +133,7 @@ class Evaluator:
     tokens_per_request: float
     margin: float = 0.05
     starvation_threshold: float = 0.5
+    load_headroom: float = 0.0
     candidates: tuple[int, ...] = A_MAX_GRID
     max_served: int = 576
     features_fn: FeatureFn | None = None
@@ -236,7 +246,22 @@ class Evaluator:
             "ideal": sum_rate[index] * self.tokens_per_request,
         }
         out["ok"] = self.is_ok(out)
+        if self.load_headroom > 0:
+            out["ok"] &= self._ok_under_more_load(frame, out["ideal"])
         return out
+
+    def _ok_under_more_load(self, frame: pl.DataFrame, ideal: np.ndarray) -> np.ndarray:
+        """The safety rule for the same GPUs with every rate multiplied by (1 + load_headroom)."""
+        scale = 1.0 + self.load_headroom
+        rate_columns = [c for c in RATE_FEATURES if c in frame.columns]
+        pred = self.predictor.predict(frame.with_columns(pl.col(c) * scale for c in rate_columns))
+        self.predict_calls += 1
+        self.predict_rows += frame.height
+        heavier = {"ideal": ideal * scale,
+                   "total_throughput": pred["total_throughput"].to_numpy().astype(float),
+                   "starvation_probability": pred["starvation_probability"].to_numpy().astype(float)}
+        return (heavier["starvation_probability"] <= self.starvation_threshold) & (
+            heavier["total_throughput"] >= STARVATION_RATIO * heavier["ideal"])
 
     def is_ok(self, ev: dict[str, np.ndarray]) -> np.ndarray:
         """The safety rule (see the class docstring) on evaluated rows."""

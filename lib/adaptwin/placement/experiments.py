@@ -183,6 +183,7 @@ def headline(summary: pl.DataFrame, context: Context) -> dict[str, Any]:
         "best_gpu_throughput": context.best_throughput,
         "tokens_per_request": context.evaluator.tokens_per_request,
         "margin": context.evaluator.margin,
+        "load_headroom": context.evaluator.load_headroom,
         "margin_source": context.margin_source,
         "workloads": per_workload,
         "gpus_per_method": {r["method"]: int(r["gpus_used"]) for r in
