@@ -12,13 +12,11 @@ import warnings
 
 import polars as pl
 import pytest
+from corpus_paths import DEF, SOURCE
 
 from adaptwin.figures import measurements as figs
 from adaptwin.measurements import families, ingest, read_table
-from adaptwin.params import shared_dir
 
-SOURCE = shared_dir() / "vllm-measurements"
-DEF = "benchmarks/lora/definitive_results/"
 WO = DEF + "motivation_figure/without_slots/llama-2-7b/"
 WS = DEF + "motivation_figure/with_slots/llama-2-7b/"
 MEM = DEF + "performance_analysis/memory_overhead/"

@@ -13,13 +13,10 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from corpus_paths import DEF, DTD, SOURCE
 
 from adaptwin.measurements import ingest, read_table, schema, series
-from adaptwin.params import shared_dir
 
-SOURCE = shared_dir() / "vllm-measurements"
-DTD = "digital_twin_dynamic/estimators/"
-DEF = "benchmarks/lora/definitive_results/"
 EX1 = DTD + "predictor_default_latency/llama-3.1-8b-instruct/output/_400__1_200"
 EX2 = DEF + "digital_twin_modelling/real_results/llama-3.1-8b-instruct/rank_16_rates_0.1_0.05_0.025/_32_128_16_"
 EX3 = DTD + "find_available_gpu_memory_depending_on_loaded_adapters/"

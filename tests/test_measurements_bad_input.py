@@ -10,14 +10,11 @@ import shutil
 
 import polars as pl
 import pytest
+from corpus_paths import DEF, DTD, SOURCE
 
 from adaptwin.measurements import IngestWarning, ingest
 from adaptwin.measurements.cli import run_ingest
-from adaptwin.params import shared_dir
 
-SOURCE = shared_dir() / "vllm-measurements"
-DTD = "digital_twin_dynamic/estimators/"
-DEF = "benchmarks/lora/definitive_results/"
 GOOD = DTD + "predictor_default_latency/llama-3.1-8b-instruct/output/_400__1_200"
 TRUNC_NPY = DEF + "performance_analysis/memory_overhead/llama-2-7b/mean_dataset/_128_8_"
 TRUNC_TIME = DEF + "performance_analysis/memory_overhead/llama-2-7b/mean_dataset/_256_8_"
