@@ -106,6 +106,13 @@ def test_place_in_process_every_method(models_dir, workload_csv, tmp_path, metho
     check_outputs(out, workload_csv, method)
 
 
+def test_place_with_twin_repair_keeps_the_contract(models_dir, workload_csv, tmp_path, capsys):
+    out = tmp_path / "repaired"
+    assert main([*place_args(workload_csv, out, models_dir), "--repair"]) == 0
+    assert "twin repair" in capsys.readouterr().out
+    check_outputs(out, workload_csv, "greedy")
+
+
 BAD = {
     "missing column": ("adapter_id,rank\na,8\n", "missing column(s) rate"),
     "duplicate id": ("adapter_id,rank,rate\na,8,0.1\nb,8,0.1\na,16,0.2\n", "row 4: duplicate adapter_id 'a'"),

@@ -86,7 +86,7 @@ def test_stage_writes_outputs_metrics_and_figures(tmp_path):
         model="llama-3.1-8b-instruct", methods=METHODS, verify_duration_s=30, verify_workers=2,
         grid={"kinds": ["azure"], "adapters": [24], "rank_mixes": ["8-16"], "multipliers": [1, 10],
               "requests_per_adapter": 40},
-        single_gpu_adapters=[8, 24])
+        single_gpu_adapters=[8, 24], repair_duration_s=300)
     metrics = tmp_path / "metrics" / "placement.json"
     tables = experiments.run_stage(cfg, ctx, load_calibration(FIXTURE), SHARED, tmp_path / "placement", metrics)
     doc = json.loads(metrics.read_text())
@@ -96,6 +96,10 @@ def test_stage_writes_outputs_metrics_and_figures(tmp_path):
     assert len(doc["workloads"]) == 2 and set(doc["placement_time_s"]) == set(METHODS)
     summary = pl.read_parquet(tmp_path / "placement" / "summary.parquet")
     assert summary.height == 2 * len(METHODS) and summary["starved_gpus"].null_count() == 0
+    repaired = summary.filter(pl.col("method").is_in(experiments.REPAIRED))
+    assert (repaired["repair_time_s"] > 0).all()  # the proposed methods went through the twin repair
+    assert (summary.filter(~pl.col("method").is_in(experiments.REPAIRED))["repair_time_s"] == 0).all()
+    assert "proposed_repaired_gpus" in doc and set(doc["repair_time_s"]) == set(METHODS)
     name = summary["workload"][0]
     assert (tmp_path / "placement" / name / "greedy" / "placement.json").exists()
     assert (tmp_path / "placement" / "workloads" / f"{name}.csv").exists()

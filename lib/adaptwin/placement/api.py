@@ -131,11 +131,17 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
     notes: dict[str, Any] = {}
     t0 = time.perf_counter()
     if method in ("greedy", "greedy-fast", "greedy-latency"):
-        gpus, overloaded = greedy.place_greedy(adapters, ev, fast=method == "greedy-fast",
+        rows = adapters
+        if context.extensions:  # adapters too busy for one GPU become equal shares (greedy.split_heavy)
+            rows, origin, share = greedy.split_heavy(adapters, ev)
+        gpus, overloaded = greedy.place_greedy(rows, ev, fast=method == "greedy-fast",
                                                 extensions=context.extensions)
         notes["overloaded_gpus"] = overloaded
         if method == "greedy-latency":
-            gpus = latency.place_latency(adapters, ev, gpus)
+            gpus = latency.place_latency(rows, ev, gpus)
+        if context.extensions:
+            notes["split_adapters"] = len(set(origin[share < 1.0].tolist()))
+            gpus = greedy.collapse(gpus, origin, share)
     elif method == "loraserve":
         gpus = baselines.place_loraserve(adapters, ev)
     elif method == "dlora":

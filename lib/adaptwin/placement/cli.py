@@ -29,6 +29,10 @@ def run_place(args: argparse.Namespace) -> int:
             metrics_path=resolve("data/metrics/surrogates.json"), dataset_dir=resolve(f"data/dataset/{args.model}"),
         )
         placement = place(workload, context, args.method)
+        if getattr(args, "repair", False):
+            from adaptwin.placement.repair import repair
+
+            placement = repair(placement, context.evaluator, calibration)
         write_placement(placement, resolve(args.out))
     except (PlacementError, CalibrationError, FileNotFoundError) as exc:
         print(f"adaptwin place: {exc}", file=sys.stderr)
@@ -36,5 +40,7 @@ def run_place(args: argparse.Namespace) -> int:
     unsafe = placement.notes.get("predicted_unsafe_gpus", 0)
     print(f"{args.method}: {placement.num_gpus} GPUs for {workload.height} adapters "
           f"(lower bound {placement.lower_bound_gpus}, {unsafe} predicted unsafe) in "
-          f"{placement.placement_time_s:.3f} s -> {args.out}")
+          f"{placement.placement_time_s:.3f} s"
+          + (f" + twin repair {placement.notes['repair_time_s']:.1f} s" if "repair_time_s" in placement.notes else "")
+          + f" -> {args.out}")
     return 0

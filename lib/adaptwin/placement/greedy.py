@@ -87,7 +87,78 @@ def place_greedy(workload: pl.DataFrame, ev: Evaluator, fast: bool = False,
         guess = len(gpu.members) + 8
     if extensions:
         gpus, overloaded = drain(gpus, overloaded, ranks, rates, ev)
+        gpus = settle_a_max(gpus, ranks, rates, ev)
     return gpus, overloaded
+
+
+def settle_a_max(gpus: list[Gpu], ranks: np.ndarray, rates: np.ndarray, ev: Evaluator) -> list[Gpu]:
+    """Final A_max of each GPU (beyond the paper): among its safe A_max values whose predicted throughput is
+    within the surrogate's error (``ev.margin``) of the best safe one, the one of lowest starvation probability.
+
+    Why: the walk climbs on predicted throughput, but differences smaller than the surrogate's error are noise,
+    while the cost of too few slots is not: requests of adapters without a slot wait, and a GPU packed near
+    capacity on 8 slots starves where 16 or 32 serve it (the twin shows this on Azure x10 workloads). More slots
+    only cost memory (already capped) and some ITL. The members of every GPU stay as they are."""
+    if not gpus:
+        return gpus
+    groups = [list(g.members) for g in gpus]
+    options = [ev.a_max_options(len(g), int(ranks[g].max())) for g in groups]
+    res = ev.evaluate([(ranks[g], rates[g]) for g in groups], options)
+    out = []
+    for j, (gpu, members) in enumerate(zip(gpus, groups, strict=True)):
+        rows = np.flatnonzero(res["set"] == j)
+        safe = rows[res["ok"][rows]]
+        if not gpu.safe or not len(safe):
+            out.append(gpu)
+            continue
+        best = res["total_throughput"][safe].max()
+        near = safe[res["total_throughput"][safe] >= (1.0 - ev.margin) * best]
+        row = int(near[np.argmin(res["starvation_probability"][near])])
+        out.append(make_gpu(members, int(res["a_max"][row]), gpu.max_lora_rank, res, row))
+    return out
+
+
+def split_heavy(workload: pl.DataFrame, ev: Evaluator, max_shares: int = 64) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """Replicate adapters too busy for one GPU (beyond the paper): an adapter that is unsafe alone on a GPU is
+    split into the fewest equal shares (at most ``max_shares``) each safe alone; each share is a row of the
+    returned workload with rate / shares. Returns (expanded workload, original row of each expanded row,
+    share of each expanded row). vLLM serves one adapter from several GPUs when the router spreads its
+    requests over them (routing.csv lists the adapter once per GPU); without this, such an adapter starves
+    whatever GPU it is put on."""
+    ranks = workload["rank"].to_numpy()
+    rates = workload["rate"].to_numpy().astype(float)
+    counts = np.ones(len(rates), dtype=np.int64)
+    alone = ev.evaluate([(ranks[i:i + 1], rates[i:i + 1]) for i in range(len(rates))],
+                        [ev.a_max_options(1, int(r)) for r in ranks])
+    heavy = [int(alone["set"][r]) for r in np.flatnonzero(~alone["ok"])]
+    if heavy:
+        ks = np.arange(2, max_shares + 1)
+        res = ev.evaluate([(np.repeat(ranks[i], 1), np.array([rates[i] / k])) for i in heavy for k in ks],
+                          [ev.a_max_options(1, int(ranks[i])) for i in heavy for _ in ks])
+        ok = np.zeros(len(heavy) * len(ks), dtype=bool)
+        ok[res["set"][res["ok"]]] = True
+        for h, i in enumerate(heavy):
+            fits = np.flatnonzero(ok[h * len(ks):(h + 1) * len(ks)])
+            counts[i] = int(ks[fits[0]]) if len(fits) else max_shares
+    origin = np.repeat(np.arange(len(rates)), counts)
+    share = 1.0 / counts[origin]
+    expanded = workload[origin.tolist()].with_columns(pl.col("rate") * pl.Series(share, dtype=pl.Float64))
+    return expanded, origin, share
+
+
+def collapse(gpus: list[Gpu], origin: np.ndarray, share: np.ndarray) -> list[Gpu]:
+    """GPUs over the expanded workload of `split_heavy` mapped back to original rows: shares of one adapter
+    on the same GPU are summed; ``shares`` is set only when some adapter is split."""
+    split = bool((share < 1.0).any())
+    out = []
+    for gpu in gpus:
+        merged: dict[int, float] = {}
+        for m in gpu.members:
+            merged[int(origin[m])] = merged.get(int(origin[m]), 0.0) + float(share[m])
+        shares = tuple(merged.values()) if split else ()
+        a_max = min(gpu.max_loras, len(merged))  # two shares of one adapter on a GPU take one slot
+        out.append(Gpu(tuple(merged), a_max, gpu.max_lora_rank, gpu.predicted, shares, gpu.safe))
+    return out
 
 
 def drain(gpus: list[Gpu], overloaded: list[int], ranks: np.ndarray, rates: np.ndarray,

@@ -60,13 +60,28 @@ def verify(placements: Sequence[Placement], calibration: Any, duration_s: float 
                          "max_loras": gpu.max_loras, "max_lora_rank": gpu.max_lora_rank,
                          **{f"predicted_{k}": gpu.predicted[k] for k in gpu.predicted}})
             jobs.append((scenario, calibration))
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_simulate, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    else:
-        results = [_simulate(job) for job in jobs]
+    results = simulate_unique(jobs, workers)
     rows = [m | r for m, r in zip(meta, results, strict=True)]
     return pl.DataFrame(rows, infer_schema_length=None, schema_overrides={"error": pl.Utf8})
+
+
+def simulate_unique(jobs: list[tuple[dict[str, Any], Any]], workers: int) -> list[dict[str, Any]]:
+    """`_simulate` for every job, each distinct scenario once: methods often build identical GPUs (the greedy
+    variants agree on most workloads), and the twin is deterministic, so equal scenarios give equal rows."""
+    from adaptwin.dataset.sampler import scenario_id
+
+    keys = [scenario_id(scenario) for scenario, _ in jobs]
+    first = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    todo = [jobs[i] for i in first.values()]
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            done = list(pool.map(_simulate, todo, chunksize=max(1, len(todo) // (4 * workers))))
+    else:
+        done = [_simulate(job) for job in todo]
+    by_key = dict(zip(first, done, strict=True))
+    return [dict(by_key[k]) for k in keys]
 
 
 def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method")) -> pl.DataFrame:

@@ -14,6 +14,7 @@ run: a constant limit of ``max_connections`` ports and ``time_wait_s`` seconds, 
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 
 DEFAULT_MAX_CONNECTIONS = 28232
@@ -37,8 +38,9 @@ class ConnectionLimit:
         return self.outstanding + len(self.closed) + count <= self.limit
 
     def reject_windows(self, times, lo: int, hi: int) -> list[tuple[int, int]]:
-        """Send arrivals ``lo`` .. ``hi - 1`` (sorted ``times``, all before any close still to come) and
-        return the index ranges [start, end) that found no free port.
+        """Send arrivals ``lo`` .. ``hi - 1`` (sorted ``times``: a sequence of Python floats, e.g. a
+        memoryview, all before any close still to come) and return the index ranges [start, end) that found
+        no free port.
 
         Window by window: send while ports are free, else fail every arrival until the next TIME_WAIT ends
         (the TIME_WAIT deque is read in place: under a saturated client this runs once per finished request)."""
@@ -46,7 +48,7 @@ class ConnectionLimit:
         rejected = []
         i = lo
         while i < hi:
-            horizon = times.item(i) - time_wait
+            horizon = times[i] - time_wait
             while closed and closed[0] <= horizon:
                 closed.popleft()
             free = limit - self.outstanding - len(closed)
@@ -55,8 +57,9 @@ class ConnectionLimit:
                 self.outstanding += sent
                 i += sent
                 continue
-            j = int(times.searchsorted(closed[0] + time_wait)) if closed else hi
-            j = min(max(j, i + 1), hi)
+            # first arrival at or after the next port release, searched in [i, hi) only (clamped there anyway)
+            j = bisect.bisect_left(times, closed[0] + time_wait, i, hi) if closed else hi
+            j = max(j, i + 1)
             rejected.append((i, j))
             i = j
         return rejected

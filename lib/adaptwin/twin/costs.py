@@ -43,6 +43,8 @@ Calibration may add forms here; the twin sees only the methods of `Calibration`.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -87,6 +89,23 @@ def _interp(x: float, xs: list[float], ys: list[float]) -> float:
     return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
+#: the step-time terms, in the order their contributions are summed
+STEP_TERMS = ("intercept", "decode_seqs", "prefill_tokens", "context_tokens", "prefill_seqs")
+
+
+@functools.lru_cache(maxsize=64)
+def _term_masks(exempt: tuple[str, ...]) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+    """Which of `STEP_TERMS` the LoRA factor leaves alone, and which it scales (cached: step_time runs for
+    every prefill step)."""
+    return tuple(term in exempt for term in STEP_TERMS), tuple(term not in exempt for term in STEP_TERMS)
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _poly(coef: tuple[float, ...], x: float) -> float:
+    """sum(c * x**i), cached: a run evaluates it for a handful of adapter counts, thousands of times each."""
+    return sum(c * x**i for i, c in enumerate(coef))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Every cost the twin needs for one base model, evaluated in seconds and tokens."""
@@ -113,17 +132,15 @@ class Calibration:
         pass it: the calibration fits a per-sequence prefill cost (about 1 ms for Llama-3.1-8B).
         """
         s = self.step
-        terms = {
-            "intercept": s["intercept"],
-            "decode_seqs": s.get("decode_seqs", 0.0) * decode_seqs,
-            "prefill_tokens": s.get("prefill_tokens", 0.0) * prefill_tokens,
-            "context_tokens": s.get("context_tokens", 0.0) * context_tokens,
-            "prefill_seqs": s.get("prefill_seqs", 0.0) * prefill_seqs,
-        }
+        values = (s["intercept"], s.get("decode_seqs", 0.0) * decode_seqs,  # in the order of STEP_TERMS
+                  s.get("prefill_tokens", 0.0) * prefill_tokens,
+                  s.get("context_tokens", 0.0) * context_tokens, s.get("prefill_seqs", 0.0) * prefill_seqs)
         if self.lora.form == "additive":
-            return sum(terms.values()) + self.lora_extra(decode_seqs, prefill_tokens, distinct_adapters)
-        exempt = sum(v for k, v in terms.items() if k in self.lora_exempt)
-        scaled = sum(v for k, v in terms.items() if k not in self.lora_exempt)
+            return sum(values) + self.lora_extra(decode_seqs, prefill_tokens, distinct_adapters)
+        # the same sums, in the same order, as over a dict of the terms, without building one (prefill steps)
+        exempt_mask, scaled_mask = _term_masks(tuple(self.lora_exempt))
+        exempt = sum(itertools.compress(values, exempt_mask))
+        scaled = sum(itertools.compress(values, scaled_mask))
         return scaled * self.lora_factor(distinct_adapters, decode_seqs + prefill_tokens) + exempt
 
     def lora_factor(self, distinct_adapters: int, tokens: float) -> float:
@@ -136,7 +153,7 @@ class Calibration:
             return 1.0
         p = self.lora.params
         if self.lora.form == "factor_ramp":
-            excess = sum(c * distinct_adapters**i for i, c in enumerate(p["coef"])) - 1.0
+            excess = _poly(tuple(p["coef"]), distinct_adapters) - 1.0
             span = max(p["ramp_tokens"] - 1.0, 1e-9)
             ramp = min(1.0, p["ramp_start"] + (1.0 - p["ramp_start"]) * max(tokens - 1.0, 0.0) / span)
             return max(1.0, 1.0 + excess * ramp)

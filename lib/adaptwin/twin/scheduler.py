@@ -18,7 +18,9 @@ costs O(1) (see `kv_cache`); the engine then advances many such steps at once.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import math
 from dataclasses import dataclass, field
 
 from adaptwin.twin.adapter_cache import GpuSlots
@@ -26,7 +28,9 @@ from adaptwin.twin.client import ConnectionLimit
 from adaptwin.twin.costs import Calibration
 from adaptwin.twin.kv_cache import KVCache, blocks_for
 from adaptwin.twin.scenario import Scenario
-from adaptwin.twin.waiting import WaitingQueue
+from adaptwin.twin.waiting import WaitingQueue, scalar_view
+
+INGEST_PROBE = 64  # arrivals `ingest` searches before falling back to a search of all the rest
 
 
 class Request:
@@ -61,7 +65,7 @@ class StepPlan:
         self.prefills: list[tuple[Request, int]] = []
         self.preempted = False
         self.blocked = False  # the scan stopped on a request that could not be admitted
-        self.admit_at = float("inf")  # earliest arrival that could be admitted (steady steps only)
+        self.admit_at = math.inf  # earliest arrival that could be admitted (steady steps only)
 
     @property
     def steady(self) -> bool:
@@ -99,6 +103,7 @@ class Scheduler:
         self.waiting = WaitingQueue(workload.times, workload.adapters, scenario.served)
         self.slots = GpuSlots(srv.max_loras, scenario.served)
         self.prompts, self.outputs = workload.prompts, workload.outputs
+        self.prompt_of, self.output_of = scalar_view(workload.prompts), scalar_view(workload.outputs)
         self.running: dict[int, Request] = {}
         self.partial: Request | None = None
         self.active = [0] * scenario.served
@@ -120,13 +125,17 @@ class Scheduler:
         waiting = self.waiting
         if t < waiting.next_time:
             return
-        times = waiting.times
+        times, n = waiting.time_at, waiting.n
         lo = waiting.ingested
-        hi = int(times.searchsorted(t, side="right"))
+        # galloping search: usually a few arrivals since the last call, so look near `lo` first
+        near = lo + INGEST_PROBE if lo + INGEST_PROBE < n else n
+        hi = bisect.bisect_right(times, t, lo, near)
+        if hi == near < n:
+            hi = bisect.bisect_right(times, t, near)
         waiting.ingested = hi
-        waiting.next_time = times.item(hi) if hi < waiting.n else float("inf")  # .item(): a Python float
+        waiting.next_time = times[hi] if hi < n else math.inf
         client = self.client
-        if client.admit_all(times.item(lo), hi - lo):
+        if client.admit_all(times[lo], hi - lo):
             client.outstanding += hi - lo
             return
         for start, end in client.reject_windows(times, lo, hi):
@@ -135,11 +144,12 @@ class Scheduler:
     # ---- scheduling -----------------------------------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
         """Decide step ``G``'s batch at time ``now`` (allocates blocks, admits, preempts)."""
-        self.ingest(now)
+        if now >= self.waiting.next_time:  # (usually the step's end already ingested everything up to now)
+            self.ingest(now)
         kv = self.kv
-        need = kv.decode_need(self.G)
+        need = kv.phase[-self.G % kv.block_size]  # kv.decode_need(G), inlined: once per event
         plan = StepPlan()
-        if need > kv.free:
+        if need > kv.capacity - kv.used:
             need = self._preempt_for(need, now)
             plan.preempted = True
         kv.used += need
@@ -172,7 +182,8 @@ class Scheduler:
         admitted, last = 0, None
         if budget <= 0 or len(running) >= self.max_seqs:
             return  # vLLM's waiting loop does not run: nothing examined
-        times, active, block_size, max_seqs = waiting.times, self.active, kv.block_size, self.max_seqs
+        times, active, block_size, max_seqs = waiting.time_at, self.active, kv.block_size, self.max_seqs
+        prompts, outputs = self.prompt_of, self.output_of
         prefill_tokens = 0  # added to the plan once, after the loop
         while budget > 0 and len(running) < max_seqs:
             top = waiting.peek(self.n_active >= self.max_loras, active)
@@ -181,12 +192,12 @@ class Scheduler:
                 break
             seq, a = top
             if seq >= 0:  # a new request (preempted ones, seq < 0, arrived long ago)
-                arrival = times.item(seq)  # (.item(): Python scalars, cheaper than float(times[seq]))
+                arrival = times[seq]  # (scalar views: Python scalars, cheaper than numpy's)
                 if arrival > now:
                     plan.admit_at = arrival
                     last = None
                     break
-                tokens = self.prompts.item(seq)
+                tokens = prompts[seq]
             else:
                 head = waiting.preempted[a][0]
                 tokens = head.prompt + head.emitted
@@ -197,11 +208,14 @@ class Scheduler:
                 plan.blocked = True
                 break
             item = waiting.pop_head(a, active[a] > 0)  # the head just peeked: int seq, or the preempted Request
-            req = item if seq < 0 else Request(seq, a, tokens, self.outputs.item(seq), arrival)
+            req = item if seq < 0 else Request(seq, a, tokens, outputs[seq], arrival)
             req.computed = 0
             kv.used += add
             running[req.idx] = req
-            self._activate(req.adapter, plan)
+            if active[a]:  # `_activate` for an adapter already in the batch (the usual case), inlined
+                active[a] += 1
+            else:
+                self._activate(a, plan)
             plan.prefills.append((req, n))
             prefill_tokens += n
             budget -= n
@@ -234,6 +248,7 @@ class Scheduler:
         if self.active[a] == 0:
             self.n_active -= 1
             self.slots.release(a, last_step)
+            self.waiting.deactivate(a)
 
     def _preempt_for(self, need: int, now: float) -> int:
         """Preempt newest requests until the decoding requests' new blocks fit; returns the remaining need."""
@@ -264,8 +279,10 @@ class Scheduler:
         self.waiting.push_preempted(req, req.adapter, self.active[req.adapter] > 0)
 
     def _leave_decode(self, req: Request) -> None:
-        self.kv.remove_decode(req.cbase)
-        self.sum_cbase -= req.cbase
+        kv, cbase = self.kv, req.cbase
+        kv.phase[cbase % kv.block_size] -= 1  # kv.remove_decode(cbase), inlined: once per finish
+        kv.decoding -= 1
+        self.sum_cbase -= cbase
         req.decoding = False
         req.epoch += 1
 
@@ -312,7 +329,9 @@ class Scheduler:
         req.cbase = cbase = req.computed - G
         req.ebase = req.emitted - G
         req.decoding = True
-        self.kv.add_decode(cbase)
+        kv = self.kv
+        kv.phase[cbase % kv.block_size] += 1  # kv.add_decode(cbase), inlined: once per admission
+        kv.decoding += 1
         self.sum_cbase += cbase
         heapq.heappush(self.fin_heap, (req.output - req.ebase, req.idx, req.epoch, req))
 
@@ -334,7 +353,11 @@ class Scheduler:
         del self.running[req.idx]
         self.client.close(t_end)
         kv.used -= -(-req.computed // kv.block_size)  # blocks_for(computed)
-        self._deactivate(req.adapter, last_step)
+        a = req.adapter
+        if self.active[a] > 1:  # `_deactivate` when other requests of the adapter still run, inlined
+            self.active[a] -= 1
+        else:
+            self._deactivate(a, last_step)
         done.ttft.append(req.first_time - req.arrival)
         done.idx.append(req.idx)
         done.prompt_tokens += req.prompt

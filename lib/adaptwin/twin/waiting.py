@@ -9,10 +9,14 @@ every step is what made the authors' twin slow. This queue answers the same ques
   time), decreasing negative numbers for preempted ones (each goes in front of everything);
 * per adapter, the waiting requests are its preempted ones (a small deque, smallest sequence first) followed
   by a contiguous range of its arrivals, so arrivals cost nothing until admitted;
-* two lazy heaps of each adapter's head sequence number - over all adapters, and over active adapters
-  (those with a running request) - give the next request vLLM's scan would admit: the global head when
-  fewer than A_max adapters run, else the first request of an active adapter. A head not yet arrived means
-  no admissible request waits (its arrival time is then the next admission event);
+* two lazy heaps of each adapter's head sequence number - over active adapters (those with a running
+  request) and over idle ones - give the next request vLLM's scan would admit: the first request of an
+  active adapter when all A_max adapters run, else the smaller of the two heaps' heads. An adapter's head
+  is pushed into the heap of its current state only (one push per head change, not two); an entry is
+  stale once the head or the state changed. Entries are single ints ``seq * n_adapters + adapter`` (the
+  same order as (seq, adapter) pairs, negative seqs included), which heapq compares twice as fast as
+  tuples. A head not yet arrived means no admissible request waits (its arrival time is then the next
+  admission event);
 * counts of admitted arrivals per block of indices give any request's position in the queue, i.e. how many
   requests vLLM's scan examined (for the scheduler-time model);
 * arrivals the client could not send (`client`) are kept as index ranges, skipped when they reach the head.
@@ -27,7 +31,16 @@ from typing import Any
 
 import numpy as np
 
-ADMIT_BLOCK = 4096
+ADMIT_BLOCK = 256  # arrivals per block of admitted flags (counted by bytearray.count within a block)
+ADMIT_SUPER = 64  # blocks per super-block (block counts summed within one, super-block counts before it)
+
+
+def scalar_view(values: np.ndarray) -> Any:
+    """A sequence of ``values`` whose items are Python scalars (the same ones ``values.item(i)`` gives) and
+    which `bisect` can search: a memoryview of a contiguous native numeric array (no copy), else a list."""
+    if values.ndim == 1 and values.dtype.isnative and values.dtype.char in "dqlih":
+        return memoryview(np.ascontiguousarray(values))
+    return values.tolist()
 
 
 class WaitingQueue:
@@ -35,11 +48,12 @@ class WaitingQueue:
 
     def __init__(self, times: np.ndarray, adapters: np.ndarray, n_adapters: int) -> None:
         self.times = times  # numpy: only the few admitted or peeked requests are ever looked up
+        self.time_at = scalar_view(times)  # the same, indexable and bisectable at C speed (no numpy scalars)
         self.adapters = adapters
         self.n = len(times)
         small = adapters.astype(np.int16) if n_adapters < 2**15 else adapters  # radix sort: O(n)
         self.order = np.argsort(small, kind="stable")  # arrival indices grouped by adapter, ascending
-        self.order_list: list[int] = self.order.tolist()  # the same, for fast scalar reads
+        self.order_list = scalar_view(self.order)  # the same, for fast scalar reads (no copy)
         self.position = np.empty(self.n, dtype=np.int64)  # inverse of `order`
         self.position[self.order] = np.arange(self.n)
         self.bounds = np.searchsorted(small[self.order], np.arange(n_adapters + 1)).tolist()
@@ -52,21 +66,23 @@ class WaitingQueue:
         self.admitted_fresh = 0
         self.ingested = 0  # arrivals whose fate (sent or rejected by the client) is decided
         self.next_time = float(times[0]) if self.n else float("inf")  # arrival time of `ingested`
-        # arrivals the client failed to send: a flag per arrival, and the same as disjoint index ranges
-        # [start, end) in increasing order (for counting)
-        self._rejected_bytes = bytearray(self.n)
-        self.rejected = np.frombuffer(self._rejected_bytes, dtype=np.uint8)  # numpy view of the same flags
-        self._rejected_by_position = bytearray(self.n)  # the same flags in `order`'s positions
+        # arrivals the client failed to send: a flag per arrival, stored at the arrival's position in `order`
+        # (what `_advance` searches; one store per rejected window, not two), and the same as disjoint index
+        # ranges [start, end) in increasing order (for counting)
+        self._rejected_by_position = bytearray(self.n)
         self._rejected_by_position_np = np.frombuffer(self._rejected_by_position, dtype=np.uint8)  # (a view)
         self.rej_starts: list[int] = []
         self.rej_ends: list[int] = []
         self.rej_before: list[int] = []  # rejected arrivals before each range
         self.n_rejected = 0
-        self._admitted = bytearray(self.n)  # admitted flags, with counts per block of ADMIT_BLOCK arrivals
+        self._admitted = bytearray(self.n)  # admitted flags, with counts per block and per super-block
         self._admitted_blocks = [0] * (self.n // ADMIT_BLOCK + 1)
-        self.heap_all = [(i, a) for a, i in enumerate(self.fresh_head) if i < self.n]
-        heapq.heapify(self.heap_all)
-        self.heap_active: list[tuple[int, int]] = []
+        self._admitted_supers = [0] * (self.n // (ADMIT_BLOCK * ADMIT_SUPER) + 1)
+        self.stride = n_adapters  # heap entry = seq * stride + adapter
+        # no adapter runs yet: every head is idle
+        self.heap_idle = [i * n_adapters + a for a, i in enumerate(self.fresh_head) if i < self.n]
+        heapq.heapify(self.heap_idle)
+        self.heap_active: list[int] = []
 
     # ---- queries --------------------------------------------------------------------------------------------
     def head_seq(self, a: int) -> int | None:
@@ -78,19 +94,30 @@ class WaitingQueue:
         return i if i < self.n else None
 
     def peek(self, active_only: bool, active: list[int]) -> tuple[int, int] | None:
-        """(seq, adapter) of the first request the scan may admit, arrived or not; None if there is none.
+        """(seq, adapter) of the first request the scan may admit, arrived or not; None if there is none."""
+        top = self._top(self.heap_active, True, active)
+        if active_only:
+            return top
+        idle = self._top(self.heap_idle, False, active)
+        if top is None or (idle is not None and idle[0] < top[0]):
+            return idle
+        return top
 
-        (The hot path of a saturated server: `head_seq` is inlined and attributes are read once.)"""
-        heap = self.heap_active if active_only else self.heap_all
-        preempted, fresh_head, rejected = self.preempted, self.fresh_head, self._rejected_bytes
+    def _top(self, heap: list[int], in_batch: bool, active: list[int]) -> tuple[int, int] | None:
+        """(seq, adapter) of the smallest valid entry of ``heap`` (adapters whose ``active[a] > 0`` equals
+        ``in_batch``), stale entries popped and heads the client never sent skipped. (The hot path of a
+        saturated server: `head_seq` is inlined and attributes are read once.)"""
+        preempted, fresh_head, fresh_pos, stride = self.preempted, self.fresh_head, self.fresh_pos, self.stride
+        rejected = self._rejected_by_position
         while heap:
-            seq, a = heap[0]
+            top = divmod(heap[0], stride)
+            seq, a = top
             dq = preempted[a]
-            if (dq[0].seq if dq else fresh_head[a]) == seq and (not active_only or active[a] > 0):
-                if seq < 0 or not rejected[seq]:
-                    return seq, a
-                self._advance(a)  # the head was never sent: skip to the next one
-                self._push_head(a, active[a] > 0)
+            if (dq[0].seq if dq else fresh_head[a]) == seq and (active[a] > 0) == in_batch:
+                if seq < 0 or not rejected[fresh_pos[a]]:  # (a new request's head is at fresh_pos[a])
+                    return top
+                self._advance(a)  # the head was never sent: skip to the next one (a later seq, below the top)
+                self._push_head(a, in_batch)
             heapq.heappop(heap)
         return None
 
@@ -104,13 +131,19 @@ class WaitingQueue:
             return bisect.bisect_left(self.preempted_seqs, seq)
         return len(self.preempted_seqs) + seq - self._admitted_before(seq) - self._rejected_before(seq)
 
+    @property
+    def rejected(self) -> np.ndarray:
+        """1 for each arrival the client failed to send, by arrival index (a copy: for checks)."""
+        return self._rejected_by_position_np[self.position]
+
     def per_adapter(self, until: float) -> list[int]:
         """Waiting requests of each adapter at time ``until`` (walks the queue: for checks, not the hot path)."""
         out = []
         for a in range(len(self.fresh_head)):
-            fresh = self.order[self.fresh_pos[a]:self.bounds[a + 1]]
-            fresh = fresh[self.times[fresh] < until]
-            out.append(len(self.preempted[a]) + int((self.rejected[fresh] == 0).sum()))
+            lo, hi = self.fresh_pos[a], self.bounds[a + 1]
+            arrived = self.times[self.order[lo:hi]] < until
+            sent = self._rejected_by_position_np[lo:hi][arrived] == 0
+            out.append(len(self.preempted[a]) + int(sent.sum()))
         return out
 
     # ---- updates --------------------------------------------------------------------------------------------
@@ -125,8 +158,10 @@ class WaitingQueue:
             out = self.fresh_head[a]
             self._advance(a)
             self.admitted_fresh += 1
-            self._admitted[out] = 1  # flag + per-block count (see `_admitted_before`)
-            self._admitted_blocks[out // ADMIT_BLOCK] += 1
+            self._admitted[out] = 1  # flag + per-block and per-super-block counts (see `_admitted_before`)
+            block = out // ADMIT_BLOCK
+            self._admitted_blocks[block] += 1
+            self._admitted_supers[block // ADMIT_SUPER] += 1
         self._push_head(a, active)
         return out
 
@@ -135,7 +170,6 @@ class WaitingQueue:
         skipped lazily by `peek`."""
         if start >= end:
             return
-        self._rejected_bytes[start:end] = b"\x01" * (end - start)
         self._rejected_by_position_np[self.position[start:end]] = 1
         if self.rej_ends and self.rej_ends[-1] == start:
             self.rej_ends[-1] = end
@@ -165,20 +199,22 @@ class WaitingQueue:
         self._push_head(a, active)
 
     def activate(self, a: int) -> None:
-        """Adapter ``a`` got a running request: its head becomes visible to the active-only scan."""
+        """Adapter ``a`` got a running request: its head moves to the active heap."""
         seq = self.head_seq(a)
         if seq is not None:
-            heapq.heappush(self.heap_active, (seq, a))
+            heapq.heappush(self.heap_active, seq * self.stride + a)
+
+    def deactivate(self, a: int) -> None:
+        """Adapter ``a``'s last running request left: its head moves to the idle heap."""
+        seq = self.head_seq(a)
+        if seq is not None:
+            heapq.heappush(self.heap_idle, seq * self.stride + a)
 
     def _push_head(self, a: int, active: bool) -> None:
         dq = self.preempted[a]
         seq = dq[0].seq if dq else self.fresh_head[a]  # (`head_seq`, inlined)
-        if seq >= self.n:
-            return
-        entry = (seq, a)
-        heapq.heappush(self.heap_all, entry)
-        if active:
-            heapq.heappush(self.heap_active, entry)
+        if seq < self.n:
+            heapq.heappush(self.heap_active if active else self.heap_idle, seq * self.stride + a)
 
     def _rejected_before(self, i: int) -> int:
         k = bisect.bisect_right(self.rej_starts, i) - 1
@@ -186,7 +222,10 @@ class WaitingQueue:
             return 0
         return self.rej_before[k] + min(i, self.rej_ends[k]) - self.rej_starts[k]
 
-    # ---- admitted arrivals: flags plus per-block counts (O(1) to mark in `pop_head`, O(n / block) to count) --
+    # ---- admitted arrivals: flags plus two levels of counts (O(1) to mark in `pop_head`; counting reads at
+    # most n / (ADMIT_BLOCK * ADMIT_SUPER) super-blocks, ADMIT_SUPER blocks and ADMIT_BLOCK flags) ----------
     def _admitted_before(self, i: int) -> int:
         block = i // ADMIT_BLOCK
-        return sum(self._admitted_blocks[:block]) + self._admitted.count(1, block * ADMIT_BLOCK, i)
+        sup = block // ADMIT_SUPER
+        return (sum(self._admitted_supers[:sup]) + sum(self._admitted_blocks[sup * ADMIT_SUPER:block])
+                + self._admitted.count(1, block * ADMIT_BLOCK, i))
