@@ -82,3 +82,10 @@ def test_claims_report_verdicts_follow_the_metrics(tmp_path):
     assert rows["Surrogate prediction time, one at a time"]["verdict"] == "not measured"
     text = (tmp_path / "claims.md").read_text()
     assert "1 hold, 1 do not hold" in text
+
+
+def test_paths_inside_the_repository_are_shown_relative_to_it(tmp_path):
+    from adaptwin.paths import repo_root, shown
+
+    assert shown(repo_root() / "data" / "metrics" / "surrogates.json") == "data/metrics/surrogates.json"
+    assert shown(tmp_path / "x.json") == str(tmp_path / "x.json")

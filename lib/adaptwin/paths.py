@@ -29,3 +29,13 @@ def resolve(path: str | os.PathLike, root: Path | None = None) -> Path:
     """``path`` if absolute, else relative to the repository root."""
     p = Path(path)
     return p if p.is_absolute() else (root or repo_root()) / p
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root when it lies inside it (outputs then read the same in every
+    clone), else as given."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(repo_root()))
+    except (ValueError, FileNotFoundError):
+        return str(p)

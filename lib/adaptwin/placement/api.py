@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from adaptwin.paths import shown
 from adaptwin.placement import baselines, bounds, greedy, latency
 from adaptwin.placement.core import A_MAX_GRID, Evaluator, Placement, PlacementError, Predictor
 
@@ -78,7 +79,7 @@ def resolve_margin(margin: float | str | None, metrics_path: str | Path | None, 
     found = margin_from_metrics(metrics_path, model) if metrics_path else None
     if found is not None:
         clamped = "" if found <= MAX_MARGIN else f", {found:.3f} clamped to {MAX_MARGIN}"
-        return min(found, MAX_MARGIN), f"real-run throughput SMAPE in {metrics_path}{clamped}"
+        return min(found, MAX_MARGIN), f"real-run throughput SMAPE in {shown(metrics_path)}{clamped}"
     return DEFAULT_MARGIN, "default (no surrogate real-run error recorded)"
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from adaptwin.paths import shown
 from adaptwin.placement.core import PlacementError
 
 #: saturated single-GPU configurations for the sweep fallback: (served, A_max); rank 8, 4 req/s per adapter
@@ -81,7 +82,7 @@ def best_gpu_throughput(model: str, calibration: Any, dataset_dir: str | Path | 
     if dataset_dir is not None:
         best = dataset_best_throughput(dataset_dir)
         if best is not None:
-            return best, f"dataset {dataset_dir} (starvation-free rows)"
+            return best, f"dataset {shown(dataset_dir)} (starvation-free rows)"
     return sweep_best_throughput(model, calibration, duration_s), "twin sweep of saturated rank-8 GPUs"
 
 
