@@ -11,8 +11,10 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -164,25 +166,29 @@ def _timeseries_table(results: list[RunResult]) -> pl.DataFrame:
     return frame.sort(["run_id", "sample"])
 
 
-def _kv_table(results: list[RunResult]) -> pl.DataFrame:
+def kv_capacity_row(row: dict[str, Any], server_out: Any, error_texts: Iterable[str]) -> dict[str, Any]:
+    """One ``kv_capacity`` row from a ``runs`` row, the parsed server startup lines (`parse.ServerOut`, or None
+    when there is no server log) and the logs to search for vLLM's max-seq-len shortfall, in order. Shared by
+    the replay ingest and the profiling writers, so both mean the same by every column."""
     from adaptwin.measurements.parse import kv_shortfall
 
-    rows = []
-    for r in results:
-        if r.row["family"] != "available_gpu_memory":
-            continue
-        so = r.server_out
-        shortfall = next((s for t in r.error_texts.values() if (s := kv_shortfall(t))), None)
-        rows.append({
-            "run_id": r.row["run_id"], "model": r.row.get("model"), "max_loras": r.row.get("max_loras"),
-            "max_lora_rank": r.row.get("max_lora_rank"),
-            "kv_tokens": so.kv_tokens if so else None,
-            "model_memory_gib": so.model_memory_gib if so else None,
-            "model_loading_s": so.model_loading_s if so else None,
-            "kv_needed_gib": shortfall[0] if shortfall else None,
-            "kv_available_gib": shortfall[1] if shortfall else None,
-            "status": r.row["status"], "reason": r.row.get("reason"),
-        })
+    so = server_out
+    shortfall = next((s for t in error_texts if (s := kv_shortfall(t))), None)
+    return {
+        "run_id": row["run_id"], "model": row.get("model"), "max_loras": row.get("max_loras"),
+        "max_lora_rank": row.get("max_lora_rank"),
+        "kv_tokens": so.kv_tokens if so else None,
+        "model_memory_gib": so.model_memory_gib if so else None,
+        "model_loading_s": so.model_loading_s if so else None,
+        "kv_needed_gib": shortfall[0] if shortfall else None,
+        "kv_available_gib": shortfall[1] if shortfall else None,
+        "status": row["status"], "reason": row.get("reason"),
+    }
+
+
+def _kv_table(results: list[RunResult]) -> pl.DataFrame:
+    rows = [kv_capacity_row(r.row, r.server_out, r.error_texts.values())
+            for r in results if r.row["family"] == "available_gpu_memory"]
     if not rows:
         return schema.empty("kv_capacity")
     frame = pl.DataFrame(rows, schema=schema.polars_schema("kv_capacity"))

@@ -54,15 +54,23 @@ def margin_from_metrics(path: str | Path, model: str) -> float | None:
     return None
 
 
+def _given_or_auto(value: float | str | None, field: str) -> float | None:
+    """A non-negative number as given, None for ``"auto"``/None; anything else is refused naming ``field``."""
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise PlacementError(f"placement.{field}: must be >= 0, got {value}")
+        return float(value)
+    if value not in (None, "auto"):
+        raise PlacementError(f"placement.{field}: expected a number or 'auto', got {value!r}")
+    return None
+
+
 def resolve_headroom(headroom: float | str | None, metrics_path: str | Path | None, model: str) -> float:
     """Load headroom of the safety rule: a number as given; ``"auto"``/None = the surrogates' real-run
     throughput error (unclamped: a load margin never rejects every GPU), else `DEFAULT_MARGIN`."""
-    if isinstance(headroom, (int, float)):
-        if headroom < 0:
-            raise PlacementError(f"placement.load_headroom: must be >= 0, got {headroom}")
-        return float(headroom)
-    if headroom not in (None, "auto"):
-        raise PlacementError(f"placement.load_headroom: expected a number or 'auto', got {headroom!r}")
+    given = _given_or_auto(headroom, "load_headroom")
+    if given is not None:
+        return given
     found = margin_from_metrics(metrics_path, model) if metrics_path else None
     return DEFAULT_MARGIN if found is None else found
 
@@ -70,12 +78,9 @@ def resolve_headroom(headroom: float | str | None, metrics_path: str | Path | No
 def resolve_margin(margin: float | str | None, metrics_path: str | Path | None, model: str) -> tuple[float, str]:
     """(margin, where it came from): a number is used as given; ``"auto"``/None reads the surrogates' real-run
     throughput error (at most `MAX_MARGIN`), else `DEFAULT_MARGIN`."""
-    if isinstance(margin, (int, float)):
-        if margin < 0:
-            raise PlacementError(f"placement.margin: must be >= 0, got {margin}")
-        return float(margin), "params"
-    if margin not in (None, "auto"):
-        raise PlacementError(f"placement.margin: expected a number or 'auto', got {margin!r}")
+    given = _given_or_auto(margin, "margin")
+    if given is not None:
+        return given, "params"
     found = margin_from_metrics(metrics_path, model) if metrics_path else None
     if found is not None:
         clamped = "" if found <= MAX_MARGIN else f", {found:.3f} clamped to {MAX_MARGIN}"

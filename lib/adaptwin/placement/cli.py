@@ -29,7 +29,7 @@ def run_place(args: argparse.Namespace) -> int:
             metrics_path=resolve("data/metrics/surrogates.json"), dataset_dir=resolve(f"data/dataset/{args.model}"),
         )
         placement = place(workload, context, args.method)
-        if getattr(args, "repair", False):
+        if args.repair:
             from adaptwin.placement.repair import repair
 
             placement = repair(placement, context.evaluator, calibration)

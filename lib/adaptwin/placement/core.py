@@ -77,7 +77,10 @@ class Placement:
 
     def gpu_adapters(self, g: int) -> pl.DataFrame:
         """``adapter_id, rank, rate`` served by GPU ``g`` (rate already multiplied by the routed share)."""
-        gpu = self.gpus[g]
+        return self.adapters_of(self.gpus[g])
+
+    def adapters_of(self, gpu: Gpu) -> pl.DataFrame:
+        """`gpu_adapters` for any `Gpu` over this workload, in the placement or not (e.g. a repair candidate)."""
         rows = self.workload[list(gpu.members)]
         shares = [gpu.share_of(i) for i in range(len(gpu.members))]
         return rows.with_columns(pl.col("rate") * pl.Series(shares, dtype=pl.Float64))

@@ -64,7 +64,7 @@ def run_grid(cfg: StageConfig, context: Context, shared_dir: str | Path, out_dir
     the twin when ``cfg.repair`` and a calibration is given), write each placement."""
     out = Path(out_dir)
     placements, labels = [], []
-    checked: dict[str, bool] = {}  # twin checks shared by the repairs of every method and workload
+    checked: dict[str, dict] = {}  # twin checks shared by the repairs of every method and workload
     for spec in workloads.expand_grid(cfg.grid):
         frame = workloads.generate(spec, shared_dir)
         _write_csv(out / "workloads" / f"{spec.name}.csv", frame)

@@ -22,13 +22,13 @@ from placement time: the placement-speed targets concern the surrogate-only gree
 from __future__ import annotations
 
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from adaptwin.placement.core import Evaluator, Gpu, Placement, make_gpu
+from adaptwin.placement import greedy, verify
+from adaptwin.placement.core import Evaluator, Gpu, Placement, build_gpus
 
 #: a repaired GPU must reach this fraction of its ideal throughput in the twin (the starvation line is 0.9)
 PASS_RATIO = 0.92
@@ -40,41 +40,27 @@ MAX_ROUNDS = 6  # check-and-fix rounds; GPUs still failing in the last one are r
 
 
 def _scenario(placement: Placement, gpu: Gpu, duration_s: float) -> dict[str, Any]:
-    from adaptwin.dataset.sampler import make_scenario
-
-    members = placement.workload[list(gpu.members)]
-    rates = [float(r) * gpu.share_of(i) for i, r in enumerate(members["rate"].to_list())]
-    scenario = make_scenario(placement.model, members["rank"].to_list(), rates, gpu.max_loras,
-                             duration_s=duration_s)
+    """The verification scenario of ``gpu`` (`verify.gpu_scenario`) with the repair's own seed."""
+    scenario = verify.gpu_scenario(placement, gpu, duration_s)
     scenario["seed"] = (scenario["seed"] + REPAIR_SEED_OFFSET) % (2**31 - 1)
     return scenario
 
 
+def _good(result: dict[str, Any]) -> bool:
+    """A twin row (`verify._simulate`) that passes: it starts, is not starved, and reaches `PASS_RATIO` x ideal
+    (a scenario the twin rejects fails)."""
+    return bool(result["error"] is None and not result["memory_error"] and not result["starved"]
+                and result["total_throughput"] >= PASS_RATIO * result["ideal_throughput"])
+
+
 def _passes(job: tuple[dict[str, Any], Any]) -> bool:
     """True when the twin serves this GPU with throughput >= `PASS_RATIO` x ideal (and it starts)."""
-    from adaptwin.twin import ScenarioError, simulate
-
-    scenario, calibration = job
-    try:
-        r = simulate(scenario, calibration)
-    except ScenarioError:
-        return False
-    return bool(not r["memory_error"] and not r["starved"]
-                and r["total_throughput"] >= PASS_RATIO * r["ideal_throughput"])
+    return _good(verify._simulate(job))
 
 
-def _check(jobs: list[tuple[dict[str, Any], Any]], workers: int, cache: dict[str, bool]) -> list[bool]:
-    """`_passes` for every job; a scenario already in ``cache`` (by `scenario_id`) is not simulated again."""
-    from adaptwin.dataset.sampler import scenario_id
-
-    keys = [scenario_id(scenario) for scenario, _ in jobs]
-    todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in cache}
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            cache.update(zip(todo, pool.map(_passes, todo.values()), strict=True))
-    else:
-        cache.update((k, _passes(job)) for k, job in todo.items())
-    return [cache[k] for k in keys]
+def _check(jobs: list[tuple[dict[str, Any], Any]], workers: int, cache: dict[str, dict[str, Any]]) -> list[bool]:
+    """`_passes` for every job, each distinct scenario simulated once across calls (`verify.simulate_unique`)."""
+    return [_good(r) for r in verify.simulate_unique(jobs, workers, cache)]
 
 
 def _more_slots(gpu: Gpu, ev: Evaluator) -> list[Gpu]:
@@ -83,40 +69,24 @@ def _more_slots(gpu: Gpu, ev: Evaluator) -> list[Gpu]:
     return [replace(gpu, max_loras=a) for a in options[:SLOT_STEPS]]
 
 
-def _deal(placement: Placement, members: list[int], shares: list[float]) -> list[list[int]]:
-    """Positions of ``members`` dealt alternately into two halves, heaviest routed rate first."""
-    rates = placement.workload["rate"].to_numpy().astype(float)
-    pos = np.arange(len(members))
-    routed = rates[members] * np.asarray(shares)
-    order = pos[np.lexsort((pos, -routed))]
-    return [order[0::2].tolist(), order[1::2].tolist()]
+def _members(gpu: Gpu) -> tuple[list[int], list[float]]:
+    return list(gpu.members), [gpu.share_of(i) for i in range(len(gpu.members))]
 
 
 def _halves(placement: Placement, members: list[int], shares: list[float], ev: Evaluator,
             largest: bool) -> list[Gpu]:
-    """Two GPUs from ``members`` (`_deal`): at the largest A_max memory allows, or at the surrogate's choice
-    (safe A_max of highest predicted throughput)."""
-    ranks = placement.workload["rank"].to_numpy()
+    """Two GPUs from ``members``, dealt alternately by routed rate (heaviest first): at the largest A_max memory
+    allows (`build_gpus`), or at the surrogate's choice (`greedy.configure`)."""
     rates = placement.workload["rate"].to_numpy().astype(float)
-    split = any(x != 1.0 for x in shares)
-    halves = _deal(placement, members, shares)
-    sets = [(ranks[[members[i] for i in h]], np.array([rates[members[i]] * shares[i] for i in h])) for h in halves]
-    options = [ev.a_max_options(len(h), int(r.max())) for h, (r, _) in zip(halves, sets, strict=True)]
+    routed = rates[members] * np.asarray(shares)
+    pos = np.arange(len(members))
+    order = pos[np.lexsort((pos, -routed))]
+    halves = [order[0::2].tolist(), order[1::2].tolist()]
+    groups = [[members[i] for i in h] for h in halves]
+    parts = [[shares[i] for i in h] for h in halves] if any(x != 1.0 for x in shares) else None
     if largest:
-        options = [o[-1:] for o in options]
-    res = ev.evaluate(sets, options)
-    out = []
-    for j, h in enumerate(halves):
-        rows = np.flatnonzero(res["set"] == j)
-        pool = rows[res["ok"][rows]] if res["ok"][rows].any() else rows
-        row = int(pool[np.argmax(res["total_throughput"][pool])])
-        out.append(make_gpu([members[i] for i in h], int(res["a_max"][row]), int(sets[j][0].max()), res, row,
-                            [shares[i] for i in h] if split else []))
-    return out
-
-
-def _members(gpu: Gpu) -> tuple[list[int], list[float]]:
-    return list(gpu.members), [gpu.share_of(i) for i in range(len(gpu.members))]
+        return build_gpus(placement.workload, ev, groups, shares=parts)
+    return greedy.configure(groups, placement.workload["rank"].to_numpy(), rates, ev, parts)
 
 
 def _rebalance(placement: Placement, gpu: Gpu, partner: Gpu, ev: Evaluator) -> list[Gpu]:
@@ -130,14 +100,8 @@ def _rebalance(placement: Placement, gpu: Gpu, partner: Gpu, ev: Evaluator) -> l
     return _halves(placement, list(merged), list(merged.values()), ev, largest=True)
 
 
-def _routed(placement: Placement, gpu: Gpu) -> np.ndarray:
-    """Requests/s routed to ``gpu``, per member."""
-    rates = placement.workload["rate"].to_numpy().astype(float)
-    return np.array([rates[m] * gpu.share_of(i) for i, m in enumerate(gpu.members)])
-
-
 def repair(placement: Placement, ev: Evaluator, calibration: Any, duration_s: float = 1200.0,
-           workers: int = 2, cache: dict[str, bool] | None = None) -> Placement:
+           workers: int = 2, cache: dict[str, dict[str, Any]] | None = None) -> Placement:
     """The placement with every GPU the twin fails repaired (module docstring); notes record
     ``repair_time_s``, ``repaired_gpus``, ``repair_twin_runs`` (checks asked for, cached or not) and
     ``unrepaired_gpus``. Pass one ``cache`` to many calls (same calibration and duration) to simulate each
@@ -173,7 +137,7 @@ def repair(placement: Placement, ev: Evaluator, calibration: Any, duration_s: fl
                 passed.add(g)
         failing = [g for g in failing if g not in passed]
         # 2. rebalance with the lightest GPU that passed (each partner used once per round)
-        loads = {g: float(_routed(placement, gpus[g]).sum()) for g in passed}
+        loads = {g: float(placement.adapters_of(gpus[g])["rate"].sum()) for g in passed}
         pairs = []
         for g in failing:
             free = [h for h in sorted(loads, key=lambda h: (loads[h], h)) if h not in {p for _, p, _ in pairs}]

@@ -15,21 +15,23 @@ from typing import Any
 
 import polars as pl
 
-from adaptwin.placement.core import Placement
+from adaptwin.placement.core import Gpu, Placement
 
 RESULT_KEYS = ("total_throughput", "ideal_throughput", "itl_mean_ms", "ttft_mean_ms", "starved", "memory_error")
 
 
 def gpu_scenarios(placement: Placement, duration_s: float, arrivals: str = "poisson") -> list[dict[str, Any]]:
     """The twin scenario of each GPU of ``placement``."""
+    return [gpu_scenario(placement, gpu, duration_s, arrivals) for gpu in placement.gpus]
+
+
+def gpu_scenario(placement: Placement, gpu: Gpu, duration_s: float, arrivals: str = "poisson") -> dict[str, Any]:
+    """The twin scenario of one GPU over ``placement``'s workload (routed rates, content seed)."""
     from adaptwin.dataset.sampler import make_scenario
 
-    scenarios = []
-    for g, gpu in enumerate(placement.gpus):
-        adapters = placement.gpu_adapters(g)
-        scenarios.append(make_scenario(placement.model, adapters["rank"].to_list(), adapters["rate"].to_list(),
-                                       gpu.max_loras, arrivals=arrivals, duration_s=duration_s))
-    return scenarios
+    adapters = placement.adapters_of(gpu)
+    return make_scenario(placement.model, adapters["rank"].to_list(), adapters["rate"].to_list(), gpu.max_loras,
+                         arrivals=arrivals, duration_s=duration_s)
 
 
 def _simulate(job: tuple[dict[str, Any], Any]) -> dict[str, Any]:
@@ -65,23 +67,23 @@ def verify(placements: Sequence[Placement], calibration: Any, duration_s: float 
     return pl.DataFrame(rows, infer_schema_length=None, schema_overrides={"error": pl.Utf8})
 
 
-def simulate_unique(jobs: list[tuple[dict[str, Any], Any]], workers: int) -> list[dict[str, Any]]:
+def simulate_unique(jobs: list[tuple[dict[str, Any], Any]], workers: int,
+                    cache: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """`_simulate` for every job, each distinct scenario once: methods often build identical GPUs (the greedy
-    variants agree on most workloads), and the twin is deterministic, so equal scenarios give equal rows."""
+    variants agree on most workloads), and the twin is deterministic, so equal scenarios give equal rows.
+    ``cache`` (scenario id -> row, same calibration) carries results across calls."""
     from adaptwin.dataset.sampler import scenario_id
 
+    cache = {} if cache is None else cache
     keys = [scenario_id(scenario) for scenario, _ in jobs]
-    first = {}
-    for i, k in enumerate(keys):
-        first.setdefault(k, i)
-    todo = [jobs[i] for i in first.values()]
+    todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in cache}
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            done = list(pool.map(_simulate, todo, chunksize=max(1, len(todo) // (4 * workers))))
+            done = list(pool.map(_simulate, todo.values(), chunksize=max(1, len(todo) // (4 * workers))))
     else:
-        done = [_simulate(job) for job in todo]
-    by_key = dict(zip(first, done, strict=True))
-    return [dict(by_key[k]) for k in keys]
+        done = [_simulate(job) for job in todo.values()]
+    cache.update(zip(todo, done, strict=True))
+    return [dict(cache[k]) for k in keys]
 
 
 def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method")) -> pl.DataFrame:

@@ -6,7 +6,7 @@ what a replayed run's rows mean, so every column name and dtype comes from ``ada
 (via ``schema.conform``, which refuses undocumented columns) and the per-run result JSON uses the keys of the
 corpus's ``openai-*.json`` (``adaptwin.measurements.parse.JSON_KEYS``). The server's own logs are captured
 like the corpus's (``server_out.log``), so ``kv_capacity`` is read from them with the ingest's parsers
-(``parse_server_out``, ``kv_shortfall``).
+(``parse_server_out``, `adaptwin.measurements.corpus.kv_capacity_row`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import polars as pl
 
 from adaptwin.io import write_json, write_parquet
 from adaptwin.measurements import schema
-from adaptwin.measurements.parse import JSON_KEYS, kv_shortfall, parse_server_out
+from adaptwin.measurements.parse import JSON_KEYS, parse_server_out
 from adaptwin.profiling.client import RequestOutput
 from adaptwin.profiling.config import RunSpec, model_key
 from adaptwin.profiling.prometheus import PollSample
@@ -120,22 +120,11 @@ def kv_capacity_row(run: dict[str, Any], log_texts: dict[str, str]) -> dict[str,
     server that refused to start from vLLM's max-seq-len error; status and reason are the run's, so a memory
     error of the server is a ``memory_error`` row with null ``kv_tokens``, as in the replay ingest.
     """
+    from adaptwin.measurements.corpus import kv_capacity_row as from_logs
+
     ordered = sorted(log_texts, key=lambda name: name != "server_out.log")
     out = parse_server_out("\n".join(log_texts[name] for name in ordered))
-    shortfall = next((s for name in ordered if (s := kv_shortfall(log_texts[name]))), None)
-    return {
-        "run_id": run["run_id"],
-        "model": run.get("model"),
-        "max_loras": run.get("max_loras"),
-        "max_lora_rank": run.get("max_lora_rank"),
-        "kv_tokens": out.kv_tokens,
-        "model_memory_gib": out.model_memory_gib,
-        "model_loading_s": out.model_loading_s,
-        "kv_needed_gib": shortfall[0] if shortfall else None,
-        "kv_available_gib": shortfall[1] if shortfall else None,
-        "status": run["status"],
-        "reason": run.get("reason"),
-    }
+    return from_logs(run, out, (log_texts[name] for name in ordered))
 
 
 def timeseries_rows(run_id: str, samples: list[PollSample], window: tuple[float, float] | None) -> list[dict]:

@@ -37,6 +37,9 @@ OUTPUT_COLUMNS: tuple[str, ...] = (*REGRESSION_TARGETS, "starvation_probability"
 _OUTPUT_SCHEMA = {**dict.fromkeys(OUTPUT_COLUMNS[:-1], pl.Float64), "starved": pl.Boolean}
 #: batches up to this many rows use the NumPy evaluator, larger ones CatBoost's C++ one (measured crossover)
 SMALL_BATCH = 64
+#: frames of at most this many rows are built from Python rows (polars does that ~4x faster for tiny frames);
+#: a polars cost, tuned apart from `SMALL_BATCH`
+ROW_FRAME_MAX = 64
 
 
 class SurrogateError(ValueError):
@@ -139,7 +142,7 @@ class Surrogate:
         """``total_throughput`` (tok/s), ``itl_mean_ms``, ``ttft_mean_ms``, ``starvation_probability``,
         ``starved`` for every row of ``features`` (the paper's seven columns are enough)."""
         out = self.predict_matrix(self.matrix(features))
-        if len(out["starved"]) <= SMALL_BATCH:  # polars builds tiny frames from Python rows ~4x faster
+        if len(out["starved"]) <= ROW_FRAME_MAX:
             columns = [out[c].tolist() for c in OUTPUT_COLUMNS]
             return pl.from_dicts([dict(zip(OUTPUT_COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)],
                                  schema=_OUTPUT_SCHEMA)

@@ -29,12 +29,15 @@ same trace, each request keeps its own row's lengths instead (see `arrivals`).
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from adaptwin import paths
-from adaptwin.twin.sharegpt_pool import POOL_PATH
+
+#: real ShareGPT (prompt, output) length pairs, built once by `adaptwin.twin.sharegpt_pool`
+POOL_PATH = Path(__file__).parent / "data" / "sharegpt_lengths.npz"
 
 SHAREGPT_IN = {"lo": 4.0, "p25": 23.0, "p75": 423.0, "hi": 1024.0, "gamma": 1.0345209715485209, "mean": 251.0}
 SHAREGPT_OUT = {"lo": 1.0, "p25": 27.0, "p75": 357.0, "hi": 2044.0, "gamma": 4.3520439521867065, "mean": 231.0}

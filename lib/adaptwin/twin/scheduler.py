@@ -102,7 +102,6 @@ class Scheduler:
         self.kv = KVCache(cal.kv_capacity_blocks(srv.max_loras, srv.max_lora_rank), cal.block_size)
         self.waiting = WaitingQueue(workload.times, workload.adapters, scenario.served)
         self.slots = GpuSlots(srv.max_loras, scenario.served)
-        self.prompts, self.outputs = workload.prompts, workload.outputs
         self.prompt_of, self.output_of = scalar_view(workload.prompts), scalar_view(workload.outputs)
         self.running: dict[int, Request] = {}
         self.partial: Request | None = None
@@ -147,7 +146,7 @@ class Scheduler:
         if now >= self.waiting.next_time:  # (usually the step's end already ingested everything up to now)
             self.ingest(now)
         kv = self.kv
-        need = kv.phase[-self.G % kv.block_size]  # kv.decode_need(G), inlined: once per event
+        need = kv.decode_need(self.G)
         plan = StepPlan()
         if need > kv.capacity - kv.used:
             need = self._preempt_for(need, now)
@@ -280,8 +279,7 @@ class Scheduler:
 
     def _leave_decode(self, req: Request) -> None:
         kv, cbase = self.kv, req.cbase
-        kv.phase[cbase % kv.block_size] -= 1  # kv.remove_decode(cbase), inlined: once per finish
-        kv.decoding -= 1
+        kv.remove_decode(cbase)
         self.sum_cbase -= cbase
         req.decoding = False
         req.epoch += 1
@@ -330,8 +328,7 @@ class Scheduler:
         req.ebase = req.emitted - G
         req.decoding = True
         kv = self.kv
-        kv.phase[cbase % kv.block_size] += 1  # kv.add_decode(cbase), inlined: once per admission
-        kv.decoding += 1
+        kv.add_decode(cbase)
         self.sum_cbase += cbase
         heapq.heappush(self.fin_heap, (req.output - req.ebase, req.idx, req.epoch, req))
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-POOL_PATH = Path(__file__).parent / "data" / "sharegpt_lengths.npz"
-RECORDED_MEANS = (251.0, 231.0)
+from adaptwin.twin.lengths import POOL_PATH, SHAREGPT_IN, SHAREGPT_MAX_TOTAL, SHAREGPT_OUT
+
+RECORDED_MEANS = (SHAREGPT_IN["mean"], SHAREGPT_OUT["mean"])
 _PIECES = re.compile(r"[A-Za-z]+|[0-9]|\n|[^\x00-\x7f]|[^\sA-Za-z0-9]")
 
 
@@ -71,7 +72,7 @@ def build_pool(pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
     scale = np.ones(2)
     for _ in range(20):  # the filter depends on the scale and the scale on the filtered means
         p, o = np.rint(raw_p * scale[0]), np.rint(raw_o * scale[1])
-        keep = (p >= 4) & (o >= 4) & (p <= 1024) & (p + o <= 2048)
+        keep = (p >= SHAREGPT_IN["lo"]) & (o >= 4) & (p <= SHAREGPT_IN["hi"]) & (p + o <= SHAREGPT_MAX_TOTAL)
         scale *= np.array(RECORDED_MEANS) / np.array([p[keep].mean(), o[keep].mean()])
     return p[keep].astype(np.uint16), o[keep].astype(np.uint16)
 

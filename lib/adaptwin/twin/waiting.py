@@ -49,7 +49,6 @@ class WaitingQueue:
     def __init__(self, times: np.ndarray, adapters: np.ndarray, n_adapters: int) -> None:
         self.times = times  # numpy: only the few admitted or peeked requests are ever looked up
         self.time_at = scalar_view(times)  # the same, indexable and bisectable at C speed (no numpy scalars)
-        self.adapters = adapters
         self.n = len(times)
         small = adapters.astype(np.int16) if n_adapters < 2**15 else adapters  # radix sort: O(n)
         self.order = np.argsort(small, kind="stable")  # arrival indices grouped by adapter, ascending
