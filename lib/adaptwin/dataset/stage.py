@@ -94,15 +94,12 @@ def duration_check(model: str, knobs: DatasetKnobs, calibration: Any, data_dir: 
         return {}
     from adaptwin.surrogate.evaluate import smape_pct
 
-    frames = []
-    for duration, out_dir in ((knobs.duration_s, Path(data_dir) / "dataset" / model),
-                              (short_s, Path(data_dir) / "dataset" / "duration_check" / model / f"{int(short_s)}")):
-        scenarios = sample_scenarios(sampler_config(model, knobs, duration), n, knobs.seed, calibration)
-        if duration != knobs.duration_s:  # the main rows exist already; sweep only the short copies
-            run_sweep(scenarios, out_dir, calibration=calibration, engine="serial", chunk_size=n, progress=progress)
-        pairs = pl.DataFrame({"scenario_id": [scenario_id(x) for x in scenarios], "pair": range(len(scenarios))})
-        frames.append(load_dataset(out_dir).join(pairs, on="scenario_id").filter(~pl.col("memory_error")))
-    joined = frames[0].join(frames[1], on="pair", suffix="_short")
+    main_dir = Path(data_dir) / "dataset" / model  # the dataset's own rows (already swept)
+    short_dir = Path(data_dir) / "dataset" / "duration_check" / model / f"{int(short_s)}"
+    long = sample_scenarios(sampler_config(model, knobs), n, knobs.seed, calibration)
+    short = sample_scenarios(sampler_config(model, knobs, short_s), n, knobs.seed, calibration)
+    run_sweep(short, short_dir, calibration=calibration, engine="serial", chunk_size=n, progress=progress)
+    joined = _paired(main_dir, long).join(_paired(short_dir, short), on="pair", suffix="_short")
     out: dict[str, Any] = {"duration_s": knobs.duration_s, "short_s": short_s, "scenarios": joined.height,
                            "starved_scenarios": int(joined["starved"].sum())}
     for target in ("total_throughput", "itl_mean_ms", "ttft_mean_ms"):
@@ -115,6 +112,12 @@ def duration_check(model: str, knobs: DatasetKnobs, calibration: Any, data_dir: 
     out["wall_time_ratio"] = _round(float(joined["sweep_wall_time_s"].sum()
                                           / joined["sweep_wall_time_s_short"].sum()))
     return out
+
+
+def _paired(out_dir: Path, scenarios: list[dict[str, Any]]) -> pl.DataFrame:
+    """The rows of ``scenarios`` in the dataset at ``out_dir`` (memory errors dropped), numbered by draw."""
+    pairs = pl.DataFrame({"scenario_id": [scenario_id(x) for x in scenarios], "pair": range(len(scenarios))})
+    return load_dataset(out_dir).join(pairs, on="scenario_id").filter(~pl.col("memory_error"))
 
 
 def run_stage(models: list[str], n_scenarios: list[int] | int, knobs: dict[str, Any], data_dir: str | Path,
