@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,21 @@ def test_poller_records_failed_polls_as_gaps():
     assert poller.poll_once() is None and "Cannot assign" in poller.errors[0]
     assert poller.poll_once().values["num_running"] == 3.0
     assert len(poller.samples) == 1
+
+
+def test_poller_stop_takes_a_closing_scrape_after_the_loop():
+    counter = iter(range(100))
+
+    def fetch(url: str, timeout: float) -> str:
+        return f"vllm:num_requests_running {next(counter)}\n"
+
+    poller = prometheus.MetricsPoller("http://x/metrics", interval_s=60.0, fetch=fetch).start()
+    deadline = time.monotonic() + 10
+    while not poller.samples and time.monotonic() < deadline:  # the loop's first scrape
+        time.sleep(0.01)
+    samples = poller.stop()  # the loop now waits 60 s; stop() interrupts it and scrapes once more
+    assert [s.values["num_running"] for s in samples] == [0.0, 1.0]
+    assert samples[1].time_raw > samples[0].time_raw and not poller.errors
 
 
 # --- dummy adapters -----------------------------------------------------------------------------------------

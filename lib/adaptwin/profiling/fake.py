@@ -52,6 +52,18 @@ class FakeState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class _Httpd(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a deep accept backlog.
+
+    The default backlog of 5 overflows when a benchmark opens all its streams at once (plus the metrics
+    poller); Linux then drops the SYN and the client retries after a full second, which skews timings and
+    starves the poller. uvicorn, which vLLM uses, listens with a backlog of 2048.
+    """
+
+    request_queue_size = 2048
+    daemon_threads = True
+
+
 class FakeOpenAIServer:
     """Threaded fake server on ``127.0.0.1`` (port 0 = a free port); use as a context manager."""
 
@@ -67,8 +79,7 @@ class FakeOpenAIServer:
         self.model, self.adapters = model, tuple(adapters)
         self.ttft_s, self.itl_s = ttft_s, itl_s
         self.state = FakeState(prompt_tokens=prompt_tokens_start)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
-        self.httpd.daemon_threads = True
+        self.httpd = _Httpd(("127.0.0.1", port), _handler(self))
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

@@ -203,9 +203,16 @@ class MetricsPoller:
         return self
 
     def stop(self) -> list[PollSample]:
-        """Stop polling, wait for the thread, return the samples."""
+        """Stop polling, wait for the thread, take one closing scrape, return the samples.
+
+        The closing scrape makes the series end after the drain whatever the interval's phase, so the
+        counters' last values (total tokens, preemptions) are always in the table.
+        """
         self._stop.set()
         self._thread.join(timeout=self.timeout_s + self.interval_s + 1.0)
+        if self._thread.is_alive():  # a scrape is still hanging: do not race it for ``samples``
+            return self.samples
+        self.poll_once()
         return self.samples
 
     def poll_once(self) -> PollSample | None:
