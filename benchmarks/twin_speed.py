@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"slowest issue configuration: {summary['min_speedup']:.0f}x real time by wall clock, "
           f"{summary['min_speedup_cpu']:.0f}x by CPU")
     if args.out:
-        write_json(paths.resolve(args.out), {"calibration": str(cal_path), "note": note, "rows": rows, **summary})
+        write_json(paths.resolve(args.out), {"calibration": paths.shown(cal_path), "note": note, "rows": rows, **summary})
     return 0
 
 

@@ -121,3 +121,30 @@ def test_verification_simulates_each_distinct_gpu_once(monkeypatch):
     assert len(calls) == p.num_gpus and rows.height == 2 * p.num_gpus
     half = rows.drop("method").to_dicts()
     assert half[: p.num_gpus] == half[p.num_gpus:]
+
+
+def test_an_adapter_the_twin_serves_alone_is_kept_whole():
+    """The fake surrogate rates an adapter at 1.1 x its capacity unsafe alone, so the greedy splits it over two
+    GPUs; the twin (example calibration) serves it alone, so `repair_splits` places it whole on one GPU."""
+    cal = load_calibration(FIXTURE)
+    ctx = Context("llama-3.1-8b-instruct", fake_evaluator(), BASE_CAPACITY, "fake", "test")
+    workload = with_heavy_adapter(1, 1.1)
+    split = place(workload, ctx, "greedy")
+    assert split.num_gpus == 2 and repair.split_rows(split) == [0]
+    assert repair.whole_is_safe(split, [0], cal, duration_s=300, workers=1) == frozenset({0})
+    out = repair.repair_splits(split, lambda keep: place(workload, ctx, "greedy", keep_whole=keep),
+                               fake_evaluator(), cal, duration_s=300, workers=1)
+    assert out.num_gpus == 1 and out.notes["unsplit_adapters"] == 1 and repair.split_rows(out) == []
+    assert routed_shares(out) == {0: pytest.approx(1.0)}
+    assert repair._passes((repair._scenario(out, out.gpus[0], 300), cal))
+
+
+def test_an_adapter_the_twin_cannot_serve_alone_stays_split():
+    cal = load_calibration(FIXTURE)
+    ctx = Context("llama-3.1-8b-instruct", fake_evaluator(), BASE_CAPACITY, "fake", "test")
+    workload = with_heavy_adapter(1, 3.0)
+    split = place(workload, ctx, "greedy")
+    out = repair.repair_splits(split, lambda keep: place(workload, ctx, "greedy", keep_whole=keep),
+                               fake_evaluator(), cal, duration_s=300, workers=1)
+    assert out.notes["unsplit_adapters"] == 0 and repair.split_rows(out) == [0]
+    assert out.num_gpus >= split.num_gpus

@@ -9,12 +9,20 @@ import polars as pl
 import pytest
 from test_sweep import toy_simulate
 
-from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios
+from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios, scenario_id
+from adaptwin.dataset.sampler import capacity_rate
 from adaptwin.surrogate import PAPER_FEATURES, FeatureError, gpu_features, load
-from adaptwin.surrogate.evaluate import classification_metrics, evaluate, smape_paper_pct, smape_pct
-from adaptwin.surrogate.features import features_frame, real_run_features
-from adaptwin.surrogate.model import OUTPUT_COLUMNS, SMALL_BATCH
-from adaptwin.surrogate.train import train_surrogates
+from adaptwin.surrogate.evaluate import (
+    EvalSet,
+    classification_metrics,
+    evaluate,
+    smape_paper_pct,
+    smape_pct,
+    unseen_configs,
+)
+from adaptwin.surrogate.features import capacity, features_frame, real_run_features
+from adaptwin.surrogate.model import OUTPUT_COLUMNS, SMALL_BATCH, inverse_transform
+from adaptwin.surrogate.train import train_surrogates, transform
 from adaptwin.sweep import load_dataset, run_sweep
 from adaptwin.twin.costs import load_calibration
 
@@ -33,6 +41,23 @@ def test_gpu_features_by_hand():
     assert grouped["sum_rate"] == 8.0 and grouped["mean_size"] == 18.0
     with_kv = gpu_features([8, 16], [1.0, 1.0], 2, calibration=CALIBRATION)
     assert with_kv["kv_capacity_tokens"] == CALIBRATION.kv_capacity_tokens(2, 16)
+    assert with_kv["capacity_rate"] == capacity_rate(CALIBRATION, 2, 16, 2) > 0
+    assert with_kv["load_ratio"] == pytest.approx(2.0 / with_kv["capacity_rate"])
+
+
+def test_array_capacity_matches_the_scalar_proxy():
+    slots, s_max, served = np.array([8, 32, 8] * 10), np.array([16, 32, 16] * 10), np.array([64, 32, 64] * 10)
+    got = capacity(CALIBRATION, slots, s_max, served)
+    assert got.tolist() == [capacity_rate(CALIBRATION, int(a), int(r), int(n)) for a, r, n in zip(slots, s_max, served, strict=True)]
+
+
+@pytest.mark.parametrize("kind", ["log", "ratio", "log_ratio"])
+def test_throughput_transforms_round_trip(kind):
+    y, sum_rate = np.array([12.0, 400.0, 9000.0]), np.array([0.1, 2.0, 40.0])
+    back = inverse_transform(kind, transform("total_throughput", kind, y, sum_rate, 420.0), sum_rate, 420.0)
+    assert back == pytest.approx(y)
+    if kind == "log_ratio":  # a GPU serving exactly its ideal throughput maps to 0
+        assert transform("total_throughput", kind, sum_rate * 420.0, sum_rate, 420.0) == pytest.approx(0.0)
 
 
 def test_gpu_features_reject_bad_input():
@@ -107,6 +132,20 @@ def test_surrogate_learned_the_toy_twin(trained):
     assert held["throughput_smape_pct"] < 15 and held["starvation_macro_f1"] > 0.8
     assert set(table["learner"]) == {"catboost", "small_tree"}
     assert metrics["ms_per_prediction_single"] > 0
+
+
+def test_unseen_configs_refits_without_the_runs_configurations(trained):
+    """Real runs = the toy twin at its grid configurations: the refits never saw those rows, so they score
+    worse than the surrogate trained on them, yet stay close on a smooth toy twin."""
+    result, dataset, _ = trained
+    grid = dataset.filter(pl.col("scenario_id").is_in([scenario_id(s) for s in real_grid_scenarios(MODEL, 60, CALIBRATION)]))
+    feats = features_frame(grid, CALIBRATION).select(PAPER_FEATURES)
+    real = EvalSet("real_runs", feats, grid.select("total_throughput", "itl_mean_ms", "ttft_mean_ms", "starved"))
+    out = unseen_configs(result, real, folds=3)
+    assert out["n"] == grid.height and out["configs"] == feats.unique().height and out["folds"] == 3
+    seen = smape_pct(grid["total_throughput"].to_numpy(), result.surrogate.predict(feats)["total_throughput"].to_numpy())
+    assert seen <= out["throughput_smape_pct"] < 40
+    assert out["throughput_smape_paper_pct"] == pytest.approx(out["throughput_smape_pct"] / 2)
 
 
 def test_bad_feature_frame_names_the_field(trained):

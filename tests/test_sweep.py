@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from adaptwin.dataset import SamplerConfig, make_scenario, sample_scenarios, scenario_id
-from adaptwin.sweep import TIMING_COLUMNS, done_ids, load_dataset, run_sweep
+from adaptwin.sweep import TIMING_COLUMNS, chunk_files, done_ids, load_dataset, run_sweep, twin_fingerprint
 
 
 def toy_simulate(scenario: dict) -> dict:
@@ -68,6 +68,30 @@ def test_resume_after_interruption_has_no_duplicates_or_losses(tmp_path, scenari
     assert _stable(data).equals(_stable(load_dataset(fresh, include_errors=True)))
     third = run_sweep(scenarios, tmp_path, simulate=toy_simulate, progress=False)
     assert third.evaluated == 0 and third.skipped == len(scenarios)
+
+
+def test_rows_of_another_twin_are_retired_not_reused(tmp_path, scenarios):
+    """A recalibrated twin must not resume on the old twin's rows: they move to stale/<fingerprint>/."""
+    first = run_sweep(scenarios, tmp_path, simulate=toy_simulate, chunk_size=5, progress=False, fingerprint="a" * 64)
+    again = run_sweep(scenarios, tmp_path, simulate=toy_simulate, chunk_size=5, progress=False, fingerprint="a" * 64)
+    assert first.evaluated == len(scenarios) and again.evaluated == 0  # same twin: resume
+    old_files = sorted(p.name for p in chunk_files(tmp_path))
+    recal = run_sweep(scenarios, tmp_path, simulate=toy_simulate, chunk_size=5, progress=False, fingerprint="b" * 64)
+    assert recal.skipped == 0 and recal.evaluated == len(scenarios)
+    assert sorted(p.name for p in (tmp_path / "stale" / ("a" * 16)).glob("chunk-*.parquet")) == old_files
+    assert load_dataset(tmp_path).height == len(scenarios)  # only the new twin's rows are loaded
+
+
+def test_twin_fingerprint_follows_the_calibration_content():
+    from pathlib import Path
+
+    from adaptwin.twin.costs import from_dict, load_calibration
+
+    cal = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")
+    tweaked = dict(cal.raw)
+    tweaked["step"] = {**cal.raw["step"], "params": {**cal.raw["step"]["params"], "intercept": 0.02}}
+    assert twin_fingerprint(cal) == twin_fingerprint(from_dict(dict(cal.raw)))
+    assert twin_fingerprint(cal) != twin_fingerprint(from_dict(tweaked))
 
 
 def test_malformed_scenario_fails_alone(tmp_path, scenarios):

@@ -139,16 +139,24 @@ def test_memory_error_serves_nothing(cal):
     assert out["arrived_requests"] > 0 and out["ideal_throughput"] > 0 and out["starved"] is True
 
 
-def test_single_request_timing_matches_cost_model(tmp_path):
+#: the calibrated LoRA form (seconds per step: launch + per distinct adapter + per slot x token)
+SLOTS = {"form": "slots", "params": {"launch": 0.006, "distinct_adapters": 3.2e-4, "slot_token": 5.7e-7}}
+
+
+@pytest.mark.parametrize("lora", [None, SLOTS], ids=["factor", "slots"])
+def test_single_request_timing_matches_cost_model(tmp_path, lora):
     """One request alone: TTFT = one prefill step, ITLs = decode steps whose context grows by one token."""
     def edit(data):
         data["step"]["params"]["context_tokens"] = 2.0e-6
+        if lora:
+            data["lora"] = lora
 
     _, cal = fixture_calibration(tmp_path, edit)
     trace = write_trace(tmp_path / "one.csv", [(1.0, 100, 5)])
     sc = scenario(a_max=1, served=1, duration=10.0, adapters=[{"count": 1, "rank": 8, "rate": 1.0}],
                   arrivals={"kind": "trace", "path": str(trace)}, lengths={"kind": "trace", "path": str(trace)})
     out = simulate(sc, cal)
+    cal = cal.for_server(1)  # what the engine evaluates: the server's slots bound
     sched = cal.scheduler_time(1, 0)
     ttft = cal.step_time(0, 100, 0, 1, prefill_seqs=1) + sched
     itls = [cal.step_time(1, 0, 100 + j, 1) + sched for j in range(4)]
@@ -175,13 +183,16 @@ def test_lora_admission_skips_inactive_adapters(tmp_path, cal):
     assert run.scheduler.loads == 2  # slot preloaded with adapter 1; load 0, then 1 again
 
 
-def test_8_jumps_over_steady_steps_change_nothing(tmp_path):
+@pytest.mark.parametrize("lora", [None, SLOTS], ids=["factor", "slots"])
+def test_8_jumps_over_steady_steps_change_nothing(tmp_path, lora):
     """Advancing k identical decode steps at once (arithmetic series, block phases) = k single steps.
     (With a per-waiting-request scheduler cost, a jump keeps the waiting count of its start while single steps
     see inadmissible arrivals add to it: a documented approximation, so that cost is 0 here.)"""
     def edit(data):
         data["step"]["params"]["context_tokens"] = 1.0e-7
         small_kv(data)
+        if lora:
+            data["lora"] = lora
 
     _, cal = fixture_calibration(tmp_path, edit)
     sc, cal = prepare(scenario(a_max=16, served=24, rates=HIGH, duration=60.0), cal)
@@ -196,3 +207,4 @@ def test_8_jumps_over_steady_steps_change_nothing(tmp_path):
     np.testing.assert_allclose(fast.durations, slow.durations, rtol=1e-9)
     np.testing.assert_array_equal(fast.itl_counts, slow.itl_counts)
     np.testing.assert_allclose(fast.scheduler.done.ttft, slow.scheduler.done.ttft, rtol=1e-9, atol=1e-9)
+

@@ -14,10 +14,12 @@ S_max (and when does the server refuse to start), and what does the scheduler co
 the *profiling* families only (data card 5.1-5.5; the serving runs are kept for notebook 03):
 step time jointly from the decode runs (ITL at the mean running batch) and the prefill runs (duration per
 2048-token step), with terms per decode sequence, per context token, per prefill token and per admitted
-request; a LoRA factor on the step time against the expected distinct adapters per batch, fitted on the
-LoRA-overhead runs (batch ~210), whose excess over 1 ramps with the tokens of the step from the value the
-batch-1 loading runs show (LoRA adds ~40 % at batch 1, ~100 % at batch 210; whether it also scales attention
-is decided by the residuals); the measured CPU->GPU load time per (S_max, rank); KV capacity
+request; the time LoRA adds to a step as launch + per distinct adapter in the batch + per (slot x token)
+(slots = A_max + 1: vLLM's Triton LoRA kernels run a tile per adapter present and launch a grid row per slot),
+fitted on the scheduler-overhead tables (5.5: serving runs with A_max 8-448 that record the distinct adapters
+per batch; every LoRA profiling run of 5.2 has A_max 300, so those cannot separate slots from tokens) and
+checked on the LoRA profiling runs (5.2-5.3), whose ratio to the Llama-3.1 runs scales the form to
+Qwen-2.5; the measured CPU->GPU load time per (S_max, rank); KV capacity
 piecewise-linear in A_max per S_max with the measured start failures; scheduler time linear in running and
 waiting requests. Output: `data/calibration/<model>.json` (schema in `adaptwin.twin.costs`) and one residual
 figure per cost model in `<figures_dir>/calibration/`.
@@ -28,6 +30,7 @@ figures_dir = ".smoke/figures"
 shared_dir = "../shared"
 reports_dir = ".smoke/reports"
 models = ["llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"]
+lora_table_model = "llama-3.1-8b-instruct"
 """),
     ("code", """
 import json
@@ -39,14 +42,16 @@ from adaptwin.calibration import calibrate, quality_table
 from adaptwin.paths import resolve
 
 fig_dir = resolve(figures_dir) / "calibration"
-paths = calibrate(resolve(data_dir) / "measurements", resolve(data_dir) / "calibration", models, fig_dir)
+paths = calibrate(resolve(data_dir) / "measurements", resolve(data_dir) / "calibration", models, fig_dir,
+                  lora_table_model)
 pl.Config.set_tbl_rows(40)
 quality_table(paths)
 """),
     ("md", """
 **Result.** The table lists, per model and cost model, the relative residuals of each fit (`decode`,
-`prefill`: step model; `itl_lora`: LoRA runs with the fitted factor; `itl_lora_long`, `itl_base`: runs held
-out of the factor fit; `piecewise`: KV capacity). The fitted parameters:
+`prefill`: step model; `table`: the scheduler-overhead rows the LoRA form is fitted on; `itl_lora`,
+`itl_lora_long`, `itl_lora_single`, `itl_base`: LoRA profiling runs held out of that fit; `piecewise`: KV
+capacity). The fitted parameters:
 """),
     ("code", """
 for model, path in paths.items():
@@ -56,7 +61,8 @@ for model, path in paths.items():
     ("md", """
 ## Residual figures
 
-Step time (decode ITL and prefill steps), LoRA factor vs expected distinct adapters, KV capacity vs A_max (x:
+Step time (decode ITL and prefill steps), LoRA time per step vs distinct adapters (table rows and profiling
+runs), KV capacity vs A_max (x:
 the server did not start), loading time per (S_max, rank), scheduler time.
 """),
     ("code", """
@@ -68,11 +74,13 @@ display(Image(filename=str(fig_dir / "scheduler_residuals.png")))
     ("md", """
 **Caveats.** The aggregate profiling runs do not record per-step times, so the step model treats a saturated
 run's mean ITL as the step time at its mean running batch (residuals about ±5 %). The LoRA runs do not record
-the distinct adapters per batch; their expectation under uniform request spreading is used. LoRA overhead was
-profiled only at rank 8, at batch 1 (one adapter) and batch ~210-250; between them the ramp is linear, above
-them the factor is held (an additive LoRA time fits the profiling runs as well but grows without bound with
-the tokens of a step; all candidates' residuals are in `fit_quality.lora`).
-The scheduler CSVs do not name their model; both models share that fit. Llama-2-7B (vLLM 0.5.0, V0 engine)
+the distinct adapters per batch; their expectation under uniform request spreading is used. The
+scheduler-overhead CSVs do not name their model: they are taken as Llama-3.1-8B (`lora_table_model`; their
+saturated batches shrink with A_max as that model's KV cache does), with rank-8 adapters, and their prompts are
+not recorded (the ShareGPT pool mean is used). The slot form fitted on them predicts ~1.5x the LoRA time the
+synthetic decode-only profiling runs show (`profiling_measured_over_predicted` in `fit_quality.lora`): serving
+steps mix prefill chunks with decodes, which those runs never do. The authors' factor forms are still fitted
+(`fit_quality.lora.profiling_forms`). Both models share the scheduler fit. Llama-2-7B (vLLM 0.5.0, V0 engine)
 is not calibrated.
 """),
 ]

@@ -83,9 +83,9 @@ display(Image(filename=str(figs.queues_over_time(real_q, twin_q, title, fig_dir)
 """),
     ("md", """
 **Caveats.** The per-adapter mapping of rank and rate was not logged, so it is re-drawn (seeded); request
-lengths are drawn from a ShareGPT-shaped distribution, not the exact prompts. The calibration has no LoRA
-profiling at small batch sizes or ranks above 8 and no per-step measurements; these extrapolations show up as
-ITL errors. Smoke runs simulate a fraction of the hour on a few runs, so their numbers are not the headline.
+lengths are drawn from a ShareGPT-shaped distribution, not the exact prompts. The LoRA cost per step is fitted
+on the scheduler-overhead tables (rank-8 adapters, model not recorded, taken as Llama-3.1-8B): it has no term
+for the adapters' rank or S_max, and no per-step measurements exist; these show up as ITL errors (about 10 %). Smoke runs simulate a fraction of the hour on a few runs, so their numbers are not the headline.
 """),
 ]
 

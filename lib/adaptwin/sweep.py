@@ -4,7 +4,10 @@ Why this shape: a paper-scale dataset is tens of thousands of twin runs (hours o
 survive being stopped at any point. Results go to ``<out_dir>/chunk-NNNNNN.parquet``, one file per chunk of
 finished scenarios, each written atomically (`adaptwin.io.write_parquet`); a row is keyed by its
 ``scenario_id`` (hash of the scenario). A restart reads the ids already on disk and evaluates only the others,
-so an interruption loses at most the unflushed chunk and never duplicates a row. ``design.json`` lists the
+so an interruption loses at most the unflushed chunk and never duplicates a row. A row also depends on the
+twin that computed it: ``fingerprint.json`` holds `twin_fingerprint` (calibration content + twin source), and a
+sweep started with another fingerprint moves the old chunks to ``stale/<fingerprint>/`` (kept, never loaded)
+and starts afresh, so a recalibrated twin never trains surrogates on rows of the old one. ``design.json`` lists the
 ids of the latest call, so rows left by a design with other knobs are kept (a cache) but not loaded. A scenario the twin rejects
 (or that crashes it) becomes a row with ``error`` set and null outputs: it fails alone, the sweep goes on, and a
 restart does not retry it (the twin is deterministic; use ``retry_errors=True`` after fixing the twin).
@@ -17,9 +20,11 @@ sorted by ``scenario_id`` so the dataset does not depend on completion order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +38,7 @@ from adaptwin.dataset.sampler import canonical_json, scenario_id, unique
 from adaptwin.io import write_json, write_parquet
 
 SimulateFn = Callable[..., dict[str, Any]]
+log = logging.getLogger(__name__)
 
 #: twin outputs kept in the dataset (issue 3 section 5) with their dtypes
 OUTPUT_SCHEMA: dict[str, pl.DataType] = {
@@ -58,6 +64,8 @@ TIMING_COLUMNS: tuple[str, ...] = ("wall_time_s", "sweep_wall_time_s")
 _CHUNK = re.compile(r"chunk-(\d{6})\.parquet$")
 #: the scenario ids of the latest sweep into a directory (what `load_dataset` returns)
 DESIGN_FILE = "design.json"
+FINGERPRINT_FILE = "fingerprint.json"
+STALE_DIR = "stale"
 
 
 @dataclass
@@ -213,6 +221,40 @@ class _ChunkWriter:
         self.written += 1
 
 
+# ---- which twin computed the rows ---------------------------------------------------------------------------
+def twin_fingerprint(calibration: Any = None) -> str:
+    """Hash of what a row depends on besides its scenario: the calibration's content (``raw`` of a
+    `adaptwin.twin.costs.Calibration`) and the source of `adaptwin.twin`. Any change re-sweeps."""
+    import adaptwin.twin
+
+    h = hashlib.sha256()
+    raw = getattr(calibration, "raw", None)
+    h.update(canonical_json(raw).encode() if raw else b"<calibration from data/calibration per model>")
+    for path in sorted(Path(adaptwin.twin.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def retire_stale_rows(out_dir: Path, fingerprint: str) -> int:
+    """Move the chunks of another twin to ``stale/<their fingerprint>/`` and record ``fingerprint``; returns
+    how many chunk files moved. Directories without a fingerprint file but with chunks are stale too."""
+    path = out_dir / FINGERPRINT_FILE
+    old = json.loads(path.read_text())["fingerprint"] if path.exists() else "unknown"
+    moved = 0
+    if old != fingerprint:
+        files = chunk_files(out_dir)
+        if files:
+            dest = out_dir / STALE_DIR / old[:16]
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.move(str(f), dest / f.name)
+            moved = len(files)
+            log.warning("%s: %d chunk(s) computed by another twin (fingerprint %s) moved to %s",
+                        out_dir, moved, old[:16], dest)
+        write_json(path, {"fingerprint": fingerprint})
+    return moved
+
+
 # ---- the sweep ---------------------------------------------------------------------------------------------
 def pending_scenarios(scenarios: Iterable[dict[str, Any]], out_dir: str | Path,
                       retry_errors: bool = False) -> tuple[list[dict[str, Any]], int]:
@@ -229,11 +271,13 @@ def pending_scenarios(scenarios: Iterable[dict[str, Any]], out_dir: str | Path,
 def run_sweep(scenarios: Iterable[dict[str, Any]], out_dir: str | Path, *, simulate: SimulateFn | None = None,
               calibration: Any = None, engine: str = "serial", chunk_size: int = 100, batch_size: int = 4,
               n_workers: int = 2, scheduler_address: str | None = None, progress: bool = True,
-              retry_errors: bool = False) -> SweepReport:
+              retry_errors: bool = False, fingerprint: str | None = None) -> SweepReport:
     """Evaluate every scenario not already in ``out_dir`` and append the rows in chunks (see module doc).
 
     ``simulate(scenario, calibration)`` defaults to `adaptwin.twin.simulate`; ``engine`` is ``serial`` or
     ``dask`` (``scheduler_address`` None starts a `LocalCluster` of ``n_workers`` single-threaded processes).
+    ``fingerprint`` (default: `twin_fingerprint` of ``calibration`` when ``simulate`` is the twin's; a custom
+    ``simulate`` gets no check unless one is given) retires rows computed by another twin.
     """
     if engine not in ("serial", "dask"):
         raise ValueError(f"dataset.engine: expected 'serial' or 'dask', got {engine!r}")
@@ -241,6 +285,10 @@ def run_sweep(scenarios: Iterable[dict[str, Any]], out_dir: str | Path, *, simul
         raise ValueError(f"dataset.chunk_size / batch_size: expected >= 1, got {chunk_size!r} / {batch_size!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fingerprint is None and simulate is None:
+        fingerprint = twin_fingerprint(calibration)
+    if fingerprint is not None:
+        retire_stale_rows(out_dir, fingerprint)
     scenarios = unique(list(scenarios))
     write_json(out_dir / DESIGN_FILE, {"scenario_ids": sorted(scenario_id(s) for s in scenarios)})
     pending, skipped = pending_scenarios(scenarios, out_dir, retry_errors)

@@ -13,7 +13,11 @@ LoRA profiling run used A_max = 300 (batch 1 runs used 1). This script
 
     .venv/bin/python tools/experiments/lora_slot_cost.py [--model qwen-2.5-7b-instruct] [--validate]
 
-Findings (2026-11-22, `--validate`): throughput SMAPE 9.85 % (calibrated form: 9.71 %), starvation agreement
+Outcome (2026-11-23): adopted. `adaptwin.calibration` now fits this form on the scheduler-overhead tables
+(data card 5.5: serving runs with A_max 8-448 and measured distinct adapters per batch), which separate the
+slot term from the tokens where these 5.2 runs (all A_max 300) cannot; see `fit_lora_slots`.
+
+Earlier findings (2026-11-22, `--validate`, fitted on the 5.2 runs as below): throughput SMAPE 9.85 % (calibrated form: 9.71 %), starvation agreement
 96.2 % (91.6 %), ITL 21.2 % (21.1 %); the twin now over-estimates saturated throughput by 15-30 % where the
 calibrated form under-estimates it by 15-20 %, and its ITL is low by ~20 % almost everywhere. Kept as a lead,
 not adopted: the profiling runs do not pin down the rest of the high-load cost (S_max, adapter swaps).

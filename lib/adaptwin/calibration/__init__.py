@@ -20,9 +20,20 @@ import polars as pl
 
 from adaptwin.calibration import inputs
 from adaptwin.calibration.inputs import Tables, load_tables
-from adaptwin.calibration.models import Fitted, fit_kv, fit_loading, fit_lora, fit_scheduler, fit_step
+from adaptwin.calibration.models import (
+    SLOT_TERMS,
+    Fitted,
+    check_lora_slots,
+    fit_kv,
+    fit_loading,
+    fit_lora,
+    fit_lora_slots,
+    fit_scheduler,
+    fit_step,
+)
 from adaptwin.io import write_json
 from adaptwin.twin.costs import SCHEMA_VERSION, Calibration, from_dict
+from adaptwin.twin.lengths import DEFAULT_MEANS
 
 #: vLLM's default max model length per base model (data card 3): the KV cache must hold one such sequence
 MAX_MODEL_LEN: dict[str, int] = {
@@ -30,27 +41,61 @@ MAX_MODEL_LEN: dict[str, int] = {
     "qwen-2.5-7b-instruct": 32768,
 }
 BLOCK_SIZE = 16
+#: the model the scheduler-overhead tables (data card 5.5) were measured on. The tables do not record it;
+#: they are vLLM 0.8.5 serving runs of the authors' twin study, whose serving runs are all Llama-3.1-8B, and
+#: their saturated batches (~153 at A_max 384, ~128 at 448) shrink as Llama-3.1-8B's KV cache does
+#: (154k -> 131k tokens; Qwen-2.5-7B keeps 430k -> 381k). An assumption, stated in params.yaml.
+LORA_TABLE_MODEL = "llama-3.1-8b-instruct"
 
 __all__ = ["MAX_MODEL_LEN", "Tables", "calibrate", "fit_model", "load", "load_tables", "quality_table", "to_json"]
 
 
-def fit_model(tables: Tables, model: str) -> dict[str, Fitted]:
+def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL) -> dict[str, Fitted]:
     """Every cost model of ``model`` fitted from the profiling families (scheduler first: the step fit
-    subtracts its share)."""
-    if model not in MAX_MODEL_LEN:
-        raise ValueError(f"calibration.models: unknown model {model!r}; known: {', '.join(MAX_MODEL_LEN)}")
+    subtracts its share).
+
+    LoRA: the ``slots`` form fitted on the scheduler-overhead tables with the step model of
+    ``lora_table_model`` (the model they were measured on). For another model it is scaled by the ratio of
+    the two models' measured-to-predicted LoRA seconds on their own 5.2 profiling runs (same kernels,
+    similar shapes: 0.9-1.0 for Qwen-2.5-7B vs Llama-3.1-8B). The authors' factor form is fitted too and
+    kept under ``fit_quality.lora.profiling_forms``.
+    """
+    for name in (model, lora_table_model):
+        if name not in MAX_MODEL_LEN:
+            raise ValueError(f"calibration.models: unknown model {name!r}; known: {', '.join(MAX_MODEL_LEN)}")
     sched = fit_scheduler(inputs.scheduler_points(tables))
     sp = sched.block["params"]
     step = fit_step(inputs.decode_points(tables, model), inputs.prefill_points(tables, model), sp)
-    lora = fit_lora(inputs.lora_points(tables, model), step.block["params"], sp)
-    step = Fitted({**step.block, "lora_exempt": lora.quality["lora_exempt"]}, step.quality, step.points)
     return {
         "scheduler": sched,
-        "step": step,
-        "lora": lora,
+        "step": Fitted({**step.block, "lora_exempt": []}, step.quality, step.points),
+        "lora": _fit_lora(tables, model, lora_table_model, step.block["params"], sp),
         "loading": fit_loading(inputs.loading_points(tables, model)),
         "kv_capacity": fit_kv(inputs.kv_points(tables, model), MAX_MODEL_LEN[model]),
     }
+
+
+def _fit_lora(tables: Tables, model: str, table_model: str, step: dict[str, float],
+              sched: dict[str, float]) -> Fitted:
+    """The ``slots`` LoRA form of ``model`` (see `fit_model`), with its checks on the profiling runs."""
+    own = step if model == table_model else fit_step(
+        inputs.decode_points(tables, table_model), inputs.prefill_points(tables, table_model), sched).block["params"]
+    table = fit_lora_slots(inputs.lora_table_points(tables, *DEFAULT_MEANS[table_model]), own, sched)
+    params = table.block["params"]
+    profiling = inputs.lora_points(tables, model)
+    _, ratio, _ = check_lora_slots(profiling, step, sched, params)
+    scale = 1.0
+    if model != table_model:
+        _, table_ratio, _ = check_lora_slots(inputs.lora_points(tables, table_model), own, sched, params)
+        scale = ratio / table_ratio
+        params = {k: params[k] * scale for k in SLOT_TERMS}
+    check, ratio, points = check_lora_slots(profiling, step, sched, params)
+    quality = {**table.quality, **check, "table_model": table_model, "transfer_scale": scale,
+               "profiling_measured_over_predicted": ratio,
+               "profiling_forms": fit_lora(profiling, step, sched).quality}
+    if model == table_model:
+        points = pl.concat([table.points, points])
+    return Fitted({"form": "slots", "params": params}, quality, points)
 
 
 def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
@@ -65,8 +110,9 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
         "sources": {
             "step": "default latency (data card 5.1): decode runs output/ (ITL at mean running) and prefill "
                     "runs input/ (duration per token-budget step)",
-            "lora": "LoRA compute overhead (5.2) overhead_small: factor vs expected distinct adapters per batch; "
-                    "find_max_batch_small and initial_points_small held out as checks",
+            "lora": "scheduler overhead tables (5.5), rows without offloading or queue: LoRA seconds per step vs "
+                    "distinct adapters and A_max x tokens; the LoRA profiling runs (5.2-5.3) are checks and scale "
+                    "the form to other models",
             "loading": "adapter loading (5.3): mean of the per-request CPU->GPU loads in server_out.log",
             "kv_capacity": "available GPU memory (5.4): 'GPU KV cache size' and memory failures",
             "scheduler": "scheduler overhead tables (5.5): total_scheduling_time / steps; model not recorded",
@@ -78,13 +124,13 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
 
 
 def calibrate(measurements_dir: str | Path, out_dir: str | Path, models: list[str],
-              figures_dir: str | Path | None = None) -> dict[str, Path]:
+              figures_dir: str | Path | None = None, lora_table_model: str = LORA_TABLE_MODEL) -> dict[str, Path]:
     """Fit and write ``<out_dir>/<model>.json`` for each model (and its residual figures into
     ``figures_dir`` when given); returns the written JSON paths."""
     tables = load_tables(measurements_dir)
     written = {}
     for m in models:
-        fitted = fit_model(tables, m)
+        fitted = fit_model(tables, m, lora_table_model)
         written[m] = write_json(Path(out_dir) / f"{m}.json", to_json(m, fitted))
         if figures_dir is not None:
             from adaptwin.figures.twin import calibration_figures

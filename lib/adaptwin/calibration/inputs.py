@@ -163,3 +163,31 @@ def scheduler_points(tables: Tables) -> pl.DataFrame:
         "source", "gpu_loras", "cpu_loras", "avg_batch_size", "avg_waiting_queue", "mean_loras_by_batch",
         (pl.col("total_scheduling_time") / pl.col("steps")).alias("sched_s"),
     )
+
+
+def lora_table_points(tables: Tables, input_mean: float, output_mean: float) -> pl.DataFrame:
+    """Scheduler-overhead rows (5.5) as serving-condition LoRA points, one per run, reduced to a mean step.
+
+    Kept: every adapter in a GPU slot (``cpu_loras == gpu_loras``: no adapter loads in the ITL) and no queue
+    (``avg_waiting_queue < 1``: the step mix follows from the arrivals). Per step: ``mean_running`` decode
+    sequences with ``mean_loras_by_batch`` distinct adapters (measured, not expected), and the prompts of the
+    completed requests spread over the steps (``input_mean`` tokens each: the tables record output tokens
+    only). ``max_loras`` is A_max. The tables do not name the model (see `adaptwin.calibration.fit_model`).
+    """
+    t = tables.scheduler_overhead.filter(
+        (pl.col("cpu_loras") == pl.col("gpu_loras")) & (pl.col("avg_waiting_queue") < 1.0) & (pl.col("steps") > 0))
+    per_step = pl.col("completed_requests") / pl.col("steps")
+    return t.select(
+        (pl.col("source") + ":" + pl.col("gpu_loras").cast(pl.Utf8) + "/" + pl.col("rate").cast(pl.Utf8)).alias("run_id"),
+        pl.lit("table").alias("kind"),
+        pl.col("gpu_loras").cast(pl.Int64).alias("max_loras"),
+        pl.col("cpu_loras").cast(pl.Int64).alias("adapters_used"),
+        pl.col("avg_batch_size").cast(pl.Float64).alias("mean_running"),
+        pl.col("avg_waiting_queue").cast(pl.Float64).alias("mean_waiting"),
+        pl.col("mean_loras_by_batch").cast(pl.Float64).alias("distinct_adapters"),
+        (per_step * input_mean).alias("prefill_tokens"),
+        per_step.alias("prefill_seqs"),
+        (pl.col("avg_batch_size") * (input_mean + output_mean / 2.0)).alias("context_tokens"),
+        pl.col("mean_itl_ms").cast(pl.Float64).alias("itl_mean_ms"),
+        pl.lit(float(output_mean)).alias("output_tokens"),
+    )

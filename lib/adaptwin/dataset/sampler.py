@@ -182,6 +182,8 @@ def capacity_rate(calibration: Any | None, max_loras: int, s_max: int, served: i
     kv_tokens = max(calibration.kv_capacity_tokens(max_loras, s_max), PROXY_TOKENS_PER_REQUEST)
     batch = int(min(MAX_NUM_SEQS, kv_tokens / PROXY_TOKENS_PER_REQUEST))
     distinct = min(max_loras, batch, served)
+    if hasattr(calibration, "for_server"):  # the slot LoRA form needs A_max
+        calibration = calibration.for_server(max_loras)
     out_share = 0.47  # output tokens per request token (ShareGPT about 197 / 420)
     step = calibration.step_time(batch, int(batch * (1 - out_share) / out_share), int(batch * 210), distinct)
     step += calibration.scheduler_time(batch, 0)

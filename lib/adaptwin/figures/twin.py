@@ -59,7 +59,7 @@ def lora_residuals(fit: Fitted, model: str, out_dir: str | Path) -> list[Path]:
     for kind, g in p.group_by("kind", maintain_order=True):
         line = a.plot(g["distinct_adapters"], g["measured_extra_ms"], "o", label=f"{kind[0]} (measured)")
         a.plot(g["distinct_adapters"], g["lora_extra_ms"], "_", ms=10, color=line[0].get_color())
-    a.set_xlabel("expected distinct adapters per batch")
+    a.set_xlabel("distinct adapters per batch (table: measured; runs: expected)")
     a.set_ylabel("LoRA time per step (ms)")
     a.set_title(f"{model}: LoRA overhead ({fit.quality['form']}; bars = fit)")
     a.legend(frameon=False)

@@ -124,11 +124,13 @@ def max_rank(calibration: Any) -> int:
     return max(calibration.loading_ms)
 
 
-def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", **context_kwargs: Any) -> Placement:
+def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", *,
+          keep_whole: frozenset[int] = frozenset(), **context_kwargs: Any) -> Placement:
     """Place ``adapters`` (``adapter_id, rank, rate``) with ``method``; the time includes every surrogate call.
 
     ``model`` is a model name (the surrogate and calibration are loaded by `make_context` with
-    ``context_kwargs``) or a ready `Context` (reuse it when placing many workloads)."""
+    ``context_kwargs``) or a ready `Context` (reuse it when placing many workloads). ``keep_whole``: rows the
+    greedy must not split (`greedy.split_heavy`)."""
     if method not in METHODS:
         raise PlacementError(f"method {method!r} not in {', '.join(METHODS)}")
     context = model if isinstance(model, Context) else make_context(model, **context_kwargs)
@@ -139,7 +141,7 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
     if method in ("greedy", "greedy-fast", "greedy-latency"):
         rows = adapters
         if context.extensions:  # adapters too busy for one GPU become equal shares (greedy.split_heavy)
-            rows, origin, share = greedy.split_heavy(adapters, ev)
+            rows, origin, share = greedy.split_heavy(adapters, ev, keep_whole=keep_whole)
         gpus, overloaded = greedy.place_greedy(rows, ev, fast=method == "greedy-fast",
                                                 extensions=context.extensions)
         notes["overloaded_gpus"] = overloaded

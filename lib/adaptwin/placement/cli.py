@@ -30,9 +30,10 @@ def run_place(args: argparse.Namespace) -> int:
         )
         placement = place(workload, context, args.method)
         if args.repair:
-            from adaptwin.placement.repair import repair
+            from adaptwin.placement.repair import repair_splits
 
-            placement = repair(placement, context.evaluator, calibration)
+            placement = repair_splits(placement, lambda keep: place(workload, context, args.method, keep_whole=keep),
+                                      context.evaluator, calibration)
         write_placement(placement, resolve(args.out))
     except (PlacementError, CalibrationError, FileNotFoundError) as exc:
         print(f"adaptwin place: {exc}", file=sys.stderr)

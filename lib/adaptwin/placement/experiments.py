@@ -71,8 +71,9 @@ def run_grid(cfg: StageConfig, context: Context, shared_dir: str | Path, out_dir
         for method in cfg.methods:
             p = place(frame, context, method)
             if cfg.repair and calibration is not None and method in REPAIRED:
-                p = repair.repair(p, context.evaluator, calibration, cfg.repair_duration_s, cfg.verify_workers,
-                                  checked)
+                p = repair.repair_splits(p, lambda keep, f=frame, m=method: place(f, context, m, keep_whole=keep),
+                                         context.evaluator, calibration, cfg.repair_duration_s, cfg.verify_workers,
+                                         checked)
             write_placement(p, out / spec.name / method)
             placements.append(p)
             labels.append({"workload": spec.name, "kind": spec.kind, "adapters": spec.adapters,
@@ -92,6 +93,7 @@ def placement_rows(placements: Sequence[Placement], labels: Sequence[dict[str, A
          "predicted_unsafe_gpus": int(p.notes.get("predicted_unsafe_gpus", 0)),
          "repair_time_s": float(p.notes.get("repair_time_s", 0.0)),
          "repaired_gpus": int(p.notes.get("repaired_gpus", 0)),
+         "unsplit_adapters": int(p.notes.get("unsplit_adapters", 0)),
          "split_adapters": int(p.notes.get("split_adapters", 0)),
          "predicted_itl_mean_ms": float(np.mean([g.predicted["itl_mean_ms"] for g in p.gpus]))}
         for p, label in zip(placements, labels, strict=True)

@@ -118,19 +118,21 @@ def settle_a_max(gpus: list[Gpu], ranks: np.ndarray, rates: np.ndarray, ev: Eval
     return out
 
 
-def split_heavy(workload: pl.DataFrame, ev: Evaluator, max_shares: int = 64) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+def split_heavy(workload: pl.DataFrame, ev: Evaluator, max_shares: int = 64,
+                keep_whole: frozenset[int] = frozenset()) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
     """Replicate adapters too busy for one GPU (beyond the paper): an adapter that is unsafe alone on a GPU is
     split into the fewest equal shares (at most ``max_shares``) each safe alone; each share is a row of the
     returned workload with rate / shares. Returns (expanded workload, original row of each expanded row,
     share of each expanded row). vLLM serves one adapter from several GPUs when the router spreads its
     requests over them (routing.csv lists the adapter once per GPU); without this, such an adapter starves
-    whatever GPU it is put on."""
+    whatever GPU it is put on. Rows in ``keep_whole`` are never split (the twin found them safe alone, see
+    `adaptwin.placement.repair.repair_splits`)."""
     ranks = workload["rank"].to_numpy()
     rates = workload["rate"].to_numpy().astype(float)
     counts = np.ones(len(rates), dtype=np.int64)
     alone = ev.evaluate([(ranks[i:i + 1], rates[i:i + 1]) for i in range(len(rates))],
                         [ev.a_max_options(1, int(r)) for r in ranks])
-    heavy = [int(alone["set"][r]) for r in np.flatnonzero(~alone["ok"])]
+    heavy = [i for i in (int(alone["set"][r]) for r in np.flatnonzero(~alone["ok"])) if i not in keep_whole]
     if heavy:
         ks = np.arange(2, max_shares + 1)
         res = ev.evaluate([(np.repeat(ranks[i], 1), np.array([rates[i] / k])) for i in heavy for k in ks],

@@ -13,6 +13,10 @@ the bar (throughput below `PASS_RATIO` x ideal, a memory error, or the twin's st
 3. else it is split in two (adapters dealt the same way), each half configured by the surrogate, and both are
    checked in the next round.
 
+Before that, an adapter the greedy split into shares because the surrogate rated it unsafe alone is
+simulated alone at its full rate (`repair_splits`): if the twin serves it, the workload is placed again with
+that adapter kept whole, repaired the same way, and the placement with fewer GPUs is kept.
+
 The checks use a different seed from `adaptwin.placement.verify` (`REPAIR_SEED_OFFSET`) and a stricter bar
 than the starvation rule (`PASS_RATIO` = 0.92 against 0.9), so the final verification remains an independent
 sample of the same GPU rather than a replay of the repair's own simulation. Repair time is reported apart
@@ -22,6 +26,7 @@ from placement time: the placement-speed targets concern the surrogate-only gree
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -98,6 +103,51 @@ def _rebalance(placement: Placement, gpu: Gpu, partner: Gpu, ev: Evaluator) -> l
     if len(merged) < 2:
         return []
     return _halves(placement, list(merged), list(merged.values()), ev, largest=True)
+
+
+def split_rows(placement: Placement) -> list[int]:
+    """Workload rows the placement serves from more than one GPU (`greedy.split_heavy` shares)."""
+    seen: dict[int, int] = {}
+    for gpu in placement.gpus:
+        for m in gpu.members:
+            seen[m] = seen.get(m, 0) + 1
+    return sorted(m for m, n in seen.items() if n > 1)
+
+
+def whole_is_safe(placement: Placement, rows: list[int], calibration: Any, duration_s: float = 1200.0,
+                  workers: int = 2, cache: dict[str, dict[str, Any]] | None = None) -> frozenset[int]:
+    """The ``rows`` the twin serves alone on one GPU (A_max 1, S_max = its rank) at their full rate: the
+    surrogate saw few single adapters that busy and tends to split them when one GPU would do."""
+    from adaptwin.dataset.sampler import make_scenario
+
+    jobs = []
+    for r in rows:
+        row = placement.workload.row(r, named=True)
+        scenario = make_scenario(placement.model, [int(row["rank"])], [float(row["rate"])], 1, duration_s=duration_s)
+        scenario["seed"] = (scenario["seed"] + REPAIR_SEED_OFFSET) % (2**31 - 1)
+        jobs.append((scenario, calibration))
+    ok = _check(jobs, workers, {} if cache is None else cache)
+    return frozenset(r for r, good in zip(rows, ok, strict=True) if good)
+
+
+def repair_splits(placement: Placement, replace_fn: Callable[[frozenset[int]], Placement], ev: Evaluator,
+                  calibration: Any, duration_s: float = 1200.0, workers: int = 2,
+                  cache: dict[str, dict[str, Any]] | None = None) -> Placement:
+    """`repair`, after asking the twin about the adapters the greedy split: those it serves alone are kept
+    whole and the workload is placed again (``replace_fn(keep_whole)``) and repaired; the placement with
+    fewer GPUs wins (ties: the first). ``repair_time_s`` counts every twin check; ``unsplit_adapters`` the
+    adapters kept whole in the returned placement."""
+    t0 = time.perf_counter()
+    cache = {} if cache is None else cache
+    first = repair(placement, ev, calibration, duration_s, workers, cache)
+    keep = whole_is_safe(placement, split_rows(placement), calibration, duration_s, workers, cache)
+    best, unsplit = first, 0
+    if keep:
+        second = repair(replace_fn(keep), ev, calibration, duration_s, workers, cache)
+        if second.num_gpus < first.num_gpus:
+            best, unsplit = second, len(keep)
+    notes = {**best.notes, "repair_time_s": time.perf_counter() - t0, "unsplit_adapters": unsplit}
+    return replace(best, notes=notes)
 
 
 def repair(placement: Placement, ev: Evaluator, calibration: Any, duration_s: float = 1200.0,

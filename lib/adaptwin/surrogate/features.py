@@ -17,6 +17,10 @@ because trees split on one variable at a time and cannot form ratios or the memo
 * ``slot_fraction`` = adapter_slots / served_adapters: share of adapters resident at once (1 = no swapping);
 * ``kv_capacity_tokens`` (only with a calibration): KV-cache tokens left by A_max slots of rank S_max =
   max_size, from `Calibration.kv_capacity_tokens`: it bounds the running batch and so the throughput.
+* ``capacity_rate`` and ``load_ratio`` (only with a calibration): the requests/s a full batch of the GPU
+  sustains at the calibrated step time (`adaptwin.dataset.sampler.capacity_rate`, the proxy that centres the
+  dataset's offered loads) and sum_rate / capacity_rate. Starvation sets in near a fixed load ratio, which a
+  tree finds in one split; from the raw columns it would need the step-time model.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ PAPER_FEATURES: tuple[str, ...] = (
 )
 RATIO_FEATURES: tuple[str, ...] = ("mean_rate", "rate_per_slot", "slot_fraction")
 KV_FEATURE = "kv_capacity_tokens"
+CAPACITY_FEATURES: tuple[str, ...] = ("capacity_rate", "load_ratio")
 #: paper columns that must be > 0 (served_adapters, adapter_slots, max_size)
 _POSITIVE = [5, 6, 2]
 
@@ -42,7 +47,7 @@ class FeatureError(ValueError):
 
 def feature_names(with_calibration: bool) -> tuple[str, ...]:
     """Column order of the feature matrix (the models are trained on exactly this order)."""
-    return PAPER_FEATURES + RATIO_FEATURES + ((KV_FEATURE,) if with_calibration else ())
+    return PAPER_FEATURES + RATIO_FEATURES + ((KV_FEATURE, *CAPACITY_FEATURES) if with_calibration else ())
 
 
 def _moments(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
@@ -89,8 +94,25 @@ def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[s
         "slot_fraction": slots / served,
     }
     if calibration is not None:
-        out[KV_FEATURE] = kv_capacity(calibration, slots, np.asarray(base["max_size"], dtype=float))
+        s_max = np.asarray(base["max_size"], dtype=float)
+        out[KV_FEATURE] = kv_capacity(calibration, slots, s_max)
+        out["capacity_rate"] = capacity(calibration, slots, s_max, served)
+        out["load_ratio"] = sum_rate / out["capacity_rate"]
     return out
+
+
+def capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray, served: np.ndarray) -> np.ndarray:
+    """`adaptwin.dataset.sampler.capacity_rate` over arrays (once per distinct (A_max, S_max, served))."""
+    from adaptwin.dataset.sampler import capacity_rate
+
+    cols = [np.asarray(c, dtype=float) for c in (slots, s_max, served)]
+    if cols[0].size <= 16:
+        flat = [capacity_rate(calibration, int(a), int(r), int(n)) for a, r, n in zip(*(c.flat for c in cols),
+                                                                                      strict=True)]
+        return np.array(flat, dtype=float).reshape(cols[0].shape)
+    triples, inverse = np.unique(np.stack([c.ravel() for c in cols], axis=1), axis=0, return_inverse=True)
+    values = np.array([capacity_rate(calibration, int(a), int(r), int(n)) for a, r, n in triples], dtype=float)
+    return values[inverse.ravel()].reshape(cols[0].shape)
 
 
 def kv_capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray) -> np.ndarray:

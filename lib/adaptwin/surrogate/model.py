@@ -167,12 +167,15 @@ class Surrogate:
 
 def inverse_transform(kind: str, value: np.ndarray, sum_rate: np.ndarray, tokens_per_request: float) -> np.ndarray:
     """Model space -> natural units: ``log`` -> exp; ``ratio`` (throughput / ideal) -> ratio x sum_rate x
-    tokens per request (the inverse of `adaptwin.surrogate.train.transform`)."""
+    tokens per request; ``log_ratio`` -> exp, then as ``ratio`` (the inverse of
+    `adaptwin.surrogate.train.transform`)."""
     if kind == "log":
         return np.exp(value)
     if kind == "ratio":
         return np.clip(value, 0.0, None) * sum_rate * tokens_per_request
-    raise SurrogateError(f"metadata.json: target transform {kind!r} unknown (expected 'log' or 'ratio')")
+    if kind == "log_ratio":
+        return np.exp(value) * sum_rate * tokens_per_request
+    raise SurrogateError(f"metadata.json: target transform {kind!r} unknown (expected 'log', 'ratio' or 'log_ratio')")
 
 
 def _json_dump(model: Any) -> dict[str, Any]:

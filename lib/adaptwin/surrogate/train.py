@@ -26,7 +26,7 @@ from adaptwin.io import write_json
 from adaptwin.surrogate.features import feature_names, features_frame
 from adaptwin.surrogate.model import CLASS_TARGET, REGRESSION_TARGETS, SURROGATE_VERSION, Surrogate
 
-TRANSFORMS: tuple[str, ...] = ("log", "ratio")
+TRANSFORMS: tuple[str, ...] = ("log", "ratio", "log_ratio")
 #: floor of log targets (a GPU that finished nothing has zero throughput; log needs a positive number)
 LOG_FLOOR = 1e-3
 
@@ -71,6 +71,8 @@ def transform(target: str, kind: str, y: np.ndarray, sum_rate: np.ndarray, token
         return np.log(np.maximum(y, LOG_FLOOR))
     if kind == "ratio":
         return y / np.maximum(sum_rate * tokens_per_request, LOG_FLOOR)
+    if kind == "log_ratio":  # log(throughput / ideal): 0 wherever nothing waits, exact at any offered load
+        return np.log(np.maximum(y, LOG_FLOOR) / np.maximum(sum_rate * tokens_per_request, LOG_FLOOR))
     raise TrainingError(f"surrogates.{target} transform: unknown {kind!r}; known: {', '.join(TRANSFORMS)}")
 
 
@@ -110,7 +112,8 @@ def candidate_params(n_search: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def _catboost(classifier: bool, params: dict[str, Any], iterations: int, seed: int, threads: int):
+def catboost_model(classifier: bool, params: dict[str, Any], iterations: int, seed: int, threads: int):
+    """An unfitted CatBoost learner with the project's fixed settings (loss, seed, quiet, no files)."""
     from catboost import CatBoostClassifier, CatBoostRegressor
 
     common = dict(iterations=iterations, random_seed=seed, thread_count=threads, verbose=False,
@@ -135,7 +138,7 @@ def fit_target(x: np.ndarray, y: np.ndarray, classifier: bool, *, n_search: int,
         for fit_idx, val_idx in splits:
             if classifier and len(np.unique(y[fit_idx])) < 2:
                 continue  # one class only in this fold: nothing to learn or tune against
-            model = _catboost(classifier, params, max_iterations, seed, threads)
+            model = catboost_model(classifier, params, max_iterations, seed, threads)
             model.fit(x[fit_idx], y[fit_idx], eval_set=(x[val_idx], y[val_idx]), early_stopping_rounds=50,
                       use_best_model=True)
             losses.append(float(next(iter(model.get_best_score()["validation"].values()))))
@@ -143,7 +146,7 @@ def fit_target(x: np.ndarray, y: np.ndarray, classifier: bool, *, n_search: int,
         trials.append({"params": params, "validation_loss": float(np.mean(losses)) if losses else float("inf"),
                        "iterations": int(np.mean(iterations)) if iterations else max_iterations})
     best = min(trials, key=lambda t: t["validation_loss"])
-    final = _catboost(classifier, best["params"], best["iterations"], seed, threads)
+    final = catboost_model(classifier, best["params"], best["iterations"], seed, threads)
     final.fit(x, y)
     return final, {"best": best, "trials": trials}
 

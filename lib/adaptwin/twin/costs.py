@@ -17,6 +17,9 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                    "distinct_adapters": s}}   # seconds LoRA adds to a step with >= 1 adapter in the batch,
                or {"form": "factor_ramp", "params": {"coef": [c0, c1, ...], "ramp_tokens": t, "ramp_start": r}}
                    # factor whose excess over 1 ramps with the step's tokens (see Calibration.lora_factor),
+               or {"form": "slots", "params": {"launch": s, "distinct_adapters": s, "slot_token": s}}
+                   # seconds LoRA adds to a step with >= 1 adapter: launch + per distinct adapter
+                   # + per (slot x token), slots = A_max + 1 (see Calibration.lora_extra),
   "loading":   {"form": "table", "params": {"<s_max>": {"<rank>": ms}}},   # CPU -> GPU slot load, ms
   "kv_capacity": {"form": "linear_slots" | "piecewise_slots",
                   "params": {"base_tokens": t, "per_slot_rank_tokens": t,
@@ -43,6 +46,7 @@ Calibration may add forms here; the twin sees only the methods of `Calibration`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -73,7 +77,7 @@ class Curve:
             return sum(c * x**i for i, c in enumerate(p["coef"]))
         if self.form == "piecewise_linear":
             return _interp(x, p["x"], p["y"])
-        if self.form in ("additive", "factor_ramp"):
+        if self.form in ADDITIVE_FORMS + ("factor_ramp",):
             raise CalibrationError(f"lora form {self.form!r} is not a plain curve; use Calibration.step_time")
         raise CalibrationError(f"unknown curve form {self.form!r}")
 
@@ -88,6 +92,9 @@ def _interp(x: float, xs: list[float], ys: list[float]) -> float:
     x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
     return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
+
+#: LoRA forms that add seconds to a step (the others multiply the step time)
+ADDITIVE_FORMS = ("additive", "slots")
 
 #: the step-time terms, in the order their contributions are summed
 STEP_TERMS = ("intercept", "decode_seqs", "prefill_tokens", "context_tokens", "prefill_seqs")
@@ -122,6 +129,14 @@ class Calibration:
     #: step terms the LoRA factor does not multiply (e.g. attention over the context: LoRA touches only the
     #: projection layers); from ``step.lora_exempt`` in the JSON, empty by default
     lora_exempt: tuple[str, ...] = ()
+    #: LoRA slots of the server (A_max + 1: vLLM's kernels also launch a row for "no adapter"); 0 until
+    #: `for_server` binds one. Only the ``slots`` LoRA form reads it.
+    slots: int = 0
+
+    def for_server(self, max_loras: int) -> Calibration:
+        """This calibration bound to a server with ``max_loras`` GPU slots (the ``slots`` LoRA form's cost
+        grows with them: vLLM 0.8.5's Triton LoRA kernels launch one block row per slot and let idle rows exit)."""
+        return dataclasses.replace(self, slots=int(max_loras) + 1)
 
     # ---- step time -------------------------------------------------------------------------------
     def step_time(self, decode_seqs: int, prefill_tokens: int, context_tokens: int, distinct_adapters: int,
@@ -135,7 +150,7 @@ class Calibration:
         values = (s["intercept"], s.get("decode_seqs", 0.0) * decode_seqs,  # in the order of STEP_TERMS
                   s.get("prefill_tokens", 0.0) * prefill_tokens,
                   s.get("context_tokens", 0.0) * context_tokens, s.get("prefill_seqs", 0.0) * prefill_seqs)
-        if self.lora.form == "additive":
+        if self.lora.form in ADDITIVE_FORMS:
             return sum(values) + self.lora_extra(decode_seqs, prefill_tokens, distinct_adapters)
         # the same sums, in the same order, as over a dict of the terms, without building one (prefill steps)
         exempt_mask, scaled_mask = _term_masks(tuple(self.lora_exempt))
@@ -160,10 +175,19 @@ class Calibration:
         return max(self.lora(distinct_adapters), 1.0)
 
     def lora_extra(self, decode_seqs: int, prefill_tokens: int, distinct_adapters: int) -> float:
-        """Seconds LoRA adds to a step under the ``additive`` form (0 without adapters in the batch)."""
+        """Seconds LoRA adds to a step under an additive form (0 without adapters in the batch).
+
+        ``slots``: launch + distinct_adapters x D + slot_token x (A_max + 1) x tokens, tokens = decode
+        sequences + prefill tokens (each adapter's tokens are separate tiles; every slot's grid row is
+        launched over all tokens). Needs `for_server`."""
         if distinct_adapters <= 0:
             return 0.0
         p = self.lora.params
+        if self.lora.form == "slots":
+            if self.slots <= 0:
+                raise CalibrationError("lora form 'slots' needs the server's A_max: use Calibration.for_server")
+            return (p["launch"] + p["distinct_adapters"] * distinct_adapters
+                    + p["slot_token"] * self.slots * (decode_seqs + prefill_tokens))
         return (p["intercept"] + p.get("decode_seqs", 0.0) * decode_seqs
                 + p.get("prefill_tokens", 0.0) * prefill_tokens + p.get("distinct_adapters", 0.0) * distinct_adapters)
 
