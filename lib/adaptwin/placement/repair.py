@@ -46,7 +46,11 @@ MAX_ROUNDS = 6  # check-and-fix rounds; GPUs still failing in the last one are r
 
 def _scenario(placement: Placement, gpu: Gpu, duration_s: float) -> dict[str, Any]:
     """The verification scenario of ``gpu`` (`verify.gpu_scenario`) with the repair's own seed."""
-    scenario = verify.gpu_scenario(placement, gpu, duration_s)
+    return _repair_seed(verify.gpu_scenario(placement, gpu, duration_s))
+
+
+def _repair_seed(scenario: dict[str, Any]) -> dict[str, Any]:
+    """``scenario`` with its content seed moved by `REPAIR_SEED_OFFSET` (in place; returned)."""
     scenario["seed"] = (scenario["seed"] + REPAIR_SEED_OFFSET) % (2**31 - 1)
     return scenario
 
@@ -124,8 +128,7 @@ def whole_is_safe(placement: Placement, rows: list[int], calibration: Any, durat
     for r in rows:
         row = placement.workload.row(r, named=True)
         scenario = make_scenario(placement.model, [int(row["rank"])], [float(row["rate"])], 1, duration_s=duration_s)
-        scenario["seed"] = (scenario["seed"] + REPAIR_SEED_OFFSET) % (2**31 - 1)
-        jobs.append((scenario, calibration))
+        jobs.append((_repair_seed(scenario), calibration))
     ok = _check(jobs, workers, {} if cache is None else cache)
     return frozenset(r for r, good in zip(rows, ok, strict=True) if good)
 
