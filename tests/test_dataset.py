@@ -89,3 +89,22 @@ def test_bad_knobs_are_named():
         make_scenario(MODEL, [8] * 4, [0.1] * 4, 9)
     with pytest.raises(ScenarioError, match="rate pattern: unknown 'zipfy'"):
         spread_rates(np.random.default_rng(0), 1.0, 4, "zipfy")
+
+
+def test_grid_variants_use_the_real_server_configurations_with_other_traffic(calibration):
+    from adaptwin.dataset.sampler import REAL_A_MAX, REAL_RANKS, REAL_SERVED, grid_variant_scenarios
+
+    config = SamplerConfig(MODEL, duration_s=600)
+    cal = calibration
+    variants = grid_variant_scenarios(config, 30, seed=4, calibration=cal)
+    assert len(variants) == 30 and variants == grid_variant_scenarios(config, 30, seed=4, calibration=cal)
+    assert [scenario_id(s) for s in variants] != [scenario_id(s) for s in grid_variant_scenarios(config, 30, seed=5,
+                                                                                             calibration=cal)]
+    for s in variants:
+        served = sum(g["count"] for g in s["adapters"])
+        ranks = {g["rank"] for g in s["adapters"]}
+        s_max, a_max = s["server"]["max_lora_rank"], s["server"]["max_loras"]
+        assert served in REAL_SERVED and a_max in REAL_A_MAX[s_max] and a_max <= served
+        assert ranks == set(REAL_RANKS[s_max]) and not cal.memory_error(a_max, s_max)
+    with pytest.raises(ScenarioError, match="grid_variants"):
+        grid_variant_scenarios(config, -1)

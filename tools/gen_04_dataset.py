@@ -13,8 +13,9 @@ to train surrogates for that (the paper's Table 3: rows, wall time, scenarios pe
 **Method.** `adaptwin.dataset` samples single-GPU scenarios over the design space placement explores (served
 adapters 8-576, A_max from the candidate list and startable per the calibration, rank mixes 8 / 8-16 / 8-16-32,
 equal, real-run-like, lognormal and power-law rates, offered load log-uniform around a capacity proxy so the
-starvation boundary is dense, Poisson and unpredictable arrivals, ShareGPT lengths) and adds the exact
-configurations of the real serving runs. `adaptwin.sweep` runs them through the twin on a Dask cluster into a
+starvation boundary is dense, Poisson and unpredictable arrivals, ShareGPT lengths), adds the exact
+configurations of the real serving runs, and `grid_variants` scenarios on those runs' server configurations
+with other rates and ranks. `adaptwin.sweep` runs them through the twin on a Dask cluster into a
 resumable Parquet dataset (`data/dataset/<model>/chunk-*.parquet`, one row per scenario, keyed by its hash).
 """),
     ("code", """
@@ -26,6 +27,7 @@ models = ["llama-3.1-8b-instruct"]
 n_scenarios = [40]
 include_real_grid = False
 real_grid_fraction = 0.5
+grid_variants = 4
 duration_s = 300
 seed = 0
 load_range = [0.01, 20.0]
@@ -47,7 +49,7 @@ from adaptwin.dataset.stage import run_stage
 from adaptwin.paths import resolve
 
 knobs = dict(duration_s=duration_s, seed=seed, include_real_grid=include_real_grid,
-             real_grid_fraction=real_grid_fraction, load_range=tuple(load_range),
+             real_grid_fraction=real_grid_fraction, grid_variants=grid_variants, load_range=tuple(load_range),
              boundary_fraction=boundary_fraction, boundary_band=tuple(boundary_band),
              unpredictable_fraction=unpredictable_fraction, engine=engine,
              n_workers=n_workers, scheduler_address=scheduler_address, chunk_size=chunk_size, batch_size=batch_size)

@@ -267,6 +267,34 @@ def real_grid_scenarios(model: str, duration_s: float = 600.0, calibration: Any 
     return [s for s in unique(scenarios) if int(scenario_id(s)[:8], 16) / 16**8 < fraction]
 
 
+def grid_variant_scenarios(config: SamplerConfig, n: int, seed: int = 0,
+                           calibration: Any | None = None) -> list[dict[str, Any]]:
+    """``n`` scenarios on the real runs' server configurations (S_max, A_max, served) with other traffic:
+    ranks from the run's mix (cycled or Dirichlet), total load log-uniform in ``config.load_range`` times the
+    capacity proxy, spread by a random rate pattern, Poisson or unpredictable arrivals.
+
+    Why: the real-run grid teaches the surrogate each configuration at three fixed rate levels only; real
+    workloads put heterogeneous rates and ranks on the same configurations. Reproducible from ``seed`` (a
+    stream of its own, so adding variants leaves the random design unchanged)."""
+    if n < 0:
+        raise ScenarioError(f"dataset.grid_variants: expected >= 0, got {n!r}")
+    configs = [(s_max, a_max, served) for s_max, a_maxes in REAL_A_MAX.items() for a_max in a_maxes
+               if calibration is None or not calibration.memory_error(a_max, s_max)
+               for served in REAL_SERVED if served >= a_max]
+    rng = np.random.default_rng([seed, 1])
+    lo, hi = config.load_range
+    out = []
+    for _ in range(n):
+        s_max, a_max, served = configs[int(rng.integers(len(configs)))]
+        ranks = assign_ranks(rng, REAL_RANKS[s_max], served)
+        total = math.exp(rng.uniform(math.log(lo), math.log(hi))) * capacity_rate(calibration, a_max, s_max, served)
+        rates = spread_rates(rng, total, served, RATE_PATTERNS[int(rng.integers(len(RATE_PATTERNS)))])
+        arrivals = "unpredictable" if rng.random() < config.unpredictable_fraction else "poisson"
+        out.append(make_scenario(config.model, ranks.tolist(), rates.tolist(), a_max, arrivals=arrivals,
+                                 duration_s=config.duration_s))
+    return unique(out)
+
+
 def unique(scenarios: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Scenarios with duplicates (same id) removed, first occurrence kept."""
     seen: set[str] = set()

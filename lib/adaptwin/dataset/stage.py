@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from adaptwin.dataset.sampler import SamplerConfig, real_grid_scenarios, sample_scenarios, scenario_id
+from adaptwin.dataset.sampler import (
+    SamplerConfig,
+    grid_variant_scenarios,
+    real_grid_scenarios,
+    sample_scenarios,
+    scenario_id,
+)
 from adaptwin.sweep import SweepReport, load_dataset, run_sweep
 
 
@@ -34,6 +40,7 @@ class DatasetKnobs:
     seed: int = 0
     include_real_grid: bool = True
     real_grid_fraction: float = 1.0
+    grid_variants: int = 0
     load_range: tuple[float, float] = (0.01, 20.0)
     boundary_fraction: float = 0.5
     boundary_band: tuple[float, float] = (0.15, 1.5)
@@ -53,11 +60,13 @@ def sampler_config(model: str, knobs: DatasetKnobs, duration_s: float | None = N
 
 
 def scenarios_for(model: str, knobs: DatasetKnobs, calibration: Any) -> list[dict[str, Any]]:
-    """The real-run grid (optional) then ``n_scenarios`` random scenarios, all at ``duration_s``."""
+    """The real-run grid (optional), ``n_scenarios`` random scenarios, then ``grid_variants`` scenarios with
+    other traffic on the grid's server configurations, all at ``duration_s``."""
     config = sampler_config(model, knobs)
     grid = (real_grid_scenarios(model, knobs.duration_s, calibration, knobs.seed, knobs.real_grid_fraction)
             if knobs.include_real_grid else [])
-    return grid + sample_scenarios(config, knobs.n_scenarios, knobs.seed, calibration)
+    return (grid + sample_scenarios(config, knobs.n_scenarios, knobs.seed, calibration)
+            + grid_variant_scenarios(config, knobs.grid_variants, knobs.seed, calibration))
 
 
 def sweep_model(model: str, knobs: DatasetKnobs, calibration: Any, out_dir: str | Path,
