@@ -101,17 +101,35 @@ def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[s
     return out
 
 
-def capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray, served: np.ndarray) -> np.ndarray:
-    """`adaptwin.dataset.sampler.capacity_rate` over arrays (once per distinct (A_max, S_max, served))."""
+#: id(calibration) -> (calibration, {(A_max, S_max, served): capacity_rate}); the calibration is held so its id
+#: cannot be reused while cached (a Calibration holds dicts, so it cannot key a dict itself)
+_CAPACITY_CACHE: dict[int, tuple[Any, dict[tuple[int, int, int], float]]] = {}
+
+
+def _capacity_rate(calibration: Any, a_max: int, s_max: int, served: int) -> float:
+    """`adaptwin.dataset.sampler.capacity_rate`, memoised per calibration (placement asks about the same few
+    (A_max, S_max, served) triples thousands of times; each costs ~15 us)."""
     from adaptwin.dataset.sampler import capacity_rate
 
+    entry = _CAPACITY_CACHE.get(id(calibration))
+    if entry is None or entry[0] is not calibration:
+        entry = _CAPACITY_CACHE[id(calibration)] = (calibration, {})
+    key = (a_max, s_max, served)
+    value = entry[1].get(key)
+    if value is None:
+        value = entry[1][key] = capacity_rate(calibration, a_max, s_max, served)
+    return value
+
+
+def capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray, served: np.ndarray) -> np.ndarray:
+    """`adaptwin.dataset.sampler.capacity_rate` over arrays (once per distinct (A_max, S_max, served))."""
     cols = [np.asarray(c, dtype=float) for c in (slots, s_max, served)]
     if cols[0].size <= 16:
-        flat = [capacity_rate(calibration, int(a), int(r), int(n)) for a, r, n in zip(*(c.flat for c in cols),
-                                                                                      strict=True)]
+        flat = [_capacity_rate(calibration, int(a), int(r), int(n)) for a, r, n in zip(*(c.flat for c in cols),
+                                                                                       strict=True)]
         return np.array(flat, dtype=float).reshape(cols[0].shape)
     triples, inverse = np.unique(np.stack([c.ravel() for c in cols], axis=1), axis=0, return_inverse=True)
-    values = np.array([capacity_rate(calibration, int(a), int(r), int(n)) for a, r, n in triples], dtype=float)
+    values = np.array([_capacity_rate(calibration, int(a), int(r), int(n)) for a, r, n in triples], dtype=float)
     return values[inverse.ravel()].reshape(cols[0].shape)
 
 
