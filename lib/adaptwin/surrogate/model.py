@@ -90,7 +90,9 @@ class ObliviousEnsemble:
         """Raw model outputs (CatBoost's RawFormulaVal), shape (rows, models)."""
         x32 = np.asarray(x, dtype=np.float32)
         bits = x32[:, self.feature] > self.border  # (rows, trees, depth)
-        index = bits.astype(np.int64) @ (1 << np.arange(self.feature.shape[1], dtype=np.int64))
+        # leaf index = sum of bit d x 2^d; a float64 product goes through BLAS (2x faster than int64 for one
+        # row) and is exact for every depth CatBoost allows (< 2^53)
+        index = (bits @ np.exp2(np.arange(self.feature.shape[1], dtype=np.float64))).astype(np.int64)
         values = self.leaves[index + self.leaf_offset]  # (rows, trees)
         return np.add.reduceat(values, self.model_start, axis=1) * self.scale + self.bias
 
