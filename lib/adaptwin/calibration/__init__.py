@@ -83,13 +83,13 @@ def _fit_lora(tables: Tables, model: str, table_model: str, step: dict[str, floa
     table = fit_lora_slots(inputs.lora_table_points(tables, *DEFAULT_MEANS[table_model]), own, sched)
     params = table.block["params"]
     profiling = inputs.lora_points(tables, model)
-    _, ratio, _ = check_lora_slots(profiling, step, sched, params)
+    check, ratio, points = check_lora_slots(profiling, step, sched, params)
     scale = 1.0
     if model != table_model:
         _, table_ratio, _ = check_lora_slots(inputs.lora_points(tables, table_model), own, sched, params)
         scale = ratio / table_ratio
         params = {k: params[k] * scale for k in SLOT_TERMS}
-    check, ratio, points = check_lora_slots(profiling, step, sched, params)
+        check, ratio, points = check_lora_slots(profiling, step, sched, params)
     quality = {**table.quality, **check, "table_model": table_model, "transfer_scale": scale,
                "profiling_measured_over_predicted": ratio,
                "profiling_forms": fit_lora(profiling, step, sched).quality}

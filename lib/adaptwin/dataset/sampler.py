@@ -244,6 +244,13 @@ def sample_scenarios(config: SamplerConfig, n: int, seed: int = 0,
     return unique([sample_one(rng, config, calibration) for _ in range(n)])
 
 
+def real_server_configs(calibration: Any | None = None) -> list[tuple[int, int, int]]:
+    """(S_max, A_max, served) of the real runs' grid that start (per the calibration, if given), in grid order."""
+    return [(s_max, a_max, served) for s_max, a_maxes in REAL_A_MAX.items() for a_max in a_maxes
+            if calibration is None or not calibration.memory_error(a_max, s_max)
+            for served in REAL_SERVED if served >= a_max]
+
+
 def real_grid_scenarios(model: str, duration_s: float = 600.0, calibration: Any | None = None,
                         seed: int = 0, fraction: float = 1.0) -> list[dict[str, Any]]:
     """The exact configurations of the real serving runs (ranks cycled over the served adapters, each rate of
@@ -255,15 +262,11 @@ def real_grid_scenarios(model: str, duration_s: float = 600.0, calibration: Any 
     rng = np.random.default_rng(seed)
     scenarios = []
     for rates_set in REAL_RATE_SETS:
-        for s_max, a_maxes in REAL_A_MAX.items():
+        for s_max, a_max, served in real_server_configs(calibration):
             mix = REAL_RANKS[s_max]
-            for a_max in a_maxes:
-                if calibration is not None and calibration.memory_error(a_max, s_max):
-                    continue
-                for served in (s for s in REAL_SERVED if s >= a_max):
-                    ranks = [mix[i % len(mix)] for i in range(served)]
-                    rates = rng.permutation([rates_set[i % len(rates_set)] for i in range(served)])
-                    scenarios.append(make_scenario(model, ranks, rates.tolist(), a_max, duration_s=duration_s))
+            ranks = [mix[i % len(mix)] for i in range(served)]
+            rates = rng.permutation([rates_set[i % len(rates_set)] for i in range(served)])
+            scenarios.append(make_scenario(model, ranks, rates.tolist(), a_max, duration_s=duration_s))
     return [s for s in unique(scenarios) if int(scenario_id(s)[:8], 16) / 16**8 < fraction]
 
 
@@ -278,9 +281,7 @@ def grid_variant_scenarios(config: SamplerConfig, n: int, seed: int = 0,
     stream of its own, so adding variants leaves the random design unchanged)."""
     if n < 0:
         raise ScenarioError(f"dataset.grid_variants: expected >= 0, got {n!r}")
-    configs = [(s_max, a_max, served) for s_max, a_maxes in REAL_A_MAX.items() for a_max in a_maxes
-               if calibration is None or not calibration.memory_error(a_max, s_max)
-               for served in REAL_SERVED if served >= a_max]
+    configs = real_server_configs(calibration)
     rng = np.random.default_rng([seed, 1])
     lo, hi = config.load_range
     out = []

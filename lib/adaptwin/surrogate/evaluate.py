@@ -183,9 +183,8 @@ def _keyed(frame: pl.DataFrame) -> pl.DataFrame:
 def twin_at_real_configs(result: TrainResult, real: EvalSet) -> dict[str, Any]:
     """Where the dataset holds a twin row with a real run's exact configuration (the real-run grid): the twin's
     own error against the real run (the floor under any surrogate of it) and the verdict agreement."""
-    keyed = _keyed
-    real = keyed(pl.concat([real.features, real.truth], how="horizontal"))
-    twin = keyed(result.data.frame.select(*PAPER_FEATURES, *REGRESSION_TARGETS, CLASS_TARGET)).unique("_key")
+    real = _keyed(pl.concat([real.features, real.truth], how="horizontal"))
+    twin = _keyed(result.data.frame.select(*PAPER_FEATURES, *REGRESSION_TARGETS, CLASS_TARGET)).unique("_key")
     joined = real.join(twin.drop(PAPER_FEATURES), on="_key", suffix="_twin")
     out: dict[str, Any] = {"n": joined.height}
     if joined.height:

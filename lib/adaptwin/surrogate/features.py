@@ -123,25 +123,24 @@ def _capacity_rate(calibration: Any, a_max: int, s_max: int, served: int) -> flo
 
 def capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray, served: np.ndarray) -> np.ndarray:
     """`adaptwin.dataset.sampler.capacity_rate` over arrays (once per distinct (A_max, S_max, served))."""
-    cols = [np.asarray(c, dtype=float) for c in (slots, s_max, served)]
-    if cols[0].size <= 16:
-        flat = [_capacity_rate(calibration, int(a), int(r), int(n)) for a, r, n in zip(*(c.flat for c in cols),
-                                                                                       strict=True)]
-        return np.array(flat, dtype=float).reshape(cols[0].shape)
-    triples, inverse = np.unique(np.stack([c.ravel() for c in cols], axis=1), axis=0, return_inverse=True)
-    values = np.array([_capacity_rate(calibration, int(a), int(r), int(n)) for a, r, n in triples], dtype=float)
-    return values[inverse.ravel()].reshape(cols[0].shape)
+    return _per_distinct(lambda a, r, n: _capacity_rate(calibration, a, r, n), slots, s_max, served)
 
 
 def kv_capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray) -> np.ndarray:
     """`Calibration.kv_capacity_tokens` over arrays (once per distinct (A_max, S_max) pair when many rows)."""
-    slots_a, s_a = np.asarray(slots, dtype=float), np.asarray(s_max, dtype=float)
-    if slots_a.size <= 16:  # placement's single GPU: a plain loop beats np.unique by far
-        flat = [calibration.kv_capacity_tokens(int(a), int(r)) for a, r in zip(slots_a.flat, s_a.flat, strict=True)]
-        return np.array(flat, dtype=float).reshape(slots_a.shape)
-    pairs, inverse = np.unique(np.stack([slots_a.ravel(), s_a.ravel()], axis=1), axis=0, return_inverse=True)
-    values = np.array([calibration.kv_capacity_tokens(int(a), int(r)) for a, r in pairs], dtype=float)
-    return values[inverse.ravel()].reshape(slots_a.shape)
+    return _per_distinct(calibration.kv_capacity_tokens, slots, s_max)
+
+
+def _per_distinct(fn: Any, *columns: np.ndarray) -> np.ndarray:
+    """``fn`` of integer arguments over arrays: a plain loop for placement's few rows, else once per distinct
+    argument tuple (training frames repeat a handful of configurations thousands of times)."""
+    cols = [np.asarray(c, dtype=float) for c in columns]
+    if cols[0].size <= 16:  # placement's single GPU: a plain loop beats np.unique by far
+        flat = [fn(*(int(v) for v in args)) for args in zip(*(c.flat for c in cols), strict=True)]
+        return np.array(flat, dtype=float).reshape(cols[0].shape)
+    keys, inverse = np.unique(np.stack([c.ravel() for c in cols], axis=1), axis=0, return_inverse=True)
+    values = np.array([fn(*(int(v) for v in k)) for k in keys], dtype=float)
+    return values[inverse.ravel()].reshape(cols[0].shape)
 
 
 def paper_matrix(frame: pl.DataFrame, source: str = "features frame") -> np.ndarray:
