@@ -38,7 +38,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None, help="surrogate models folder (default: data/models)")
     p.add_argument("--calibration", default=None, help="calibration JSON (default: data/calibration/<model>.json)")
     p.add_argument("--repair", action="store_true",
-                   help="check every GPU with the twin and repair the ones it fails (slower: ~1 s per GPU)")
+                   help="check every GPU with the twin, repair the ones it fails, then shrink to the fewest GPUs "
+                        "the twin passes (slower: seconds of simulation)")
     p.set_defaults(target="adaptwin.placement.cli:run_place")
     return parser
 

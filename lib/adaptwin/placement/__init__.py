@@ -4,7 +4,7 @@
 `make_context(model, ...)` loads the surrogate and calibration it needs. Modules: `core` (records and the
 batched surrogate evaluator), `greedy` (the proposed Algorithm 1 and its fast variant), `latency` (ProposedLat),
 `baselines` (LoRAServe, dLoRA, FFD, round robin), `bounds` (lower bound), `workloads`, `verify` (twin
-re-simulation), `export` (placement.json, routing.csv, serve scripts), `experiments` (the stage's grid),
+re-simulation), `repair` and `shrink` (the twin in the loop: fix the GPUs it fails, then re-deal over fewer), `export` (placement.json, routing.csv, serve scripts), `experiments` (the stage's grid),
 `cli` (``adaptwin place``).
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,27 @@ class Context:
     best_throughput_source: str
     margin_source: str
     extensions: bool = True  # the greedy's steps beyond the paper (False = Algorithm 1 as published)
+    twin_bound_s: float = 0.0  # > 0: a bound of 1 is checked by the twin over this many simulated seconds
+    _bounds: dict[int, int] = field(default_factory=dict, repr=False)
 
-    def lower_bound(self, workload: pl.DataFrame) -> int:
+    def load_bound(self, workload: pl.DataFrame) -> int:
+        """The issue's formula: offered load / best per-GPU throughput, rounded up."""
         return bounds.lower_bound_gpus(float(workload["rate"].sum()), self.evaluator.tokens_per_request,
                                        self.best_throughput)
+
+    def lower_bound(self, workload: pl.DataFrame) -> int:
+        """`load_bound`, raised to 2 when it is 1 and the twin serves the workload on one GPU at no A_max
+        (`bounds.one_gpu_serves`; only with ``twin_bound_s`` > 0). Memoised per workload content."""
+        bound = self.load_bound(workload)
+        if bound > 1 or self.twin_bound_s <= 0:
+            return bound
+        key = hash((tuple(workload["rank"].to_list()), tuple(workload["rate"].to_list())))
+        if key not in self._bounds:
+            ev = self.evaluator
+            options = ev.a_max_options(workload.height, int(workload["rank"].max()))
+            serves = bounds.one_gpu_serves(self.model, workload, ev.calibration, options, self.twin_bound_s)
+            self._bounds[key] = 1 if serves else 2
+        return self._bounds[key]
 
 
 def margin_from_metrics(path: str | Path, model: str) -> float | None:
@@ -95,8 +112,9 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
                  max_served: int = 576, candidates: tuple[int, ...] = A_MAX_GRID,
                  tokens_per_request: float | None = None, best_throughput: float | None = None,
                  twin_duration_s: float = 120.0, extensions: bool = True,
-                 load_headroom: float | str | None = "auto") -> Context:
-    """Load the surrogate and calibration (unless given) and derive the shared constants."""
+                 load_headroom: float | str | None = "auto", twin_bound_s: float = 0.0) -> Context:
+    """Load the surrogate and calibration (unless given) and derive the shared constants. ``twin_bound_s`` > 0
+    lets the twin raise a lower bound of 1 (`Context.lower_bound`)."""
     if predictor is None:
         from adaptwin.surrogate import load
 
@@ -116,7 +134,7 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
     ev = Evaluator(predictor=predictor, calibration=calibration, tokens_per_request=tpr, margin=value,
                    starvation_threshold=starvation_threshold, candidates=tuple(candidates), max_served=max_served,
                    load_headroom=headroom)
-    return Context(model, ev, best, source, margin_source, extensions)
+    return Context(model, ev, best, source, margin_source, extensions, twin_bound_s)
 
 
 def max_rank(calibration: Any) -> int:
@@ -136,7 +154,7 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
     context = model if isinstance(model, Context) else make_context(model, **context_kwargs)
     ev = context.evaluator
     lower = context.lower_bound(adapters)
-    notes: dict[str, Any] = {}
+    notes: dict[str, Any] = {"load_bound_gpus": context.load_bound(adapters)}
     t0 = time.perf_counter()
     if method in ("greedy", "greedy-fast", "greedy-latency"):
         rows = adapters

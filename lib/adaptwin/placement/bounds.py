@@ -7,6 +7,12 @@ tokens per second. The best throughput comes from the twin-generated dataset whe
 is starvation-free) and otherwise from a small twin sweep of saturated rank-8 GPUs (`sweep_best_throughput`,
 a looser bound); the source is returned beside the value so outputs state which.
 
+Beyond the formula (``twin_check``): when it gives 1, the single-GPU placement is the only one there is
+(its S_max is the largest rank; only A_max is free), so the twin can settle it exhaustively: if no A_max memory
+allows serves the whole workload without starvation (the verification's own scenario and verdict), no
+placement on one GPU is valid and the bound is 2. On the default grid this is the 500-adapter x1 workloads:
+their load is 96 % of the best GPU's throughput, but 500 adapters on one GPU reach only ~8,200 tok/s.
+
 Offered load in tokens/s = sum of rates x tokens per request, the twin's own mean request size (the value the
 surrogate was trained with, or the twin's ShareGPT means), so placement and verification use the same lengths.
 """
@@ -91,3 +97,18 @@ def lower_bound_gpus(total_rate: float, tokens_per_req: float, best_throughput: 
     if best_throughput <= 0:
         raise PlacementError(f"best per-GPU throughput must be positive, got {best_throughput}")
     return max(1, math.ceil(total_rate * tokens_per_req / best_throughput - 1e-9))
+
+
+def one_gpu_serves(model: str, workload: pl.DataFrame, calibration: Any, a_max_options: list[int],
+                   duration_s: float) -> bool:
+    """True if the twin serves all of ``workload`` on one GPU (S_max = its largest rank) at some A_max of
+    ``a_max_options`` without starvation or memory error: the scenario and verdict of the verification."""
+    from adaptwin.dataset.sampler import make_scenario
+    from adaptwin.twin import simulate
+
+    ranks, rates = workload["rank"].to_list(), workload["rate"].to_list()
+    for a_max in a_max_options:
+        result = simulate(make_scenario(model, ranks, rates, int(a_max), duration_s=duration_s), calibration)
+        if not (result["starved"] or result["memory_error"]):
+            return True
+    return False

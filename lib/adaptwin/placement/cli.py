@@ -11,6 +11,9 @@ import sys
 
 from adaptwin.paths import resolve
 
+#: simulated seconds per GPU in the twin checks of ``--repair`` (the stage's ``placement.repair_duration_s``)
+REPAIR_DURATION_S = 1200.0
+
 
 def run_place(args: argparse.Namespace) -> int:
     """Read and validate the workload, place it, write placement.json, routing.csv and serve_gpu<N>.sh."""
@@ -27,13 +30,14 @@ def run_place(args: argparse.Namespace) -> int:
         context = make_context(
             args.model, calibration=calibration, models_dir=args.models_dir,
             metrics_path=resolve("data/metrics/surrogates.json"), dataset_dir=resolve(f"data/dataset/{args.model}"),
+            twin_bound_s=REPAIR_DURATION_S if args.repair else 0.0,
         )
         placement = place(workload, context, args.method)
         if args.repair:
-            from adaptwin.placement.repair import repair_splits
+            from adaptwin.placement.shrink import repair_and_shrink
 
-            placement = repair_splits(placement, lambda keep: place(workload, context, args.method, keep_whole=keep),
-                                      context.evaluator, calibration)
+            placement = repair_and_shrink(placement, lambda keep: place(workload, context, args.method, keep_whole=keep),
+                                          context.evaluator, calibration, REPAIR_DURATION_S)
         write_placement(placement, resolve(args.out))
     except (PlacementError, CalibrationError, FileNotFoundError) as exc:
         print(f"adaptwin place: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from adaptwin.io import atomic_write, write_json, write_parquet, write_text
-from adaptwin.placement import baselines, greedy, repair, verify, workloads
+from adaptwin.placement import baselines, greedy, shrink, verify, workloads
 from adaptwin.placement.api import METHODS, Context, place
 from adaptwin.placement.core import Placement, PlacementError
 from adaptwin.placement.export import write_placement
@@ -71,9 +71,9 @@ def run_grid(cfg: StageConfig, context: Context, shared_dir: str | Path, out_dir
         for method in cfg.methods:
             p = place(frame, context, method)
             if cfg.repair and calibration is not None and method in REPAIRED:
-                p = repair.repair_splits(p, lambda keep, f=frame, m=method: place(f, context, m, keep_whole=keep),
-                                         context.evaluator, calibration, cfg.repair_duration_s, cfg.verify_workers,
-                                         checked)
+                p = shrink.repair_and_shrink(p, lambda keep, f=frame, m=method: place(f, context, m, keep_whole=keep),
+                                             context.evaluator, calibration, cfg.repair_duration_s,
+                                             cfg.verify_workers, checked)
             write_placement(p, out / spec.name / method)
             placements.append(p)
             labels.append({"workload": spec.name, "kind": spec.kind, "adapters": spec.adapters,
@@ -89,11 +89,13 @@ def placement_rows(placements: Sequence[Placement], labels: Sequence[dict[str, A
     """One row per placement: the label, method, GPUs, lower bound, ratio, time, predicted-unsafe GPUs."""
     return pl.DataFrame([
         {**label, "method": p.method, "gpus_used": p.num_gpus, "lower_bound_gpus": p.lower_bound_gpus,
+         "load_bound_gpus": int(p.notes.get("load_bound_gpus", p.lower_bound_gpus)),
          "ratio_to_lower_bound": p.num_gpus / p.lower_bound_gpus, "placement_time_s": p.placement_time_s,
          "predicted_unsafe_gpus": int(p.notes.get("predicted_unsafe_gpus", 0)),
          "repair_time_s": float(p.notes.get("repair_time_s", 0.0)),
          "repaired_gpus": int(p.notes.get("repaired_gpus", 0)),
          "unsplit_adapters": int(p.notes.get("unsplit_adapters", 0)),
+         "shrunk_gpus": int(p.notes.get("shrunk_gpus", 0)),
          "split_adapters": int(p.notes.get("split_adapters", 0)),
          "predicted_itl_mean_ms": float(np.mean([g.predicted["itl_mean_ms"] for g in p.gpus]))}
         for p, label in zip(placements, labels, strict=True)
@@ -181,10 +183,12 @@ def headline(summary: pl.DataFrame, context: Context) -> dict[str, Any]:
     never, never_any = True, True
     for name in summary["workload"].unique(maintain_order=True).to_list():
         rows = {r["method"]: r for r in summary.filter(pl.col("workload") == name).iter_rows(named=True)}
-        per_workload[name] = {"lower_bound_gpus": next(iter(rows.values()))["lower_bound_gpus"], "methods": {
+        first = next(iter(rows.values()))
+        per_workload[name] = {"lower_bound_gpus": first["lower_bound_gpus"],
+                              "load_bound_gpus": first["load_bound_gpus"], "methods": {
             m: {k: _json_value(r[k]) for k in ("gpus_used", "ratio_to_lower_bound", "starved_gpus", "memory_errors",
                                                "twin_errors", "placement_time_s", "repair_time_s", "repaired_gpus",
-                                               "split_adapters", "total_throughput", "itl_mean_ms")}
+                                               "shrunk_gpus", "split_adapters", "total_throughput", "itl_mean_ms")}
             for m, r in rows.items()}}
         if PROPOSED in rows:
             mine = rows[PROPOSED]["gpus_used"]
@@ -209,11 +213,14 @@ def headline(summary: pl.DataFrame, context: Context) -> dict[str, Any]:
         "placement_time_s": {r["method"]: r["mean_s"] for r in times.iter_rows(named=True)},
         "repair_time_s": {r["method"]: r["mean_repair_s"] for r in times.iter_rows(named=True)},
         "proposed_repaired_gpus": int(proposed["repaired_gpus"].sum()) if proposed.height else None,
+        "proposed_shrunk_gpus": int(proposed["shrunk_gpus"].sum()) if proposed.height else None,
         "proposed_never_more_gpus": bool(never) if proposed.height else None,
         "proposed_never_more_gpus_any": bool(never_any) if proposed.height else None,
         "proposed_starved_gpus": int(proposed["starved_gpus"].sum()) if proposed.height else None,
         "proposed_memory_errors": int(proposed["memory_errors"].sum()) if proposed.height else None,
         "proposed_mean_ratio_to_lower_bound": float(proposed["ratio_to_lower_bound"].mean()) if proposed.height else None,
+        "proposed_mean_ratio_to_load_bound": (float((proposed["gpus_used"] / proposed["load_bound_gpus"]).mean())
+                                              if proposed.height else None),
     }
 
 

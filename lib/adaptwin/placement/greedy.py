@@ -227,9 +227,12 @@ def _move_all(members: list[int], groups: list[list[int]], ranks, rates, ev: Eva
 
 
 def configure(groups: list[list[int]], ranks: np.ndarray, rates: np.ndarray, ev: Evaluator,
-              shares: list[list[float]] | None = None) -> list[Gpu]:
-    """Each group with its safe A_max of highest predicted throughput (highest throughput if none is safe);
-    ``shares[g]`` are the fractions of each member's rate routed to group g (default all 1)."""
+              shares: list[list[float]] | None = None, prefer: str = "throughput") -> list[Gpu]:
+    """Each group with its safe A_max of highest predicted throughput (``prefer="itl"``: of lowest predicted
+    ITL), or of highest throughput if none is safe; ``shares[g]`` are the fractions of each member's rate
+    routed to group g (default all 1)."""
+    if prefer not in ("throughput", "itl"):
+        raise PlacementError(f"configure: prefer must be 'throughput' or 'itl', got {prefer!r}")
     options = [ev.a_max_options(len(g), int(ranks[g].max())) for g in groups]
     routed = [rates[g] * np.asarray(shares[j]) if shares else rates[g] for j, g in enumerate(groups)]
     res = ev.evaluate([(ranks[g], r) for g, r in zip(groups, routed, strict=True)], options)
@@ -237,8 +240,11 @@ def configure(groups: list[list[int]], ranks: np.ndarray, rates: np.ndarray, ev:
     for j, members in enumerate(groups):
         rows = np.flatnonzero(res["set"] == j)
         safe = rows[res["ok"][rows]]
-        pool = safe if len(safe) else rows
-        row = int(pool[np.argmax(res["total_throughput"][pool])])
+        if len(safe) and prefer == "itl":
+            row = int(safe[np.argmin(res["itl_mean_ms"][safe])])
+        else:
+            pool = safe if len(safe) else rows
+            row = int(pool[np.argmax(res["total_throughput"][pool])])
         gpus.append(make_gpu(members, int(res["a_max"][row]), int(ranks[members].max()), res, row,
                              shares[j] if shares else ()))
     return gpus

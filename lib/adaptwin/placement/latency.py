@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from adaptwin.placement.core import Evaluator, Gpu, GroupStats, make_gpu, stats_features
+from adaptwin.placement.core import Evaluator, Gpu, GroupStats, stats_features
+from adaptwin.placement.greedy import configure
 
 
 def heaviest_first(ranks: np.ndarray, rates: np.ndarray) -> np.ndarray:
@@ -65,19 +66,7 @@ def retune(workload: pl.DataFrame, ev: Evaluator, groups: list[list[int]]) -> li
     """Fixed groups, each with the safe A_max of lowest predicted ITL (highest throughput if none is safe)."""
     ranks = workload["rank"].to_numpy()
     rates = workload["rate"].to_numpy().astype(float)
-    sets = [(ranks[g], rates[g]) for g in groups]
-    options = [ev.a_max_options(len(g), int(ranks[g].max())) for g in groups]
-    res = ev.evaluate(sets, options)
-    gpus = []
-    for j, members in enumerate(groups):
-        rows = np.flatnonzero(res["set"] == j)
-        safe = rows[res["ok"][rows]]
-        if len(safe):
-            row = int(safe[np.argmin(res["itl_mean_ms"][safe])])
-        else:
-            row = int(rows[np.argmax(res["total_throughput"][rows])])
-        gpus.append(make_gpu(members, int(res["a_max"][row]), int(ranks[members].max()), res, row))
-    return gpus
+    return configure(groups, ranks, rates, ev, prefer="itl")
 
 
 def _best_itl(res: dict[str, np.ndarray], sets: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,8 @@ that adapter kept whole, repaired the same way, and the placement with fewer GPU
 The checks use a different seed from `adaptwin.placement.verify` (`REPAIR_SEED_OFFSET`) and a stricter bar
 than the starvation rule (`PASS_RATIO` = 0.92 against 0.9), so the final verification remains an independent
 sample of the same GPU rather than a replay of the repair's own simulation. Repair time is reported apart
-from placement time: the placement-speed targets concern the surrogate-only greedy.
+from placement time: the placement-speed targets concern the surrogate-only greedy. After the repair,
+`adaptwin.placement.shrink` tries the repaired placement on fewer GPUs.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def _passes(job: tuple[dict[str, Any], Any]) -> bool:
 def _check(jobs: list[tuple[dict[str, Any], Any]], workers: int, cache: dict[str, dict[str, Any]]) -> list[bool]:
     """`_passes` for every job, each distinct scenario simulated once across calls (`verify.simulate_unique`)."""
     return [_good(r) for r in verify.simulate_unique(jobs, workers, cache)]
+
+
+def check_gpus(placement: Placement, gpus: list[Gpu], calibration: Any, duration_s: float, workers: int,
+               cache: dict[str, dict[str, Any]]) -> list[bool]:
+    """`_passes` for each of ``gpus`` (GPUs over ``placement``'s workload, in it or candidates), in one batch."""
+    return _check([(_scenario(placement, g, duration_s), calibration) for g in gpus], workers, cache)
 
 
 def _more_slots(gpu: Gpu, ev: Evaluator) -> list[Gpu]:
@@ -168,7 +175,7 @@ def repair(placement: Placement, ev: Evaluator, calibration: Any, duration_s: fl
     def check(cands: list[Gpu]) -> list[bool]:
         nonlocal runs
         runs += len(cands)
-        return _check([(_scenario(placement, c, duration_s), calibration) for c in cands], workers, cache)
+        return check_gpus(placement, cands, calibration, duration_s, workers, cache)
 
     for round_ in range(MAX_ROUNDS):
         if not pending:
