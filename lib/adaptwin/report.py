@@ -71,7 +71,7 @@ CLAIMS: tuple[Claim, ...] = (
           "placement.json", ("proposed_never_more_gpus",), "is-true", 1.0, "", "stage placement (notebook 06)"),
     Claim("Proposed placement: starved GPUs when re-simulated by the twin", "0", "placement.json",
           ("proposed_starved_gpus",), "<=", 0.0, "GPUs",
-          "stage placement, every GPU re-simulated (greedy + twin repair; verification uses another seed)"),
+          "stage placement, every GPU re-simulated (greedy + twin repair and shrink; verification uses another seed)"),
     Claim("Proposed placement before the twin repair: GPUs the surrogate-only greedy got wrong", "not reported",
           "placement.json", ("proposed_repaired_gpus",), "<=", 0.0, "GPUs",
           "stage placement: GPUs the repair's twin check failed (bar 0.92 x ideal)"),
