@@ -150,3 +150,24 @@ def test_one_gpu_bound_is_off_by_default_and_memoised(monkeypatch):
     monkeypatch.setattr(bounds, "one_gpu_serves", lambda *a: calls.append(1) or real(*a))
     assert [ctx.lower_bound(heavy) for _ in range(3)] == [2, 2, 2]
     assert len(calls) == 1
+
+
+def test_shrink_starts_at_the_bound_and_stops_at_the_first_pass():
+    """16 GPUs of one adapter each over a bound of 1, and one GPU serves them all: one deal, one twin run."""
+    cal = load_calibration(FIXTURE)
+    workload = fake_workload(16, mean_rate=0.3, ranks=(8,))
+    out = shrink.shrink(spread(workload, 16), fake_evaluator(), cal, duration_s=600, workers=1)
+    assert out.num_gpus == 1 and out.notes["shrink_twin_runs"] == 1
+
+
+@pytest.mark.parametrize(("low", "high"), [(1, 2), (1, 16), (5, 6), (10, 14), (2, 985)])
+def test_fewest_finds_every_threshold_within_its_probes(low, high):
+    """Exact up to the last probe (bound + 2**(PROBES-1) - 1) or when the probes reach the placement's own
+    count, else that count; every count probed once, at most PROBES + PROBES - 1 of them."""
+    reach = low + 2 ** (shrink.PROBES - 1) - 1
+    for threshold in range(low, high + 1):
+        probes = []
+        found = shrink.fewest(low, high, lambda c, t=threshold, seen=probes: seen.append(c) or c >= t)
+        assert found == (threshold if threshold <= reach or reach >= high else high)
+        assert all(low <= c < high for c in probes) and len(set(probes)) == len(probes)
+        assert len(probes) <= 2 * shrink.PROBES - 1

@@ -6,19 +6,24 @@ each well inside the safe region but more of them than the load needs (on the de
 workloads came out 3 GPUs above their pre-repair count). The surrogate cannot resolve this: near the edge its
 error (~5 %) is as large as the slack being reclaimed. The twin can.
 
-Method: for each GPU count from the lower bound up to one less than the repaired placement's, deal the
+Method: for a GPU count between the lower bound and one less than the repaired placement's, deal the
 placement's adapters (with their routed shares, so a split adapter stays split) over that many GPUs by
 longest-processing-time: heaviest routed rate first, each to the GPU with the least routed rate so far. Two
 orders are tried, heaviest first overall and largest rank first then heaviest (LPT balances load; the second
 keeps large ranks from arriving last on full GPUs). Each GPU is configured by the surrogate (`greedy.configure`:
 its safe A_max of highest throughput; the latency variant first tries its lowest-ITL safe A_max) and simulated by the twin with the
-repair's seed and bar (`repair.check_gpus`). The first count at which every GPU passes replaces the placement;
-if none does, the repaired placement is kept, so shrinking never adds a GPU.
+repair's seed and bar (`repair.check_gpus`). Counts are probed up from the lower bound with doubling steps
+(at most `PROBES`), then the gap below the first pass is bisected (`fewest`), so the twin runs a few deals of
+loaded GPUs even when the placement is far above its bound.
+The fewest GPUs that passed replace the placement; if no smaller count passes, the repaired placement is
+kept, so shrinking never adds a GPU. The search assumes that fewer GPUs are no easier to pass, which holds for
+LPT deals of a fixed load up to the twin's noise.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +34,8 @@ from adaptwin.placement.core import Evaluator, Gpu, Placement
 
 #: dealing orders tried at each GPU count: heaviest routed rate first; largest rank first, then heaviest
 ORDERS: tuple[str, ...] = ("rate", "rank")
+#: GPU counts probed up from the lower bound (bound, +1, +3, +7, +15) before shrinking gives up
+PROBES = 5
 
 
 def units(placement: Placement) -> list[tuple[int, float]]:
@@ -74,25 +81,59 @@ def _preferences(prefer: str) -> tuple[str, ...]:
     return ("itl", "throughput") if prefer == "itl" else (prefer,)
 
 
+def fewest(low: int, high: int, passes: Callable[[int], bool], probes: int = PROBES) -> int:
+    """The smallest count in [low, high) for which ``passes`` is true, else ``high`` (assumed to pass).
+
+    Probes up from the bound, low, low+1, low+3, low+7, ... (at most ``probes`` of them), then bisects the gap
+    below the first count that passes. Probing up from the bound keeps every probed GPU loaded: near-empty
+    GPUs fail the twin's bar on sampling noise alone, so a search from the top can wander. If none of the
+    probes passes and they stop short of ``high``, ``high`` is returned: the slack shrinking reclaims is a
+    few GPUs above the bound, and a placement far above it (a smoke-profile surrogate can leave hundreds of
+    GPUs over a bound of 2) is not worth thousands of twin runs."""
+    failed, probe, step = low - 1, low, 1
+    for _ in range(probes):
+        if probe >= high:
+            break
+        if passes(probe):
+            high = probe
+            break
+        failed, probe, step = probe, probe + step, step * 2
+    else:
+        if probe < high:
+            return high
+    while high - failed > 1:
+        mid = (failed + high) // 2
+        if passes(mid):
+            high = mid
+        else:
+            failed = mid
+    return high
+
+
 def shrink(placement: Placement, ev: Evaluator, calibration: Any, duration_s: float = 1200.0, workers: int = 2,
            cache: dict[str, dict[str, Any]] | None = None, prefer: str = "throughput") -> Placement:
-    """The placement on the fewest GPUs (from its lower bound up) at which a dealt placement passes the twin
-    on every GPU, else ``placement`` itself. Notes: ``shrunk_gpus`` (GPUs removed), ``shrink_twin_runs``;
-    the time is added to ``repair_time_s`` (all twin work is reported apart from placement time)."""
+    """The placement on the fewest GPUs at which a dealt placement passes the twin on every GPU (`fewest`,
+    from the lower bound up to ``placement``'s count); ``placement`` itself if no smaller count passes.
+
+    Notes: ``shrunk_gpus`` (GPUs removed), ``shrink_twin_runs``; the time is added to ``repair_time_s`` (all
+    twin work is reported apart from placement time)."""
     t0 = time.perf_counter()
     cache = {} if cache is None else cache
-    best, runs = placement, 0
-    for count in range(max(1, placement.lower_bound_gpus), placement.num_gpus):
-        found = None
+    found: dict[int, list[Gpu]] = {}
+    runs = 0
+
+    def passes(count: int) -> bool:
+        nonlocal runs
         for order, how in [(o, h) for o in ORDERS for h in _preferences(prefer)]:
             gpus = configured(placement, count, order, ev, how)
             runs += len(gpus)
             if len(gpus) == count and all(repair.check_gpus(placement, gpus, calibration, duration_s, workers, cache)):
-                found = gpus
-                break
-        if found is not None:
-            best = replace(placement, gpus=found)
-            break
+                found[count] = gpus
+                return True
+        return False
+
+    count = fewest(max(1, placement.lower_bound_gpus), placement.num_gpus, passes)
+    best = replace(placement, gpus=found[count]) if count in found else placement
     spent = time.perf_counter() - t0
     notes = {**placement.notes, "shrunk_gpus": placement.num_gpus - best.num_gpus, "shrink_twin_runs": runs,
              "repair_time_s": float(placement.notes.get("repair_time_s", 0.0)) + spent}
