@@ -7,10 +7,11 @@ tokens per second. The best throughput comes from the twin-generated dataset whe
 is starvation-free) and otherwise from a small twin sweep of saturated rank-8 GPUs (`sweep_best_throughput`,
 a looser bound); the source is returned beside the value so outputs state which.
 
-Beyond the formula (``twin_check``): when it gives 1, the single-GPU placement is the only one there is
-(its S_max is the largest rank; only A_max is free), so the twin can settle it exhaustively: if no A_max memory
-allows serves the whole workload without starvation (the verification's own scenario and verdict), no
-placement on one GPU is valid and the bound is 2. On the default grid this is the 500-adapter x1 workloads:
+Beyond the formula (`one_gpu_serves`, used by `adaptwin.placement.api.Context.lower_bound` when
+``placement.twin_lower_bound`` is on): when the formula gives 1, the single-GPU placement is the only one there
+is (its S_max is the largest rank; only A_max is free), so the twin can settle it exhaustively: if no A_max
+memory allows serves the whole workload without starvation (the verification's scenario construction and
+verdict), no placement on one GPU is valid and the bound is 2. On the default grid this is the 500-adapter x1 workloads:
 their load is 96 % of the best GPU's throughput, but 500 adapters on one GPU reach only ~8,200 tok/s.
 
 Offered load in tokens/s = sum of rates x tokens per request, the twin's own mean request size (the value the
