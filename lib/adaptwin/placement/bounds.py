@@ -103,13 +103,15 @@ def lower_bound_gpus(total_rate: float, tokens_per_req: float, best_throughput: 
 def one_gpu_serves(model: str, workload: pl.DataFrame, calibration: Any, a_max_options: list[int],
                    duration_s: float) -> bool:
     """True if the twin serves all of ``workload`` on one GPU (S_max = its largest rank) at some A_max of
-    ``a_max_options`` without starvation or memory error: the scenario and verdict of the verification."""
-    from adaptwin.dataset.sampler import make_scenario
-    from adaptwin.twin import simulate
+    ``a_max_options`` without starvation or memory error: each candidate is a one-GPU placement judged by
+    the verification itself (`verify.gpu_scenario`, `verify._simulate`), so the bound and the verdicts agree."""
+    from adaptwin.placement import verify
+    from adaptwin.placement.core import Gpu, Placement
 
-    ranks, rates = workload["rank"].to_list(), workload["rate"].to_list()
+    members, s_max = tuple(range(workload.height)), int(workload["rank"].max())
     for a_max in a_max_options:
-        result = simulate(make_scenario(model, ranks, rates, int(a_max), duration_s=duration_s), calibration)
-        if not (result["starved"] or result["memory_error"]):
+        placement = Placement(model, "one-gpu", workload, [Gpu(members, int(a_max), s_max, {})], 1)
+        result = verify._simulate((verify.gpu_scenario(placement, placement.gpus[0], duration_s), calibration))
+        if result["error"] is None and not (result["starved"] or result["memory_error"]):
             return True
     return False
