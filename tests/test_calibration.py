@@ -176,7 +176,7 @@ def test_step_model_reproduces_decode_itl_within_eight_percent(model):
 
 def test_fit_never_reads_serving_runs():
     tables = load_tables(measurements())
-    held_out = tables.runs.filter(pl.col("family").is_in(["real_results", "motivation_with_slots",
+    held_out = tables.runs.filter(pl.col("family").is_in(["real_results", "heterogeneous_results", "motivation_with_slots",
                                                              "motivation_without_slots"]))
     assert held_out.height > 400
     stripped = tables.__class__(**{**tables.__dict__, "runs": tables.runs.join(held_out, on="run_id", how="anti")})

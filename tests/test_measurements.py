@@ -21,6 +21,7 @@ EX1 = DTD + "predictor_default_latency/llama-3.1-8b-instruct/output/_400__1_200"
 EX2 = DEF + "digital_twin_modelling/real_results/llama-3.1-8b-instruct/rank_16_rates_0.1_0.05_0.025/_32_128_16_"
 EX3 = DTD + "find_available_gpu_memory_depending_on_loaded_adapters/"
 EX4 = DEF + "performance_analysis/memory_overhead/llama-2-7b/mean_dataset/_128_8_"
+EX59 = DEF + "ml_modelling/test_dataset/llama-3.1-8b-instruct/rate_0.4-0.05-0.0125_size_8-16-16/_128_128_16_"
 
 # family: (runs, with result, memory failure, other failure) -- data card section 2
 INVENTORY = {
@@ -29,6 +30,7 @@ INVENTORY = {
     "adapter_loading": (12, 12, 0, 0),
     "available_gpu_memory": (84, 65, 19, 0),
     "real_results": (163, 131, 30, 2),
+    "heterogeneous_results": (495, 361, 114, 20),
     "motivation_with_slots": (171, 151, 8, 12),
     "motivation_without_slots": (132, 107, 18, 7),
     "memory_overhead": (243, 150, 87, 6),
@@ -42,6 +44,9 @@ STATUS_COUNTS = {
     "adapter_loading": {"ok": 12},
     "available_gpu_memory": {"ok": 63, "placeholder": 2, "memory_error": 19},
     "real_results": {"ok": 131, "memory_error": 30, "cancelled": 2},  # 2 manual cancels
+    # 20 "with neither" (5.9): 9 servers that did not start on time, 5 Slurm time limits, 3 illegal memory
+    # accesses, 3 port clashes (their log_*.err and server_err.log)
+    "heterogeneous_results": {"ok": 361, "memory_error": 114, "no_summary": 9, "cancelled": 5, "crash": 6},
     "motivation_with_slots": {"ok": 151, "memory_error": 8, "no_summary": 9, "crash": 3},  # 9 Task..., 2 illegal, 1 port
     "motivation_without_slots": {"ok": 107, "memory_error": 18, "cancelled": 5, "crash": 2},  # 5 time limits
     "memory_overhead": {"ok": 150, "memory_error": 87, "crash": 6},  # 3 ECC, 2 port, 1 unknown
@@ -95,7 +100,7 @@ def test_inventory_counts(tables, family):
 def test_report_counts_match_runs_table(tables):
     report, frames = tables
     assert report.counts == STATUS_COUNTS
-    assert report.rows["runs"] == frames["runs"].height == 1064
+    assert report.rows["runs"] == frames["runs"].height == 1559
 
 
 def test_ok_runs_have_a_summary_and_failed_runs_a_reason(tables):
@@ -147,6 +152,46 @@ def test_example_2_real_run_by_time(tables):
     # the estimated window spans the duration and ends inside the series
     assert math.isclose(r["window_end"] - r["window_start"], 3600.06)
     assert ts["time_raw"][0] < r["window_start"] < r["window_end"] < ts["time_raw"][-1]
+
+
+def test_example_59_heterogeneous_run(tables):
+    _, frames = tables
+    r = run(frames, EX59)
+    assert (r["family"], r["model"], r["vllm_version"]) == ("heterogeneous_results", "llama-3.1-8b-instruct", "0.8.5")
+    assert (r["max_loras"], r["served_adapters"], r["logged_num_adapters"], r["max_lora_rank"]) == (128, 128, 128, 16)
+    assert r["adapter_rates"] == [0.0125, 0.05, 0.4] and r["adapter_rate_counts"] == [42, 43, 43]
+    assert r["adapter_ranks"] == [8, 16, 16] and r["rank_assignment"] == "cyclic"
+    assert (r["benchmark"], r["total_time_s"], r["job_id"], r["max_num_seqs"]) == ("by_time", 3600.0, 21810398, 2048)
+    assert (r["successful_requests"], r["duration_s"]) == (71372, 3600.13)
+    assert (r["input_throughput"], r["output_throughput"]) == (4402.41, 3847.42)
+    assert (r["ttft_mean_ms"], r["itl_mean_ms"]) == (557.17, 117.30)
+    assert (r["pool_prompts"], r["pool_input_tokens"], r["pool_output_tokens"]) == (214650, 47812122, 42236124)
+    assert samples(frames, EX59).height == r["n_samples"] > 0
+
+
+def test_heterogeneous_grid_and_groups(tables):
+    """5.9: nine rate/size groups of 55 runs, A_max and served over the ten grid values with served >= A_max,
+    memory failures exactly where 5.6 has them (A_max >= 256 with S_max 16, >= 128 with S_max 32)."""
+    _, frames = tables
+    runs = frames["runs"].filter(pl.col("family") == "heterogeneous_results")
+    grid = [16, 32, 64, 96, 128, 160, 192, 256, 320, 384]
+    assert sorted(runs["max_loras"].unique()) == grid and sorted(runs["served_adapters"].unique()) == grid
+    assert (runs["served_adapters"] >= runs["max_loras"]).all()
+    assert sorted(runs.group_by("subfamily").len()["len"].unique()) == [55]
+    memory = runs.filter(pl.col("status") == "memory_error")
+    limit = pl.when(pl.col("max_lora_rank") == 16).then(256).otherwise(128)
+    assert memory.height == 114 and (memory["max_loras"] >= memory.select(limit)[:, 0]).all()
+    ok = runs.filter(pl.col("status") == "ok")
+    assert (ok["max_loras"] < ok.select(limit)[:, 0]).all()
+    groups = {"0.05-0.0125-0.003125": "8-8-16", "0.1-0.00625-0.003125": "16-16-16", "0.4-0.05-0.00625": "8-16-32",
+              "0.4-0.05-0.0125": "8-16-16", "0.4-0.05-0.025": "8-8-32", "0.8-0.0125-0.003125": "8-16-16",
+              "0.8-0.4-0.05": "8-8-32", "3.2-1.6-0.025": "16-16-16", "3.2-1.6-0.1": "8-8-32"}
+    assert sorted(runs["subfamily"].unique()) == sorted(f"rate_{r}_size_{s}" for r, s in groups.items())
+    for r in ok.iter_rows(named=True):  # the logged rates and the ranks cycled are the group's
+        rates, sizes = r["subfamily"].removeprefix("rate_").split("_size_")
+        assert sorted(r["adapter_rates"]) == sorted(float(x) for x in rates.split("-"))
+        assert r["adapter_ranks"] == [int(x) for x in sizes.split("-")]
+        assert r["max_lora_rank"] == max(r["adapter_ranks"])
 
 
 def test_example_3_available_gpu_memory(tables):
@@ -235,7 +280,7 @@ def test_counter_overflow_counts(tables):
     _, frames = tables
     assert flag_count(frames, "counter_overflow") == {
         "real_results": 127, "motivation_without_slots": 75, "default_latency": 24, "memory_overhead": 21,
-        "lora_compute_overhead": 15}
+        "lora_compute_overhead": 15, "heterogeneous_results": 361}
     ts = frames["timeseries"]
     for column in series.COUNTERS:  # no 0 after a positive value is left in any counter
         bad = ts.select(
@@ -246,8 +291,10 @@ def test_counter_overflow_counts(tables):
 
 def test_length_mismatch_and_shared_servers(tables):
     _, frames = tables
-    assert sum(flag_count(frames, "length_mismatch").values()) == 13
-    assert flag_count(frames, "shared_server") == {"loading_overhead": 18}
+    # 13 in the data card's section 6, plus 3 cancelled 5.9 runs
+    assert sum(flag_count(frames, "length_mismatch").values()) == 13 + 3
+    assert flag_count(frames, "length_mismatch")["heterogeneous_results"] == 3
+    assert flag_count(frames, "shared_server") == {"loading_overhead": 18, "heterogeneous_results": 2}
     r = run(frames, DEF + "digital_twin_modelling/real_results/llama-3.1-8b-instruct/rank_32_rates_0.1_0.05_0.025/_32_256_32_")
     assert r["status"] == "cancelled" and r["n_samples"] == 1501 and "length_mismatch" in r["flags"]
 
@@ -256,7 +303,7 @@ def test_time_bases(tables):
     _, frames = tables
     runs = frames["runs"].filter(pl.col("n_samples").is_not_null())
     bases = dict(runs.group_by("time_base").agg(pl.col("family").unique().sort()).iter_rows())
-    assert bases["perf_counter"] == ["adapter_loading", "default_latency", "lora_compute_overhead",
+    assert bases["perf_counter"] == ["adapter_loading", "default_latency", "heterogeneous_results", "lora_compute_overhead",
                                      "motivation_with_slots", "real_results"]
     first = frames["timeseries"].filter(pl.col("sample") == 0).join(frames["runs"], on="run_id")
     assert first.filter(pl.col("time_base") == "poller_start")["time_raw"].max() < 1.0
@@ -304,8 +351,15 @@ def test_runs_parameters_are_consistent(tables):
     runs = frames["runs"]
     assert runs.filter(pl.col("flags").list.contains("folder_name_mismatch")).height == 0
     served = runs.filter(pl.col("logged_num_adapters").is_not_null())
+    differ = served.filter(pl.col("served_adapters") != pl.col("logged_num_adapters"))
+    # two 5.9 jobs on one port measured each other's server (each logged the other's adapter count)
+    group = DEF + "ml_modelling/test_dataset/llama-3.1-8b-instruct/rate_3.2-1.6-0.025_size_16-16-16/"
+    assert sorted(differ["run_id"]) == [group + "_64_192_16_", group + "_64_256_16_"]
+    assert differ["flags"].list.contains("shared_server").all() and sorted(differ["logged_num_adapters"]) == [192, 256]
+    served = served.join(differ, on="run_id", how="anti")
     assert (served["served_adapters"] == served["logged_num_adapters"]).all()
     by_time = runs.filter((pl.col("benchmark") == "by_time") & pl.col("adapter_rate_counts").is_not_null())
+    by_time = by_time.filter(~pl.col("flags").list.contains("shared_server"))
     assert (by_time["adapter_rate_counts"].list.sum() == by_time["served_adapters"]).all()
     lora = runs.filter(pl.col("served_adapters") > 0)
     assert (lora["served_adapters"] >= lora["max_loras"]).all()

@@ -19,7 +19,7 @@ LORA_OVERHEAD = "predictor_latency_overhead"
 MEMORY = "find_available_gpu_memory_depending_on_loaded_adapters"
 LOADING = "predictor_loading"
 #: families that may never be used for fitting (validation data)
-HELD_OUT = ("real_results", "motivation_figure")
+HELD_OUT = ("real_results", "motivation_figure", "ml_modelling")
 
 TABLES = ("runs", "timeseries", "kv_capacity", "adapter_loading", "scheduler_overhead")
 

@@ -78,7 +78,9 @@ def serving_runs(runs: pl.DataFrame, families: list[str], max_runs: int | None =
     With ``max_runs`` the selection is spread over the groups (S_max x rate set) so a smoke run still sees
     every kind of run, including memory errors.
     """
-    sel = runs.filter(pl.col("family").is_in(families) & pl.col("status").is_in(VALIDATED_STATUSES))
+    # a run flagged shared_server measured another job's server: its summary is not its configuration's
+    sel = runs.filter(pl.col("family").is_in(families) & pl.col("status").is_in(VALIDATED_STATUSES)
+                      & ~pl.col("flags").list.contains("shared_server"))
     if sel.height == 0:
         raise ValueError(f"runs.family: no ok/memory_error runs in {families}")
     sel = sel.with_columns(

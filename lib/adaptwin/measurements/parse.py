@@ -186,6 +186,7 @@ _RATES = re.compile(r"Adapter rates\. Values: " + _ARRAY + r"\. Counts: " + _ARR
 _NUM_ADAPTERS = re.compile(r"^Number of adapters: (\d+)", re.M)
 _PROMPT_LEN = re.compile(r"^Generated prompt with (\d+) input length", re.M)
 _TRAFFIC = re.compile(r"^Traffic request rate: (\S+)", re.M)
+_POOL = re.compile(r"^Prompts retrieved: (\d+) \. Total input tokens: (\d+) \. Total output tokens: (\d+)", re.M)
 _POLL_ERROR = "Error while running usage checker"
 
 
@@ -203,6 +204,7 @@ class LogInfo:
     prompt_len: int | None = None
     traffic_request_rate: float | None = None
     poll_errors: int = 0
+    pool: tuple[int, int, int] | None = None  # by-time pre-sampled pool: prompts, input tokens, output tokens
 
 
 def parse_log(text: str, job_id: int) -> LogInfo:
@@ -225,6 +227,8 @@ def parse_log(text: str, job_id: int) -> LogInfo:
         info.prompt_len = int(m.group(1))
     if m := _TRAFFIC.search(text):
         info.traffic_request_rate = float(m.group(1))
+    if m := _POOL.search(text):
+        info.pool = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
     info.poll_errors = text.count(_POLL_ERROR)
     return info
 

@@ -59,6 +59,7 @@ def read_run(root: Path, folder: Path, location: families.Location) -> RunResult
     row.update(_parameters(log, server_out, location, flags, problems, folder))
     _apply_folder_values(row, folder_name, location, flags)
     row.update(_status(log, logs, result_json, error_texts, flags, problems, folder))
+    _check_sibling_server(row, flags)
     row.update(_summary(log, result_json))
 
     frame = _timeseries(rel, folder, row, location.family, flags, problems)
@@ -242,6 +243,8 @@ def _benchmark_fields(ns: dict[str, Any], log: parse.LogInfo) -> dict[str, Any]:
         "infinite_behaviour": ns.get("infinite_behaviour"),
         "seed": ns.get("seed"),
     }
+    if log.pool is not None:
+        fields["pool_prompts"], fields["pool_input_tokens"], fields["pool_output_tokens"] = log.pool
     if log.adapter_rates is not None:
         fields["adapter_rates"], fields["adapter_rate_counts"] = log.adapter_rates, log.adapter_rate_counts
     elif ns.get("adapter_rates") is not None:
@@ -312,6 +315,20 @@ def _status(log: parse.LogInfo | None, logs: list[parse.LogInfo], result_json: p
             reason = f"no summary block in {folder / f'log_{log.job_id}.out'} and no known failure signature"
         problems.append(f"{folder}: {reason}")
     return {"status": status, "reason": reason}
+
+
+def _check_sibling_server(row: dict[str, Any], flags: list[str]) -> None:
+    """Flag an ``ok`` run whose benchmark saw another adapter count than its own server registers.
+
+    The benchmark counts the adapters the server at its port lists ("Number of adapters"). Two 5.9 jobs
+    that shared a port (``rate_3.2-1.6-0.025_size_16-16-16/_64_192_16_`` and ``_64_256_16_``) each logged the
+    other's count: their summaries describe the sibling's server, so they are kept but flagged."""
+    logged, served = row.get("logged_num_adapters"), row.get("served_adapters")
+    if row.get("status") != "ok" or logged is None or served is None or logged == served:
+        return
+    flags.append("shared_server")
+    row["reason"] = (f"benchmark saw {logged} adapters, the run's server registers {served}: "
+                     "it measured a sibling job's server")
 
 
 def _summary(log: parse.LogInfo | None, result_json: parse.JsonResult | None) -> dict[str, Any]:

@@ -143,6 +143,10 @@ RUNS: tuple[Column, ...] = (
     _c("adapter_rates", LIST_F64, "req/s", "by-time: distinct per-adapter rates ('Adapter rates. Values'), "
        "else the Namespace adapter_rates"),
     _c("adapter_rate_counts", LIST_I64, "adapters", "by-time: adapters per rate value ('Counts')"),
+    _c("pool_prompts", I64, "requests", "by-time: size of the pre-sampled prompt pool ('Prompts retrieved')"),
+    _c("pool_input_tokens", I64, "tokens", "by-time: prompt tokens of that pool (its mean is the run's mean "
+       "input length)"),
+    _c("pool_output_tokens", I64, "tokens", "by-time: output tokens of that pool"),
     _c("dataset", STR, "", "'sharegpt', 'synthetic' (N random words, one prompt repeated), 'dummy_mean', "
        "'dummy_p25', 'dummy_p75' (one conversation repeated)"),
     _c("input_len", I64, "tokens", "fixed prompt length: 'Generated prompt with N input length' or the dummy "
