@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -51,8 +52,7 @@ def test_every_params_section_key_is_a_notebook_parameter():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for name, section in notebook.SECTIONS.items():
         path = ROOT / "notebooks" / f"{name}.ipynb"
-        if not path.exists():
-            pytest.skip(f"{path.name} not written yet")
+        assert path.exists(), f"{path.name}: the notebook of stage section {section!r} is missing"
         nb = json.loads(path.read_text())
         cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
         declared = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines() if "=" in line}
@@ -89,3 +89,16 @@ def test_paths_inside_the_repository_are_shown_relative_to_it(tmp_path):
 
     assert shown(repo_root() / "data" / "metrics" / "surrogates.json") == "data/metrics/surrogates.json"
     assert shown(tmp_path / "x.json") == str(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("generator", sorted((ROOT / "tools").glob("gen_*.py")), ids=lambda p: p.stem)
+def test_committed_notebooks_equal_their_generators(generator, tmp_path, monkeypatch):
+    """A notebook has one source of truth, its generator: regenerating must not change the committed file."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location(generator.stem, generator)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    name = generator.stem.removeprefix("gen_") + ".ipynb"
+    fresh = module.write_notebook(tmp_path / name, module.CELLS)
+    assert fresh.read_text() == (ROOT / "notebooks" / name).read_text(), (
+        f"notebooks/{name} differs from tools/{generator.name}: run `python tools/{generator.name}`")
