@@ -1,4 +1,4 @@
-"""adaptwin.placement: serve many LoRA adapters on the fewest GPUs (issue 5).
+"""adaptwin.placement: serve many LoRA adapters on the fewest GPUs, none starved and none out of memory.
 
 `place(adapters, context, method)` places a workload (``adapter_id, rank, rate``) with one of `METHODS`;
 `make_context(model, ...)` loads the surrogate and calibration it needs. Modules: `core` (records and the

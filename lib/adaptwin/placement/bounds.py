@@ -1,6 +1,6 @@
 """The lower bound on GPUs and the twin constants placement needs.
 
-Lower bound (issue 5): offered load divided by the best per-GPU throughput the twin finds, rounded up. No
+Lower bound: offered load divided by the best per-GPU throughput the twin finds, rounded up. No
 placement can do better, whatever it packs, because no GPU configuration the twin knows of processes more
 tokens per second. The best throughput comes from the twin-generated dataset when it exists (its largest
 ``total_throughput`` over the starvation-free configurations that start, since every GPU of a valid placement

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-#: A_max values the surrogates were trained on (issue 4); placement only picks from these (or ``served`` when
+#: A_max values the surrogates were trained on; placement only picks from these (or ``served`` when
 #: a GPU holds fewer adapters than the smallest value, since A_max <= served).
 A_MAX_GRID: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
 
@@ -86,7 +86,7 @@ class Placement:
         return rows.with_columns(pl.col("rate") * pl.Series(shares, dtype=pl.Float64))
 
     def to_json(self) -> dict[str, Any]:
-        """The ``placement.json`` contract of issue 5 (exactly these keys)."""
+        """The ``placement.json`` contract that operators and outside checks read (exactly these keys)."""
         ids = self.workload["adapter_id"].to_list()
         return {
             "model": self.model,

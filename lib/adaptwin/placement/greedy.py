@@ -1,7 +1,7 @@
 """The proposed greedy placement (the paper's Algorithm 1) and its ``fast`` variant.
 
 Algorithm 1 (Agulló et al., "A Data-driven ML Approach for Maximizing Performance in LLM-Adapter Serving",
-arXiv:2508.08343), as issue 5 states it:
+arXiv:2508.08343), as the paper states it:
 1. group adapters by rank, largest rank first (so a GPU's S_max is the rank of its first adapter and smaller
    adapters fill in behind it);
 2. order each group by rate, alternating largest / smallest (keeps each GPU's rate mix balanced);

@@ -1,6 +1,6 @@
 """Workloads to place: a table ``adapter_id, rank, rate`` (rate in requests/s), read from CSV or generated.
 
-Generated workloads (issue 5, section 2):
+Generated workloads (the paper's evaluation grid):
 - ``azure``: a window of an Azure LLM trace (``../shared/traces``) replicated ``k`` times (the copies overlaid,
   so the aggregate rate is k times the window's), requests mapped to adapters with a Zipf popularity (exponent ``popularity``) after
   giving every adapter one request (so each adapter has a rate), per-adapter rate = its requests / window.
