@@ -1,9 +1,15 @@
 """`place()`: one entry point for every method, and `make_context()`, which gathers what they share (surrogate,
-calibration, uncertainty margin, tokens per request, best per-GPU throughput for the lower bound)."""
+calibration, uncertainty margin, tokens per request, best per-GPU throughput for the lower bound).
+
+Defaults live here once: ``adaptwin place`` and ``adaptwin.placement.place`` call `make_context` with the same
+defaults (the repository's ``data/metrics/surrogates.json`` for the margin, ``data/dataset/<model>`` for the
+best per-GPU throughput, `TWIN_DURATION_S` for twin checks), so the library and the command give one answer.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +27,19 @@ DEFAULT_MARGIN = 0.05
 #: largest margin taken from the metrics: throughput never exceeds the ideal, so a bar at (0.9 + margin) x ideal
 #: above ~0.98 x ideal would call every GPU unsafe (a poorly trained surrogate must not empty the placement)
 MAX_MARGIN = 0.08
+#: simulated seconds per GPU in the twin checks of a verified placement (the stage's placement.repair_duration_s)
+TWIN_DURATION_S = 1200.0
+#: a path argument left at this value means "the repository's usual file" (`repository_default`)
+REPOSITORY = "<repository>"
+
+
+def repository_default(value: str | Path | None, relative: str) -> Path | None:
+    """``value`` as given, or the repository's ``relative`` path when ``value`` is `REPOSITORY`."""
+    if value == REPOSITORY:
+        from adaptwin.paths import resolve
+
+        return resolve(relative)
+    return None if value is None else Path(value)
 
 
 @dataclass
@@ -107,14 +126,17 @@ def resolve_margin(margin: float | str | None, metrics_path: str | Path | None, 
 
 def make_context(model: str, *, predictor: Predictor | None = None, calibration: Any = None,
                  models_dir: str | Path | None = None, calibration_path: str | Path | None = None,
-                 metrics_path: str | Path | None = None, dataset_dir: str | Path | None = None,
+                 metrics_path: str | Path | None = REPOSITORY, dataset_dir: str | Path | None = REPOSITORY,
                  margin: float | str | None = "auto", starvation_threshold: float = 0.5,
                  max_served: int = 576, candidates: tuple[int, ...] = A_MAX_GRID,
                  tokens_per_request: float | None = None, best_throughput: float | None = None,
                  twin_duration_s: float = 120.0, extensions: bool = True,
                  load_headroom: float | str | None = "auto", twin_bound_s: float = 0.0) -> Context:
     """Load the surrogate and calibration (unless given) and derive the shared constants. ``twin_bound_s`` > 0
-    lets the twin raise a lower bound of 1 (`Context.lower_bound`)."""
+    lets the twin raise a lower bound of 1 (`Context.lower_bound`). ``metrics_path`` and ``dataset_dir`` default
+    to the repository's ``data/metrics/surrogates.json`` and ``data/dataset/<model>`` (None: do not use)."""
+    metrics_path = repository_default(metrics_path, "data/metrics/surrogates.json")
+    dataset_dir = repository_default(dataset_dir, f"data/dataset/{model}")
     if predictor is None:
         from adaptwin.surrogate import load
 
@@ -135,6 +157,14 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
                    starvation_threshold=starvation_threshold, candidates=tuple(candidates), max_served=max_served,
                    load_headroom=headroom)
     return Context(model, ev, best, source, margin_source, extensions, twin_bound_s)
+
+
+def adapter_bound(adapters: pl.DataFrame, context: Context) -> int:
+    """GPUs no placement needs to exceed: one per adapter, or as many shares as an adapter's own load takes
+    at the best per-GPU throughput (an adapter busier than any GPU is split). A placement above it splits
+    adapters the load does not require (a poorly trained surrogate can split every adapter 64 ways)."""
+    tokens = adapters["rate"].to_numpy().astype(float) * context.evaluator.tokens_per_request
+    return int(sum(max(1, math.ceil(t / context.best_throughput - 1e-9)) for t in tokens))
 
 
 def max_rank(calibration: Any) -> int:
@@ -168,6 +198,14 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
         if context.extensions:
             notes["split_adapters"] = len(set(origin[share < 1.0].tolist()))
             gpus = greedy.collapse(gpus, origin, share)
+            bound = adapter_bound(adapters, context)
+            if len(gpus) > bound and len(keep_whole) < adapters.height:
+                # splits beyond what the load needs: the surrogate judges single adapters wrongly, not the load
+                unsplit = place(adapters, context, method, keep_whole=frozenset(range(adapters.height)))
+                unsplit.notes["sanity_bound"] = (
+                    f"{method} split adapters over {len(gpus)} GPUs, more than the {bound} GPUs of one per adapter "
+                    "(plus the shares their load needs); placed again without splits")
+                return unsplit
     elif method == "loraserve":
         gpus = baselines.place_loraserve(adapters, ev)
     elif method == "dlora":

@@ -1,0 +1,87 @@
+"""The placement an operator gets: twin-verified by default, or the surrogate's answer labelled unverified.
+
+Why: the surrogate alone said "0 predicted unsafe" for placements whose GPUs the twin then starved (71 % of the
+offered load, 54 s mean TTFT). So `place_verified` runs the twin-in-the-loop step (`shrink.repair_and_shrink`:
+check every GPU, repair the failures, shrink to the fewest GPUs the twin passes) and records, per GPU, the
+twin's verdict with the seed and window it was simulated with; `place_fast` returns the surrogate's proposal
+and says it is unverified.
+
+Sanity bound (both): no answer uses more GPUs than the round-robin baseline when round robin is as safe
+(judged by the twin for a verified placement, by the surrogate for a fast one); the answer then is the
+round robin, and ``notes["sanity_bound"]`` says why. `adaptwin.placement.api.place` already re-places a
+greedy that splits adapters beyond `api.adapter_bound`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import polars as pl
+
+from adaptwin.placement import repair, verify
+from adaptwin.placement.api import TWIN_DURATION_S, Context, adapter_bound, place
+from adaptwin.placement.core import Placement
+
+
+def place_fast(workload: pl.DataFrame, context: Context, method: str = "greedy") -> Placement:
+    """The surrogate's placement, unverified; replaced by round robin if that is predicted safe on fewer GPUs."""
+    proposal = place(workload, context, method)
+    robin = place(workload, context, "round-robin")
+    if robin.num_gpus < proposal.num_gpus and all(g.safe for g in robin.gpus):
+        proposal = _as_fallback(robin, proposal, "predicted safe by the surrogate")
+    notes = {**proposal.notes, "verified": False, "adapter_bound_gpus": adapter_bound(workload, context)}
+    return replace(proposal, notes=notes)
+
+
+def place_verified(workload: pl.DataFrame, context: Context, method: str = "greedy",
+                   duration_s: float = TWIN_DURATION_S, workers: int = 2) -> Placement:
+    """The surrogate's proposal checked, repaired and shrunk by the twin (`shrink.repair_and_shrink`), with
+    ``notes["twin"]`` holding each GPU's verdict (`verdicts`). Round robin replaces it when the twin passes
+    round robin on fewer GPUs."""
+    from adaptwin.placement.shrink import repair_and_shrink
+
+    cache: dict[str, dict[str, Any]] = {}
+    ev, calibration = context.evaluator, context.evaluator.calibration
+    proposal = place(workload, context, method)
+    fixed = repair_and_shrink(proposal, lambda keep: place(workload, context, method, keep_whole=keep), ev,
+                              calibration, duration_s, workers, cache)
+    robin = place(workload, context, "round-robin")
+    if robin.num_gpus < fixed.num_gpus:
+        if all(repair.check_gpus(robin, robin.gpus, calibration, duration_s, workers, cache)):
+            fixed = _as_fallback(robin, fixed, "passed by the twin")
+    twin = verdicts(fixed, calibration, duration_s, workers, cache)
+    notes = {**fixed.notes, "verified": True, "twin": twin, "twin_window_s": duration_s,
+             "twin_pass_ratio": repair.PASS_RATIO, "adapter_bound_gpus": adapter_bound(workload, context)}
+    return replace(fixed, notes=notes)
+
+
+def verdicts(placement: Placement, calibration: Any, duration_s: float, workers: int,
+             cache: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per GPU, the twin's verdict on the configuration written out: throughput / offered, mean TTFT and
+    ITL, starved, memory error, pass (`repair.PASS_RATIO`), and the seed and window simulated. The check is
+    the repair's own (same seed), so it comes from ``cache`` without simulating again."""
+    scenarios = [repair._scenario(placement, gpu, duration_s) for gpu in placement.gpus]
+    results = verify.simulate_unique([(s, calibration) for s in scenarios], workers, cache)
+    return [_verdict(scenario, result) for scenario, result in zip(scenarios, results, strict=True)]
+
+
+def _verdict(scenario: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    offered = result["ideal_throughput"]
+    ratio = None if not offered or result["total_throughput"] is None else result["total_throughput"] / offered
+    return {
+        "throughput_tok_s": result["total_throughput"], "offered_tok_s": offered,
+        "throughput_over_offered": ratio, "ttft_mean_ms": result["ttft_mean_ms"],
+        "itl_mean_ms": result["itl_mean_ms"], "starved": result["starved"],
+        "memory_error": result["memory_error"], "error": result["error"], "passed": repair._good(result),
+        "seed": int(scenario["seed"]), "window_s": float(scenario["duration_s"]),
+    }
+
+
+def _as_fallback(robin: Placement, chosen: Placement, how: str) -> Placement:
+    """``robin`` standing in for ``chosen``, its notes saying why."""
+    why = (f"{chosen.method} used {chosen.num_gpus} GPUs where round robin, {how}, uses {robin.num_gpus}; "
+           "returned the round robin")
+    return replace(robin, method=chosen.method, placement_time_s=chosen.placement_time_s + robin.placement_time_s,
+                   notes={**chosen.notes, **robin.notes, "sanity_bound": why,
+                                                       "fallback_method": "round-robin"})
