@@ -6,10 +6,11 @@ check every GPU, repair the failures, shrink to the fewest GPUs the twin passes)
 twin's verdict with the seed and window it was simulated with; `place_fast` returns the surrogate's proposal
 and says it is unverified.
 
-Sanity bound (both): no answer uses more GPUs than the round-robin baseline when round robin is as safe
-(judged by the twin for a verified placement, by the surrogate for a fast one); the answer then is the
-round robin, and ``notes["sanity_bound"]`` says why. `adaptwin.placement.api.place` already re-places a
-greedy that splits adapters beyond `api.adapter_bound`.
+Sanity bound (both): no answer uses more GPUs than a baseline that is as safe. For a fast placement the
+round robin, judged by the surrogate; for a verified one every baseline (`BASELINES`) on fewer GPUs is
+simulated too, fewest first, and the first whose GPUs all pass the twin replaces the answer. The answer
+then says so in ``notes["sanity_bound"]``. `adaptwin.placement.api.place` already re-places a greedy that
+splits adapters beyond `api.adapter_bound`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import polars as pl
 from adaptwin.placement import repair, verify
 from adaptwin.placement.api import TWIN_DURATION_S, Context, adapter_bound, place
 from adaptwin.placement.core import Placement
+
+#: methods a verified placement is compared with, at equal safety (every GPU passes the twin)
+BASELINES: tuple[str, ...] = ("round-robin", "dlora", "ffd", "loraserve")
 
 
 def place_fast(workload: pl.DataFrame, context: Context, method: str = "greedy") -> Placement:
@@ -37,8 +41,8 @@ def place_fast(workload: pl.DataFrame, context: Context, method: str = "greedy")
 def place_verified(workload: pl.DataFrame, context: Context, method: str = "greedy",
                    duration_s: float = TWIN_DURATION_S, workers: int = 2) -> Placement:
     """The surrogate's proposal checked, repaired and shrunk by the twin (`shrink.repair_and_shrink`), with
-    ``notes["twin"]`` holding each GPU's verdict (`verdicts`). Round robin replaces it when the twin passes
-    round robin on fewer GPUs."""
+    ``notes["twin"]`` holding each GPU's verdict (`verdicts`). A baseline replaces it when the twin passes
+    every GPU of that baseline on fewer GPUs (`fewer_passing`)."""
     from adaptwin.placement.shrink import repair_and_shrink
 
     cache: dict[str, dict[str, Any]] = {}
@@ -46,14 +50,23 @@ def place_verified(workload: pl.DataFrame, context: Context, method: str = "gree
     proposal = place(workload, context, method)
     fixed = repair_and_shrink(proposal, lambda keep: place(workload, context, method, keep_whole=keep), ev,
                               calibration, duration_s, workers, cache)
-    robin = place(workload, context, "round-robin")
-    if robin.num_gpus < fixed.num_gpus:
-        if all(repair.check_gpus(robin, robin.gpus, calibration, duration_s, workers, cache)):
-            fixed = _as_fallback(robin, fixed, "passed by the twin")
+    fixed = fewer_passing(fixed, workload, context, method, duration_s, workers, cache)
     twin = verdicts(fixed, calibration, duration_s, workers, cache)
     notes = {**fixed.notes, "verified": True, "twin": twin, "twin_window_s": duration_s,
              "twin_pass_ratio": repair.PASS_RATIO, "adapter_bound_gpus": adapter_bound(workload, context)}
     return replace(fixed, notes=notes)
+
+
+def fewer_passing(chosen: Placement, workload: pl.DataFrame, context: Context, method: str, duration_s: float,
+                  workers: int, cache: dict[str, dict[str, Any]]) -> Placement:
+    """``chosen``, or the baseline on the fewest GPUs (fewer than ``chosen``'s) whose GPUs all pass the twin:
+    the surrogate-led search must never cost GPUs that a simple method saves at equal safety."""
+    calibration = context.evaluator.calibration
+    others = [place(workload, context, m) for m in BASELINES if m != method]
+    for other in sorted((o for o in others if o.num_gpus < chosen.num_gpus), key=lambda o: o.num_gpus):
+        if all(repair.check_gpus(other, other.gpus, calibration, duration_s, workers, cache)):
+            return _as_fallback(other, chosen, "every GPU passed by the twin")
+    return chosen
 
 
 def verdicts(placement: Placement, calibration: Any, duration_s: float, workers: int,
@@ -78,10 +91,9 @@ def _verdict(scenario: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _as_fallback(robin: Placement, chosen: Placement, how: str) -> Placement:
-    """``robin`` standing in for ``chosen``, its notes saying why."""
-    why = (f"{chosen.method} used {chosen.num_gpus} GPUs where round robin, {how}, uses {robin.num_gpus}; "
-           "returned the round robin")
-    return replace(robin, method=chosen.method, placement_time_s=chosen.placement_time_s + robin.placement_time_s,
-                   notes={**chosen.notes, **robin.notes, "sanity_bound": why,
-                                                       "fallback_method": "round-robin"})
+def _as_fallback(other: Placement, chosen: Placement, how: str) -> Placement:
+    """``other`` (a baseline) standing in for ``chosen``, its notes saying why."""
+    why = (f"{chosen.method} used {chosen.num_gpus} GPUs where {other.method}, {how}, uses {other.num_gpus}; "
+           f"returned the {other.method} placement")
+    return replace(other, method=chosen.method, placement_time_s=chosen.placement_time_s + other.placement_time_s,
+                   notes={**chosen.notes, **other.notes, "sanity_bound": why, "fallback_method": other.method})
