@@ -9,10 +9,12 @@ hint; an interrupt exits 130. Never a traceback, unless ``ADAPTWIN_DEBUG=1`` ask
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 
 PLACEMENT_METHODS = ["greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin"]
 
@@ -131,6 +133,21 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from adaptwin.twin.scenario import ScenarioError
 
     return UsageError, OutputDirError, PlacementError, SurrogateError, CalibrationError, ScenarioError
+
+
+def user_mistakes_exit_2(command: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorate a sub-command's entry point so that a user mistake prints one line and returns 2 even when it
+    is called directly (tests, other tools), not only through `main`."""
+    def wrap(func: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(func)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return func(args)
+            except user_errors() as exc:
+                print(f"adaptwin {command}: {one_line(exc)}", file=sys.stderr)
+                return 2
+        return run
+    return wrap
 
 
 def one_line(text: str) -> str:

@@ -10,7 +10,7 @@ import argparse
 import sys
 import warnings
 
-from adaptwin.cli import UsageError
+from adaptwin.cli import UsageError, user_mistakes_exit_2
 from adaptwin.params import load_params
 from adaptwin.paths import from_cwd, resolve
 
@@ -23,6 +23,7 @@ def default_source() -> str:
     return str(resolve(load_params()["paths"]["shared"]) / "vllm-measurements")
 
 
+@user_mistakes_exit_2("ingest")
 def run_ingest(args: argparse.Namespace) -> int:
     """Ingest ``args.source`` (default from params.yaml) into ``args.out``; 0 on success, 2 on a bad source or
     output folder. Command-line paths are relative to the current folder; defaults are the repository's."""
@@ -34,10 +35,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     if not source.is_dir():
         raise UsageError(f"--source: {source}: not a folder (expected the vllm-measurements folder)")
     check_output_dir(out, OUTPUT_NAMES)
-    print(f"ingesting {source} ...", file=sys.stderr)
     with warnings.catch_warnings(), atomic_dir(out, OUTPUT_NAMES) as tmp:
         warnings.simplefilter("ignore", IngestWarning)  # listed below instead, once each
-        report = ingest(source, tmp)
+        report = ingest(source, tmp, progress=True)
     report.out_dir = out
     print(f"ingested {source} -> {out}")
     print(report.format())

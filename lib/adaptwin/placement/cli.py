@@ -14,13 +14,14 @@ from typing import Any
 
 import polars as pl
 
-from adaptwin.cli import UsageError
+from adaptwin.cli import UsageError, user_mistakes_exit_2
 from adaptwin.paths import from_cwd, resolve
 
 #: files of a previous placement output, replaced by a new one (older outputs have no manifest)
 OUTPUT_NAMES = r"placement\.json|routing\.csv|serve_gpu\d+\.sh"
 
 
+@user_mistakes_exit_2("place")
 def run_place(args: argparse.Namespace) -> int:
     """Validate the inputs, place (twin-verified unless ``--fast``), write the output folder, print a summary."""
     from adaptwin.io import atomic_dir, check_output_dir

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from adaptwin.cli import UsageError
+from adaptwin.cli import UsageError, user_mistakes_exit_2
 from adaptwin.io import dumps_json
 from adaptwin.paths import from_cwd
 from adaptwin.twin.api import simulate
@@ -17,6 +17,7 @@ from adaptwin.twin.costs import Calibration, load_calibration
 from adaptwin.twin.scenario import ScenarioError, calibration_path, load_scenario_file, parse_scenario
 
 
+@user_mistakes_exit_2("simulate")
 def run_simulate(args: argparse.Namespace) -> int:
     """Run one scenario file and print its outputs (pretty canonical JSON, or one line with --json)."""
     path = from_cwd(args.scenario)
