@@ -29,6 +29,9 @@ DEFAULT_MARGIN = 0.05
 MAX_MARGIN = 0.08
 #: simulated seconds per GPU in the twin checks of a verified placement (the stage's placement.repair_duration_s)
 TWIN_DURATION_S = 1200.0
+#: the least throughput a share of a split adapter is credited with, as a fraction of the best per-GPU
+#: throughput, in `adapter_bound` (generous: the bound must only catch splits no load justifies)
+SHARE_FLOOR = 0.5
 #: a path argument left at this value means "the repository's usual file" (`repository_default`)
 REPOSITORY = "<repository>"
 
@@ -161,10 +164,12 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
 
 def adapter_bound(adapters: pl.DataFrame, context: Context) -> int:
     """GPUs no placement needs to exceed: one per adapter, or as many shares as an adapter's own load takes
-    at the best per-GPU throughput (an adapter busier than any GPU is split). A placement above it splits
-    adapters the load does not require (a poorly trained surrogate can split every adapter 64 ways)."""
+    when each share gets `SHARE_FLOOR` x the best per-GPU throughput (an adapter busier than a GPU is split,
+    and a share runs below capacity to stay safe). A placement above it splits adapters the load does not
+    require (a poorly trained surrogate can split every adapter 64 ways)."""
     tokens = adapters["rate"].to_numpy().astype(float) * context.evaluator.tokens_per_request
-    return int(sum(max(1, math.ceil(t / context.best_throughput - 1e-9)) for t in tokens))
+    per_share = SHARE_FLOOR * context.best_throughput
+    return int(sum(max(1, math.ceil(t / per_share - 1e-9)) for t in tokens))
 
 
 def max_rank(calibration: Any) -> int:
@@ -216,4 +221,8 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
         gpus = baselines.place_round_robin(adapters, ev, lower)
     elapsed = time.perf_counter() - t0
     notes["predicted_unsafe_gpus"] = sum(not g.safe for g in gpus)
+    if len(gpus) > adapter_bound(adapters, context):
+        notes["sanity_bound"] = (f"{method} uses {len(gpus)} GPUs, more than one per adapter plus the shares their "
+                                 f"load needs ({adapter_bound(adapters, context)}): the surrogate rates even light "
+                                 "GPUs unsafe; retrain it or use the twin-verified placement")
     return Placement(context.model, method, adapters, gpus, lower, elapsed, notes)
