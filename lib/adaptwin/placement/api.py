@@ -192,9 +192,11 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
     notes: dict[str, Any] = {"load_bound_gpus": context.load_bound(adapters)}
     t0 = time.perf_counter()
     if method in ("greedy", "greedy-fast", "greedy-latency"):
-        rows = adapters
+        rows, bound, whole = adapters, adapter_bound(adapters, context), len(keep_whole) == adapters.height
         if context.extensions:  # adapters too busy for one GPU become equal shares (greedy.split_heavy)
             rows, origin, share = greedy.split_heavy(adapters, ev, keep_whole=keep_whole)
+            if rows.height > bound and not whole:  # checked before packing: 60,000 shares take minutes
+                return _without_splits(adapters, context, method, f"{rows.height} shares", bound)
         gpus, overloaded = greedy.place_greedy(rows, ev, fast=method == "greedy-fast",
                                                 extensions=context.extensions)
         notes["overloaded_gpus"] = overloaded
@@ -203,14 +205,8 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
         if context.extensions:
             notes["split_adapters"] = len(set(origin[share < 1.0].tolist()))
             gpus = greedy.collapse(gpus, origin, share)
-            bound = adapter_bound(adapters, context)
-            if len(gpus) > bound and len(keep_whole) < adapters.height:
-                # splits beyond what the load needs: the surrogate judges single adapters wrongly, not the load
-                unsplit = place(adapters, context, method, keep_whole=frozenset(range(adapters.height)))
-                unsplit.notes["sanity_bound"] = (
-                    f"{method} split adapters over {len(gpus)} GPUs, more than the {bound} GPUs of one per adapter "
-                    "(plus the shares their load needs); placed again without splits")
-                return unsplit
+            if len(gpus) > bound and not whole:
+                return _without_splits(adapters, context, method, f"{len(gpus)} GPUs", bound)
     elif method == "loraserve":
         gpus = baselines.place_loraserve(adapters, ev)
     elif method == "dlora":
@@ -226,3 +222,13 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
                                  f"load needs ({adapter_bound(adapters, context)}): the surrogate rates even light "
                                  "GPUs unsafe; retrain it or use the twin-verified placement")
     return Placement(context.model, method, adapters, gpus, lower, elapsed, notes)
+
+
+def _without_splits(adapters: pl.DataFrame, context: Context, method: str, found: str, bound: int) -> Placement:
+    """``method`` again with every adapter kept whole, noting why: the surrogate split adapters over more than
+    `adapter_bound` (it misjudges single adapters, not the load)."""
+    unsplit = place(adapters, context, method, keep_whole=frozenset(range(adapters.height)))
+    unsplit.notes["sanity_bound"] = (
+        f"{method} split adapters into {found}, more than the {bound} GPUs of one per adapter (plus the shares "
+        "their own load needs); placed again without splits")
+    return unsplit
