@@ -104,12 +104,32 @@ def simulate_unique(jobs: list[tuple[dict[str, Any], Any]], workers: int,
     keys = [scenario_id(scenario) for scenario, _ in jobs]
     todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in cache}
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            done = _counted(pool.map(_simulate, todo.values(), chunksize=max(1, len(todo) // (4 * workers))))
+        done = _in_processes(list(todo.values()), workers)
     else:
         done = _counted(_simulate(job) for job in todo.values())
     cache.update(zip(todo, done, strict=True))
     return [dict(cache[k]) for k in keys]
+
+
+def _in_processes(jobs: list[tuple[dict[str, Any], Any]], workers: int) -> list[dict[str, Any]]:
+    """`_simulate` over ``jobs`` in ``workers`` processes, in order. On an interrupt the workers are stopped at
+    once (they ignore SIGINT themselves, so the user sees one message, not one traceback per worker)."""
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
+    try:
+        done = _counted(pool.map(_simulate, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    except BaseException:
+        for process in list((pool._processes or {}).values()):  # no public way to stop running tasks
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return done
+
+
+def _ignore_interrupts() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method")) -> pl.DataFrame:
