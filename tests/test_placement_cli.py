@@ -120,6 +120,11 @@ def test_default_placement_is_twin_verified_and_records_each_verdict(models_dir,
     doc = check_outputs(out, workload_csv, "greedy", verified=True)
     passed = doc["verification"]["gpus_passed"]
     assert f"twin-verified: {passed} of {len(doc['gpus'])} GPUs pass" in printed and " s simulated per GPU" in printed
+    from adaptwin.placement.verified import from_document, recheck
+    from adaptwin.twin.costs import load_calibration
+
+    placement = from_document(doc, read_workload(workload_csv))  # the recorded verdicts are the twin's own
+    assert recheck(placement, load_calibration(FIXTURE), seed_offset=1) == [g["twin"] for g in doc["gpus"]]
     again = tmp_path / "repaired"  # --repair is kept as a no-op alias: same answer
     assert main([*place_args(workload_csv, again, models_dir, fast=False), "--repair"]) == 0
     assert json.loads((again / "placement.json").read_text()) == doc

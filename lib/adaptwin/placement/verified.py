@@ -79,6 +79,34 @@ def verdicts(placement: Placement, calibration: Any, duration_s: float, workers:
     return [_verdict(scenario, result) for scenario, result in zip(scenarios, results, strict=True)]
 
 
+def from_document(doc: dict[str, Any], workload: pl.DataFrame) -> Placement:
+    """The `Placement` a ``placement.json`` describes, over ``workload`` (the CSV it was placed from); an
+    adapter listed on k GPUs gets an equal share 1/k on each (how the greedy splits)."""
+    from collections import Counter
+
+    from adaptwin.placement.core import Gpu
+
+    row = {a: i for i, a in enumerate(workload["adapter_id"].to_list())}
+    copies = Counter(a for g in doc["gpus"] for a in g["adapters"])
+    split = any(n > 1 for n in copies.values())
+    gpus = [Gpu(tuple(row[a] for a in g["adapters"]), int(g["max_loras"]), int(g["max_lora_rank"]), g["predicted"],
+                tuple(1.0 / copies[a] for a in g["adapters"]) if split else ()) for g in doc["gpus"]]
+    return Placement(doc["model"], doc["method"], workload, gpus, int(doc["lower_bound_gpus"]))
+
+
+def recheck(placement: Placement, calibration: Any, seed_offset: int, duration_s: float = TWIN_DURATION_S,
+            workers: int = 1) -> list[dict[str, Any]]:
+    """`verdicts` with every GPU's content seed moved by ``seed_offset`` (0 = `verify`'s own seed; the
+    verified placement was checked at `repair.REPAIR_SEED_OFFSET`): an independent sample of the same GPUs."""
+    scenarios = []
+    for gpu in placement.gpus:
+        scenario = verify.gpu_scenario(placement, gpu, duration_s)
+        scenario["seed"] = (scenario["seed"] + seed_offset) % (2**31 - 1)
+        scenarios.append(scenario)
+    results = verify.simulate_unique([(s, calibration) for s in scenarios], workers)
+    return [_verdict(scenario, result) for scenario, result in zip(scenarios, results, strict=True)]
+
+
 def _verdict(scenario: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     offered = result["ideal_throughput"]
     ratio = None if not offered or result["total_throughput"] is None else result["total_throughput"] / offered
