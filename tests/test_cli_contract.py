@@ -73,6 +73,7 @@ CASES = {
     "place unknown model, no calibration": (GOOD, ["place", "w.csv", "--model", "no-such-model", "--out", "out"],
                                             ["no-such-model.json", "calibration file not found"]),
     "place missing workload": (None, PLACE, ["w.csv", "workload file not found"]),
+    "place --fast --repair": (GOOD, [*PLACE, "--fast", "--repair"], ["--fast --repair"]),
     "place --out names a file": (both(GOOD, file_named("out")), PLACE, ["out", "not a folder"]),
     "place --out holds other files": (folder_with("out", "notes.txt"), PLACE, ["out", "'notes.txt'"]),
     "ingest --out names a file": (file_named("out"), ["ingest", "--source", ".", "--out", "out"],
@@ -261,3 +262,21 @@ def test_version_and_the_scenario_format_in_help(capsys):
 def test_user_errors_cover_each_module():
     names = {t.__name__ for t in cli.user_errors()}
     assert {"PlacementError", "ScenarioError", "CalibrationError", "SurrogateError", "OutputDirError"} <= names
+
+
+def test_an_interrupted_ingest_keeps_the_previous_tables(tmp_path, monkeypatch, capsys):
+    import adaptwin.measurements.corpus as corpus
+
+    out = tmp_path / "tables"
+    out.mkdir()
+    (out / "runs.parquet").write_bytes(b"previous")
+
+    def interrupted(source, folder, progress=False):
+        (Path(folder) / "runs.parquet").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus, "ingest", interrupted)
+    assert main(["ingest", "--source", str(tmp_path), "--out", str(out)]) == 130
+    assert [p.name for p in out.iterdir()] == ["runs.parquet"] and (out / "runs.parquet").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tables"]
+    assert "interrupted" in capsys.readouterr().err

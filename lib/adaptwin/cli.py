@@ -102,7 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        epilog=PLACE_HELP + "\n" + textwrap.fill(PATHS_HELP, 110),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("workload", help="CSV with columns adapter_id,rank,rate (rate in requests/s)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="base model, e.g. llama-3.1-8b-instruct (its calibration and "
+                                                   "surrogates are data/calibration/<model>.json, data/models/<model>)")
     p.add_argument("--method", default="greedy", choices=PLACEMENT_METHODS)
     p.add_argument("--out", required=True, help="output folder (placement.json, routing.csv, serve_gpu<N>.sh), "
                                                 "replaced whole")

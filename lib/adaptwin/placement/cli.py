@@ -26,6 +26,8 @@ def run_place(args: argparse.Namespace) -> int:
     """Validate the inputs, place (twin-verified unless ``--fast``), write the output folder, print a summary."""
     from adaptwin.io import atomic_dir, check_output_dir
 
+    if args.fast and args.repair:
+        raise UsageError("--fast --repair: --repair asks for the twin check that --fast skips; give one of them")
     out = from_cwd(args.out)
     check_output_dir(out, OUTPUT_NAMES)
     calibration = _calibration(args)
