@@ -76,9 +76,13 @@ def _place(args: argparse.Namespace, workload: pl.DataFrame, calibration: Any) -
     from adaptwin.placement.api import TWIN_DURATION_S, make_context
     from adaptwin.placement.verified import place_fast, place_verified
 
-    models_dir = from_cwd(args.models_dir) if args.models_dir else None
-    if models_dir is not None and not models_dir.is_dir():
+    models_dir = from_cwd(args.models_dir) if args.models_dir else resolve("data/models")
+    if args.models_dir and not models_dir.is_dir():
         raise UsageError(f"--models-dir: {models_dir}: no such folder")
+    metadata = models_dir / args.model / "metadata.json"
+    if not metadata.is_file():
+        raise UsageError(f"{metadata}: not found: no trained surrogate for --model {args.model} "
+                         "(run `dvc repro train_surrogates`, or give --models-dir)")
     context = make_context(args.model, calibration=calibration, models_dir=models_dir,
                            twin_bound_s=0.0 if args.fast else TWIN_DURATION_S)
     if args.fast:
@@ -161,4 +165,8 @@ def warnings_of(placement: Any) -> list[str]:
         lines.append(f"{len(failed)} GPUs still fail the twin check (see 'twin' in placement.json)")
     if notes.get("sanity_bound"):
         lines.append(str(notes["sanity_bound"]))
+    unsafe = notes.get("predicted_unsafe_gpus", 0)
+    if not notes.get("verified") and unsafe:
+        lines.append(f"{unsafe} GPUs are predicted unsafe by the surrogate; without --fast the twin checks and "
+                     "repairs them")
     return lines
