@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ def run_place(args: argparse.Namespace) -> int:
 
 
 def _calibration(args: argparse.Namespace) -> Any:
+    """The calibration of ``--model`` (or ``--calibration``), refused when it describes another model: the
+    twin would judge the GPUs with the wrong costs."""
     from adaptwin.twin.costs import load_calibration
 
     path = from_cwd(args.calibration) if args.calibration else resolve(f"data/calibration/{args.model}.json")
@@ -73,6 +77,8 @@ def _workload(path: Path, calibration: Any, extrapolate: bool) -> pl.DataFrame:
 
 
 def _place(args: argparse.Namespace, workload: pl.DataFrame, calibration: Any) -> Any:
+    """The placement: surrogate only with ``--fast``, else twin-verified; the context comes from
+    `make_context` with the library's own defaults, so the command and ``adaptwin.placement`` agree."""
     from adaptwin.placement.api import TWIN_DURATION_S, make_context
     from adaptwin.placement.verified import place_fast, place_verified
 
@@ -93,21 +99,17 @@ def _place(args: argparse.Namespace, workload: pl.DataFrame, calibration: Any) -
         return place_verified(workload, context, args.method, TWIN_DURATION_S, args.workers)
 
 
-class _twin_progress:
-    """A tqdm bar on stderr counting twin runs (shown once the checks take more than a second)."""
+@contextmanager
+def _twin_progress() -> Iterator[None]:
+    """A tqdm bar on stderr counting twin runs while inside (shown once the checks last over a second): the
+    checks take seconds to minutes, and an operator must see that they advance."""
+    from tqdm import tqdm
 
-    def __enter__(self) -> None:
-        from tqdm import tqdm
+    from adaptwin.placement import verify
 
-        from adaptwin.placement import verify
-
-        self.bar = tqdm(desc="twin checks", unit=" GPU runs", file=sys.stderr, delay=1.0, leave=False)
-        self.hook = verify.progress(self.bar.update)
-        self.hook.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self.hook.__exit__(*exc)
-        self.bar.close()
+    with tqdm(desc="twin checks", unit=" GPU runs", file=sys.stderr, delay=1.0, leave=False) as bar:
+        with verify.progress(bar.update):
+            yield
 
 
 def _write(placement: Any, folder: Path) -> None:
