@@ -240,7 +240,7 @@ def test_a_bad_surrogate_cannot_split_every_adapter():
     workload = fake_workload(20, mean_rate=0.1)
     p = place(workload, context, "greedy")
     assert p.num_gpus <= adapter_bound(workload, context) == 20
-    assert "placed again without splits" in p.notes["sanity_bound"]
+    assert "split 20 adapters into more shares than their load needs" in p.notes["sanity_bound"]
     assert sorted({m for g in p.gpus for m in g.members}) == list(range(20))
 
 

@@ -9,12 +9,12 @@ best per-GPU throughput, `TWIN_DURATION_S` for twin checks), so the library and 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from adaptwin.paths import shown
@@ -162,14 +162,21 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
     return Context(model, ev, best, source, margin_source, extensions, twin_bound_s)
 
 
+def shares_needed(adapters: pl.DataFrame, context: Context) -> np.ndarray:
+    """Per adapter, the GPUs its own load can justify: 1, or more when the adapter offers more than
+    `SHARE_FLOOR` x the best per-GPU throughput (an adapter busier than a GPU is split, and a share runs below
+    capacity to stay safe)."""
+    tokens = adapters["rate"].to_numpy().astype(float) * context.evaluator.tokens_per_request
+    per_share = SHARE_FLOOR * context.best_throughput
+    return np.maximum(1, np.ceil(tokens / per_share - 1e-9)).astype(np.int64)
+
+
 def adapter_bound(adapters: pl.DataFrame, context: Context) -> int:
     """GPUs no placement needs to exceed: one per adapter, or as many shares as an adapter's own load takes
     when each share gets `SHARE_FLOOR` x the best per-GPU throughput (an adapter busier than a GPU is split,
     and a share runs below capacity to stay safe). A placement above it splits adapters the load does not
     require (a poorly trained surrogate can split every adapter 64 ways)."""
-    tokens = adapters["rate"].to_numpy().astype(float) * context.evaluator.tokens_per_request
-    per_share = SHARE_FLOOR * context.best_throughput
-    return int(sum(max(1, math.ceil(t / per_share - 1e-9)) for t in tokens))
+    return int(shares_needed(adapters, context).sum())
 
 
 def max_rank(calibration: Any) -> int:
@@ -195,8 +202,9 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
         rows, bound, whole = adapters, adapter_bound(adapters, context), len(keep_whole) == adapters.height
         if context.extensions:  # adapters too busy for one GPU become equal shares (greedy.split_heavy)
             rows, origin, share = greedy.split_heavy(adapters, ev, keep_whole=keep_whole)
-            if rows.height > bound and not whole:  # checked before packing: 60,000 shares take minutes
-                return _without_splits(adapters, context, method, f"{rows.height} shares", bound)
+            excess = np.bincount(origin, minlength=adapters.height) > shares_needed(adapters, context)
+            if excess.any():  # checked before packing: 60,000 shares take minutes
+                return _without_excess_splits(adapters, context, method, keep_whole, excess, rows.height)
         gpus, overloaded = greedy.place_greedy(rows, ev, fast=method == "greedy-fast",
                                                 extensions=context.extensions)
         notes["overloaded_gpus"] = overloaded
@@ -206,7 +214,7 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
             notes["split_adapters"] = len(set(origin[share < 1.0].tolist()))
             gpus = greedy.collapse(gpus, origin, share)
             if len(gpus) > bound and not whole:
-                return _without_splits(adapters, context, method, f"{len(gpus)} GPUs", bound)
+                return _without_splits(adapters, context, method, bound, len(gpus))
     elif method == "loraserve":
         gpus = baselines.place_loraserve(adapters, ev)
     elif method == "dlora":
@@ -224,11 +232,23 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
     return Placement(context.model, method, adapters, gpus, lower, elapsed, notes)
 
 
-def _without_splits(adapters: pl.DataFrame, context: Context, method: str, found: str, bound: int) -> Placement:
-    """``method`` again with every adapter kept whole, noting why: the surrogate split adapters over more than
-    `adapter_bound` (it misjudges single adapters, not the load)."""
+def _without_excess_splits(adapters: pl.DataFrame, context: Context, method: str, keep_whole: frozenset[int],
+                           excess: np.ndarray, shares: int) -> Placement:
+    """``method`` again with the adapters the surrogate split beyond what their own load justifies
+    (`shares_needed`) kept whole, noting why: the surrogate misjudges single light adapters, and a busy
+    adapter may still be split."""
+    keep = keep_whole | frozenset(int(i) for i in np.flatnonzero(excess))
+    again = place(adapters, context, method, keep_whole=keep)
+    again.notes["sanity_bound"] = (
+        f"{method} split {int(excess.sum())} adapters into more shares than their load needs ({shares} shares "
+        f"for {adapters.height} adapters); placed again with them whole")
+    return again
+
+
+def _without_splits(adapters: pl.DataFrame, context: Context, method: str, bound: int, gpus: int) -> Placement:
+    """``method`` again with every adapter kept whole, noting why: its GPUs exceed `adapter_bound`."""
     unsplit = place(adapters, context, method, keep_whole=frozenset(range(adapters.height)))
     unsplit.notes["sanity_bound"] = (
-        f"{method} split adapters into {found}, more than the {bound} GPUs of one per adapter (plus the shares "
-        "their own load needs); placed again without splits")
+        f"{method} used {gpus} GPUs, more than the {bound} GPUs of one per adapter (plus the shares their own "
+        "load needs); placed again without splits")
     return unsplit
