@@ -240,7 +240,7 @@ def test_a_bad_surrogate_cannot_split_every_adapter():
     workload = fake_workload(20, mean_rate=0.1)
     p = place(workload, context, "greedy")
     assert p.num_gpus <= adapter_bound(workload, context) == 20
-    assert "split 20 adapters into more shares than their load needs" in p.notes["sanity_bound"]
+    assert "split 20 adapters into 1280 shares" in p.notes["sanity_bound"] and "capped at 20 shares" in p.notes["sanity_bound"]
     assert sorted({m for g in p.gpus for m in g.members}) == list(range(20))
 
 
@@ -280,3 +280,16 @@ def test_an_interrupted_ingest_keeps_the_previous_tables(tmp_path, monkeypatch, 
     assert [p.name for p in out.iterdir()] == ["runs.parquet"] and (out / "runs.parquet").read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tables"]
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_bad_surrogate_still_splits_an_adapter_busier_than_a_gpu():
+    ev = fake_evaluator()
+    ev.predictor = AlwaysStarving()
+    context = Context(MODEL, ev, BASE_CAPACITY, "fake", "test")
+    workload = fake_workload(20, mean_rate=0.1)
+    heavy = 2.5 * BASE_CAPACITY / ev.tokens_per_request  # 2.5 GPUs of load: 5 shares at half a GPU each
+    workload = workload.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(heavy).otherwise(pl.col("rate"))
+                                     .alias("rate"))
+    p = place(workload, context, "greedy")
+    assert p.num_gpus <= adapter_bound(workload, context) == 24
+    assert 2 <= sum(0 in g.members for g in p.gpus) <= 5
