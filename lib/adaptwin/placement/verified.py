@@ -9,8 +9,8 @@ and says it is unverified.
 Sanity bound (both): no answer uses more GPUs than a baseline that is as safe. For a fast placement the
 round robin, judged by the surrogate; for a verified one every baseline (`BASELINES`) on fewer GPUs is
 simulated too, fewest first, and the first whose GPUs all pass the twin replaces the answer. The answer
-then says so in ``notes["sanity_bound"]``. `adaptwin.placement.api.place` already re-places a greedy that
-splits adapters beyond `api.adapter_bound`.
+then says so in ``notes["sanity_bound"]``. `adaptwin.placement.api.place` already caps a greedy's split of
+each adapter at the shares its own load needs, so no placement exceeds `api.adapter_bound`.
 """
 
 from __future__ import annotations
