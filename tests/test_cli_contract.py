@@ -293,3 +293,26 @@ def test_a_bad_surrogate_still_splits_an_adapter_busier_than_a_gpu():
     p = place(workload, context, "greedy")
     assert p.num_gpus <= adapter_bound(workload, context) == 24
     assert 2 <= sum(0 in g.members for g in p.gpus) <= 5
+
+
+class LonelyStarving(FakePredictor):
+    """A surrogate wrong on small GPUs only (few training rows there): fewer than 5 adapters always starve."""
+
+    def predict(self, features: pl.DataFrame) -> pl.DataFrame:
+        out = super().predict(features)
+        few = features["served_adapters"].to_numpy() < 5
+        return out.with_columns(pl.Series("starvation_probability", np.where(few, 1.0, out["starvation_probability"])))
+
+
+def test_fast_placement_gives_way_to_a_baseline_predicted_safe_on_fewer_gpus():
+    from adaptwin.placement.verified import FAST_BASELINES, place_fast
+
+    ev = fake_evaluator()
+    ev.predictor = LonelyStarving()
+    context = Context(MODEL, ev, BASE_CAPACITY, "fake", "test")
+    workload = fake_workload(40, mean_rate=0.1)
+    greedy = place(workload, context, "greedy")
+    fast = place_fast(workload, context)
+    assert fast.num_gpus < greedy.num_gpus and all(g.safe for g in fast.gpus)
+    assert fast.notes["fallback_method"] in FAST_BASELINES and "predicted safe" in fast.notes["sanity_bound"]
+    assert fast.method == "greedy" and fast.notes["verified"] is False
