@@ -135,6 +135,7 @@ def placement_document(placement: Any) -> dict[str, Any]:
         "gpus_passed": sum(v["passed"] for v in twin) if twin is not None else None,
         "adapter_bound_gpus": notes.get("adapter_bound_gpus"),
         "sanity_bound": notes.get("sanity_bound"),
+        "placed_by": notes.get("fallback_method", placement.method),
     }
     for gpu, verdict in zip(doc["gpus"], twin or [], strict=False):
         gpu["twin"] = verdict
