@@ -316,3 +316,21 @@ def test_fast_placement_gives_way_to_a_baseline_predicted_safe_on_fewer_gpus():
     assert fast.num_gpus < greedy.num_gpus and all(g.safe for g in fast.gpus)
     assert fast.notes["fallback_method"] in FAST_BASELINES and "predicted safe" in fast.notes["sanity_bound"]
     assert fast.method == "greedy" and fast.notes["verified"] is False
+
+
+def test_sigterm_is_an_interrupt_one_line_exit_130(tmp_path):
+    """``kill`` (or a scheduler's stop) ends a long command like Ctrl-C: one line, exit 130, no traceback."""
+    import signal
+    import time
+
+    long = {**SCENARIO, "server": {"max_loras": 64, "max_lora_rank": 16},
+            "adapters": [{"count": 64, "rank": 8, "rate": 2.0}], "duration_s": 36000}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(long))
+    proc = subprocess.Popen([sys.executable, "-m", "adaptwin", "simulate", "long.yaml", "--calibration", str(FIXTURE)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin"})
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and out == ""
+    assert err.strip() == "adaptwin simulate: interrupted; outputs left as they were"

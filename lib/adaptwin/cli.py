@@ -9,12 +9,14 @@ hint; an interrupt exits 130. Never a traceback, unless ``ADAPTWIN_DEBUG=1`` ask
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import os
+import signal
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 PLACEMENT_METHODS = ["greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin"]
 
@@ -178,6 +180,30 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and hand over to the module that does the work, applying the error contract."""
     args = _build_parser().parse_args(argv)
     name = f"adaptwin {args.command}"
+    with _terminate_as_interrupt():
+        return _run(args, name)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler's stop) handled like Ctrl-C while inside, so outputs being written
+    are cleaned up the same way (`adaptwin.io.atomic_dir`); the previous handler is restored after."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, name: str) -> int:
+    """Hand over to the sub-command and apply the error contract (module docstring)."""
     try:
         if args.command == "profile":
             _prepare_profile(args)

@@ -127,9 +127,12 @@ def _in_processes(jobs: list[tuple[dict[str, Any], Any]], workers: int) -> list[
 
 
 def _ignore_interrupts() -> None:
+    """Worker set-up: Ctrl-C is the parent's to handle, and SIGTERM just ends the worker (the command line
+    turns SIGTERM into an interrupt in the parent, which forked workers would inherit)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method")) -> pl.DataFrame:
