@@ -8,7 +8,6 @@ listing 1,000 GPUs.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import re
@@ -135,10 +134,8 @@ def _swap_into_place(new: Path, path: Path) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        renameat2 = libc.renameat2
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2  # the C library the interpreter runs on
     except (OSError, AttributeError, TypeError):
         return False
     at_fdcwd, rename_exchange = -100, 2
