@@ -334,3 +334,22 @@ def test_sigterm_is_an_interrupt_one_line_exit_130(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and out == ""
     assert err.strip() == "adaptwin simulate: interrupted; outputs left as they were"
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "rename-aside"])
+def test_atomic_dir_replaces_a_previous_output_whole(tmp_path, monkeypatch, exchange):
+    from adaptwin import io
+
+    if not exchange:
+        monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    out = tmp_path / "out"
+    for names in (["a.sh", "b.sh"], ["c.sh"]):
+        with io.atomic_dir(out) as tmp:
+            for name in names:
+                (tmp / name).write_text(name)
+        assert sorted(p.name for p in out.iterdir()) == sorted([*names, io.MANIFEST])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (out / "mine.txt").write_text("a user's file")
+    with pytest.raises(io.OutputDirError, match="mine.txt"):
+        with io.atomic_dir(out):
+            pass
