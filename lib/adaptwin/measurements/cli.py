@@ -39,7 +39,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", IngestWarning)  # listed below instead, once each
         report = ingest(source, tmp, progress=True)
     report.out_dir = out
-    print(f"ingested {source} -> {out}")
+    print(f"ingested {source} -> {out}; runs per family and status:")
     print(report.format())
     for message in report.warnings:
         print(f"warning: {message}", file=sys.stderr)
