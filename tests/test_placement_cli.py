@@ -20,6 +20,8 @@ from adaptwin.placement.workloads import read_workload
 MODEL = "llama-3.1-8b-instruct"
 ROOT = Path(__file__).resolve().parents[1]
 GPU_KEYS = {"gpu", "adapters", "max_loras", "max_cpu_loras", "max_lora_rank", "predicted"}
+TWIN_KEYS = {"throughput_tok_s", "offered_tok_s", "throughput_over_offered", "ttft_mean_ms", "itl_mean_ms", "starved",
+             "memory_error", "error", "passed", "seed", "window_s"}
 
 
 def fake_dataset(rows: int = 400, seed: int = 0) -> pl.DataFrame:
@@ -59,20 +61,24 @@ def workload_csv(tmp_path) -> Path:
     return path
 
 
-def place_args(workload: Path, out: Path, models: Path, method: str = "greedy") -> list[str]:
+def place_args(workload: Path, out: Path, models: Path, method: str = "greedy", fast: bool = True) -> list[str]:
     return ["place", str(workload), "--model", MODEL, "--method", method, "--out", str(out),
-            "--models-dir", str(models), "--calibration", str(FIXTURE)]
+            "--models-dir", str(models), "--calibration", str(FIXTURE), *(["--fast"] if fast else []),
+            "--workers", "1"]
 
 
-def check_outputs(out: Path, workload: Path, method: str) -> dict:
+def check_outputs(out: Path, workload: Path, method: str, verified: bool = False) -> dict:
     doc = json.loads((out / "placement.json").read_text())
-    assert set(doc) == {"model", "method", "gpus", "lower_bound_gpus"}
+    assert set(doc) == {"model", "method", "gpus", "lower_bound_gpus", "verification"}
     assert doc["model"] == MODEL and doc["method"] == method and doc["lower_bound_gpus"] >= 1
+    assert doc["verification"]["verified"] is verified
     ids = pl.read_csv(workload)["adapter_id"].to_list()
     placed = [a for g in doc["gpus"] for a in g["adapters"]]
     assert sorted(set(placed)) == sorted(ids)
     for i, gpu in enumerate(doc["gpus"]):
-        assert set(gpu) == GPU_KEYS and gpu["gpu"] == i
+        assert set(gpu) == (GPU_KEYS | {"twin"} if verified else GPU_KEYS) and gpu["gpu"] == i
+        if verified:
+            assert set(gpu["twin"]) == TWIN_KEYS and gpu["twin"]["window_s"] > 0 and gpu["twin"]["passed"]
         assert set(gpu["predicted"]) == {"total_throughput", "itl_mean_ms", "starvation_probability"}
         assert gpu["max_cpu_loras"] == len(gpu["adapters"]) and 1 <= gpu["max_loras"] <= gpu["max_cpu_loras"]
         script = (out / f"serve_gpu{i}.sh").read_text()
@@ -93,6 +99,7 @@ def test_place_subprocess_writes_the_contract(models_dir, workload_csv, tmp_path
     proc = subprocess.run([sys.executable, "-m", "adaptwin", *place_args(workload_csv, out, models_dir)],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "UNVERIFIED" in proc.stdout and "GPUs for 60 adapters" in proc.stdout
     check_outputs(out, workload_csv, "greedy")
     script = out / "serve_gpu0.sh"
     assert script.stat().st_mode & 0o111
@@ -106,17 +113,28 @@ def test_place_in_process_every_method(models_dir, workload_csv, tmp_path, metho
     check_outputs(out, workload_csv, method)
 
 
-def test_place_with_twin_repair_keeps_the_contract(models_dir, workload_csv, tmp_path, capsys):
-    out = tmp_path / "repaired"
-    assert main([*place_args(workload_csv, out, models_dir), "--repair"]) == 0
-    assert "twin repair" in capsys.readouterr().out
-    check_outputs(out, workload_csv, "greedy")
+def test_default_placement_is_twin_verified_and_records_each_verdict(models_dir, workload_csv, tmp_path, capsys):
+    out = tmp_path / "verified"
+    assert main(place_args(workload_csv, out, models_dir, fast=False)) == 0
+    printed = capsys.readouterr().out
+    doc = check_outputs(out, workload_csv, "greedy", verified=True)
+    passed = doc["verification"]["gpus_passed"]
+    assert f"twin-verified: {passed} of {len(doc['gpus'])} GPUs pass" in printed and " s simulated per GPU" in printed
+    from adaptwin.placement.verified import from_document, recheck
+    from adaptwin.twin.costs import load_calibration
+
+    placement = from_document(doc, read_workload(workload_csv))  # the recorded verdicts are the twin's own
+    assert recheck(placement, load_calibration(FIXTURE), seed_offset=1) == [g["twin"] for g in doc["gpus"]]
+    again = tmp_path / "repaired"  # --repair is kept as a no-op alias: same answer
+    assert main([*place_args(workload_csv, again, models_dir, fast=False), "--repair"]) == 0
+    assert json.loads((again / "placement.json").read_text()) == doc
 
 
 BAD = {
     "missing column": ("adapter_id,rank\na,8\n", "missing column(s) rate"),
     "duplicate id": ("adapter_id,rank,rate\na,8,0.1\nb,8,0.1\na,16,0.2\n", "row 4: duplicate adapter_id 'a'"),
-    "rank too large": ("adapter_id,rank,rate\na,8,0.1\nb,64,0.1\n", "row 3: field rank: 64 above the model's largest rank 32"),
+    "rank too large": ("adapter_id,rank,rate\na,8,0.1\nb,64,0.1\n", "row 3: field rank: 64 is beyond the calibrated ranks"),
+    "rank vLLM refuses": ("adapter_id,rank,rate\na,8,0.1\nb,24,0.1\n", "row 3: field rank: 24 is not a LoRA rank vLLM"),
     "negative rate": ("adapter_id,rank,rate\na,8,0.1\nb,8,-0.5\n", "row 3: field rate: must be finite and >= 0"),
     "non-numeric rate": ("adapter_id,rank,rate\na,8,fast\n", "row 2: field rate: not a number: 'fast'"),
     "non-numeric rank": ("adapter_id,rank,rate\na,eight,0.1\n", "row 2: field rank: not a number"),

@@ -1,7 +1,12 @@
-"""Where things live: the repository root, params.yaml, the shared data folder.
+"""Where things live: the repository root, params.yaml, the shared data folder, and how paths are read.
 
-Notebooks run from ``notebooks/`` (JupyterLab, nbval) or from the root (Papermill under DVC), so every path a
-notebook receives is resolved against the repository root, never against the current directory.
+Three rules, each where a user would expect it:
+- notebooks run from ``notebooks/`` (JupyterLab, nbval) or from the root (Papermill under DVC), so the paths a
+  notebook receives (and the defaults the pipeline writes, ``data/...``) resolve against the repository root
+  (`resolve`);
+- paths typed on the command line resolve against the current folder, like any other command (`from_cwd`);
+- paths inside a scenario file resolve against that file's folder (`adaptwin.twin.scenario.load_scenario_file`).
+The library itself takes paths as given (relative to the process's current folder).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ def resolve(path: str | os.PathLike, root: Path | None = None) -> Path:
     """``path`` if absolute, else relative to the repository root."""
     p = Path(path)
     return p if p.is_absolute() else (root or repo_root()) / p
+
+
+def from_cwd(path: str | os.PathLike) -> Path:
+    """A command-line path: absolute, relative ones taken from the current folder (``~`` expanded)."""
+    return Path(os.path.abspath(Path(path).expanduser()))
 
 
 def shown(path: str | os.PathLike) -> str:

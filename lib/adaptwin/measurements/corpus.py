@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -59,15 +60,21 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def ingest(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> IngestReport:
+def ingest(source_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = False) -> IngestReport:
     """Read every family under ``source_dir`` (the vllm-measurements folder) and write the tables of
-    adaptwin.measurements.schema as ``<out_dir>/<table>.parquet`` (atomically)."""
+    adaptwin.measurements.schema as ``<out_dir>/<table>.parquet`` (atomically). ``progress`` shows a bar of
+    run folders on stderr (the command line: the ingest takes seconds)."""
     start = time.perf_counter()
     root, out = Path(source_dir), Path(out_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"source_dir {root}: not a directory (expected the vllm-measurements folder)")
     report = IngestReport(root, out)
-    results = [_read_one(root, folder, report) for folder in _run_folders(root, report)]
+    folders = _run_folders(root, report)
+    if progress:
+        from tqdm import tqdm
+
+        folders = tqdm(folders, desc="ingest", unit=" runs", file=sys.stderr, delay=1.0, leave=False)
+    results = [_read_one(root, folder, report) for folder in folders]
     tables = {
         "runs": _runs_table([r for r in results if r is not None]),
         "timeseries": _timeseries_table([r for r in results if r is not None]),

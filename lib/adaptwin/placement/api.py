@@ -1,5 +1,10 @@
 """`place()`: one entry point for every method, and `make_context()`, which gathers what they share (surrogate,
-calibration, uncertainty margin, tokens per request, best per-GPU throughput for the lower bound)."""
+calibration, uncertainty margin, tokens per request, best per-GPU throughput for the lower bound).
+
+Defaults live here once: ``adaptwin place`` and ``adaptwin.placement.place`` call `make_context` with the same
+defaults (the repository's ``data/metrics/surrogates.json`` for the margin, ``data/dataset/<model>`` for the
+best per-GPU throughput, `TWIN_DURATION_S` for twin checks), so the library and the command give one answer.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from adaptwin.paths import shown
@@ -21,6 +27,22 @@ DEFAULT_MARGIN = 0.05
 #: largest margin taken from the metrics: throughput never exceeds the ideal, so a bar at (0.9 + margin) x ideal
 #: above ~0.98 x ideal would call every GPU unsafe (a poorly trained surrogate must not empty the placement)
 MAX_MARGIN = 0.08
+#: simulated seconds per GPU in the twin checks of a verified placement (the stage's placement.repair_duration_s)
+TWIN_DURATION_S = 1200.0
+#: the least throughput a share of a split adapter is credited with, as a fraction of the best per-GPU
+#: throughput, in `adapter_bound` (generous: the bound must only catch splits no load justifies)
+SHARE_FLOOR = 0.5
+#: a path argument left at this value means "the repository's usual file" (`repository_default`)
+REPOSITORY = "<repository>"
+
+
+def repository_default(value: str | Path | None, relative: str) -> Path | None:
+    """``value`` as given, or the repository's ``relative`` path when ``value`` is `REPOSITORY`."""
+    if value == REPOSITORY:
+        from adaptwin.paths import resolve
+
+        return resolve(relative)
+    return None if value is None else Path(value)
 
 
 @dataclass
@@ -107,14 +129,17 @@ def resolve_margin(margin: float | str | None, metrics_path: str | Path | None, 
 
 def make_context(model: str, *, predictor: Predictor | None = None, calibration: Any = None,
                  models_dir: str | Path | None = None, calibration_path: str | Path | None = None,
-                 metrics_path: str | Path | None = None, dataset_dir: str | Path | None = None,
+                 metrics_path: str | Path | None = REPOSITORY, dataset_dir: str | Path | None = REPOSITORY,
                  margin: float | str | None = "auto", starvation_threshold: float = 0.5,
                  max_served: int = 576, candidates: tuple[int, ...] = A_MAX_GRID,
                  tokens_per_request: float | None = None, best_throughput: float | None = None,
                  twin_duration_s: float = 120.0, extensions: bool = True,
                  load_headroom: float | str | None = "auto", twin_bound_s: float = 0.0) -> Context:
     """Load the surrogate and calibration (unless given) and derive the shared constants. ``twin_bound_s`` > 0
-    lets the twin raise a lower bound of 1 (`Context.lower_bound`)."""
+    lets the twin raise a lower bound of 1 (`Context.lower_bound`). ``metrics_path`` and ``dataset_dir`` default
+    to the repository's ``data/metrics/surrogates.json`` and ``data/dataset/<model>`` (None: do not use)."""
+    metrics_path = repository_default(metrics_path, "data/metrics/surrogates.json")
+    dataset_dir = repository_default(dataset_dir, f"data/dataset/{model}")
     if predictor is None:
         from adaptwin.surrogate import load
 
@@ -135,6 +160,23 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
                    starvation_threshold=starvation_threshold, candidates=tuple(candidates), max_served=max_served,
                    load_headroom=headroom)
     return Context(model, ev, best, source, margin_source, extensions, twin_bound_s)
+
+
+def shares_needed(adapters: pl.DataFrame, context: Context) -> np.ndarray:
+    """Per adapter, the GPUs its own load can justify: 1, or more when the adapter offers more than
+    `SHARE_FLOOR` x the best per-GPU throughput (an adapter busier than a GPU is split, and a share runs below
+    capacity to stay safe)."""
+    tokens = adapters["rate"].to_numpy().astype(float) * context.evaluator.tokens_per_request
+    per_share = SHARE_FLOOR * context.best_throughput
+    return np.maximum(1, np.ceil(tokens / per_share - 1e-9)).astype(np.int64)
+
+
+def adapter_bound(adapters: pl.DataFrame, context: Context) -> int:
+    """GPUs no placement needs to exceed: one per adapter, or as many shares as an adapter's own load takes
+    when each share gets `SHARE_FLOOR` x the best per-GPU throughput (an adapter busier than a GPU is split,
+    and a share runs below capacity to stay safe). A placement above it splits adapters the load does not
+    require (a poorly trained surrogate can split every adapter 64 ways)."""
+    return int(shares_needed(adapters, context).sum())
 
 
 def max_rank(calibration: Any) -> int:
@@ -160,6 +202,7 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
         rows = adapters
         if context.extensions:  # adapters too busy for one GPU become equal shares (greedy.split_heavy)
             rows, origin, share = greedy.split_heavy(adapters, ev, keep_whole=keep_whole)
+            rows, origin, share = _cap_shares(adapters, context, method, origin, notes) or (rows, origin, share)
         gpus, overloaded = greedy.place_greedy(rows, ev, fast=method == "greedy-fast",
                                                 extensions=context.extensions)
         notes["overloaded_gpus"] = overloaded
@@ -178,4 +221,27 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", 
         gpus = baselines.place_round_robin(adapters, ev, lower)
     elapsed = time.perf_counter() - t0
     notes["predicted_unsafe_gpus"] = sum(not g.safe for g in gpus)
+    if len(gpus) > adapter_bound(adapters, context):
+        notes["sanity_bound"] = (f"{method} uses {len(gpus)} GPUs, more than one per adapter plus the shares their "
+                                 f"load needs ({adapter_bound(adapters, context)}): the surrogate rates even light "
+                                 "GPUs unsafe; retrain it or use the twin-verified placement")
     return Placement(context.model, method, adapters, gpus, lower, elapsed, notes)
+
+
+def _cap_shares(adapters: pl.DataFrame, context: Context, method: str, origin: np.ndarray,
+                notes: dict[str, Any]) -> tuple[pl.DataFrame, np.ndarray, np.ndarray] | None:
+    """The split of `greedy.split_heavy` with each adapter's shares capped at what its own load needs
+    (`shares_needed`), or None when no adapter exceeds it. Checked before packing: a surrogate that misjudges
+    light adapters splits every one of them 64 ways (60,000 shares take minutes to pack into 6,000 GPUs);
+    capped, a busy adapter is still split, and the placement stays within `adapter_bound`."""
+    counts = np.bincount(origin, minlength=adapters.height)
+    needed = shares_needed(adapters, context)
+    excess = counts > needed
+    if not excess.any():
+        return None
+    capped = np.where(excess, needed, counts)
+    notes["sanity_bound"] = (
+        f"{method} split {int(excess.sum())} adapters into {int(counts[excess].sum())} shares, more than their "
+        f"own load needs; capped at {int(capped[excess].sum())} shares (at most {int(capped.sum())} GPUs for "
+        f"{adapters.height} adapters)")
+    return greedy.expand(adapters, capped)

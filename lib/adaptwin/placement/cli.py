@@ -1,51 +1,175 @@
-"""``adaptwin place WORKLOAD.csv --model MODEL [--method ...] --out DIR`` (arguments parsed in adaptwin.cli).
+"""``adaptwin place WORKLOAD.csv --model MODEL [--method ...] [--fast] --out DIR`` (arguments in adaptwin.cli).
 
-Exit status 0 on success; 2 with one line ``adaptwin place: <file>: row <n>: field <f>: ...`` on a bad workload
-or missing model files, so scripts and outside checks can tell what to fix.
+Every input is checked before the surrogate or the twin runs (workload rows, ranks vLLM accepts and the
+calibration covers, adapter names, the output folder), so a mistake costs one line, not minutes. The output
+folder is built beside ``--out`` and renamed into place (`adaptwin.io.atomic_dir`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from adaptwin.paths import resolve
+import polars as pl
 
-#: simulated seconds per GPU in the twin checks of ``--repair`` (the stage's ``placement.repair_duration_s``)
-REPAIR_DURATION_S = 1200.0
+from adaptwin.cli import UsageError, user_mistakes_exit_2
+from adaptwin.paths import from_cwd, resolve
+
+#: files of a previous placement output, replaced by a new one (older outputs have no manifest)
+OUTPUT_NAMES = r"placement\.json|routing\.csv|serve_gpu\d+\.sh"
 
 
+@user_mistakes_exit_2("place")
 def run_place(args: argparse.Namespace) -> int:
-    """Read and validate the workload, place it, write placement.json, routing.csv and serve_gpu<N>.sh."""
-    from adaptwin.placement.api import make_context, max_rank, place
-    from adaptwin.placement.core import PlacementError
-    from adaptwin.placement.export import write_placement
-    from adaptwin.placement.workloads import read_workload
-    from adaptwin.twin.costs import CalibrationError, load_calibration
+    """Validate the inputs, place (twin-verified unless ``--fast``), write the output folder, print a summary."""
+    from adaptwin.io import atomic_dir, check_output_dir
 
-    try:
-        calibration_path = resolve(args.calibration or f"data/calibration/{args.model}.json")
-        calibration = load_calibration(calibration_path)
-        workload = read_workload(resolve(args.workload), max_rank=max_rank(calibration))
-        context = make_context(
-            args.model, calibration=calibration, models_dir=args.models_dir,
-            metrics_path=resolve("data/metrics/surrogates.json"), dataset_dir=resolve(f"data/dataset/{args.model}"),
-            twin_bound_s=REPAIR_DURATION_S if args.repair else 0.0,
-        )
-        placement = place(workload, context, args.method)
-        if args.repair:
-            from adaptwin.placement.shrink import repair_and_shrink
-
-            placement = repair_and_shrink(placement, lambda keep: place(workload, context, args.method, keep_whole=keep),
-                                          context.evaluator, calibration, REPAIR_DURATION_S)
-        write_placement(placement, resolve(args.out))
-    except (PlacementError, CalibrationError, FileNotFoundError) as exc:
-        print(f"adaptwin place: {exc}", file=sys.stderr)
-        return 2
-    unsafe = placement.notes.get("predicted_unsafe_gpus", 0)
-    print(f"{args.method}: {placement.num_gpus} GPUs for {workload.height} adapters "
-          f"(lower bound {placement.lower_bound_gpus}, {unsafe} predicted unsafe) in "
-          f"{placement.placement_time_s:.3f} s"
-          + (f" + twin repair {placement.notes['repair_time_s']:.1f} s" if "repair_time_s" in placement.notes else "")
-          + f" -> {args.out}")
+    if args.fast and args.repair:
+        raise UsageError("--fast --repair: --repair asks for the twin check that --fast skips; give one of them")
+    out = from_cwd(args.out)
+    check_output_dir(out, OUTPUT_NAMES)
+    calibration = _calibration(args)
+    workload = _workload(from_cwd(args.workload), calibration, args.extrapolate)
+    placement = _place(args, workload, calibration)
+    with atomic_dir(out, OUTPUT_NAMES) as tmp:
+        _write(placement, tmp)
+    print(summary(placement, workload, args.out))
+    for line in warnings_of(placement):
+        print(f"adaptwin place: warning: {line}", file=sys.stderr)
     return 0
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    """The calibration of ``--model`` (or ``--calibration``), refused when it describes another model: the
+    twin would judge the GPUs with the wrong costs."""
+    from adaptwin.twin.costs import load_calibration
+
+    path = from_cwd(args.calibration) if args.calibration else resolve(f"data/calibration/{args.model}.json")
+    calibration = load_calibration(path)
+    if calibration.model != args.model:
+        raise UsageError(f"{path}: field model: {calibration.model!r} is not --model {args.model!r}")
+    return calibration
+
+
+def _workload(path: Path, calibration: Any, extrapolate: bool) -> pl.DataFrame:
+    """The workload CSV, read and checked against what vLLM and the calibration accept."""
+    from adaptwin.placement.api import max_rank
+    from adaptwin.placement.workloads import read_workload
+    from adaptwin.vllm_limits import adapter_id_problem, calibrated_problem, rank_problem
+
+    if not path.is_file():
+        raise UsageError(f"{path}: workload file not found")
+    workload = read_workload(path)
+    calibrated = max_rank(calibration)
+    for line, (adapter_id, rank) in enumerate(workload.select("adapter_id", "rank").iter_rows(), start=2):
+        problem = adapter_id_problem(adapter_id)
+        field = "adapter_id"
+        if problem is None:
+            field = "rank"
+            problem = rank_problem(rank) or (None if extrapolate else calibrated_problem(rank, calibrated))
+        if problem:
+            raise UsageError(f"{path}: row {line}: field {field}: {problem}")
+    return workload
+
+
+def _place(args: argparse.Namespace, workload: pl.DataFrame, calibration: Any) -> Any:
+    """The placement: surrogate only with ``--fast``, else twin-verified; the context comes from
+    `make_context` with the library's own defaults, so the command and ``adaptwin.placement`` agree."""
+    from adaptwin.placement.api import TWIN_DURATION_S, make_context
+    from adaptwin.placement.verified import place_fast, place_verified
+
+    models_dir = from_cwd(args.models_dir) if args.models_dir else resolve("data/models")
+    if args.models_dir and not models_dir.is_dir():
+        raise UsageError(f"--models-dir: {models_dir}: no such folder")
+    metadata = models_dir / args.model / "metadata.json"
+    if not metadata.is_file():
+        raise UsageError(f"{metadata}: not found: no trained surrogate for --model {args.model} "
+                         "(run `dvc repro train_surrogates`, or give --models-dir)")
+    context = make_context(args.model, calibration=calibration, models_dir=models_dir,
+                           twin_bound_s=0.0 if args.fast else TWIN_DURATION_S)
+    if args.fast:
+        return place_fast(workload, context, args.method)
+    if args.workers < 1:
+        raise UsageError(f"--workers: must be >= 1, got {args.workers}")
+    with _twin_progress():
+        return place_verified(workload, context, args.method, TWIN_DURATION_S, args.workers)
+
+
+@contextmanager
+def _twin_progress() -> Iterator[None]:
+    """A tqdm bar on stderr counting twin runs while inside (shown once the checks last over a second): the
+    checks take seconds to minutes, and an operator must see that they advance."""
+    from tqdm import tqdm
+
+    from adaptwin.placement import verify
+
+    with tqdm(desc="twin checks", unit=" GPU runs", file=sys.stderr, delay=1.0, leave=False) as bar:
+        with verify.progress(bar.update):
+            yield
+
+
+def _write(placement: Any, folder: Path) -> None:
+    """placement.json (with the verification block), routing.csv and the serve scripts into ``folder``."""
+    from adaptwin.io import write_json
+    from adaptwin.placement.export import write_placement
+
+    write_placement(placement, folder)
+    write_json(folder / "placement.json", placement_document(placement))
+
+
+def placement_document(placement: Any) -> dict[str, Any]:
+    """``Placement.to_json`` plus ``verification`` (what was checked, how) and each GPU's ``twin`` verdict."""
+    doc = placement.to_json()
+    notes = placement.notes
+    twin = notes.get("twin")
+    doc["verification"] = {
+        "verified": bool(notes.get("verified", False)),
+        "by": "digital twin" if twin is not None else "surrogate only (--fast): unverified",
+        "twin_window_s": notes.get("twin_window_s"),
+        "pass_rule": (f"throughput >= {notes['twin_pass_ratio']} x offered, not starved, no memory error"
+                      if twin is not None else None),
+        "gpus_passed": sum(v["passed"] for v in twin) if twin is not None else None,
+        "adapter_bound_gpus": notes.get("adapter_bound_gpus"),
+        "sanity_bound": notes.get("sanity_bound"),
+        "placed_by": notes.get("fallback_method", placement.method),
+    }
+    for gpu, verdict in zip(doc["gpus"], twin or [], strict=False):
+        gpu["twin"] = verdict
+    return doc
+
+
+def summary(placement: Any, workload: pl.DataFrame, out: str) -> str:
+    """The one-line report: GPUs, bound, what was verified and how, time, where the output went."""
+    notes = placement.notes
+    head = (f"{placement.method}: {placement.num_gpus} GPUs for {workload.height} adapters "
+            f"(lower bound {placement.lower_bound_gpus} GPUs)")
+    if notes.get("verified"):
+        twin = notes["twin"]
+        passed = sum(v["passed"] for v in twin)
+        check = (f"twin-verified: {passed} of {len(twin)} GPUs pass (throughput >= {notes['twin_pass_ratio']:.0%} "
+                 f"of offered, none starved, no memory error; {notes['twin_window_s']:.0f} s simulated per GPU)")
+        took = (f"placement {placement.placement_time_s:.2f} s + twin {notes.get('repair_time_s', 0.0):.1f} s")
+    else:
+        unsafe = notes.get("predicted_unsafe_gpus", 0)
+        check = f"UNVERIFIED (--fast: surrogate only, {unsafe} GPUs predicted unsafe)"
+        took = f"placement {placement.placement_time_s:.2f} s"
+    return f"{head}; {check}; {took} -> {out}"
+
+
+def warnings_of(placement: Any) -> list[str]:
+    """What an operator must know before deploying: GPUs the twin failed, a sanity bound hit."""
+    notes, lines = placement.notes, []
+    failed = [v for v in notes.get("twin") or [] if not v["passed"]]
+    if failed:
+        lines.append(f"{len(failed)} GPUs still fail the twin check (see 'twin' in placement.json)")
+    if notes.get("sanity_bound"):
+        lines.append(str(notes["sanity_bound"]))
+    unsafe = notes.get("predicted_unsafe_gpus", 0)
+    if not notes.get("verified") and unsafe:
+        lines.append(f"{unsafe} GPUs are predicted unsafe by the surrogate; without --fast the twin checks and "
+                     "repairs them")
+    return lines

@@ -142,7 +142,13 @@ def split_heavy(workload: pl.DataFrame, ev: Evaluator, max_shares: int = 64,
         for h, i in enumerate(heavy):
             fits = np.flatnonzero(ok[h * len(ks):(h + 1) * len(ks)])
             counts[i] = int(ks[fits[0]]) if len(fits) else max_shares
-    origin = np.repeat(np.arange(len(rates)), counts)
+    return expand(workload, counts)
+
+
+def expand(workload: pl.DataFrame, counts: np.ndarray) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """Each row of ``workload`` as ``counts[row]`` equal shares: (expanded workload, original row of each
+    expanded row, share of each expanded row), as `split_heavy` returns them."""
+    origin = np.repeat(np.arange(workload.height), counts)
     share = 1.0 / counts[origin]
     expanded = workload[origin.tolist()].with_columns(pl.col("rate") * pl.Series(share, dtype=pl.Float64))
     return expanded, origin, share

@@ -9,8 +9,9 @@ parallel processes; results come back in input order, so the table is determinis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import polars as pl
@@ -18,6 +19,31 @@ import polars as pl
 from adaptwin.placement.core import Gpu, Placement
 
 RESULT_KEYS = ("total_throughput", "ideal_throughput", "itl_mean_ms", "ttft_mean_ms", "starved", "memory_error")
+
+#: called with 1 after each twin run (`progress`); None = silent
+_tick: Callable[[int], None] | None = None
+
+
+@contextmanager
+def progress(tick: Callable[[int], None]) -> Iterator[None]:
+    """Report every twin run of `simulate_unique` to ``tick`` (e.g. a tqdm bar's ``update``) while inside:
+    twin checks take seconds to minutes, and the command line shows they advance."""
+    global _tick
+    previous, _tick = _tick, tick
+    try:
+        yield
+    finally:
+        _tick = previous
+
+
+def _counted(results: Any) -> list[dict[str, Any]]:
+    """``results`` as a list, ticking the progress hook once per item as it arrives."""
+    out = []
+    for result in results:
+        out.append(result)
+        if _tick is not None:
+            _tick(1)
+    return out
 
 
 def gpu_scenarios(placement: Placement, duration_s: float, arrivals: str = "poisson") -> list[dict[str, Any]]:
@@ -78,12 +104,35 @@ def simulate_unique(jobs: list[tuple[dict[str, Any], Any]], workers: int,
     keys = [scenario_id(scenario) for scenario, _ in jobs]
     todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in cache}
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            done = list(pool.map(_simulate, todo.values(), chunksize=max(1, len(todo) // (4 * workers))))
+        done = _in_processes(list(todo.values()), workers)
     else:
-        done = [_simulate(job) for job in todo.values()]
+        done = _counted(_simulate(job) for job in todo.values())
     cache.update(zip(todo, done, strict=True))
     return [dict(cache[k]) for k in keys]
+
+
+def _in_processes(jobs: list[tuple[dict[str, Any], Any]], workers: int) -> list[dict[str, Any]]:
+    """`_simulate` over ``jobs`` in ``workers`` processes, in order. On an interrupt the workers are stopped at
+    once (they ignore SIGINT themselves, so the user sees one message, not one traceback per worker)."""
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
+    try:
+        done = _counted(pool.map(_simulate, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    except BaseException:
+        for process in list((pool._processes or {}).values()):  # no public way to stop running tasks
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return done
+
+
+def _ignore_interrupts() -> None:
+    """Worker set-up: Ctrl-C is the parent's to handle, and SIGTERM just ends the worker (the command line
+    turns SIGTERM into an interrupt in the parent, which forked workers would inherit)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method")) -> pl.DataFrame:

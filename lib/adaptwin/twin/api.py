@@ -10,7 +10,9 @@ Output keys: the contract ones (`total_throughput`, `input_throughput`, `output_
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from adaptwin.twin.scenario import Scenario, ScenarioError, calibration_path, pa
 
 def simulate(
     scenario: dict[str, Any],
-    calibration: Calibration | None = None,
+    calibration: Calibration | str | os.PathLike | None = None,
     *,
     timeseries: bool = False,
     check: bool = False,
@@ -33,7 +35,8 @@ def simulate(
 ) -> dict[str, Any]:
     """Simulate one vLLM server for ``scenario`` and return the by-time benchmark's outputs.
 
-    ``calibration`` defaults to ``data/calibration/<model>.json``. ``timeseries`` adds samples every 2 s
+    ``calibration`` is a `Calibration` or the path of its JSON file (as given); it defaults to the repository's
+    ``data/calibration/<model>.json``. ``timeseries`` adds samples every 2 s
     (like the real poller). ``check`` asserts the engine's invariants at every step (slow).
     Same scenario and seed give byte-identical `adaptwin.io.dumps_json` output except ``wall_time_s``
     (``zero_wall_time`` sets it to 0 for such comparisons)."""
@@ -56,8 +59,12 @@ def simulate(
     return out
 
 
-def prepare(scenario: dict[str, Any], calibration: Calibration | None) -> tuple[Scenario, Calibration]:
-    """Validate the scenario and pick its calibration (raises `ScenarioError` on a bad scenario)."""
+def prepare(scenario: dict[str, Any], calibration: Calibration | str | os.PathLike | None
+            ) -> tuple[Scenario, Calibration]:
+    """Validate the scenario and pick its calibration (raises `ScenarioError` on a bad scenario,
+    `CalibrationError` on a bad calibration file, `TypeError` on a calibration of another type)."""
+    if isinstance(calibration, (str, os.PathLike)):
+        calibration = load_calibration(Path(calibration))
     sc = parse_scenario(scenario, check_model=calibration is None)
     cal = calibration if calibration is not None else load_calibration(calibration_path(sc.model))
     if cal.model != sc.model:

@@ -16,6 +16,10 @@ client: {max_connections: 28232, time_wait_s: 60}   # optional; the benchmark ma
 
 Validation happens here so that a bad scenario fails in one line naming the field and the value, before the
 calibration is read or a single random number is drawn.
+
+Paths (``adapters_csv``, trace ``path``): in a scenario *file*, relative to the file's folder
+(`load_scenario_file` rewrites them); in a dict given to the library, as given (relative to the current
+folder). `parse_scenario` makes them absolute, so later reads do not depend on the current folder.
 """
 
 from __future__ import annotations
@@ -103,7 +107,19 @@ def load_scenario_file(path: str | Path) -> dict[str, Any]:
         raise ScenarioError(f"scenario: {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
         raise ScenarioError(f"scenario: {str(path)!r} must hold a mapping, got {type(data).__name__}")
-    return data
+    return relative_to(data, path.parent)
+
+
+def relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with its relative paths (``adapters_csv``, ``arrivals.path``, ``lengths.path``) joined to
+    ``folder``: a scenario file names files beside it, wherever the command runs."""
+    out = dict(data)
+    if isinstance(out.get("adapters_csv"), str):
+        out["adapters_csv"] = str(folder / Path(out["adapters_csv"]).expanduser())
+    for key in ("arrivals", "lengths"):
+        if isinstance(out.get(key), dict) and isinstance(out[key].get("path"), str):
+            out[key] = {**out[key], "path": str(folder / Path(out[key]["path"]).expanduser())}
+    return out
 
 
 def parse_scenario(data: dict[str, Any], *, check_model: bool = True) -> Scenario:
@@ -244,8 +260,8 @@ def _adapter_lists(obj: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _adapters_csv(path_value: Any) -> tuple[np.ndarray, np.ndarray]:
-    path = paths.resolve(str(path_value))
-    if not path.exists():
+    path = Path(str(path_value)).absolute()
+    if not path.is_file():
         raise ScenarioError(f"adapters_csv: file {str(path_value)!r} not found")
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -288,8 +304,10 @@ def _section(obj: Any, name: str, kinds: dict[str, set[str]]) -> dict[str, Any]:
     if out["kind"] == "trace":
         if "path" not in out:
             raise ScenarioError(f"{name}.path: missing (a CSV with arrived_at,num_prefill_tokens,num_decode_tokens)")
-        if not paths.resolve(str(out["path"])).exists():
+        path = Path(str(out["path"])).absolute()
+        if not path.is_file():
             raise ScenarioError(f"{name}.path: file {str(out['path'])!r} not found")
+        out["path"] = str(path)
     if name == "lengths" and out.get("shape", "pool") not in ("pool", "quantiles"):
         raise ScenarioError(f"lengths.shape: {out['shape']!r} unknown (one of ['pool', 'quantiles'])")
     if name == "arrivals" and out.get("mapping", "weighted") not in TRACE_MAPPINGS:
