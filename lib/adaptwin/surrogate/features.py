@@ -21,6 +21,15 @@ because trees split on one variable at a time and cannot form ratios or the memo
   sustains at the calibrated step time (`adaptwin.dataset.sampler.capacity_rate`, the proxy that centres the
   dataset's offered loads) and sum_rate / capacity_rate. Starvation sets in near a fixed load ratio, which a
   tree finds in one split; from the raw columns it would need the step-time model.
+* physics of adapter slots (only with a calibration; `PHYSICS_FEATURES`), from a gamma law with the rates'
+  mean and spread (the seven columns hold no more of the popularity law than those two moments):
+  ``rate_cv2`` (squared coefficient of variation), ``effective_adapters`` = served / (1 + cv^2) (the inverse
+  Simpson index: how many equally busy adapters carry the same load), ``batch_demand`` = min(load_ratio, 1) x
+  the full batch (requests in flight at this load, Little's law at the calibrated step time),
+  ``distinct_demand`` / ``distinct_full``: expected distinct adapters among those requests and among a full
+  batch, ``slot_pressure`` / ``slot_pressure_full``: those over A_max (above 1 adapters queue for a slot, the
+  cause of starvation under vLLM's LoRA admission rule), ``resident_share``: share of the load carried by the
+  A_max busiest adapters, ``hot_rate_ratio``: the busiest adapter's rate over the mean.
 """
 
 from __future__ import annotations
@@ -37,6 +46,12 @@ PAPER_FEATURES: tuple[str, ...] = (
 RATIO_FEATURES: tuple[str, ...] = ("mean_rate", "rate_per_slot", "slot_fraction")
 KV_FEATURE = "kv_capacity_tokens"
 CAPACITY_FEATURES: tuple[str, ...] = ("capacity_rate", "load_ratio")
+PHYSICS_FEATURES: tuple[str, ...] = (
+    "rate_cv2", "effective_adapters", "batch_demand", "distinct_demand", "distinct_full", "slot_pressure",
+    "slot_pressure_full", "resident_share", "hot_rate_ratio",
+)
+#: bounds of the squared coefficient of variation of the rates (gamma shape 1/cv^2 stays computable)
+_CV2_RANGE = (1e-4, 1e4)
 #: paper columns that must be > 0 (served_adapters, adapter_slots, max_size)
 _POSITIVE = [5, 6, 2]
 
@@ -45,9 +60,12 @@ class FeatureError(ValueError):
     """Inputs a feature vector cannot be built from, naming the field and value."""
 
 
-def feature_names(with_calibration: bool) -> tuple[str, ...]:
-    """Column order of the feature matrix (the models are trained on exactly this order)."""
-    return PAPER_FEATURES + RATIO_FEATURES + ((KV_FEATURE, *CAPACITY_FEATURES) if with_calibration else ())
+def feature_names(with_calibration: bool, physics: bool = True) -> tuple[str, ...]:
+    """Column order of the feature matrix (the models are trained on exactly this order); ``physics`` adds
+    `PHYSICS_FEATURES` (with a calibration only)."""
+    if not with_calibration:
+        return PAPER_FEATURES + RATIO_FEATURES
+    return PAPER_FEATURES + RATIO_FEATURES + (KV_FEATURE, *CAPACITY_FEATURES) + (PHYSICS_FEATURES if physics else ())
 
 
 def _moments(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
@@ -98,7 +116,51 @@ def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[s
         out[KV_FEATURE] = kv_capacity(calibration, slots, s_max)
         out["capacity_rate"] = capacity(calibration, slots, s_max, served)
         out["load_ratio"] = sum_rate / out["capacity_rate"]
+        out.update(slot_physics(base, out[KV_FEATURE], out["load_ratio"]))
     return out
+
+
+def expected_distinct(batch: np.ndarray, served: np.ndarray, cv2: np.ndarray) -> np.ndarray:
+    """Expected distinct adapters among ``batch`` requests when the adapters' shares of the traffic follow a
+    gamma law of mean 1/served and squared variation ``cv2``: served x (1 - (1 + batch cv2 / served)^(-1/cv2))
+    (Poisson thinning of each adapter, averaged over the law; equal rates give served x (1 - e^(-batch/served)))."""
+    return served * -np.expm1(-np.log1p(batch * cv2 / served) / cv2)
+
+
+def top_share(fraction: np.ndarray, cv2: np.ndarray) -> np.ndarray:
+    """Share of the total rate carried by the busiest ``fraction`` of adapters under the gamma law of squared
+    variation ``cv2`` (1 when the fraction is 1 or more): the gamma's upper tail mass of shape k + 1."""
+    from scipy.special import gammainc, gammaincinv
+
+    k = 1.0 / cv2
+    f = np.clip(fraction, 0.0, 1.0)
+    threshold = gammaincinv(k, 1.0 - f)
+    return np.where(f >= 1.0, 1.0, 1.0 - gammainc(k + 1.0, threshold))
+
+
+def slot_physics(base: Mapping[str, Any], kv_tokens: np.ndarray, load_ratio: np.ndarray) -> dict[str, Any]:
+    """`PHYSICS_FEATURES` from the paper's seven, the KV capacity and the load ratio (see the module docstring)."""
+    from scipy.special import gammaincinv
+
+    from adaptwin.dataset.sampler import MAX_NUM_SEQS, PROXY_TOKENS_PER_REQUEST
+
+    served = np.asarray(base["served_adapters"], dtype=float)
+    slots = np.asarray(base["adapter_slots"], dtype=float)
+    mean = np.asarray(base["sum_rate"], dtype=float) / served
+    std = np.asarray(base["std_rate"], dtype=float)
+    cv2 = np.clip(np.divide(std**2, mean**2, out=np.zeros_like(mean), where=mean > 0), *_CV2_RANGE)
+    full = np.clip(np.asarray(kv_tokens, dtype=float) / PROXY_TOKENS_PER_REQUEST, 1.0, MAX_NUM_SEQS)
+    demand = np.clip(np.asarray(load_ratio, dtype=float), 0.0, 1.0) * full
+    distinct_demand = expected_distinct(demand, served, cv2)
+    distinct_full = expected_distinct(full, served, cv2)
+    k = 1.0 / cv2
+    return {
+        "rate_cv2": cv2, "effective_adapters": served / (1.0 + cv2), "batch_demand": demand,
+        "distinct_demand": distinct_demand, "distinct_full": distinct_full,
+        "slot_pressure": distinct_demand / slots, "slot_pressure_full": distinct_full / slots,
+        "resident_share": top_share(slots / served, cv2),
+        "hot_rate_ratio": gammaincinv(k, 1.0 - 0.5 / served) / k,
+    }
 
 
 #: id(calibration) -> (calibration, {(A_max, S_max, served): capacity_rate}); the calibration is held so its id
