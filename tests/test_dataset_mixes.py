@@ -16,7 +16,7 @@ from adaptwin.dataset.sampler import SamplerConfig, ScenarioError, expand_groups
 from adaptwin.dataset.stage import DatasetKnobs, fresh_scenarios
 from adaptwin.placement.api import Context
 from adaptwin.surrogate.evaluate import EvalSet, breakdown, smape_pct
-from adaptwin.surrogate.features import PAPER_FEATURES, expected_distinct, gpu_features, top_share
+from adaptwin.surrogate.features import PAPER_FEATURES, expected_distinct, gpu_features, hot_ratio, top_share
 from adaptwin.twin.costs import load_calibration
 
 MODEL = "llama-3.1-8b-instruct"
@@ -86,12 +86,16 @@ def test_expected_distinct_adapters_match_a_monte_carlo_draw():
     assert expected_distinct(np.array(10.0), np.array(500.0), np.array(2.0)) < 10.0
 
 
-def test_top_share_matches_sorted_gamma_samples():
+def test_top_share_and_hot_ratio_match_sorted_lognormal_samples():
     rng = np.random.default_rng(2)
     for cv2, fraction in ((0.5, 0.1), (2.0, 0.25), (1.0, 0.5)):
-        x = np.sort(rng.gamma(1 / cv2, cv2, 400_000))[::-1]
+        sigma = np.sqrt(np.log1p(cv2))
+        x = np.sort(rng.lognormal(0.0, sigma, 400_000))[::-1]
+        assert x.std() ** 2 / x.mean() ** 2 == pytest.approx(cv2, rel=0.1)  # the law has the moments asked for
         expected = x[: int(fraction * len(x))].sum() / x.sum()
         assert top_share(np.array(fraction), np.array(cv2)) == pytest.approx(expected, abs=0.01)
+        served = 50  # the busiest of 50 adapters: the draws' 1 - 1/(2 x 50) quantile over their mean
+        assert hot_ratio(np.array(served), np.array(cv2)) == pytest.approx(np.quantile(x, 0.99) / x.mean(), rel=0.02)
     assert top_share(np.array(1.0), np.array(3.0)) == 1.0
 
 
@@ -140,3 +144,19 @@ def test_placement_groups_are_the_placements_gpus_with_every_adapters_rate():
     assert total == pytest.approx(float(workload["rate"].sum()), rel=1e-6)
     assert sum(len(expand_groups(s["adapters"])[0]) for s in scenarios) == workload.height
     assert len(placement_group_scenarios(context, grid, "/nonexistent", ["ffd"], 60.0, limit=1)) == 1
+
+
+def test_float_and_array_paths_of_the_physics_features_agree():
+    from adaptwin.surrogate.features import slot_physics
+
+    rng = np.random.default_rng(4)
+    n = 40  # above the float path's 16 rows
+    base = {"served_adapters": rng.integers(1, 577, n).astype(float), "sum_rate": rng.uniform(0.1, 40, n),
+            "std_rate": rng.uniform(0, 0.3, n)}
+    base["adapter_slots"] = np.minimum(rng.integers(1, 320, n), base["served_adapters"]).astype(float)
+    kv, load = rng.uniform(1e3, 3e5, n), rng.uniform(0, 3, n)
+    arrays = slot_physics(base, kv, load)
+    for i in range(0, n, 7):
+        one = slot_physics({k: v[i:i + 1] for k, v in base.items()}, kv[i:i + 1], load[i:i + 1])
+        for name, value in one.items():
+            assert value[0] == pytest.approx(arrays[name][i], rel=1e-9), name

@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--fresh-seed", type=int, default=1)
     parser.add_argument("--groups", type=int, default=150)
     parser.add_argument("--shared", type=Path, default=Path("/work/shared"))
+    parser.add_argument("--also", type=Path, nargs="*", default=[],
+                        help="swept directories scored as they are (e.g. another surrogate's placement groups)")
     args = parser.parse_args()
     calibration = load_calibration(args.work / "data" / "calibration" / f"{args.model}.json")
     start = time.perf_counter()
@@ -99,6 +101,8 @@ def main() -> None:
     groups = placement_group_scenarios(context, grid, args.shared, methods, args.duration, limit=args.groups)
     out["placement"], by_groups = scores(surrogate, sweep(groups, args.work / "data" / "groups" / args.model, calibration),
                                          "placement")
+    for directory in args.also:
+        out[f"also:{directory}"], _ = scores(surrogate, load_dataset(directory), str(directory))
     out["wall_s"] = round(time.perf_counter() - start, 1)
     out["breakdown"] = pl.concat([by_fresh, by_groups]).to_dicts()
     print(json.dumps(out, indent=1, default=float))
