@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--fresh-seed", type=int, default=1)
     parser.add_argument("--groups", type=int, default=150)
     parser.add_argument("--shared", type=Path, default=Path("/work/shared"))
+    parser.add_argument("--save", type=Path, default=None, help="write the trained surrogate here (load(model, DIR))")
     parser.add_argument("--also", type=Path, nargs="*", default=[],
                         help="swept directories scored as they are (e.g. another surrogate's placement groups)")
     args = parser.parse_args()
@@ -86,6 +87,10 @@ def main() -> None:
     result = train_surrogates(rows, args.model, calibration=calibration, n_search=args.n_search, threads=1,
                               throughput_transform="log_ratio", physics=args.physics, test_fraction=0.1)
     surrogate = result.surrogate
+    if args.save is not None:
+        from adaptwin.surrogate.train import save
+
+        save(surrogate, args.save / args.model)
     fresh = mix_scenarios(SamplerConfig(args.model, duration_s=args.duration), args.fresh, seed=args.fresh_seed,
                           laws=TEST_LAWS, calibration=calibration)
     out: dict[str, Any] = {"train_rows": result.data.frame.height, "physics": args.physics,
