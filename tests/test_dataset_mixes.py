@@ -10,7 +10,15 @@ import polars as pl
 import pytest
 from test_placement_fakes import BASE_CAPACITY, fake_evaluator
 
-from adaptwin.dataset.mixes import LAWS, TEST_LAWS, TRAIN_LAWS, a_max_options, law_rates, mix_scenarios
+from adaptwin.dataset.mixes import (
+    LAWS,
+    MIN_REQUESTS,
+    TEST_LAWS,
+    TRAIN_LAWS,
+    a_max_options,
+    law_rates,
+    mix_scenarios,
+)
 from adaptwin.dataset.placement_groups import placement_group_scenarios
 from adaptwin.dataset.sampler import SamplerConfig, ScenarioError, expand_groups, scenario_id
 from adaptwin.dataset.stage import DatasetKnobs, fresh_scenarios
@@ -51,6 +59,7 @@ def test_mix_scenarios_are_reproducible_startable_and_cover_placements_choices()
         served, a_max, s_max = len(ranks), server["max_loras"], server["max_lora_rank"]
         assert s_max == max(ranks) and 1 <= a_max <= served <= 576
         assert not CALIBRATION.memory_error(a_max, s_max)
+        assert sum(expand_groups(s["adapters"])[1]) * s["duration_s"] >= 0.99 * MIN_REQUESTS  # a measurable window
         resident += a_max == served
         small += served < 8
     assert resident > 20 and small > 10  # off the A_max grid and below the random design's 8 adapters

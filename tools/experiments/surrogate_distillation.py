@@ -96,6 +96,10 @@ def main() -> None:
     out: dict[str, Any] = {"train_rows": result.data.frame.height, "physics": args.physics,
                            "features": len(surrogate.feature_names)}
     out["fresh"], by_fresh = scores(surrogate, sweep(fresh, args.work / "data" / "fresh" / args.model, calibration), "fresh")
+    print("# fresh", json.dumps(out["fresh"]), flush=True)
+    for directory in args.also:
+        out[f"also:{directory}"], _ = scores(surrogate, load_dataset(directory), str(directory))
+        print(f"# also {directory}", json.dumps(out[f"also:{directory}"]), flush=True)
     from adaptwin.placement.api import make_context
 
     grid = load_params()["placement"]["grid"]
@@ -106,8 +110,6 @@ def main() -> None:
     groups = placement_group_scenarios(context, grid, args.shared, methods, args.duration, limit=args.groups)
     out["placement"], by_groups = scores(surrogate, sweep(groups, args.work / "data" / "groups" / args.model, calibration),
                                          "placement")
-    for directory in args.also:
-        out[f"also:{directory}"], _ = scores(surrogate, load_dataset(directory), str(directory))
     out["wall_s"] = round(time.perf_counter() - start, 1)
     out["breakdown"] = pl.concat([by_fresh, by_groups]).to_dicts()
     print(json.dumps(out, indent=1, default=float))

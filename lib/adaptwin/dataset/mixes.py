@@ -50,6 +50,10 @@ ALL_RESIDENT_FRACTION = 0.15
 #: (an adapter too busy for one GPU is split into GPUs of one to a few adapters)
 SMALL_FRACTION = 0.1
 SMALL_SERVED = 7
+#: fewest requests a scenario offers over its window: with a handful of requests the twin's throughput ratio
+#: and verdict are noise (requests still running at the end are dropped), which taught a surrogate that nearly
+#: empty GPUs starve and made the greedy give every adapter a GPU of its own
+MIN_REQUESTS = 100
 
 
 def _zipf(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -133,6 +137,7 @@ def sample_mix(rng: np.random.Generator, config: SamplerConfig, laws: Sequence[s
     a_max, served = _draw_server(rng, config, mix, calibration)  # served >= len(mix): every rank appears
     ranks = assign_ranks(rng, mix, served)
     total = _draw_load(rng, config) * capacity_rate(calibration, a_max, max(mix), served)
+    total = max(total, MIN_REQUESTS / config.duration_s)
     rates = law_rates(rng, laws[int(rng.integers(len(laws)))], total, served)
     arrivals = "unpredictable" if rng.random() < config.unpredictable_fraction else "poisson"
     return make_scenario(config.model, ranks.tolist(), rates.tolist(), a_max, arrivals=arrivals,
