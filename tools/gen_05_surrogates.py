@@ -44,7 +44,7 @@ real_runs_model = "llama-3.1-8b-instruct"
 timing_singles = 50
 physics_features = True
 placement_groups = 6
-placement_group_methods = ["greedy", "ffd"]
+placement_group_methods = ["ffd", "dlora"]
 placement_groups_grid = {"kinds": ["powerlaw"], "adapters": [50], "rank_mixes": ["8-16"], "multipliers": [1],
                          "trace": "conv", "window_s": 600, "requests_per_adapter": 30, "popularity": 0.8,
                          "mean_rate": 0.05, "alpha": 1.2, "seed": 0}
