@@ -11,6 +11,7 @@ import polars as pl
 from test_sweep import toy_simulate
 
 from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios
+from adaptwin.dataset.mixes import mix_scenarios
 from adaptwin.dataset.stage import run_stage
 from adaptwin.report import lookup
 from adaptwin.surrogate import load
@@ -41,11 +42,22 @@ def test_dataset_stage_with_the_real_twin(tmp_path):
     assert again[MODEL]["evaluated_now"] == 0 and again[MODEL]["rows"] == 5  # resumed, nothing recomputed
 
 
+def test_dataset_stage_sweeps_mixes_and_the_fresh_set_apart(tmp_path):
+    knobs = dict(duration_s=30.0, seed=0, include_real_grid=False, engine="serial", mix_scenarios=[3],
+                 fresh_scenarios=2)
+    entry = run_stage([MODEL], [0], knobs, tmp_path, _calibration_dir(tmp_path), progress=False)[MODEL]
+    assert entry["rows"] == 3 and entry["fresh"]["rows"] == 2
+    train_ids = set(load_dataset(tmp_path / "dataset" / MODEL)["scenario_id"])
+    assert train_ids.isdisjoint(load_dataset(tmp_path / "dataset" / "fresh" / MODEL)["scenario_id"])
+
+
 def test_surrogate_stage_writes_models_metrics_and_figures(tmp_path):
     calibration = load_calibration(_calibration_dir(tmp_path) / f"{MODEL}.json")
     scenarios = real_grid_scenarios(MODEL, 60, calibration) + sample_scenarios(
         SamplerConfig(MODEL, duration_s=60), 60, seed=4, calibration=calibration)
     run_sweep(scenarios, tmp_path / "dataset" / MODEL, simulate=toy_simulate, progress=False)
+    fresh = mix_scenarios(SamplerConfig(MODEL, duration_s=60), 20, seed=1, laws=("pareto",), calibration=calibration)
+    run_sweep(fresh, tmp_path / "dataset" / "fresh" / MODEL, simulate=toy_simulate, progress=False)
     rows = load_dataset(tmp_path / "dataset" / MODEL).head(6)
     runs = pl.DataFrame({  # three "real runs" in the runs.parquet layout
         "run_id": ["a", "b", "c"], "family": ["real_results"] * 3, "model": [MODEL] * 3, "status": ["ok"] * 3,
@@ -66,7 +78,10 @@ def test_surrogate_stage_writes_models_metrics_and_figures(tmp_path):
     assert set(saved[MODEL]["learners"]) == {"catboost", "small_tree"}
     assert load(MODEL, tmp_path / "models").metadata["metrics"]["real_runs"]["n"] == 3
     figures = {p.name for p in (tmp_path / "figures" / "surrogates").iterdir()}
-    assert {f"real_runs_{MODEL}.png", f"feature_importance_{MODEL}.pdf", f"heldout_{MODEL}.png"} <= figures
+    assert {f"real_runs_{MODEL}.png", f"feature_importance_{MODEL}.pdf", f"heldout_{MODEL}.png",
+            f"breakdown_{MODEL}.png"} <= figures
+    assert saved[MODEL]["fresh_heterogeneous"]["n"] == 20 and "fresh_heterogeneous" in saved[MODEL]["learners"]["small_tree"]
+    assert sum(r["n"] for r in saved[MODEL]["breakdown"] if r["by"] == "a_max") == 20
 
 
 def test_notebook_parameters_match_params_yaml():

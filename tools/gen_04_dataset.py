@@ -15,7 +15,10 @@ adapters 8-576, A_max from the candidate list and startable per the calibration,
 equal, real-run-like, lognormal and power-law rates, offered load log-uniform around a capacity proxy so the
 starvation boundary is dense, Poisson and unpredictable arrivals, ShareGPT lengths), adds the exact
 configurations of the real serving runs, and `grid_variants` scenarios on those runs' server configurations
-with other rates and ranks. `adaptwin.sweep` runs them through the twin on a Dask cluster into a
+with other rates and ranks, and `mix_scenarios` shaped like placement's GPU groups (`adaptwin.dataset.mixes`:
+Zipf, 5.9-like hot-and-cold, Azure-trace-like and lognormal popularity, any A_max placement may pick, up to
+576 adapters). A *fresh* test set (`fresh_scenarios`, another seed and a popularity law never trained on) is
+swept apart into `data/dataset/fresh/<model>/` for notebook 05. `adaptwin.sweep` runs them through the twin on a Dask cluster into a
 resumable Parquet dataset (`data/dataset/<model>/chunk-*.parquet`, one row per scenario, keyed by its hash).
 """),
     ("code", """
@@ -41,6 +44,11 @@ chunk_size = 100
 batch_size = 2
 duration_check_scenarios = 4
 duration_check_short_s = 60
+mix_scenarios = [12]
+mix_laws = ["zipf", "hot_cold", "azure", "lognormal", "equal"]
+fresh_scenarios = 8
+fresh_seed = 1
+fresh_laws = ["pareto"]
 """),
     ("code", """
 import polars as pl
@@ -52,7 +60,9 @@ knobs = dict(duration_s=duration_s, seed=seed, include_real_grid=include_real_gr
              real_grid_fraction=real_grid_fraction, grid_variants=grid_variants, load_range=tuple(load_range),
              boundary_fraction=boundary_fraction, boundary_band=tuple(boundary_band),
              unpredictable_fraction=unpredictable_fraction, engine=engine,
-             n_workers=n_workers, scheduler_address=scheduler_address, chunk_size=chunk_size, batch_size=batch_size)
+             n_workers=n_workers, scheduler_address=scheduler_address, chunk_size=chunk_size, batch_size=batch_size,
+             mix_scenarios=mix_scenarios, mix_laws=tuple(mix_laws), fresh_scenarios=fresh_scenarios,
+             fresh_seed=fresh_seed, fresh_laws=tuple(fresh_laws))
 summary = run_stage(models, n_scenarios, knobs, resolve(data_dir), resolve(data_dir) / "calibration",
                     duration_check_scenarios=duration_check_scenarios, duration_check_short_s=duration_check_short_s,
                     progress=False)

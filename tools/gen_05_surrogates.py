@@ -17,6 +17,14 @@ regressors (throughput as log of throughput / ideal: 0 wherever nothing waits; l
 classifier on the twin's starvation verdict, each tuned by a seeded random search with early stopping; a random
 forest, KNN and one small tree are trained on the same rows. Scored on held-out twin scenarios and on the
 `ok` by-time Llama-3.1-8B real runs (label: measured throughput < 0.9 x ideal).
+
+**Does it learn the twin where placement asks?** A surrogate is a distillation of the twin, so it is also judged
+against the twin on data it was not fitted to: the dataset stage's *fresh* heterogeneous set (another seed and
+a popularity law the training never drew), and the GPU groups the placement methods build with this very
+surrogate on the workload grid, re-simulated by the twin (targets: throughput SMAPE at most 4 %, starvation
+macro-F1 at least 0.97). The physics features (`adaptwin.surrogate.features.PHYSICS_FEATURES`: distinct
+adapters per batch against A_max, load share of the resident adapters, ...) are computed from the seven columns
+and the calibration, so `load(model).predict(frame)` still needs only the paper's seven.
 """),
     ("code", """
 data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
@@ -34,6 +42,12 @@ throughput_transform = "log_ratio"
 baselines = ["random_forest", "knn", "small_tree"]
 real_runs_model = "llama-3.1-8b-instruct"
 timing_singles = 50
+physics_features = True
+placement_groups = 6
+placement_group_methods = ["ffd", "dlora"]
+placement_groups_grid = {"kinds": ["powerlaw"], "adapters": [50], "rank_mixes": ["8-16"], "multipliers": [1],
+                         "trace": "conv", "window_s": 600, "requests_per_adapter": 30, "popularity": 0.8,
+                         "mean_rate": 0.05, "alpha": 1.2, "seed": 0}
 """),
     ("code", """
 import polars as pl
@@ -42,10 +56,25 @@ from IPython.display import Image, display
 from adaptwin.paths import resolve
 from adaptwin.surrogate.stage import run_stage, table
 
+from adaptwin.params import load_params
+
+if placement_groups_grid is None:  # the placement stage's own workload grid
+    placement_groups_grid = load_params()["placement"]["grid"]
 knobs = dict(n_search=n_search, cv_folds=cv_folds, max_iterations=max_iterations, test_fraction=test_fraction, seed=seed,
              threads=threads, throughput_transform=throughput_transform, baselines=baselines,
-             real_runs_model=real_runs_model, timing_singles=timing_singles)
-metrics = run_stage(models, resolve(data_dir), resolve(figures_dir), knobs)
+             real_runs_model=real_runs_model, timing_singles=timing_singles, physics_features=physics_features,
+             placement_groups=placement_groups, placement_group_methods=placement_group_methods,
+             placement_groups_grid=placement_groups_grid)
+metrics = run_stage(models, resolve(data_dir), resolve(figures_dir), knobs, resolve(shared_dir))
+"""),
+    ("md", """
+**Training data** (from the dataset stage's `summary.json`): rows, how many the twin simulated in this
+pipeline run, wall time and scenarios per second, and the fresh test set's size.
+"""),
+    ("code", """
+from adaptwin.surrogate.stage import dataset_summary
+
+dataset_summary(resolve(data_dir), models)
 """),
     ("md", """
 **Table 4/5 of the paper, our version.** One row per learner, evaluation set and target: R2, SMAPE in the usual
@@ -82,9 +111,27 @@ predicting those runs, measures the error on new configurations:
 pl.DataFrame([{"model": m, **metrics[m]["real_runs_unseen_configs"]} for m in models
               if "real_runs_unseen_configs" in metrics[m]])
 """),
+    ("md", """
+**Distillation: surrogate vs twin on data it was not fitted to**, every learner: the fresh heterogeneous set,
+the placement-driven GPU groups, and (real, not twin) the heterogeneous real runs of data card 5.9.
+"""),
+    ("code", """
+from adaptwin.surrogate.stage import distillation_table
+
+distillation_table(metrics, models)
+"""),
+    ("md", """
+**Surrogate and twin against the same real runs** (the runs the twin validation of notebook 03 re-simulated;
+none when its families leave that data card out): the twin's error is the floor under its surrogate's.
+"""),
+    ("code", """
+pl.DataFrame([{"model": m, "runs": name, **entry} for m in models
+              for name, entry in metrics[m].get("beside_twin", {}).items()])
+"""),
+    ("md", "**Where the error is**: CatBoost vs twin by A_max and by offered load (figure `breakdown_<model>`)."),
     ("code", """
 for m in models:
-    for name in (f"dataset_coverage_{m}", f"feature_importance_{m}", f"heldout_{m}", f"real_runs_{m}"):
+    for name in (f"breakdown_{m}", f"dataset_coverage_{m}", f"feature_importance_{m}", f"heldout_{m}", f"real_runs_{m}"):
         path = resolve(figures_dir) / "surrogates" / f"{name}.png"
         if path.exists():
             display(Image(filename=str(path)))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adaptwin.dataset.mixes import TEST_LAWS, TRAIN_LAWS, mix_scenarios
 from adaptwin.dataset.sampler import (
     SamplerConfig,
     grid_variant_scenarios,
@@ -50,6 +51,11 @@ class DatasetKnobs:
     scheduler_address: str | None = None
     chunk_size: int = 100
     batch_size: int = 2
+    mix_scenarios: int = 0  # placement-shaped scenarios (`adaptwin.dataset.mixes`) added to the design
+    mix_laws: tuple[str, ...] = TRAIN_LAWS
+    fresh_scenarios: int = 0  # the fresh test set (its own directory; never trained on)
+    fresh_seed: int = 1
+    fresh_laws: tuple[str, ...] = TEST_LAWS
 
 
 def sampler_config(model: str, knobs: DatasetKnobs, duration_s: float | None = None) -> SamplerConfig:
@@ -60,13 +66,30 @@ def sampler_config(model: str, knobs: DatasetKnobs, duration_s: float | None = N
 
 
 def scenarios_for(model: str, knobs: DatasetKnobs, calibration: Any) -> list[dict[str, Any]]:
-    """The real-run grid (optional), ``n_scenarios`` random scenarios, then ``grid_variants`` scenarios with
-    other traffic on the grid's server configurations, all at ``duration_s``."""
+    """The real-run grid (optional), ``n_scenarios`` random scenarios, ``grid_variants`` scenarios with
+    other traffic on the grid's server configurations, then ``mix_scenarios`` placement-shaped ones, all at
+    ``duration_s``."""
     config = sampler_config(model, knobs)
     grid = (real_grid_scenarios(model, knobs.duration_s, calibration, knobs.seed, knobs.real_grid_fraction)
             if knobs.include_real_grid else [])
     return (grid + sample_scenarios(config, knobs.n_scenarios, knobs.seed, calibration)
-            + grid_variant_scenarios(config, knobs.grid_variants, knobs.seed, calibration))
+            + grid_variant_scenarios(config, knobs.grid_variants, knobs.seed, calibration)
+            + mix_scenarios(config, knobs.mix_scenarios, knobs.seed, tuple(knobs.mix_laws), calibration))
+
+
+def fresh_scenarios(model: str, knobs: DatasetKnobs, calibration: Any) -> list[dict[str, Any]]:
+    """The fresh test set: placement-shaped scenarios with another seed and other popularity laws than the
+    training design (a random split of one draw would flatter the surrogate)."""
+    if knobs.fresh_seed == knobs.seed and set(knobs.fresh_laws) <= set(knobs.mix_laws):
+        raise ValueError(f"dataset.fresh_seed / fresh_laws: the fresh set must differ from training in seed and "
+                         f"law, got seed {knobs.fresh_seed} and laws {list(knobs.fresh_laws)}")
+    return mix_scenarios(sampler_config(model, knobs), knobs.fresh_scenarios, knobs.fresh_seed,
+                         tuple(knobs.fresh_laws), calibration)
+
+
+def fresh_dir(data_dir: str | Path, model: str) -> Path:
+    """Where the fresh test set of ``model`` is swept."""
+    return Path(data_dir) / "dataset" / "fresh" / model
 
 
 def sweep_model(model: str, knobs: DatasetKnobs, calibration: Any, out_dir: str | Path,
@@ -136,24 +159,44 @@ def run_stage(models: list[str], n_scenarios: list[int] | int, knobs: dict[str, 
     from adaptwin.io import write_json
     from adaptwin.twin.costs import load_calibration
 
-    counts = n_scenarios if isinstance(n_scenarios, list) else [n_scenarios] * len(models)
-    if len(counts) != len(models):
-        raise ValueError(f"dataset.n_scenarios: {len(counts)} values for {len(models)} models {models}")
+    counts = per_model(n_scenarios, models, "n_scenarios")
+    mixes = per_model(knobs.get("mix_scenarios", 0), models, "mix_scenarios")
     data_dir = Path(data_dir)
     summary: dict[str, Any] = {}
-    for model, n in zip(models, counts, strict=True):
-        model_knobs = DatasetKnobs(n_scenarios=int(n), **knobs)
+    for model, n, n_mix in zip(models, counts, mixes, strict=True):
+        model_knobs = DatasetKnobs(n_scenarios=int(n), **{**knobs, "mix_scenarios": int(n_mix)})
         calibration = load_calibration(Path(calibration_dir) / f"{model}.json")
         start = time.perf_counter()
         report = sweep_model(model, model_knobs, calibration, data_dir / "dataset" / model, progress)
         entry = summarise(model, report, data_dir / "dataset" / model)
         entry["knobs"] = asdict(model_knobs)
+        entry["fresh"] = sweep_fresh(model, model_knobs, calibration, data_dir, progress)
         entry["duration_check"] = duration_check(model, model_knobs, calibration, data_dir,
                                                  n=min(duration_check_scenarios, int(n)), short_s=duration_check_short_s)
         entry["stage_wall_time_s"] = round(time.perf_counter() - start, 3)
         summary[model] = entry
     write_json(data_dir / "dataset" / "summary.json", summary)
     return summary
+
+
+def per_model(value: Any, models: list[str], name: str) -> list[int]:
+    """One count per model from an int (the same for all) or a list in ``models`` order."""
+    counts = value if isinstance(value, list) else [value] * len(models)
+    if len(counts) != len(models):
+        raise ValueError(f"dataset.{name}: {len(counts)} values for {len(models)} models {models}")
+    return [int(c) for c in counts]
+
+
+def sweep_fresh(model: str, knobs: DatasetKnobs, calibration: Any, data_dir: str | Path,
+                progress: bool = False) -> dict[str, Any]:
+    """Sweep the fresh test set (`fresh_scenarios`) into `fresh_dir`; its size and speed (empty if none)."""
+    if knobs.fresh_scenarios <= 0:
+        return {}
+    out = fresh_dir(data_dir, model)
+    report = run_sweep(fresh_scenarios(model, knobs, calibration), out, calibration=calibration,
+                       engine=knobs.engine, n_workers=knobs.n_workers, scheduler_address=knobs.scheduler_address,
+                       chunk_size=knobs.chunk_size, batch_size=knobs.batch_size, progress=progress)
+    return {k: v for k, v in summarise(model, report, out).items() if k != "error_examples"}
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

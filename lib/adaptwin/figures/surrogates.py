@@ -8,7 +8,15 @@ import numpy as np
 import polars as pl
 from matplotlib.ticker import NullFormatter
 
-from adaptwin.figures.style import MARKER_OK, MARKER_STARVED, METHOD_COLORS, PAGE_WIDTH, figure, save
+from adaptwin.figures.style import (
+    MARKER_OK,
+    MARKER_STARVED,
+    METHOD_COLORS,
+    PAGE_WIDTH,
+    figure,
+    level_colors,
+    save,
+)
 
 _LABELS = {
     "total_throughput": "total throughput (tok/s)",
@@ -77,4 +85,28 @@ def dataset_coverage(rows: pl.DataFrame, directory: str | Path, name: str = "dat
     axes[1].axvline(0.9, color="0.3", linestyle="--", linewidth=0.8)
     axes[1].set_xlabel("throughput / ideal")
     axes[1].set_ylabel("scenarios")
+    return save(fig, directory, name)
+
+
+def error_breakdown(rows: pl.DataFrame, directory: str | Path, name: str = "breakdown") -> list[Path]:
+    """Surrogate vs twin throughput SMAPE per A_max (left) and per offered load / capacity proxy (right), one
+    line per evaluation set (`adaptwin.surrogate.evaluate.breakdown` rows: set, by, bin, n, throughput_smape_pct)."""
+    fig, axes = figure(ncols=2, height=2.4)
+    colors = level_colors(sorted(set(rows["set"].to_list())), "tab10")
+    for ax, (by, xlabel) in zip(axes, (("a_max", "A_max (GPU adapter slots)"),
+                                       ("load", "offered load / capacity proxy (bin)")), strict=True):
+        part = rows.filter(pl.col("by") == by)
+        bins = sorted(set(part["bin"].to_list()), key=lambda b: float(b.split("-")[0].rstrip("+")))
+        for set_name in sorted(set(part["set"].to_list())):
+            sub = part.filter(pl.col("set") == set_name)
+            values = dict(zip(sub["bin"].to_list(), sub["throughput_smape_pct"].to_list(), strict=True))
+            xs = [i for i, b in enumerate(bins) if b in values]
+            ax.plot(xs, [values[bins[i]] for i in xs], marker="o", markersize=3, color=colors[set_name],
+                    label=set_name)
+        ax.set_xticks(range(len(bins)), bins, rotation=45, fontsize=6)
+        ax.axhline(4.0, color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("throughput SMAPE vs twin (%)")
+    axes[0].legend(loc="upper left")
+    fig.suptitle("surrogate vs twin: where the throughput error is (dashed: 4 % target)", fontsize=8)
     return save(fig, directory, name)

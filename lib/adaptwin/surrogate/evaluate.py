@@ -155,23 +155,104 @@ def heldout_set(result: TrainResult) -> EvalSet:
     return EvalSet("heldout", frame.select(PAPER_FEATURES), truth.drop("finished_requests"))
 
 
-def real_runs(runs: pl.DataFrame, model: str = "llama-3.1-8b-instruct") -> pl.DataFrame:
-    """The ``ok`` by-time real serving runs of ``model`` (real_results family) from ``runs.parquet``."""
+def twin_set(dataset: pl.DataFrame, name: str) -> EvalSet:
+    """Swept twin scenarios (`adaptwin.sweep.load_dataset`) as an evaluation set: the usable rows (no error,
+    no memory error), the paper's seven features and the twin's outputs as the truth."""
+    from adaptwin.surrogate.features import features_frame
+
+    usable = dataset.filter(pl.col("error").is_null() & ~pl.col("memory_error").fill_null(True))
+    truth = usable.select(*REGRESSION_TARGETS, CLASS_TARGET, "finished_requests")
+    for target in ("itl_mean_ms", "ttft_mean_ms"):  # undefined without finished requests
+        truth = truth.with_columns(pl.when(pl.col("finished_requests") > 0).then(pl.col(target)).alias(target))
+    return EvalSet(name, features_frame(usable).select(PAPER_FEATURES), truth.drop("finished_requests"))
+
+
+#: load-ratio bins of the breakdown (offered load over the capacity proxy; the verdict flips near 0.5)
+LOAD_BINS: tuple[float, ...] = (0.0, 0.1, 0.3, 0.6, 1.0, 3.0, float("inf"))
+#: A_max bins of the breakdown (placement also picks A_max = served, off the grid)
+A_MAX_BINS: tuple[float, ...] = (1, 8, 16, 32, 64, 96, 128, 192, 256, float("inf"))
+
+
+def breakdown(predict: Callable[[pl.DataFrame], pl.DataFrame], data: EvalSet, calibration: Any) -> pl.DataFrame:
+    """Throughput SMAPE and starvation macro-F1 of one learner on ``data`` per A_max and per load bin
+    (offered load / capacity proxy, `adaptwin.surrogate.features.derived_features`): where the error is."""
+    from adaptwin.surrogate.features import derived_features
+
+    pred = predict(data.features)
+    base = {c: data.features[c].to_numpy().astype(float) for c in PAPER_FEATURES}
+    load = derived_features(base, calibration)["load_ratio"] if calibration is not None else np.full(
+        data.features.height, np.nan)
+    groups = {"a_max": _bin_labels(base["adapter_slots"], A_MAX_BINS, integer=True),
+              "load": _bin_labels(load, LOAD_BINS)}
+    truth, guess = data.truth["total_throughput"].to_numpy(), pred["total_throughput"].to_numpy()
+    rows = []
+    for by, labels in groups.items():
+        for label in sorted(set(labels.tolist()), key=_bin_order):
+            mask = labels == label
+            cls = classification_metrics(data.truth[CLASS_TARGET].to_numpy()[mask], pred["starved"].to_numpy()[mask])
+            rows.append({"set": data.name, "by": by, "bin": label, "n": int(mask.sum()),
+                         "throughput_smape_pct": smape_pct(truth[mask], guess[mask]),
+                         "starvation_macro_f1": cls["macro_f1"], "starved": cls.get("positives", 0)})
+    return pl.DataFrame(rows)
+
+
+def _bin_labels(values: np.ndarray, edges: tuple[float, ...], integer: bool = False) -> np.ndarray:
+    """``"lo-hi"`` label of each value's bin [lo, hi) (integers: ``"lo-(hi-1)"``; the last bin ``"lo+"``)."""
+    edges_a = np.array(edges, dtype=float)
+    index = np.clip(np.digitize(values, edges_a) - 1, 0, len(edges_a) - 2)
+    labels = []
+    for i in range(len(edges_a) - 1):
+        lo, hi = edges_a[i], edges_a[i + 1]
+        if not np.isfinite(hi):
+            labels.append(f"{lo:g}+")
+        else:
+            labels.append(f"{lo:g}-{hi - 1:g}" if integer else f"{lo:g}-{hi:g}")
+    return np.array([labels[i] for i in index])
+
+
+def _bin_order(label: str) -> float:
+    """Numeric order of a bin label (``"32"``, ``"0.3-0.6"``)."""
+    return float(label.split("-")[0].rstrip("+"))
+
+
+def real_runs(runs: pl.DataFrame, model: str = "llama-3.1-8b-instruct", family: str = REAL_FAMILY) -> pl.DataFrame:
+    """The ``ok`` serving runs of ``model`` in ``family`` (real_results: data card 5.6, heterogeneous_results:
+    5.9) from ``runs.parquet``, without runs flagged ``shared_server`` (they measured another job's server)."""
     needed = ["family", "model", "status", "served_adapters", "max_loras", "adapter_ranks", "adapter_rates",
               "adapter_rate_counts", *REGRESSION_TARGETS]
     missing = [c for c in needed if c not in runs.columns]
     if missing:
         raise ValueError(f"runs.parquet: missing column(s) {missing}")
-    return runs.filter((pl.col("family") == REAL_FAMILY) & (pl.col("model") == model) & (pl.col("status") == "ok"))
+    keep = (pl.col("family") == family) & (pl.col("model") == model) & (pl.col("status") == "ok")
+    if "flags" in runs.columns:
+        keep &= ~pl.col("flags").list.contains("shared_server").fill_null(False)
+    return runs.filter(keep)
 
 
-def real_set(runs: pl.DataFrame, tokens_per_request: float) -> EvalSet:
+def real_set(runs: pl.DataFrame, tokens_per_request: float, name: str = "real_runs") -> EvalSet:
     """Real runs as an evaluation set; starvation labelled by the paper's rule (module docstring)."""
     features = real_run_features(runs)
     ideal = features["sum_rate"].to_numpy() * tokens_per_request
     truth = runs.select(*REGRESSION_TARGETS).with_columns(
         pl.Series(CLASS_TARGET, runs["total_throughput"].to_numpy() < STARVATION_FRACTION * ideal))
-    return EvalSet("real_runs", features.select(PAPER_FEATURES), truth)
+    return EvalSet(name, features.select(PAPER_FEATURES), truth)
+
+
+def beside_twin(surrogate: Any, runs: pl.DataFrame, validation: pl.DataFrame | None) -> dict[str, Any]:
+    """Surrogate vs real and the twin vs real on the same runs: those of ``runs`` the twin validation
+    (``data/validation/runs.parquet``: ``run_id``, ``real_throughput``, ``twin_throughput``) re-simulated
+    without a memory error on either side. A surrogate cannot beat its teacher for long; this shows the gap."""
+    if validation is None or not runs.height:
+        return {"n": 0}
+    twin = validation.filter(pl.col("twin_throughput").is_not_null() & pl.col("real_throughput").is_not_null())
+    both = runs.join(twin.select("run_id", "twin_throughput"), on="run_id")
+    if not both.height:
+        return {"n": 0}
+    real = both["total_throughput"].to_numpy()
+    pred = surrogate.predict(real_run_features(both).select(PAPER_FEATURES))["total_throughput"].to_numpy()
+    return {"n": both.height, "surrogate_vs_real_smape_pct": smape_pct(real, pred),
+            "twin_vs_real_smape_pct": smape_pct(real, both["twin_throughput"].to_numpy()),
+            "surrogate_vs_twin_smape_pct": smape_pct(both["twin_throughput"].to_numpy(), pred)}
 
 
 def _keyed(frame: pl.DataFrame) -> pl.DataFrame:
@@ -299,13 +380,16 @@ def headline(scores: dict[str, Any]) -> dict[str, float]:
 
 
 def evaluate(result: TrainResult, runs: pl.DataFrame | None = None, *, baselines: tuple[str, ...] = BASELINES,
-             seed: int = 0, singles: int = 200, batch_rows: int = 10_000) -> tuple[dict[str, Any], pl.DataFrame]:
-    """Metrics of CatBoost and the baselines on held-out twin rows and on real runs (if ``runs`` has any).
+             seed: int = 0, singles: int = 200, batch_rows: int = 10_000,
+             extra_sets: tuple[EvalSet, ...] = ()) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Metrics of CatBoost and the baselines on held-out twin rows, on real runs (if ``runs`` has any) and on
+    ``extra_sets`` (each under its name: fresh twin sets, placement groups, other real families).
 
     Returns (metrics dict for surrogates.json, long table with one row per learner x set x target)."""
     sets = [heldout_set(result)]
     if runs is not None and runs.height:
         sets.append(real_set(runs, result.surrogate.tokens_per_request))
+    sets += [s for s in extra_sets if s.features.height]
     learners: dict[str, Any] = {"catboost": result.surrogate}
     for name in baselines:
         learners[name] = SklearnSurrogate.fit(name, result, seed)
@@ -323,7 +407,7 @@ def evaluate(result: TrainResult, runs: pl.DataFrame | None = None, *, baselines
     cat = metrics["learners"]["catboost"]
     metrics.update({k: v for k, v in cat.items() if k.startswith("ms_per_prediction")})
     metrics.update({data.name: cat[data.name] for data in sets})
-    if len(sets) > 1:
+    if runs is not None and runs.height:
         metrics["twin_at_real_configs"] = twin_at_real_configs(result, sets[1])
         metrics["real_runs_unseen_configs"] = unseen_configs(result, sets[1], seed=seed)
     return metrics, pl.DataFrame(table_rows)

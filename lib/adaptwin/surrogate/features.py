@@ -21,11 +21,23 @@ because trees split on one variable at a time and cannot form ratios or the memo
   sustains at the calibrated step time (`adaptwin.dataset.sampler.capacity_rate`, the proxy that centres the
   dataset's offered loads) and sum_rate / capacity_rate. Starvation sets in near a fixed load ratio, which a
   tree finds in one split; from the raw columns it would need the step-time model.
+* physics of adapter slots (only with a calibration; `PHYSICS_FEATURES`), from a gamma law with the rates'
+  mean and spread (the seven columns hold no more of the popularity law than those two moments):
+  ``rate_cv2`` (squared coefficient of variation), ``effective_adapters`` = served / (1 + cv^2) (the inverse
+  Simpson index: how many equally busy adapters carry the same load), ``batch_demand`` = min(load_ratio, 1) x
+  the full batch (requests in flight at this load, Little's law at the calibrated step time),
+  ``distinct_demand`` / ``distinct_full``: expected distinct adapters among those requests and among a full
+  batch, ``slot_pressure`` / ``slot_pressure_full``: those over A_max (above 1 adapters queue for a slot, the
+  cause of starvation under vLLM's LoRA admission rule), ``resident_share``: share of the load carried by the
+  A_max busiest adapters, ``hot_rate_ratio``: the busiest adapter's rate over the mean (these two from a
+  lognormal law with the same moments: closed-form tails).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -37,6 +49,13 @@ PAPER_FEATURES: tuple[str, ...] = (
 RATIO_FEATURES: tuple[str, ...] = ("mean_rate", "rate_per_slot", "slot_fraction")
 KV_FEATURE = "kv_capacity_tokens"
 CAPACITY_FEATURES: tuple[str, ...] = ("capacity_rate", "load_ratio")
+PHYSICS_FEATURES: tuple[str, ...] = (
+    "rate_cv2", "effective_adapters", "batch_demand", "distinct_demand", "distinct_full", "slot_pressure",
+    "slot_pressure_full", "resident_share", "hot_rate_ratio",
+)
+#: bounds of the squared coefficient of variation of the rates (gamma shape 1/cv^2 stays computable)
+_CV2_RANGE = (1e-4, 1e4)
+_NORMAL = NormalDist()
 #: paper columns that must be > 0 (served_adapters, adapter_slots, max_size)
 _POSITIVE = [5, 6, 2]
 
@@ -45,9 +64,12 @@ class FeatureError(ValueError):
     """Inputs a feature vector cannot be built from, naming the field and value."""
 
 
-def feature_names(with_calibration: bool) -> tuple[str, ...]:
-    """Column order of the feature matrix (the models are trained on exactly this order)."""
-    return PAPER_FEATURES + RATIO_FEATURES + ((KV_FEATURE, *CAPACITY_FEATURES) if with_calibration else ())
+def feature_names(with_calibration: bool, physics: bool = True) -> tuple[str, ...]:
+    """Column order of the feature matrix (the models are trained on exactly this order); ``physics`` adds
+    `PHYSICS_FEATURES` (with a calibration only)."""
+    if not with_calibration:
+        return PAPER_FEATURES + RATIO_FEATURES
+    return PAPER_FEATURES + RATIO_FEATURES + (KV_FEATURE, *CAPACITY_FEATURES) + (PHYSICS_FEATURES if physics else ())
 
 
 def _moments(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
@@ -98,7 +120,85 @@ def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[s
         out[KV_FEATURE] = kv_capacity(calibration, slots, s_max)
         out["capacity_rate"] = capacity(calibration, slots, s_max, served)
         out["load_ratio"] = sum_rate / out["capacity_rate"]
+        out.update(slot_physics(base, out[KV_FEATURE], out["load_ratio"]))
     return out
+
+
+def expected_distinct(batch: np.ndarray, served: np.ndarray, cv2: np.ndarray) -> np.ndarray:
+    """Expected distinct adapters among ``batch`` requests when the adapters' shares of the traffic follow a
+    gamma law of mean 1/served and squared variation ``cv2``: served x (1 - (1 + batch cv2 / served)^(-1/cv2))
+    (Poisson thinning of each adapter, averaged over the law; equal rates give served x (1 - e^(-batch/served)))."""
+    return served * -np.expm1(-np.log1p(batch * cv2 / served) / cv2)
+
+
+def top_share(fraction: np.ndarray, cv2: np.ndarray) -> np.ndarray:
+    """Share of the total rate carried by the busiest ``fraction`` of adapters when the rates follow a lognormal
+    law of squared variation ``cv2`` (sigma^2 = log(1 + cv2)): Phi(sigma - Phi^-1(1 - fraction)), 1 for a
+    fraction of 1 or more. Lognormal rather than gamma here: its tail has this closed form, cheap enough for
+    placement's inner loop (a gamma's needs an iterative inverse)."""
+    from scipy.special import ndtr, ndtri
+
+    sigma = np.sqrt(np.log1p(cv2))
+    f = np.clip(fraction, 0.0, 1.0)
+    return np.where(f >= 1.0, 1.0, ndtr(sigma - ndtri(1.0 - f)))
+
+
+def hot_ratio(served: np.ndarray, cv2: np.ndarray) -> np.ndarray:
+    """The busiest adapter's rate over the mean rate: the lognormal law's (1 - 1/(2 served)) quantile."""
+    from scipy.special import ndtri
+
+    sigma2 = np.log1p(cv2)
+    return np.exp(np.sqrt(sigma2) * ndtri(1.0 - 0.5 / served) - sigma2 / 2)
+
+
+def slot_physics(base: Mapping[str, Any], kv_tokens: np.ndarray, load_ratio: np.ndarray) -> dict[str, Any]:
+    """`PHYSICS_FEATURES` from the paper's seven, the KV capacity and the load ratio (see the module docstring)."""
+    from adaptwin.dataset.sampler import MAX_NUM_SEQS, PROXY_TOKENS_PER_REQUEST
+
+    served = np.asarray(base["served_adapters"], dtype=float)
+    if served.size <= 16:  # placement's single GPU: plain floats are ~5x cheaper than numpy on tiny arrays
+        return _physics_rows(base, kv_tokens, load_ratio, served.shape)
+    slots = np.asarray(base["adapter_slots"], dtype=float)
+    mean = np.asarray(base["sum_rate"], dtype=float) / served
+    std = np.asarray(base["std_rate"], dtype=float)
+    cv2 = np.clip(np.divide(std**2, mean**2, out=np.zeros_like(mean), where=mean > 0), *_CV2_RANGE)
+    full = np.clip(np.asarray(kv_tokens, dtype=float) / PROXY_TOKENS_PER_REQUEST, 1.0, MAX_NUM_SEQS)
+    demand = np.clip(np.asarray(load_ratio, dtype=float), 0.0, 1.0) * full
+    distinct_demand = expected_distinct(demand, served, cv2)
+    distinct_full = expected_distinct(full, served, cv2)
+    return {
+        "rate_cv2": cv2, "effective_adapters": served / (1.0 + cv2), "batch_demand": demand,
+        "distinct_demand": distinct_demand, "distinct_full": distinct_full,
+        "slot_pressure": distinct_demand / slots, "slot_pressure_full": distinct_full / slots,
+        "resident_share": top_share(slots / served, cv2), "hot_rate_ratio": hot_ratio(served, cv2),
+    }
+
+
+def _physics_row(served: float, slots: float, sum_rate: float, std: float, kv: float, load: float) -> tuple:
+    """`slot_physics` of one GPU with floats (same formulas, `PHYSICS_FEATURES` order)."""
+    from adaptwin.dataset.sampler import MAX_NUM_SEQS, PROXY_TOKENS_PER_REQUEST
+
+    mean = sum_rate / served
+    cv2 = min(max(std * std / (mean * mean) if mean > 0 else 0.0, _CV2_RANGE[0]), _CV2_RANGE[1])
+    full = min(max(kv / PROXY_TOKENS_PER_REQUEST, 1.0), MAX_NUM_SEQS)
+    demand = min(max(load, 0.0), 1.0) * full
+    d_demand = served * -math.expm1(-math.log1p(demand * cv2 / served) / cv2)
+    d_full = served * -math.expm1(-math.log1p(full * cv2 / served) / cv2)
+    sigma2 = math.log1p(cv2)
+    sigma = math.sqrt(sigma2)
+    f = min(max(slots / served, 0.0), 1.0)
+    resident = 1.0 if f >= 1.0 else 0.5 * math.erfc(-(sigma - _NORMAL.inv_cdf(1.0 - f)) / math.sqrt(2.0))
+    hot = math.exp(sigma * _NORMAL.inv_cdf(1.0 - 0.5 / served) - sigma2 / 2)
+    return (cv2, served / (1.0 + cv2), demand, d_demand, d_full, d_demand / slots, d_full / slots, resident, hot)
+
+
+def _physics_rows(base: Mapping[str, Any], kv_tokens: Any, load_ratio: Any, shape: tuple) -> dict[str, Any]:
+    """`slot_physics` row by row with floats (see `_physics_row`)."""
+    columns = [np.asarray(base[k], dtype=float).ravel().tolist()
+               for k in ("served_adapters", "adapter_slots", "sum_rate", "std_rate")]
+    columns += [np.asarray(kv_tokens, dtype=float).ravel().tolist(), np.asarray(load_ratio, dtype=float).ravel().tolist()]
+    rows = [_physics_row(*args) for args in zip(*columns, strict=True)]
+    return {name: np.array([r[i] for r in rows], dtype=float).reshape(shape) for i, name in enumerate(PHYSICS_FEATURES)}
 
 
 #: id(calibration) -> (calibration, {(A_max, S_max, served): capacity_rate}); the calibration is held so its id

@@ -4,7 +4,10 @@ Writes ``<data>/models/<model>/`` (cbm files, ``metadata.json`` with the metrics
 4/5-like comparison), ``<figures>/surrogates/`` and ``<data>/metrics/surrogates.json`` (one entry per model,
 the headline keys the claims report reads: ``real_runs.throughput_smape_pct``,
 ``real_runs.starvation_macro_f1``, ``ms_per_prediction_single``, ``ms_per_prediction_batched``, ``heldout.*``,
-``learners.<name>.*``).
+``learners.<name>.*``), plus the distillation sets: ``fresh_heterogeneous`` (the dataset stage's fresh test
+set: another seed, another popularity law), ``placement_groups`` (the GPUs the placement methods build with
+this surrogate on the workload grid, re-simulated by the twin), ``real_runs_heterogeneous`` (data card 5.9),
+``beside_twin`` (surrogate and twin vs the same real runs) and ``breakdown`` (by A_max and by load).
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ import polars as pl
 
 from adaptwin.figures import surrogates as figs
 from adaptwin.io import write_json
-from adaptwin.surrogate.evaluate import evaluate, json_safe, real_runs
+from adaptwin.surrogate.evaluate import (
+    EvalSet,
+    beside_twin,
+    breakdown,
+    evaluate,
+    json_safe,
+    real_runs,
+    real_set,
+    twin_set,
+)
 from adaptwin.surrogate.train import TrainResult, save, train_surrogates
 from adaptwin.sweep import load_dataset
 
@@ -27,28 +39,86 @@ def train_model(model: str, data_dir: str | Path, knobs: dict[str, Any], calibra
     return train_surrogates(dataset, model, calibration=calibration, n_search=knobs["n_search"],
                             max_iterations=knobs["max_iterations"], test_fraction=knobs["test_fraction"],
                             seed=knobs["seed"], threads=knobs["threads"],
-                            throughput_transform=knobs["throughput_transform"], cv_folds=knobs.get("cv_folds", 3))
+                            throughput_transform=knobs["throughput_transform"], cv_folds=knobs.get("cv_folds", 3),
+                            physics=knobs.get("physics_features", True))
 
 
-def load_real_runs(data_dir: str | Path, model: str, real_runs_model: str) -> pl.DataFrame | None:
-    """The real runs to test ``model``'s surrogates on (only ``real_runs_model`` has them in the corpus)."""
+def load_real_runs(data_dir: str | Path, model: str, real_runs_model: str,
+                   family: str = "real_results") -> pl.DataFrame | None:
+    """The real runs of ``family`` to test ``model``'s surrogates on (only ``real_runs_model`` has them)."""
     path = Path(data_dir) / "measurements" / "runs.parquet"
     if model != real_runs_model or not path.exists():
         return None
-    return real_runs(pl.read_parquet(path), model)
+    return real_runs(pl.read_parquet(path), model, family)
 
 
-def run_model(model: str, data_dir: str | Path, figures_dir: str | Path, knobs: dict[str, Any]) -> dict[str, Any]:
+def fresh_set(data_dir: str | Path, model: str) -> EvalSet | None:
+    """The dataset stage's fresh heterogeneous test set of ``model``, if it was swept."""
+    from adaptwin.dataset.stage import fresh_dir
+
+    directory = fresh_dir(data_dir, model)
+    if not directory.exists() or not list(directory.glob("chunk-*.parquet")):
+        return None
+    return twin_set(load_dataset(directory), "fresh_heterogeneous")
+
+
+def placement_set(surrogate: Any, data_dir: Path, knobs: dict[str, Any], shared_dir: str | Path) -> EvalSet | None:
+    """The GPU groups the placement methods build with ``surrogate`` on ``placement_groups_grid`` (at most
+    ``placement_groups`` of them), re-simulated by the twin at the dataset's window (serially)."""
+    import json
+
+    from adaptwin.dataset.placement_groups import placement_group_scenarios
+    from adaptwin.placement.api import make_context
+    from adaptwin.sweep import run_sweep
+
+    limit = int(knobs.get("placement_groups", 0))
+    if limit <= 0:
+        return None
+    summary_path = data_dir / "dataset" / "summary.json"
+    entry = json.loads(summary_path.read_text()).get(surrogate.model, {}) if summary_path.exists() else {}
+    duration = float(entry.get("knobs", {}).get("duration_s", 600.0))
+    dataset = load_dataset(data_dir / "dataset" / surrogate.model)
+    best = float(dataset.filter(~pl.col("starved") & ~pl.col("memory_error"))["total_throughput"].max())
+    context = make_context(surrogate.model, predictor=surrogate, calibration=surrogate.calibration, margin="auto",
+                           load_headroom="auto", best_throughput=best)
+    scenarios = placement_group_scenarios(context, knobs["placement_groups_grid"], shared_dir,
+                                          knobs["placement_group_methods"], duration, limit, knobs["seed"])
+    out = data_dir / "models" / surrogate.model / "placement_groups"
+    run_sweep(scenarios, out, calibration=surrogate.calibration, engine="serial", chunk_size=max(len(scenarios), 1),
+              progress=False)
+    return twin_set(load_dataset(out), "placement_groups")
+
+
+def load_validation(data_dir: str | Path) -> pl.DataFrame | None:
+    """The twin validation's per-run rows (notebook 03), if present."""
+    path = Path(data_dir) / "validation" / "runs.parquet"
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def run_model(model: str, data_dir: str | Path, figures_dir: str | Path, knobs: dict[str, Any],
+              shared_dir: str | Path = "../shared") -> dict[str, Any]:
     """Train, evaluate, save and plot one model; returns its entry of surrogates.json."""
     from adaptwin.twin.costs import load_calibration
 
     data_dir = Path(data_dir)
     calibration = load_calibration(data_dir / "calibration" / f"{model}.json")
     result = train_model(model, data_dir, knobs, calibration)
-    runs = load_real_runs(data_dir, model, knobs["real_runs_model"])
-    metrics, table = evaluate(result, runs, baselines=tuple(knobs["baselines"]), seed=knobs["seed"],
-                              singles=knobs.get("timing_singles", 200))
     surrogate = result.surrogate
+    runs = load_real_runs(data_dir, model, knobs["real_runs_model"])
+    hetero = load_real_runs(data_dir, model, knobs["real_runs_model"], "heterogeneous_results")
+    extra = [fresh_set(data_dir, model), placement_set(surrogate, data_dir, knobs, shared_dir),
+                  real_set(hetero, surrogate.tokens_per_request, "real_runs_heterogeneous") if hetero is not None
+             and hetero.height else None]
+    extra_sets = tuple(s for s in extra if s is not None)
+    metrics, table = evaluate(result, runs, baselines=tuple(knobs["baselines"]), seed=knobs["seed"],
+                              singles=knobs.get("timing_singles", 200), extra_sets=extra_sets)
+    validation = load_validation(data_dir)
+    metrics["beside_twin"] = {name: beside_twin(surrogate, frame, validation)
+                              for name, frame in (("real_runs", runs), ("real_runs_heterogeneous", hetero))
+                              if frame is not None}
+    by = pl.concat([breakdown(surrogate.predict, s, calibration) for s in extra_sets if s.name != "real_runs_heterogeneous"]
+                   or [pl.DataFrame()], how="diagonal")
+    metrics["breakdown"] = by.to_dicts()
     metrics.update({"dataset_rows": result.data.frame.height, "train_rows": len(result.train_idx),
                     "test_rows": len(result.test_idx), "train_time_s": round(result.train_time_s, 3),
                     "feature_names": list(surrogate.feature_names),
@@ -61,23 +131,24 @@ def run_model(model: str, data_dir: str | Path, figures_dir: str | Path, knobs: 
 
     atomic_write(out_dir / "table.csv", lambda p: table.write_csv(p))
     fig_dir = Path(figures_dir) / "surrogates"
+    if by.height:
+        figs.error_breakdown(by, fig_dir, f"breakdown_{model}")
     figs.feature_importance(surrogate, fig_dir, f"feature_importance_{model}")
     figs.dataset_coverage(result.data.frame, fig_dir, f"dataset_coverage_{model}")
     held = result.data.frame[result.test_idx]
     figs.predicted_vs_actual(held, surrogate.predict(held), fig_dir, f"heldout_{model}",
                              f"{model}: CatBoost on held-out twin scenarios", actual_label="twin")
     if runs is not None and runs.height:
-        from adaptwin.surrogate.evaluate import real_set
-
         real = real_set(runs, surrogate.tokens_per_request)
         figs.predicted_vs_actual(real.truth, surrogate.predict(real.features), fig_dir, f"real_runs_{model}",
                                  f"{model}: CatBoost (trained on twin data only) vs real serving runs")
     return metrics
 
 
-def run_stage(models: list[str], data_dir: str | Path, figures_dir: str | Path, knobs: dict[str, Any]) -> dict:
+def run_stage(models: list[str], data_dir: str | Path, figures_dir: str | Path, knobs: dict[str, Any],
+              shared_dir: str | Path = "../shared") -> dict:
     """Every model; writes ``<data>/metrics/surrogates.json`` and returns it."""
-    results = {model: run_model(model, data_dir, figures_dir, knobs) for model in models}
+    results = {model: run_model(model, data_dir, figures_dir, knobs, shared_dir) for model in models}
     write_json(Path(data_dir) / "metrics" / "surrogates.json", results)
     return results
 
@@ -85,3 +156,37 @@ def run_stage(models: list[str], data_dir: str | Path, figures_dir: str | Path, 
 def table(data_dir: str | Path, model: str) -> pl.DataFrame:
     """The saved Table 4/5-like comparison of ``model``."""
     return pl.read_csv(Path(data_dir) / "models" / model / "table.csv")
+
+
+#: evaluation sets of the distillation table, in display order
+DISTILLATION_SETS: tuple[str, ...] = ("heldout", "fresh_heterogeneous", "placement_groups", "real_runs",
+                                      "real_runs_heterogeneous")
+
+
+def distillation_table(metrics: dict[str, Any], models: list[str]) -> pl.DataFrame:
+    """Throughput SMAPE and starvation macro-F1 of every learner on every evaluation set it was scored on."""
+    rows = []
+    for model in models:
+        for learner, entry in metrics[model]["learners"].items():
+            for name in DISTILLATION_SETS:
+                if name in entry:
+                    h = entry[name]
+                    rows.append({"model": model, "learner": learner, "set": name, "n": h["n"],
+                                 "throughput_smape_pct": h["throughput_smape_pct"],
+                                 "starvation_macro_f1": h["starvation_macro_f1"]})
+    return pl.DataFrame(rows)
+
+
+def dataset_summary(data_dir: str | Path, models: list[str]) -> pl.DataFrame:
+    """Per model: dataset rows, rows simulated by the last sweep, its wall time and scenarios per second, and
+    the fresh test set's rows (from ``<data>/dataset/summary.json``; empty if the stage has not run)."""
+    import json
+
+    path = Path(data_dir) / "dataset" / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    return pl.DataFrame([
+        {"model": m, "rows": e.get("rows"), "usable_rows": e.get("usable_rows"), "simulated_now": e.get("evaluated_now"),
+         "wall_time_s": e.get("wall_time_s"), "scenarios_per_s": e.get("scenarios_per_s"),
+         "window_s": e.get("knobs", {}).get("duration_s"), "fresh_rows": e.get("fresh", {}).get("usable_rows")}
+        for m, e in summary.items() if m in models
+    ])

@@ -49,9 +49,10 @@ class TrainingData:
         return self.frame.select(self.feature_names).to_numpy().astype(float)
 
 
-def prepare(dataset: pl.DataFrame, calibration: Any = None) -> TrainingData:
+def prepare(dataset: pl.DataFrame, calibration: Any = None, physics: bool = True) -> TrainingData:
     """Features and targets of a sweep dataset; drops errored and memory-error rows (placement never asks
-    about configurations that cannot start: it checks memory first)."""
+    about configurations that cannot start: it checks memory first). ``physics`` = False leaves out the
+    slot-physics features (the earlier feature set, kept to measure what they bring)."""
     usable = dataset.filter(pl.col("error").is_null() & ~pl.col("memory_error").fill_null(True))
     if usable.height == 0:
         raise TrainingError(f"dataset: no usable rows out of {dataset.height} (all errored or memory errors)")
@@ -62,7 +63,7 @@ def prepare(dataset: pl.DataFrame, calibration: Any = None) -> TrainingData:
     tpr = float((positive["ideal_throughput"] / positive["sum_rate"]).median()) if positive.height else float("nan")
     if not np.isfinite(tpr) or tpr <= 0:
         raise TrainingError(f"dataset: ideal_throughput / sum_rate has no positive median ({tpr!r})")
-    return TrainingData(frame, feature_names(calibration is not None), tpr)
+    return TrainingData(frame, feature_names(calibration is not None, physics), tpr)
 
 
 def transform(target: str, kind: str, y: np.ndarray, sum_rate: np.ndarray, tokens_per_request: float) -> np.ndarray:
@@ -176,11 +177,11 @@ class TrainResult:
 def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | None = None, *,
                      calibration: Any = None, n_search: int = 4, max_iterations: int = 600,
                      test_fraction: float = 0.2, seed: int = 0, threads: int = 2,
-                     throughput_transform: str = "log", cv_folds: int = 3) -> TrainResult:
+                     throughput_transform: str = "log", cv_folds: int = 3, physics: bool = True) -> TrainResult:
     """Train the four surrogates of ``model`` and, if ``out_dir`` is given, write them there
     (``<target>.cbm`` + ``metadata.json``; metrics are added by `adaptwin.surrogate.evaluate`)."""
     start = time.perf_counter()
-    data = prepare(dataset, calibration)
+    data = prepare(dataset, calibration, physics)
     train_idx, test_idx = split_indices(data.frame.height, test_fraction, seed)
     x = data.x
     sum_rate = data.frame["sum_rate"].to_numpy()
