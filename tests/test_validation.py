@@ -61,8 +61,13 @@ def test_scenario_of_the_data_card_example(runs):
     ranks, rates = np.array(sc["adapters"]["ranks"]), np.array(sc["adapters"]["rates"])
     assert len(ranks) == 128 and (ranks == 8).sum() == 64 and (ranks == 16).sum() == 64
     assert sorted(np.unique(rates, return_counts=True)[1].tolist()) == [42, 43, 43]
-    assert sc["duration_s"] == 1800.0 and sc["lengths"] == {"kind": "sharegpt", "input_mean": 223.0,
-                                                            "output_mean": 197.0}
+    # the run's own prompt pool (its "Prompts retrieved" totals), not the corpus-wide 223 / 197
+    assert sc["duration_s"] == 1800.0 and sc["lengths"] == {
+        "kind": "sharegpt", "input_mean": row["pool_input_tokens"] / row["pool_prompts"],
+        "output_mean": row["pool_output_tokens"] / row["pool_prompts"]}
+    assert 215 < sc["lengths"]["input_mean"] < 231 and 190 < sc["lengths"]["output_mean"] < 205
+    fixed = val.scenario_for_run(row, val.ValidationConfig(duration_scale=0.5, pool_means=False))
+    assert fixed["lengths"] == {"kind": "sharegpt", "input_mean": 223.0, "output_mean": 197.0}
     # the real verdicts: 3,126 tok/s of an ideal 3,150 is not starved; 384 adapters at A_max 128 is
     assert row["total_throughput"] >= 0.9 * 3150
     starving = _row(runs, "rank_16_rates_0.1_0.05_0.025/_128_384_16_")
@@ -85,9 +90,23 @@ def test_validate_three_real_runs_end_to_end(runs, tmp_path):
     out = val.write_outputs(df, summary, tmp_path)
     metrics = json.loads(out["metrics"].read_text())
     for key in ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "throughput_smape_pct_paper_convention",
-                "starvation_agreement_pct", "memory_error_agreement_pct", "n_runs", "groups", "speedup"):
+                "starvation_agreement_pct", "memory_error_agreement_pct", "n_runs", "groups", "speedup", "families"):
         assert key in metrics
+    fam = metrics["families"]["real_results"]
+    assert set(fam["by_a_max"]) == {"32", "128"} and set(fam["by_s_max"]) == {"16", "32"}
+    assert fam["by_a_max"]["32"]["n_runs"] == 2 and fam["n_runs"] == 3
+    # the gap is the A_max >= 128 mean minus the A_max <= 64 mean; the A_max 128 run is a memory error here
+    assert fam["a_max_gap"]["throughput_smape_pct"] is None
+    rows = val.table(df)
+    assert rows.filter(pl.col("A_max") == 32)["runs"].to_list() == [2]
+    assert rows.filter(pl.col("family") == "all")["runs"].to_list() == [3]
+    assert df["twin_mean_distinct_adapters"].drop_nulls().min() >= 0
     assert pl.read_parquet(out["runs"]).height == 3
+
+
+def test_rate_group_is_the_group_folder():
+    assert val.rate_group("a/b/rank_16_rates_0.1_0.05_0.025/_32_128_16_") == "rank_16_rates_0.1_0.05_0.025"
+    assert val.rate_group("x/rate_0.4-0.05-0.0125_size_8-16-16/_128_128_16_/") == "rate_0.4-0.05-0.0125_size_8-16-16"
 
 
 def test_missing_calibration_is_named(runs):
