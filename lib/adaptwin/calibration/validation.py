@@ -10,6 +10,7 @@ errors, per (model, S_max, rate set).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable
@@ -111,6 +112,22 @@ def serving_runs(runs: pl.DataFrame, families: list[str], max_runs: int | None =
                .sort("_k", "run_id").head(max_runs).drop("_k")
                .sort("model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id"))
     return sel
+
+
+def spread_sample(sel: pl.DataFrame, per_cell: int) -> pl.DataFrame:
+    """At most ``per_cell`` runs per (family, rate group, A_max, status), evenly spaced over the served
+    adapters of the cell (deterministic): a sample that still sees every workload and slot count when the
+    whole corpus is too slow to re-simulate."""
+    keyed = sel.with_columns(pl.col("run_id").map_elements(rate_group, return_dtype=pl.Utf8).alias("_g"))
+    cells = ["family", "_g", "max_loras", "status"]
+    keyed = keyed.sort([*cells, "served_adapters", "run_id"]).with_columns(
+        pl.int_range(pl.len()).over(cells).alias("_i"), pl.len().over(cells).alias("_n"))
+    # the i-th of n runs is kept when it is the first at or past one of per_cell evenly spaced positions
+    pos = (pl.col("_i") * per_cell / pl.col("_n")).floor()
+    prev = ((pl.col("_i") - 1) * per_cell / pl.col("_n")).floor()
+    keep = (pl.col("_i") == 0) | (pos != prev)
+    return keyed.filter(keep).drop("_g", "_i", "_n").sort(
+        "model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id")
 
 
 def rate_counts(row: dict[str, Any]) -> tuple[list[float], list[int]]:
@@ -302,7 +319,22 @@ def validate(runs: pl.DataFrame, calibration_paths: dict[str, str], families: li
     scenarios = [scenario_for_run(r, cfg) for r in sel.iter_rows(named=True)]
     results = simulate_runs(scenarios, calibration_paths, cfg.workers)
     df = compare(sel, results, cfg)
-    return df, summarize(df)
+    summary = summarize(df)
+    summary["lora_forms"] = lora_forms(calibration_paths, sorted(set(df["model"])))
+    return df, summary
+
+
+def lora_forms(calibration_paths: dict[str, str], models: list[str]) -> dict[str, Any]:
+    """Per model, the LoRA candidate forms its calibration compared: in-sample and held-out (leave one A_max
+    out, leave one rate group out) mean |relative ITL error| on the profiling rows, and the chosen form.
+    Every serving-run error above is held out too: no serving run enters any fit."""
+    out = {}
+    for model in models:
+        quality = json.loads(Path(calibration_paths[model]).read_text())["fit_quality"]["lora"]
+        keep = ("form", "in_sample_pct", "leave_one_a_max_out_pct", "leave_one_rate_group_out_pct", "held_out_pct")
+        out[model] = {"chosen": quality.get("chosen_form"),
+                      "forms": [{k: f[k] for k in keep} for f in quality.get("forms", [])]}
+    return out
 
 
 def write_outputs(df: pl.DataFrame, summary: dict[str, Any], data_dir: str | Path) -> dict[str, Path]:
