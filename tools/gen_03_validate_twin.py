@@ -6,7 +6,7 @@ from new_notebook import write_notebook
 #: the twin before the LoRA cost was re-chosen (commit a8df2fc), validated with the command below; kept as
 #: recorded numbers because re-running the old twin is not part of this notebook (filled by hand from the
 #: command's output, see FIRST_NUMBER_CMD)
-FIRST_NUMBER = '{"pending": "being measured"}'
+FIRST_NUMBER = '{"command": "git worktree add /tmp/old a8df2fc && cd /tmp/old && PYTHONPATH=lib /work/main/.venv/bin/python -c \\"from adaptwin.measurements import ingest; ingest(\'../shared/vllm-measurements\', \'/tmp/m\'); from adaptwin.calibration import calibrate; calibrate(\'/tmp/m\', \'/tmp/c\', [\'llama-3.1-8b-instruct\']); import polars as pl; from adaptwin.calibration import validation as v; print(v.validate(pl.read_parquet(\'/tmp/m/runs.parquet\'), {\'llama-3.1-8b-instruct\': \'/tmp/c/llama-3.1-8b-instruct.json\'}, [FAMILY], v.ValidationConfig(workers=1))[1])\\"", "commit": "a8df2fc", "heterogeneous_results": {"a_max_gap": {"itl_smape_pct": 14.92, "throughput_smape_pct": 12.09, "ttft_smape_pct": 15.86}, "by_a_max_throughput_itl_smape_pct": {"128": [12.72, 20.52], "16": [3.42, 7.76], "160": [15.85, 23.77], "192": [19.42, 30.85], "32": [2.23, 7.75], "64": [4.9, 13.33], "96": [8.78, 16.69]}, "compared": 359, "itl_smape_pct": 13.77, "memory_error_agreement_pct": 100.0, "runs": 473, "starvation_agreement_pct": 96.66, "throughput_smape_pct": 6.86, "ttft_smape_pct": 25.67}, "real_results": {"a_max_gap": {"itl_smape_pct": 5.57, "throughput_smape_pct": 7.29, "ttft_smape_pct": 8.37}, "by_a_max_throughput_itl_smape_pct": {"128": [10.95, 16.0], "16": [3.16, 7.98], "192": [9.09, 11.65], "32": [2.1, 8.85], "64": [3.72, 11.01], "8": [3.47, 9.27]}, "compared": 131, "itl_smape_pct": 9.78, "memory_error_agreement_pct": 100.0, "runs": 161, "starvation_agreement_pct": 96.95, "throughput_smape_pct": 3.9, "ttft_smape_pct": 17.93}}'
 
 CELLS = [
     ("md", """
@@ -47,7 +47,9 @@ fig9_run = "rank_16_rates_0.1_0.05_0.025/_32_128_16_"
 
 Before the LoRA cost was re-chosen, the twin of commit `a8df2fc` (LoRA cost = launch + per distinct adapter +
 per slot x token, fitted on the 5.5 tables only; 223 / 197 tokens per request for every run) was validated
-on every `ok` and `memory_error` run of 5.9 and of 5.6 at the full 3600 s, one worker:
+on every `ok` and `memory_error` run of 5.9 and of 5.6 at the full 3600 s, one worker (`command`, with
+`FAMILY` = `'heterogeneous_results'` or `'real_results'`; 17 min and 4 min on the shared 2-core machine).
+The twin under-predicted throughput and over-predicted ITL more and more from A_max 64 on:
 """),
     ("code", """
 import json
