@@ -143,11 +143,11 @@ def test_lora_form_is_chosen_by_held_out_error_and_hands_the_twin_explicit_coeff
     cal = calibration(LLAMA)
     step = cal.for_server(8).step_time(200, 500, 60_000, 8, prefill_seqs=2)
     assert cal.for_server(300).step_time(200, 500, 60_000, 8, prefill_seqs=2) - step == pytest.approx(
-        (p["slots"] + p["slot_token"] * 700) * (301 - 9))  # independent arithmetic: only the slot terms change
+        (p["slots"] + p["slot_token"] * 700 + p["slot_prefill_token"] * 500) * (301 - 9))  # only slot terms change
     assert cal.for_server(8).step_time(200, 500, 60_000, 1, prefill_seqs=2) <= step
     assert cal.for_server(8).step_time(200, 500, 60_000, 0, prefill_seqs=2) == pytest.approx(
         step - p["launch"] - 8 * p["distinct_adapters"] - 9 * p["slots"] - 700 * p["tokens"]
-        - p["slot_token"] * 9 * 700)
+        - p["slot_token"] * 9 * 700 - p["slot_prefill_token"] * 9 * 500)
     with pytest.raises(CalibrationError, match="for_server"):
         cal.step_time(200, 500, 60_000, 8)
 
@@ -171,23 +171,24 @@ def test_qwen_lora_form_is_the_table_form_moved_by_architecture():
 
 
 def test_fit_terms_recovers_known_costs_and_the_offset():
-    truth = {"launch": 0.002, "distinct_adapters": 3e-4, "slots": 4e-5, "tokens": 2e-5, "slot_token": 0.0}
+    truth = {"launch": 0.002, "distinct_adapters": 3e-4, "slots": 4e-5, "tokens": 2e-5, "slot_token": 0.0,
+             "slot_prefill_token": 4e-7}
     rng = np.random.default_rng(0)
     n = 40
     distinct, slots, tokens = rng.uniform(1, 80, n), rng.choice([9, 33, 129, 385], n) * 1.0, rng.uniform(1, 300, n)
     offset = (np.arange(n) % 3 == 0).astype(float)
-    design = lora_design(distinct, slots, tokens)
+    design = lora_design(distinct, slots, tokens, tokens * rng.uniform(0, 1, n))
     fixed = rng.uniform(0.011, 0.02, n)
     measured = fixed + design @ np.array([truth[t] for t in LORA_TERMS]) + 0.007 * offset
     frame = pl.DataFrame({"run_id": [str(i) for i in range(n)], "source": ["s"] * n,
                           "a_max": (slots - 1).astype(np.int64), "group": [str(i % 4) for i in range(n)],
                           "distinct_adapters": distinct, "measured_s": measured, "fixed_s": fixed, "offset": offset})
     rows = LoraRows(frame, design)
-    params, off = fit_terms(rows, CANDIDATES["slot_step"], offset=True)
+    params, off = fit_terms(rows, CANDIDATES["slot_step_prefill"], offset=True)
     assert params == pytest.approx(truth, rel=1e-6, abs=1e-12) and off == pytest.approx(0.007, rel=1e-6)
     assert predict(rows, params, off) == pytest.approx(measured, rel=1e-9)
     params, off = fit_terms(rows, CANDIDATES["slot_step"], offset=False)
-    assert off == 0.0 and params["slot_token"] == 0.0  # absent terms are written as 0
+    assert off == 0.0 and params["slot_token"] == 0.0 and params["slot_prefill_token"] == 0.0  # absent: 0
 
 
 @pytest.mark.parametrize("model", [LLAMA, QWEN])

@@ -34,6 +34,7 @@ shared_dir = "../shared"
 reports_dir = ".smoke/reports"
 models = ["llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"]
 lora_table_model = "llama-3.1-8b-instruct"
+lora_form = "auto"              # auto: the LoRA candidate with the lowest held-out error on profiling rows
 """),
     ("code", """
 import json
@@ -46,7 +47,7 @@ from adaptwin.paths import resolve
 
 fig_dir = resolve(figures_dir) / "calibration"
 paths = calibrate(resolve(data_dir) / "measurements", resolve(data_dir) / "calibration", models, fig_dir,
-                  lora_table_model)
+                  lora_table_model, lora_form)
 pl.Config.set_tbl_rows(40)
 quality_table(paths)
 """),

@@ -47,14 +47,18 @@ LORA_TABLE_MODEL = "llama-3.1-8b-instruct"
 __all__ = ["MAX_MODEL_LEN", "Tables", "calibrate", "fit_model", "load", "load_tables", "quality_table", "to_json"]
 
 
-def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL) -> dict[str, Fitted]:
+def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL,
+              lora_form: str = "auto") -> dict[str, Fitted]:
     """Every cost model of ``model`` fitted from the profiling families (scheduler first: the step fit
     subtracts its share).
 
     LoRA: the ``slots`` form whose terms won the cross-validation of `adaptwin.calibration.lora_forms`,
     fitted on the scheduler-overhead tables and the LoRA profiling runs of ``lora_table_model`` (the model
     the tables were measured on) with that model's step time. Another model gets those coefficients scaled
-    by its architecture (`transfer_lora`), and its own 5.2-5.3 runs check the result.
+    by its architecture (`transfer_lora`), and its own 5.2-5.3 runs check the result. ``lora_form`` names a
+    candidate to use instead of the profiling cross-validation's choice (``auto``), e.g. the one chosen by
+    leaving whole serving-run configurations out (`adaptwin.calibration.form_check`); it is still fitted on
+    profiling rows only.
     """
     for name in (model, lora_table_model):
         if name not in MAX_MODEL_LEN:
@@ -65,7 +69,7 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
     return {
         "scheduler": sched,
         "step": Fitted({**step.block, "lora_exempt": []}, step.quality, step.points),
-        "lora": _fit_lora(tables, model, lora_table_model, step.block["params"], sp),
+        "lora": _fit_lora(tables, model, lora_table_model, step.block["params"], sp, lora_form),
         "loading": fit_loading(inputs.loading_points(tables, model)),
         "kv_capacity": fit_kv(inputs.kv_points(tables, model), MAX_MODEL_LEN[model]),
     }
@@ -75,7 +79,8 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
 #: per-step and per-slot costs with the number of LoRA kernels (layers x target modules), per-adapter and
 #: per-token costs with the adapter's width (its weights read, its multiply-adds per token)
 TRANSFER_BY: dict[str, str] = {"launch": "lora_kernels", "slots": "lora_kernels", "slot_token": "lora_kernels",
-                               "distinct_adapters": "lora_width", "tokens": "lora_width"}
+                               "slot_prefill_token": "lora_kernels", "distinct_adapters": "lora_width",
+                               "tokens": "lora_width"}
 
 
 def transfer_lora(params: dict[str, float], source: ModelCard, target: ModelCard
@@ -93,13 +98,13 @@ def transfer_lora(params: dict[str, float], source: ModelCard, target: ModelCard
 
 
 def _fit_lora(tables: Tables, model: str, table_model: str, step: dict[str, float],
-              sched: dict[str, float]) -> Fitted:
+              sched: dict[str, float], lora_form: str = "auto") -> Fitted:
     """The ``slots`` LoRA form of ``model`` (see `fit_model`), with its checks on the profiling runs."""
     own = step if model == table_model else fit_step(
         inputs.decode_points(tables, table_model), inputs.prefill_points(tables, table_model), sched).block["params"]
     rows = lora_rows(tables, table_model, own, sched)
     comparison = compare_forms(rows)
-    best = choose_form(comparison)
+    best = choose_form(comparison) if lora_form == "auto" else _named_form(comparison, lora_form)
     params = {t: float(best[f"coef_{t}"]) for t in LORA_TERMS}
     sources = {t: f"{table_model}: fitted on the 5.5 tables and its 5.2-5.3 LoRA runs, form {best['form']}"
                for t in LORA_TERMS}
@@ -107,10 +112,21 @@ def _fit_lora(tables: Tables, model: str, table_model: str, step: dict[str, floa
         params, sources = transfer_lora(params, card(table_model), card(model))
     check, ratio, points = check_lora_slots(inputs.lora_points(tables, model), step, sched, params)
     quality = {**check, "form": "slots", "lora_exempt": [], "chosen_form": best["form"], "table_model": table_model,
+               "chosen_by": "profiling cross-validation" if lora_form == "auto" else "calibration.lora_form",
+               "profiling_choice": choose_form(comparison)["form"],
                "forms": comparison.to_dicts(), "constants": sources,
                "profiling_measured_over_predicted": ratio,
                "profiling_forms": fit_lora(inputs.lora_points(tables, model), step, sched).quality}
     return Fitted({"form": "slots", "params": params}, quality, points)
+
+
+def _named_form(comparison: pl.DataFrame, name: str) -> dict[str, Any]:
+    """The row of candidate ``name`` (a clear error naming the known ones otherwise)."""
+    row = comparison.filter(pl.col("form") == name)
+    if row.height != 1:
+        raise ValueError(f"calibration.lora_form: unknown form {name!r}; known: auto, "
+                         f"{', '.join(comparison['form'])}")
+    return row.row(0, named=True)
 
 
 def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
@@ -143,13 +159,14 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
 
 
 def calibrate(measurements_dir: str | Path, out_dir: str | Path, models: list[str],
-              figures_dir: str | Path | None = None, lora_table_model: str = LORA_TABLE_MODEL) -> dict[str, Path]:
+              figures_dir: str | Path | None = None, lora_table_model: str = LORA_TABLE_MODEL,
+              lora_form: str = "auto") -> dict[str, Path]:
     """Fit and write ``<out_dir>/<model>.json`` for each model (and its residual figures into
     ``figures_dir`` when given); returns the written JSON paths."""
     tables = load_tables(measurements_dir)
     written = {}
     for m in models:
-        fitted = fit_model(tables, m, lora_table_model)
+        fitted = fit_model(tables, m, lora_table_model, lora_form)
         written[m] = write_json(Path(out_dir) / f"{m}.json", to_json(m, fitted))
         if figures_dir is not None:
             from adaptwin.figures.twin import calibration_figures

@@ -53,6 +53,8 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "distinct_token": ("launch", "distinct_adapters", "tokens"),   # no cost for idle slots
     "slot_step": ("launch", "distinct_adapters", "slots", "tokens"),
     "slot_step_token": ("launch", "distinct_adapters", "slots", "tokens", "slot_token"),
+    # prompt tokens run through the slot grid (long prompts under LoRA, 5.2 find_max_batch_small)
+    "slot_step_prefill": ("launch", "distinct_adapters", "slots", "tokens", "slot_prefill_token"),
 }
 #: the 5.5 CSV whose level differs (fitted as a nuisance offset in the ``+offset`` candidates)
 OFFSET_SOURCE = "aggregated_rate"
@@ -106,7 +108,7 @@ def lora_rows(tables: Tables, model: str, step: dict[str, float], sched: dict[st
         "fixed_s": step_seconds(step, X) + scheduler_seconds(sched, running, waiting),
     })
     frame = frame.with_columns((pl.col("source") == OFFSET_SOURCE).cast(pl.Float64).alias("offset"))
-    return LoraRows(frame, lora_design(distinct, a_max + 1.0, step_tokens(X)))
+    return LoraRows(frame, lora_design(distinct, a_max + 1.0, step_tokens(X), X[:, 3]))
 
 
 def fit_terms(rows: LoraRows, terms: tuple[str, ...], offset: bool, mask: np.ndarray | None = None

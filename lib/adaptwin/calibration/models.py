@@ -258,13 +258,16 @@ def _choose_curve(d: np.ndarray, factor: np.ndarray) -> tuple[dict[str, Any], di
 # ---- LoRA overhead under serving conditions: the slot form (the twin's) ------------------------------------
 #: the step coefficients of the twin's ``slots`` LoRA form (`adaptwin.twin.costs.Calibration.lora_extra`),
 #: in the order of the `lora_design` columns; `adaptwin.calibration.lora_forms` chooses which are fitted
-LORA_TERMS = ("launch", "distinct_adapters", "slots", "tokens", "slot_token")
+LORA_TERMS = ("launch", "distinct_adapters", "slots", "tokens", "slot_token", "slot_prefill_token")
 
 
-def lora_design(distinct: np.ndarray, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """Columns `LORA_TERMS` for steps with ``distinct`` adapters, ``slots`` = A_max + 1 and ``tokens``."""
+def lora_design(distinct: np.ndarray, slots: np.ndarray, tokens: np.ndarray,
+                prefill: np.ndarray | None = None) -> np.ndarray:
+    """Columns `LORA_TERMS` for steps with ``distinct`` adapters, ``slots`` = A_max + 1, ``tokens`` computed
+    and, of those, ``prefill`` prompt tokens (0 when not given)."""
     distinct, slots, tokens = (np.asarray(x, dtype=float) for x in (distinct, slots, tokens))
-    return np.column_stack([np.ones_like(distinct), distinct, slots, tokens, slots * tokens])
+    prefill = np.zeros_like(tokens) if prefill is None else np.asarray(prefill, dtype=float)
+    return np.column_stack([np.ones_like(distinct), distinct, slots, tokens, slots * tokens, slots * prefill])
 
 
 def lora_seconds(params: dict[str, float], design: np.ndarray) -> np.ndarray:
@@ -290,7 +293,7 @@ def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[s
     measured = points["itl_mean_ms"].to_numpy() / 1000.0
     fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_waiting"].to_numpy())
     slots = points["max_loras"].fill_null(0).to_numpy().astype(float) + 1.0
-    extra = np.where(d > 0, lora_seconds(params, lora_design(d, slots, step_tokens(X))), 0.0)
+    extra = np.where(d > 0, lora_seconds(params, lora_design(d, slots, step_tokens(X), X[:, 3])), 0.0)
     quality = {f"itl_{kind}": fit_quality(measured[m], (fixed + extra)[m])
                for kind in ("lora", "lora_long", "lora_single", "base")
                if (m := (points["kind"] == kind).to_numpy()).any()}

@@ -18,7 +18,7 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                or {"form": "factor_ramp", "params": {"coef": [c0, c1, ...], "ramp_tokens": t, "ramp_start": r}}
                    # factor whose excess over 1 ramps with the step's tokens (see Calibration.lora_factor),
                or {"form": "slots", "params": {"launch": s, "distinct_adapters": s, "slots": s, "tokens": s,
-                                                 "slot_token": s}}
+                                                 "slot_token": s, "slot_prefill_token": s}}
                    # explicit step coefficients: seconds LoRA adds to a step with >= 1 adapter = launch
                    # + per distinct adapter + per configured slot + per LoRA token + per (slot x token),
                    # slots = A_max + 1; absent terms are 0 (see Calibration.lora_extra),
@@ -180,8 +180,9 @@ class Calibration:
         """Seconds LoRA adds to a step under an additive form (0 without adapters in the batch).
 
         ``slots``: launch + distinct_adapters x D + slots x (A_max + 1) + tokens x T + slot_token x (A_max + 1)
-        x T, T = decode sequences + prefill tokens (each adapter present is its own tile; every configured
-        slot costs something per step, and possibly per token, even when idle). Absent terms are 0, so the
+        x T + slot_prefill_token x (A_max + 1) x prefill tokens, T = decode sequences + prefill tokens (each
+        adapter present is its own tile; every configured slot costs something per step, and possibly per
+        token, even when idle). Absent terms are 0, so the
         calibration chooses the terms the profiling data can separate. Needs `for_server`."""
         if distinct_adapters <= 0:
             return 0.0
@@ -192,7 +193,8 @@ class Calibration:
             tokens = decode_seqs + prefill_tokens
             return (p.get("launch", 0.0) + p.get("distinct_adapters", 0.0) * distinct_adapters
                     + p.get("slots", 0.0) * self.slots + p.get("tokens", 0.0) * tokens
-                    + p.get("slot_token", 0.0) * self.slots * tokens)
+                    + p.get("slot_token", 0.0) * self.slots * tokens
+                    + p.get("slot_prefill_token", 0.0) * self.slots * prefill_tokens)
         return (p["intercept"] + p.get("decode_seqs", 0.0) * decode_seqs
                 + p.get("prefill_tokens", 0.0) * prefill_tokens + p.get("distinct_adapters", 0.0) * distinct_adapters)
 
