@@ -220,6 +220,19 @@ def test_calibrate_writes_loadable_byte_identical_json(tmp_path):
     assert cal.kv["max_feasible"] == {16: 224, 32: 96}
 
 
+def test_model_card_of_an_unknown_model_is_named():
+    from adaptwin.model_cards import card
+
+    with pytest.raises(ValueError, match="model: unknown model 'gpt-x'; known: llama-3.1-8b-instruct"):
+        card("gpt-x")
+    assert card(QWEN).lora_kernels() == 28 * 4 and card(LLAMA).max_model_len == MAX_MODEL_LEN[LLAMA]
+
+
+def test_unknown_lora_form_is_named():
+    with pytest.raises(ValueError, match="calibration.lora_form: unknown form 'cubic'"):
+        fit_model(load_tables(measurements()), LLAMA, lora_form="cubic")
+
+
 def test_unknown_model_is_named():
     with pytest.raises(ValueError, match="calibration.models: unknown model 'gpt-x'"):
         fit_model(load_tables(measurements()), "gpt-x")

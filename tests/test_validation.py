@@ -112,3 +112,29 @@ def test_rate_group_is_the_group_folder():
 def test_missing_calibration_is_named(runs):
     with pytest.raises(ValueError, match="no calibration for"):
         val.validate(runs, {}, ["real_results"], val.ValidationConfig(max_runs=1))
+
+
+def test_nested_selection_picks_on_the_other_configurations_and_scores_the_held_out_one():
+    """Form a is best at A_max 8 and 16, form b at 32: leaving 32 out picks a and scores a's error there."""
+    from adaptwin.calibration.form_check import nested_selection, summarize_forms
+
+    err = {("a", 8): 1.0, ("a", 16): 2.0, ("a", 32): 9.0, ("b", 8): 3.0, ("b", 16): 4.0, ("b", 32): 1.0}
+    df = pl.DataFrame([{"form": f, "max_loras": a, "rate_group": "g", "family": "x", "throughput_smape_pct": e,
+                        "itl_smape_pct": e} for (f, a), e in err.items()])
+    out = nested_selection(df, "max_loras")
+    # leave 8 out: a mean(2, 9) = 5.5 vs b mean(4, 1) = 2.5 -> b scores 3; leave 16 out: a 5.0 vs b 2.0 -> b
+    # scores 4; leave 32 out: a 1.5 vs b 3.5 -> a scores 9
+    assert {k: v["form"] for k, v in out["picks"].items()} == {"8": "b", "16": "b", "32": "a"}
+    assert out["held_out_pct"] == pytest.approx((3.0 + 4.0 + 9.0) / 3)
+    summary = summarize_forms(df)
+    assert summary["in_sample"]["throughput_smape_pct"] == pytest.approx({"a": 4.0, "b": 8.0 / 3})
+
+
+def test_error_figure_is_written(runs, tmp_path):
+    from adaptwin.figures.twin import error_vs_slots
+
+    df = pl.DataFrame({"family": ["real_results", "heterogeneous_results"] * 2, "max_loras": [16, 16, 128, 128],
+                       "throughput_smape_pct": [1.0, 2.0, 3.0, None], "itl_smape_pct": [4.0, 5.0, 6.0, None],
+                       "twin_mean_distinct_adapters": [3.0, 5.0, 40.0, 0.0]})
+    paths = error_vs_slots(df, tmp_path)
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)

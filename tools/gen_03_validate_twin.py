@@ -38,6 +38,7 @@ output_mean = 197
 pool_means = True               # each run's own prompt-pool means (runs without a pool: input/output_mean)
 duration_scale = 0.05           # smoke: 180 s of each run's 3600 s
 max_runs = 8                    # smoke: 8 runs spread over the groups (None: all)
+sample_per_cell = None          # None: every run; k: at most k runs per (family, rate group, A_max, status)
 workers = 2
 seed = 0
 fig9_run = "rank_16_rates_0.1_0.05_0.025/_32_128_16_"
@@ -65,7 +66,8 @@ from adaptwin.figures import twin as figs
 from adaptwin.paths import resolve
 
 cfg = val.ValidationConfig(input_mean=input_mean, output_mean=output_mean, duration_scale=duration_scale,
-                           max_runs=max_runs, workers=workers, seed=seed, pool_means=pool_means)
+                           max_runs=max_runs, workers=workers, seed=seed, pool_means=pool_means,
+                           sample_per_cell=sample_per_cell)
 measurements = resolve(data_dir) / "measurements"
 runs = pl.read_parquet(measurements / "runs.parquet")
 calibrations = {p.stem: str(p) for p in sorted((resolve(data_dir) / "calibration").glob("*.json"))}

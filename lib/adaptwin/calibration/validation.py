@@ -76,6 +76,8 @@ class ValidationConfig:
     #: use each run's own pre-sampled prompt pool means (runs.pool_*: the client drew its requests from that
     #: pool, so it is configuration, not outcome); runs without a pool fall back to input_mean / output_mean
     pool_means: bool = True
+    #: at most this many runs per (family, rate group, A_max, status), spread over served adapters (None: all)
+    sample_per_cell: int | None = None
 
 
 def run_means(row: dict[str, Any], cfg: ValidationConfig) -> tuple[float, float]:
@@ -313,6 +315,8 @@ def validate(runs: pl.DataFrame, calibration_paths: dict[str, str], families: li
              cfg: ValidationConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Select, simulate and compare: the per-run frame and the summary dict."""
     sel = serving_runs(runs, families, cfg.max_runs)
+    if cfg.sample_per_cell is not None:
+        sel = spread_sample(sel, cfg.sample_per_cell)
     missing = sorted(set(sel["model"]) - set(calibration_paths))
     if missing:
         raise ValueError(f"runs.model: no calibration for {missing} (calibrated: {sorted(calibration_paths)})")
