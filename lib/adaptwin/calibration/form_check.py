@@ -29,18 +29,21 @@ from adaptwin.io import write_json
 METRIC_COLS = ("throughput_smape_pct", "itl_smape_pct")
 
 
-def form_calibrations(calibration_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """One calibration file per candidate form of ``calibration_path`` (its ``lora`` params replaced)."""
+def form_calibrations(calibration_path: str | Path, out_dir: str | Path, top: int | None = None) -> dict[str, Path]:
+    """One calibration file per candidate form of ``calibration_path`` (its ``lora`` params replaced); with
+    ``top``, only the ``top`` forms with the lowest held-out error on the profiling rows."""
     data = json.loads(Path(calibration_path).read_text())
+    forms = sorted(data["fit_quality"]["lora"]["forms"], key=lambda f: f["held_out_pct"])[:top]
     written = {}
-    for form in data["fit_quality"]["lora"]["forms"]:
+    for form in forms:
         variant = copy.deepcopy(data)
         variant["lora"] = {"form": "slots", "params": {t: float(form[f"coef_{t}"]) for t in LORA_TERMS}}
         written[form["form"]] = write_json(Path(out_dir) / f"{form['form']}.json", variant)
     return written
 
 
-def run_forms(sel: pl.DataFrame, calibration_path: str | Path, cfg: ValidationConfig) -> pl.DataFrame:
+def run_forms(sel: pl.DataFrame, calibration_path: str | Path, cfg: ValidationConfig,
+              top: int | None = None) -> pl.DataFrame:
     """Per (form, run): the twin's errors on the serving runs ``sel`` (one model) under every candidate."""
     model = sel["model"].unique().to_list()
     if len(model) != 1:
@@ -48,7 +51,7 @@ def run_forms(sel: pl.DataFrame, calibration_path: str | Path, cfg: ValidationCo
     scenarios = [scenario_for_run(r, cfg) for r in sel.iter_rows(named=True)]
     frames = []
     with tempfile.TemporaryDirectory(prefix="adaptwin-forms-") as tmp:
-        for name, path in form_calibrations(calibration_path, tmp).items():
+        for name, path in form_calibrations(calibration_path, tmp, top).items():
             results = simulate_runs(scenarios, {model[0]: str(path)}, cfg.workers)
             frames.append(compare(sel, results, cfg).with_columns(pl.lit(name).alias("form")))
     return pl.concat(frames, how="diagonal_relaxed")
