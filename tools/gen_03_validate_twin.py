@@ -90,6 +90,24 @@ print(json.dumps({f: {k: v[k] for k in ("n_runs", "throughput_smape_pct", "itl_s
                   for f, v in summary["families"].items()}, indent=1))
 """),
     ("md", """
+**Recorded at full scale** (one worker, 3600 s, calibration of this commit with `lora_form: auto`, i.e.
+`slot_step_prefill+offset`; commands in the caveats). Throughput / ITL / TTFT SMAPE, starvation agreement:
+
+| runs | previous twin | this twin |
+|---|---|---|
+| 5.9, spread sample (`sample_per_cell = 2`: 171 runs, 102 compared) | 8.4 / 17.2 / 28.0 %, 96.1 % | 4.0 / 9.6 / 27.9 %, 98.0 % |
+| 5.9, its A_max >= 128 minus A_max <= 64 gap (same sample) | +12.1 / +14.9 points | -0.4 / -1.6 points |
+| 5.6, every run (161 runs, 131 compared) | 3.9 / 9.8 / 17.9 %, 96.9 % | 6.2 / 12.7 / 23.8 %, 97.7 % |
+| 5.6, its A_max gap | +7.3 / +5.6 points | +5.3 / +1.9 points |
+
+Where the error went: on runs that never swap adapters (served = A_max) the new LoRA cost is close on both
+families (ITL bias -3 % / -6 % on 5.6 high / low rates, +1 % / +0.5 % on 5.9; the previous twin: +22 % / +10 %
+on 5.6). On runs that swap (served > A_max) the twin now under-predicts ITL by 9-15 % and over-predicts the
+throughput of saturated runs by ~13 %: the previous twin's too-large per-slot cost was hiding a loading cost
+the twin does not charge (every swap costs the 5.3 copy time, ~7.5 ms, confirmed by the 5.5 tables'
+`max_lora_loading_time / loads`; what else a swap blocks is not measured). That mechanism is the next fix.
+"""),
+    ("md", """
 ## The LoRA cost: candidate forms, in sample and held out
 
 The LoRA seconds per step are `launch + D x distinct adapters + S x (A_max + 1) + T x tokens +
@@ -138,7 +156,9 @@ display(Image(filename=str(figs.queues_over_time(real_q, twin_q, title, fig_dir)
 lengths are drawn from a ShareGPT-shaped distribution with the run's pool means, not the exact prompts. The
 LoRA cost has no term for the adapters' rank (the 5.3 single-request runs show ranks 8-32 within 0.4 ms of
 each other) and no per-step measurements exist. Smoke runs simulate a fraction of the hour on a few runs, so
-their numbers are not the headline.
+their numbers are not the headline. The recorded table comes from `ValidationConfig(workers=1)` (5.6) and
+`ValidationConfig(workers=1, sample_per_cell=2)` (5.9) through `val.validate(runs, calibrations, [family], cfg)`
+on `data/measurements` and `data/calibration` of this commit.
 """),
 ]
 
