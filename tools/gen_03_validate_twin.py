@@ -116,6 +116,16 @@ only (5.5 tables, 5.2 overhead runs at A_max 300, 5.3 single requests at A_max 1
 for the 5.5 CSV whose level differs. Mean |relative ITL error| (%) in sample and with whole A_max values or
 rate groups left out; the calibration keeps the lowest held-out error (`adaptwin.calibration.lora_forms`).
 """),
+    ("md", """
+The same choice holds on the serving runs when it is made there with whole configurations left out
+(`adaptwin.calibration.form_check`, recorded: the 4 forms with the lowest held-out profiling error, on the 70
+`ok` runs of `spread_sample(per_cell=1)` of 5.9 and 5.6, 1800 s each, one worker). Picking the form with the
+lowest mean SMAPE on the other configurations picks `slot_step_prefill+offset` in every leave-one-A_max-out,
+leave-one-rate-group-out and leave-one-family-out fold; held-out throughput / ITL SMAPE 1.9 / 7.5 %. In sample:
+`slot_step_prefill+offset` 1.9 / 7.5 %, `slot_step+offset` 4.6 / 10.8 %, `slot_step_token+offset` 5.4 / 12.4 %,
+`slot_step_prefill` (no CSV offset) 5.5 / 15.0 %. (This sample holds few swapping runs, hence lower errors
+than the table above.)
+"""),
     ("code", """
 for model, forms in summary["lora_forms"].items():
     print(model, "chosen:", forms["chosen"])
