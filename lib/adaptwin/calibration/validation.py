@@ -109,9 +109,11 @@ def serving_runs(runs: pl.DataFrame, families: list[str], max_runs: int | None =
         pl.col("adapter_rates").map_elements(rate_set, return_dtype=pl.Utf8).alias("rate_set")
     ).sort("model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id")
     if max_runs is not None and max_runs < sel.height:
-        sel = (sel.with_columns(pl.int_range(pl.len()).over("model", "max_lora_rank", "rate_set", "status")
+        # families take turns (round-robin on the within-group index), so every family is seen
+        sel = (sel.with_columns(pl.int_range(pl.len()).over("family", "model", "max_lora_rank", "rate_set", "status")
                                 .alias("_k"))
-               .sort("_k", "run_id").head(max_runs).drop("_k")
+               .with_columns(pl.int_range(pl.len()).over("family", "_k").alias("_f"))
+               .sort("_k", "_f", "family", "run_id").head(max_runs).drop("_k", "_f")
                .sort("model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id"))
     return sel
 
