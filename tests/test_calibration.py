@@ -10,17 +10,26 @@ import numpy as np
 import polars as pl
 import pytest
 
-from adaptwin.calibration import MAX_MODEL_LEN, calibrate, fit_model, inputs, load_tables, to_json
+from adaptwin.calibration import (
+    MAX_MODEL_LEN,
+    TRANSFER_BY,
+    calibrate,
+    fit_model,
+    inputs,
+    load_tables,
+    to_json,
+)
 from adaptwin.calibration.fits import expected_distinct, fit_linear, interp_extrap
 from adaptwin.calibration.inputs import TABLES
+from adaptwin.calibration.lora_forms import CANDIDATES, LoraRows, fit_terms, predict
 from adaptwin.calibration.models import (
+    LORA_TERMS,
     STEP_TERMS,
     decode_design,
     fit_lora,
-    fit_lora_slots,
     fit_step,
+    lora_design,
     prefill_design,
-    table_design,
 )
 from adaptwin.io import dumps_json
 from adaptwin.twin.costs import CalibrationError, from_dict, load_calibration
@@ -118,52 +127,68 @@ def test_lora_profiling_forms_stay_close_to_the_authors_line():
     assert forms["form"] == "factor_ramp" and forms["itl_lora_single"]["max_abs_rel_err_pct"] < 3.0
 
 
-def test_lora_slot_form_is_fitted_on_the_scheduler_tables_and_grows_with_slots_and_adapters():
+def test_lora_form_is_chosen_by_held_out_error_and_hands_the_twin_explicit_coefficients():
     lora = fitted()[LLAMA]["lora"]
     p = lora.block["params"]
-    assert lora.block["form"] == "slots" and min(p.values()) > 0
-    assert lora.quality["table"]["n"] >= 50 and lora.quality["table"]["mean_abs_rel_err_pct"] < 20.0
+    assert lora.block["form"] == "slots" and set(p) == set(LORA_TERMS) and min(p.values()) >= 0
+    forms = pl.DataFrame(lora.quality["forms"])
+    assert forms.height == 2 * len(CANDIDATES)  # every candidate, with and without the 5.5 CSV offset
+    for col in ("in_sample_pct", "leave_one_a_max_out_pct", "leave_one_rate_group_out_pct"):
+        assert forms[col].is_not_null().all() and (forms[col] > 0).all()
+    best = forms.sort("held_out_pct").row(0, named=True)
+    assert lora.quality["chosen_form"] == best["form"]
+    assert p == pytest.approx({t: best[f"coef_{t}"] for t in LORA_TERMS})
+    # held out is never better than in sample on average: the rows left out were not fitted
+    assert (forms["leave_one_a_max_out_pct"] >= forms["in_sample_pct"] - 1e-9).all()
     cal = calibration(LLAMA)
     step = cal.for_server(8).step_time(200, 500, 60_000, 8, prefill_seqs=2)
     assert cal.for_server(300).step_time(200, 500, 60_000, 8, prefill_seqs=2) - step == pytest.approx(
-        p["slot_token"] * (301 - 9) * 700)  # independent arithmetic: only the slot term changes
-    assert cal.for_server(8).step_time(200, 500, 60_000, 1, prefill_seqs=2) < step
+        (p["slots"] + p["slot_token"] * 700 + p["slot_prefill_token"] * 500) * (301 - 9))  # only slot terms change
+    assert cal.for_server(8).step_time(200, 500, 60_000, 1, prefill_seqs=2) <= step
     assert cal.for_server(8).step_time(200, 500, 60_000, 0, prefill_seqs=2) == pytest.approx(
-        step - p["launch"] - 8 * p["distinct_adapters"] - p["slot_token"] * 9 * 700)
+        step - p["launch"] - 8 * p["distinct_adapters"] - 9 * p["slots"] - 700 * p["tokens"]
+        - p["slot_token"] * 9 * 700 - p["slot_prefill_token"] * 9 * 500)
     with pytest.raises(CalibrationError, match="for_server"):
         cal.step_time(200, 500, 60_000, 8)
 
 
-def test_qwen_lora_form_is_the_table_form_scaled_by_the_profiling_ratio():
+def test_qwen_lora_form_is_the_table_form_moved_by_architecture():
     llama, qwen = fitted()[LLAMA]["lora"], fitted()[QWEN]["lora"]
-    scale = qwen.quality["transfer_scale"]
-    assert 0.8 < scale < 1.1 and qwen.quality["table_model"] == LLAMA
-    assert qwen.block["params"] == pytest.approx({k: v * scale for k, v in llama.block["params"].items()})
-    # after scaling, both models over-predict their own profiling runs by the same ratio
-    assert qwen.quality["profiling_measured_over_predicted"] == pytest.approx(
-        llama.quality["profiling_measured_over_predicted"], rel=1e-9)
+    # hand arithmetic from the two config.json files: layers x sum over qkv, o, gate_up, down of (in + out)
+    width = {LLAMA: 32 * ((4096 + 6144) + (4096 + 4096) + (4096 + 2 * 14336) + (14336 + 4096)),
+             QWEN: 28 * ((3584 + 4608) + (3584 + 3584) + (3584 + 2 * 18944) + (18944 + 3584))}
+    kernels = {LLAMA: 32 * 4, QWEN: 28 * 4}
+    ratio = {"lora_width": width[QWEN] / width[LLAMA], "lora_kernels": kernels[QWEN] / kernels[LLAMA]}
+    assert qwen.block["params"] == pytest.approx(
+        {t: llama.block["params"][t] * ratio[TRANSFER_BY[t]] for t in LORA_TERMS})
+    assert qwen.quality["table_model"] == LLAMA
+    sources = to_json(QWEN, fitted()[QWEN])["sources"]
+    assert set(sources["lora_constants"]) == set(LORA_TERMS)
+    assert all("adaptwin.model_cards" in v for v in sources["lora_constants"].values())
+    assert any("Qwen/Qwen2.5-7B-Instruct" in line for line in sources["model_card"])
+    # the transferred form predicts Qwen's own 5.2 overhead runs about as well as Llama's form does Llama's
+    assert 0.8 < qwen.quality["profiling_measured_over_predicted"] < 1.2
 
 
-def test_fit_lora_slots_recovers_known_costs():
-    truth = {"launch": 0.005, "distinct_adapters": 3e-4, "slot_token": 5e-7}
-    step = {"intercept": 0.011, "decode_seqs": 2e-5, "context_tokens": 1e-7, "prefill_tokens": 2e-5,
-            "prefill_seqs": 1e-3}
+def test_fit_terms_recovers_known_costs_and_the_offset():
+    truth = {"launch": 0.002, "distinct_adapters": 3e-4, "slots": 4e-5, "tokens": 2e-5, "slot_token": 0.0,
+             "slot_prefill_token": 4e-7}
     rng = np.random.default_rng(0)
-    n = 30
-    running = rng.uniform(1, 200, n)
-    pts = pl.DataFrame({"run_id": [f"t{i}" for i in range(n)], "kind": ["table"] * n,
-                        "max_loras": rng.choice([8, 32, 128, 384], n), "adapters_used": [64] * n,
-                        "mean_running": running, "mean_waiting": [0.0] * n,
-                        "distinct_adapters": running * rng.uniform(0.3, 1.0, n),
-                        "prefill_tokens": running * 0.9, "prefill_seqs": running / 200,
-                        "context_tokens": running * 320, "output_tokens": [197.0] * n})
-    X = table_design(pts)
-    extra = (truth["launch"] + truth["distinct_adapters"] * pts["distinct_adapters"].to_numpy()
-             + truth["slot_token"] * (pts["max_loras"].to_numpy() + 1) * (X[:, 1] + X[:, 3]))
-    pts = pts.with_columns(pl.Series("itl_mean_ms", (X @ np.array([step[k] for k in STEP_TERMS]) + extra) * 1000))
-    fit = fit_lora_slots(pts, step, {"intercept": 0.0, "running": 0.0, "waiting": 0.0})
-    assert fit.block["params"] == pytest.approx(truth, rel=1e-6)
-    assert fit.quality["table"]["max_abs_rel_err_pct"] < 1e-6
+    n = 40
+    distinct, slots, tokens = rng.uniform(1, 80, n), rng.choice([9, 33, 129, 385], n) * 1.0, rng.uniform(1, 300, n)
+    offset = (np.arange(n) % 3 == 0).astype(float)
+    design = lora_design(distinct, slots, tokens, tokens * rng.uniform(0, 1, n))
+    fixed = rng.uniform(0.011, 0.02, n)
+    measured = fixed + design @ np.array([truth[t] for t in LORA_TERMS]) + 0.007 * offset
+    frame = pl.DataFrame({"run_id": [str(i) for i in range(n)], "source": ["s"] * n,
+                          "a_max": (slots - 1).astype(np.int64), "group": [str(i % 4) for i in range(n)],
+                          "distinct_adapters": distinct, "measured_s": measured, "fixed_s": fixed, "offset": offset})
+    rows = LoraRows(frame, design)
+    params, off = fit_terms(rows, CANDIDATES["slot_step_prefill"], offset=True)
+    assert params == pytest.approx(truth, rel=1e-6, abs=1e-12) and off == pytest.approx(0.007, rel=1e-6)
+    assert predict(rows, params, off) == pytest.approx(measured, rel=1e-9)
+    params, off = fit_terms(rows, CANDIDATES["slot_step"], offset=False)
+    assert off == 0.0 and params["slot_token"] == 0.0 and params["slot_prefill_token"] == 0.0  # absent: 0
 
 
 @pytest.mark.parametrize("model", [LLAMA, QWEN])
@@ -174,13 +199,17 @@ def test_step_model_reproduces_decode_itl_within_eight_percent(model):
     assert fitted()[model]["lora"].quality["profiling_forms"]["itl_lora"]["max_abs_rel_err_pct"] < 8.0
 
 
-def test_fit_never_reads_serving_runs():
+@pytest.mark.parametrize("model", [LLAMA, QWEN])
+def test_fit_never_reads_serving_runs(model):
+    """No model's calibration reads a serving run of any model (its own or the one it borrows the LoRA
+    tables from): without them, and without their time series, the JSON is identical."""
     tables = load_tables(measurements())
     held_out = tables.runs.filter(pl.col("family").is_in(["real_results", "heterogeneous_results", "motivation_with_slots",
                                                              "motivation_without_slots"]))
     assert held_out.height > 400
-    stripped = tables.__class__(**{**tables.__dict__, "runs": tables.runs.join(held_out, on="run_id", how="anti")})
-    assert to_json(LLAMA, fit_model(stripped, LLAMA)) == to_json(LLAMA, fitted()[LLAMA])
+    stripped = tables.__class__(**{**tables.__dict__, "runs": tables.runs.join(held_out, on="run_id", how="anti"),
+                                   "timeseries": tables.timeseries.join(held_out, on="run_id", how="anti")})
+    assert to_json(model, fit_model(stripped, model)) == to_json(model, fitted()[model])
 
 
 def test_calibrate_writes_loadable_byte_identical_json(tmp_path):
@@ -189,6 +218,19 @@ def test_calibrate_writes_loadable_byte_identical_json(tmp_path):
     cal = load_calibration(a)
     assert cal.max_model_len == 131072 and cal.model == LLAMA
     assert cal.kv["max_feasible"] == {16: 224, 32: 96}
+
+
+def test_model_card_of_an_unknown_model_is_named():
+    from adaptwin.model_cards import card
+
+    with pytest.raises(ValueError, match="model: unknown model 'gpt-x'; known: llama-3.1-8b-instruct"):
+        card("gpt-x")
+    assert card(QWEN).lora_kernels() == 28 * 4 and card(LLAMA).max_model_len == MAX_MODEL_LEN[LLAMA]
+
+
+def test_unknown_lora_form_is_named():
+    with pytest.raises(ValueError, match="calibration.lora_form: unknown form 'cubic'"):
+        fit_model(load_tables(measurements()), LLAMA, lora_form="cubic")
 
 
 def test_unknown_model_is_named():

@@ -61,8 +61,13 @@ def test_scenario_of_the_data_card_example(runs):
     ranks, rates = np.array(sc["adapters"]["ranks"]), np.array(sc["adapters"]["rates"])
     assert len(ranks) == 128 and (ranks == 8).sum() == 64 and (ranks == 16).sum() == 64
     assert sorted(np.unique(rates, return_counts=True)[1].tolist()) == [42, 43, 43]
-    assert sc["duration_s"] == 1800.0 and sc["lengths"] == {"kind": "sharegpt", "input_mean": 223.0,
-                                                            "output_mean": 197.0}
+    # the run's own prompt pool (its "Prompts retrieved" totals), not the corpus-wide 223 / 197
+    assert sc["duration_s"] == 1800.0 and sc["lengths"] == {
+        "kind": "sharegpt", "input_mean": row["pool_input_tokens"] / row["pool_prompts"],
+        "output_mean": row["pool_output_tokens"] / row["pool_prompts"]}
+    assert 215 < sc["lengths"]["input_mean"] < 231 and 190 < sc["lengths"]["output_mean"] < 205
+    fixed = val.scenario_for_run(row, val.ValidationConfig(duration_scale=0.5, pool_means=False))
+    assert fixed["lengths"] == {"kind": "sharegpt", "input_mean": 223.0, "output_mean": 197.0}
     # the real verdicts: 3,126 tok/s of an ideal 3,150 is not starved; 384 adapters at A_max 128 is
     assert row["total_throughput"] >= 0.9 * 3150
     starving = _row(runs, "rank_16_rates_0.1_0.05_0.025/_128_384_16_")
@@ -85,11 +90,51 @@ def test_validate_three_real_runs_end_to_end(runs, tmp_path):
     out = val.write_outputs(df, summary, tmp_path)
     metrics = json.loads(out["metrics"].read_text())
     for key in ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "throughput_smape_pct_paper_convention",
-                "starvation_agreement_pct", "memory_error_agreement_pct", "n_runs", "groups", "speedup"):
+                "starvation_agreement_pct", "memory_error_agreement_pct", "n_runs", "groups", "speedup", "families"):
         assert key in metrics
+    fam = metrics["families"]["real_results"]
+    assert set(fam["by_a_max"]) == {"32", "128"} and set(fam["by_s_max"]) == {"16", "32"}
+    assert fam["by_a_max"]["32"]["n_runs"] == 2 and fam["n_runs"] == 3
+    # the gap is the A_max >= 128 mean minus the A_max <= 64 mean; the A_max 128 run is a memory error here
+    assert fam["a_max_gap"]["throughput_smape_pct"] is None
+    rows = val.table(df)
+    assert rows.filter(pl.col("A_max") == 32)["runs"].to_list() == [2]
+    assert rows.filter(pl.col("family") == "all")["runs"].to_list() == [3]
+    assert df["twin_mean_distinct_adapters"].drop_nulls().min() >= 0
     assert pl.read_parquet(out["runs"]).height == 3
+
+
+def test_rate_group_is_the_group_folder():
+    assert val.rate_group("a/b/rank_16_rates_0.1_0.05_0.025/_32_128_16_") == "rank_16_rates_0.1_0.05_0.025"
+    assert val.rate_group("x/rate_0.4-0.05-0.0125_size_8-16-16/_128_128_16_/") == "rate_0.4-0.05-0.0125_size_8-16-16"
 
 
 def test_missing_calibration_is_named(runs):
     with pytest.raises(ValueError, match="no calibration for"):
         val.validate(runs, {}, ["real_results"], val.ValidationConfig(max_runs=1))
+
+
+def test_nested_selection_picks_on_the_other_configurations_and_scores_the_held_out_one():
+    """Form a is best at A_max 8 and 16, form b at 32: leaving 32 out picks a and scores a's error there."""
+    from adaptwin.calibration.form_check import nested_selection, summarize_forms
+
+    err = {("a", 8): 1.0, ("a", 16): 2.0, ("a", 32): 9.0, ("b", 8): 3.0, ("b", 16): 4.0, ("b", 32): 1.0}
+    df = pl.DataFrame([{"form": f, "max_loras": a, "rate_group": "g", "family": "x", "throughput_smape_pct": e,
+                        "itl_smape_pct": e} for (f, a), e in err.items()])
+    out = nested_selection(df, "max_loras")
+    # leave 8 out: a mean(2, 9) = 5.5 vs b mean(4, 1) = 2.5 -> b scores 3; leave 16 out: a 5.0 vs b 2.0 -> b
+    # scores 4; leave 32 out: a 1.5 vs b 3.5 -> a scores 9
+    assert {k: v["form"] for k, v in out["picks"].items()} == {"8": "b", "16": "b", "32": "a"}
+    assert out["held_out_pct"] == pytest.approx((3.0 + 4.0 + 9.0) / 3)
+    summary = summarize_forms(df)
+    assert summary["in_sample"]["throughput_smape_pct"] == pytest.approx({"a": 4.0, "b": 8.0 / 3})
+
+
+def test_error_figure_is_written(runs, tmp_path):
+    from adaptwin.figures.twin import error_vs_slots
+
+    df = pl.DataFrame({"family": ["real_results", "heterogeneous_results"] * 2, "max_loras": [16, 16, 128, 128],
+                       "throughput_smape_pct": [1.0, 2.0, 3.0, None], "itl_smape_pct": [4.0, 5.0, 6.0, None],
+                       "twin_mean_distinct_adapters": [3.0, 5.0, 40.0, 0.0]})
+    paths = error_vs_slots(df, tmp_path)
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)

@@ -14,12 +14,15 @@ S_max (and when does the server refuse to start), and what does the scheduler co
 the *profiling* families only (data card 5.1-5.5; the serving runs are kept for notebook 03):
 step time jointly from the decode runs (ITL at the mean running batch) and the prefill runs (duration per
 2048-token step), with terms per decode sequence, per context token, per prefill token and per admitted
-request; the time LoRA adds to a step as launch + per distinct adapter in the batch + per (slot x token)
-(slots = A_max + 1: vLLM's Triton LoRA kernels run a tile per adapter present and launch a grid row per slot),
-fitted on the scheduler-overhead tables (5.5: serving runs with A_max 8-448 that record the distinct adapters
-per batch; every LoRA profiling run of 5.2 has A_max 300, so those cannot separate slots from tokens) and
-checked on the LoRA profiling runs (5.2-5.3), whose ratio to the Llama-3.1 runs scales the form to
-Qwen-2.5; the measured CPU->GPU load time per (S_max, rank); KV capacity
+request; the time LoRA adds to a step as explicit coefficients: launch + per distinct adapter in the batch +
+per configured slot + per token + per (slot x token) (slots = A_max + 1: vLLM's Triton LoRA kernels run a tile
+per adapter present and launch a grid row per slot), where the terms kept are those of the candidate form with
+the lowest error on profiling rows left out of its fit (whole A_max values, whole rate groups), over the
+scheduler-overhead tables (5.5: A_max 8-448, measured distinct adapters per batch) and the LoRA profiling runs
+(5.2 at A_max 300, 5.3 at A_max 1); Qwen-2.5 gets Llama-3.1's coefficients moved by architecture ratios
+(`adaptwin.model_cards`: per-kernel terms by layers x target modules, per-adapter and per-token terms by the
+adapter's width), each constant's source listed under `sources.lora_constants`, and its own 5.2-5.3 runs check
+them; the measured CPU->GPU load time per (S_max, rank); KV capacity
 piecewise-linear in A_max per S_max with the measured start failures; scheduler time linear in running and
 waiting requests. Output: `data/calibration/<model>.json` (schema in `adaptwin.twin.costs`) and one residual
 figure per cost model in `<figures_dir>/calibration/`.
@@ -31,6 +34,7 @@ shared_dir = "../shared"
 reports_dir = ".smoke/reports"
 models = ["llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"]
 lora_table_model = "llama-3.1-8b-instruct"
+lora_form = "auto"              # auto: the LoRA candidate with the lowest held-out error on profiling rows
 """),
     ("code", """
 import json
@@ -43,7 +47,7 @@ from adaptwin.paths import resolve
 
 fig_dir = resolve(figures_dir) / "calibration"
 paths = calibrate(resolve(data_dir) / "measurements", resolve(data_dir) / "calibration", models, fig_dir,
-                  lora_table_model)
+                  lora_table_model, lora_form)
 pl.Config.set_tbl_rows(40)
 quality_table(paths)
 """),
@@ -77,9 +81,9 @@ run's mean ITL as the step time at its mean running batch (residuals about ±5 %
 the distinct adapters per batch; their expectation under uniform request spreading is used. The
 scheduler-overhead CSVs do not name their model: they are taken as Llama-3.1-8B (`lora_table_model`; their
 saturated batches shrink with A_max as that model's KV cache does), with rank-8 adapters, and their prompts are
-not recorded (the ShareGPT pool mean is used). The slot form fitted on them predicts ~1.5x the LoRA time the
-synthetic decode-only profiling runs show (`profiling_measured_over_predicted` in `fit_quality.lora`): serving
-steps mix prefill chunks with decodes, which those runs never do. The authors' factor forms are still fitted
+not recorded (every row shows 231 output tokens per request, the signature of `dummy_dataset_mean`: 250
+prompt tokens are used). The two 5.5 CSVs disagree by 6-8 ms at equal conditions; the `+offset` candidates
+absorb that as a nuisance the twin never sees. The authors' factor forms are still fitted
 (`fit_quality.lora.profiling_forms`). Both models share the scheduler fit. Llama-2-7B (vLLM 0.5.0, V0 engine)
 is not calibrated.
 """),

@@ -15,7 +15,9 @@ LoRA profiling run used A_max = 300 (batch 1 runs used 1). This script
 
 Outcome (2026-11-23): adopted. `adaptwin.calibration` now fits this form on the scheduler-overhead tables
 (data card 5.5: serving runs with A_max 8-448 and measured distinct adapters per batch), which separate the
-slot term from the tokens where these 5.2 runs (all A_max 300) cannot; see `fit_lora_slots`.
+slot term from the tokens where these 5.2 runs (all A_max 300) cannot. Since superseded: the terms are now
+chosen among candidates by held-out error over the 5.5 tables and these runs together
+(`adaptwin.calibration.lora_forms`).
 
 Earlier findings (2026-11-22, `--validate`, fitted on the 5.2 runs as below): throughput SMAPE 9.85 % (calibrated form: 9.71 %), starvation agreement
 96.2 % (91.6 %), ITL 21.2 % (21.1 %); the twin now over-estimates saturated throughput by 15-30 % where the

@@ -20,26 +20,23 @@ import polars as pl
 
 from adaptwin.calibration import inputs
 from adaptwin.calibration.inputs import Tables, load_tables
+from adaptwin.calibration.lora_forms import choose_form, compare_forms, lora_rows
 from adaptwin.calibration.models import (
-    SLOT_TERMS,
+    LORA_TERMS,
     Fitted,
     check_lora_slots,
     fit_kv,
     fit_loading,
     fit_lora,
-    fit_lora_slots,
     fit_scheduler,
     fit_step,
 )
 from adaptwin.io import write_json
+from adaptwin.model_cards import CARDS, ModelCard, card
 from adaptwin.twin.costs import SCHEMA_VERSION, Calibration, from_dict
-from adaptwin.twin.lengths import DEFAULT_MEANS
 
 #: vLLM's default max model length per base model (data card 3): the KV cache must hold one such sequence
-MAX_MODEL_LEN: dict[str, int] = {
-    "llama-3.1-8b-instruct": 131072,
-    "qwen-2.5-7b-instruct": 32768,
-}
+MAX_MODEL_LEN: dict[str, int] = {name: c.max_model_len for name, c in CARDS.items()}
 BLOCK_SIZE = 16
 #: the model the scheduler-overhead tables (data card 5.5) were measured on. The tables do not record it;
 #: they are vLLM 0.8.5 serving runs of the authors' twin study, whose serving runs are all Llama-3.1-8B, and
@@ -50,15 +47,18 @@ LORA_TABLE_MODEL = "llama-3.1-8b-instruct"
 __all__ = ["MAX_MODEL_LEN", "Tables", "calibrate", "fit_model", "load", "load_tables", "quality_table", "to_json"]
 
 
-def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL) -> dict[str, Fitted]:
+def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL,
+              lora_form: str = "auto") -> dict[str, Fitted]:
     """Every cost model of ``model`` fitted from the profiling families (scheduler first: the step fit
     subtracts its share).
 
-    LoRA: the ``slots`` form fitted on the scheduler-overhead tables with the step model of
-    ``lora_table_model`` (the model they were measured on). For another model it is scaled by the ratio of
-    the two models' measured-to-predicted LoRA seconds on their own 5.2 profiling runs (same kernels,
-    similar shapes: 0.9-1.0 for Qwen-2.5-7B vs Llama-3.1-8B). The authors' factor form is fitted too and
-    kept under ``fit_quality.lora.profiling_forms``.
+    LoRA: the ``slots`` form whose terms won the cross-validation of `adaptwin.calibration.lora_forms`,
+    fitted on the scheduler-overhead tables and the LoRA profiling runs of ``lora_table_model`` (the model
+    the tables were measured on) with that model's step time. Another model gets those coefficients scaled
+    by its architecture (`transfer_lora`), and its own 5.2-5.3 runs check the result. ``lora_form`` names a
+    candidate to use instead of the profiling cross-validation's choice (``auto``), e.g. the one chosen by
+    leaving whole serving-run configurations out (`adaptwin.calibration.form_check`); it is still fitted on
+    profiling rows only.
     """
     for name in (model, lora_table_model):
         if name not in MAX_MODEL_LEN:
@@ -69,33 +69,64 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
     return {
         "scheduler": sched,
         "step": Fitted({**step.block, "lora_exempt": []}, step.quality, step.points),
-        "lora": _fit_lora(tables, model, lora_table_model, step.block["params"], sp),
+        "lora": _fit_lora(tables, model, lora_table_model, step.block["params"], sp, lora_form),
         "loading": fit_loading(inputs.loading_points(tables, model)),
         "kv_capacity": fit_kv(inputs.kv_points(tables, model), MAX_MODEL_LEN[model]),
     }
 
 
+#: which architecture count each LoRA step coefficient scales with when moved to another model: fixed
+#: per-step and per-slot costs with the number of LoRA kernels (layers x target modules), per-adapter and
+#: per-token costs with the adapter's width (its weights read, its multiply-adds per token)
+TRANSFER_BY: dict[str, str] = {"launch": "lora_kernels", "slots": "lora_kernels", "slot_token": "lora_kernels",
+                               "slot_prefill_token": "lora_kernels", "distinct_adapters": "lora_width",
+                               "tokens": "lora_width"}
+
+
+def transfer_lora(params: dict[str, float], source: ModelCard, target: ModelCard
+                  ) -> tuple[dict[str, float], dict[str, str]]:
+    """``source``'s LoRA step coefficients moved to ``target`` by architecture ratios, with the source of
+    every constant (a sentence naming the measured coefficient and the two cards' counts)."""
+    out, why = {}, {}
+    for term in LORA_TERMS:
+        how = TRANSFER_BY[term]
+        a, b = getattr(source, how)(), getattr(target, how)()
+        out[term] = params[term] * b / a
+        why[term] = (f"{source.name} coefficient {params[term]:.6g} s (fitted, see fit_quality.lora) x "
+                     f"{how} {b} / {a} ({target.name} / {source.name}, adaptwin.model_cards)")
+    return out, why
+
+
 def _fit_lora(tables: Tables, model: str, table_model: str, step: dict[str, float],
-              sched: dict[str, float]) -> Fitted:
+              sched: dict[str, float], lora_form: str = "auto") -> Fitted:
     """The ``slots`` LoRA form of ``model`` (see `fit_model`), with its checks on the profiling runs."""
     own = step if model == table_model else fit_step(
         inputs.decode_points(tables, table_model), inputs.prefill_points(tables, table_model), sched).block["params"]
-    table = fit_lora_slots(inputs.lora_table_points(tables, *DEFAULT_MEANS[table_model]), own, sched)
-    params = table.block["params"]
-    profiling = inputs.lora_points(tables, model)
-    check, ratio, points = check_lora_slots(profiling, step, sched, params)
-    scale = 1.0
+    rows = lora_rows(tables, table_model, own, sched)
+    comparison = compare_forms(rows)
+    best = choose_form(comparison) if lora_form == "auto" else _named_form(comparison, lora_form)
+    params = {t: float(best[f"coef_{t}"]) for t in LORA_TERMS}
+    sources = {t: f"{table_model}: fitted on the 5.5 tables and its 5.2-5.3 LoRA runs, form {best['form']}"
+               for t in LORA_TERMS}
     if model != table_model:
-        _, table_ratio, _ = check_lora_slots(inputs.lora_points(tables, table_model), own, sched, params)
-        scale = ratio / table_ratio
-        params = {k: params[k] * scale for k in SLOT_TERMS}
-        check, ratio, points = check_lora_slots(profiling, step, sched, params)
-    quality = {**table.quality, **check, "table_model": table_model, "transfer_scale": scale,
+        params, sources = transfer_lora(params, card(table_model), card(model))
+    check, ratio, points = check_lora_slots(inputs.lora_points(tables, model), step, sched, params)
+    quality = {**check, "form": "slots", "lora_exempt": [], "chosen_form": best["form"], "table_model": table_model,
+               "chosen_by": "profiling cross-validation" if lora_form == "auto" else "calibration.lora_form",
+               "profiling_choice": choose_form(comparison)["form"],
+               "forms": comparison.to_dicts(), "constants": sources,
                "profiling_measured_over_predicted": ratio,
-               "profiling_forms": fit_lora(profiling, step, sched).quality}
-    if model == table_model:
-        points = pl.concat([table.points, points])
+               "profiling_forms": fit_lora(inputs.lora_points(tables, model), step, sched).quality}
     return Fitted({"form": "slots", "params": params}, quality, points)
+
+
+def _named_form(comparison: pl.DataFrame, name: str) -> dict[str, Any]:
+    """The row of candidate ``name`` (a clear error naming the known ones otherwise)."""
+    row = comparison.filter(pl.col("form") == name)
+    if row.height != 1:
+        raise ValueError(f"calibration.lora_form: unknown form {name!r}; known: auto, "
+                         f"{', '.join(comparison['form'])}")
+    return row.row(0, named=True)
 
 
 def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
@@ -110,13 +141,17 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
         "sources": {
             "step": "default latency (data card 5.1): decode runs output/ (ITL at mean running) and prefill "
                     "runs input/ (duration per token-budget step)",
-            "lora": "scheduler overhead tables (5.5), rows without offloading or queue: LoRA seconds per step vs "
-                    "distinct adapters and A_max x tokens; the LoRA profiling runs (5.2-5.3) are checks and scale "
-                    "the form to other models",
+            "lora": "scheduler overhead tables (5.5, rows without offloading or queue) and the LoRA profiling "
+                    "runs (5.2-5.3) of the table model: LoRA seconds per step vs distinct adapters, A_max and "
+                    "tokens; terms chosen by leave-one-A_max-out / leave-one-rate-group-out cross-validation; "
+                    "other models: architecture ratios (fit_quality.lora.constants)",
             "loading": "adapter loading (5.3): mean of the per-request CPU->GPU loads in server_out.log",
             "kv_capacity": "available GPU memory (5.4): 'GPU KV cache size' and memory failures",
             "scheduler": "scheduler overhead tables (5.5): total_scheduling_time / steps; model not recorded",
-            "excluded": "serving runs (real_results, motivation) are never used for fitting",
+            "excluded": "serving runs (real_results, heterogeneous_results, motivation) are never used for fitting",
+            "lora_constants": copy.deepcopy(fitted["lora"].quality.get("constants", {})),
+            "model_card": [f"adaptwin.model_cards: {model} ({card(model).hub_id}), {card(model).vllm_version}",
+                           *card(model).sources],
         },
     }
     from_dict(data, source=f"<calibration of {model}>")  # the twin must be able to read what we write
@@ -124,13 +159,14 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
 
 
 def calibrate(measurements_dir: str | Path, out_dir: str | Path, models: list[str],
-              figures_dir: str | Path | None = None, lora_table_model: str = LORA_TABLE_MODEL) -> dict[str, Path]:
+              figures_dir: str | Path | None = None, lora_table_model: str = LORA_TABLE_MODEL,
+              lora_form: str = "auto") -> dict[str, Path]:
     """Fit and write ``<out_dir>/<model>.json`` for each model (and its residual figures into
     ``figures_dir`` when given); returns the written JSON paths."""
     tables = load_tables(measurements_dir)
     written = {}
     for m in models:
-        fitted = fit_model(tables, m, lora_table_model)
+        fitted = fit_model(tables, m, lora_table_model, lora_form)
         written[m] = write_json(Path(out_dir) / f"{m}.json", to_json(m, fitted))
         if figures_dir is not None:
             from adaptwin.figures.twin import calibration_figures

@@ -11,15 +11,14 @@ Why the forms differ from the authors' straight lines:
   (relative) least-squares fit over both gives intercept, per decode sequence, per context token (attention
   reads the KV of every running sequence: ITL grows with output length at fixed batch), per prefill token
   and per newly admitted sequence (prompts of 111 tokens take 23 % longer per token than prompts of 407).
-* **lora** (5.5, checked on 5.2-5.3): the twin's form is ``slots``, seconds LoRA adds to a step =
-  launch + per distinct adapter + per (slot x token), slots = A_max + 1. vLLM 0.8.5's Triton LoRA kernels
-  run one tile per adapter present (so cost grows with distinct adapters even at a few tokens each) and
-  launch a grid row per *slot* over all tokens (idle rows exit early, but not for free). Every LoRA profiling
-  run of 5.2 has A_max = 300, so A_max cannot be separated there; the scheduler-overhead tables (5.5) are
-  serving runs with A_max 8-448, measured distinct adapters per batch and ITL, and pin it down
-  (`fit_lora_slots`). The 5.2-5.3 runs are then held-out checks, and they scale the form to models the
-  tables do not cover. The authors' multiplicative factor (fitted on 5.2 as ITL_lora / no-LoRA step time
-  against the *expected* distinct adapters, `fit_lora`) is still fitted and reported for comparison.
+* **lora** (5.5 with 5.2-5.3): the twin's form is ``slots``, explicit step coefficients: seconds LoRA adds
+  to a step = launch + per distinct adapter + per configured slot + per token + per (slot x token),
+  slots = A_max + 1. vLLM 0.8.5's Triton LoRA kernels run one tile per adapter present and launch a grid
+  row per *slot* (idle rows exit early, but not for free). Which terms the data can tell apart is decided
+  in `adaptwin.calibration.lora_forms` by cross-validation over held-out A_max values and rate groups of
+  the profiling rows (5.5 tables, 5.2 overhead runs at A_max 300, 5.3 single requests at A_max 1). The
+  authors' multiplicative factor (fitted on 5.2 as ITL_lora / no-LoRA step time against the *expected*
+  distinct adapters, `fit_lora`) is still fitted and reported for comparison.
 * **kv_capacity** (5.4): KV tokens are not linear in A_max x S_max (allocator steps); a piecewise-linear
   curve per S_max through the measured points, linear extrapolation beyond, a global line as fallback for an
   unmeasured S_max, and ``max_feasible`` from the measured failures.
@@ -257,13 +256,23 @@ def _choose_curve(d: np.ndarray, factor: np.ndarray) -> tuple[dict[str, Any], di
 
 
 # ---- LoRA overhead under serving conditions: the slot form (the twin's) ------------------------------------
-SLOT_TERMS = ("launch", "distinct_adapters", "slot_token")
+#: the step coefficients of the twin's ``slots`` LoRA form (`adaptwin.twin.costs.Calibration.lora_extra`),
+#: in the order of the `lora_design` columns; `adaptwin.calibration.lora_forms` chooses which are fitted
+LORA_TERMS = ("launch", "distinct_adapters", "slots", "tokens", "slot_token", "slot_prefill_token")
 
 
-def slot_design(distinct: np.ndarray, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """Regressors of the ``slots`` form (`SLOT_TERMS`): 1, distinct adapters, slots x step tokens."""
-    distinct = np.asarray(distinct, dtype=float)
-    return np.column_stack([np.ones_like(distinct), distinct, np.asarray(slots, float) * np.asarray(tokens, float)])
+def lora_design(distinct: np.ndarray, slots: np.ndarray, tokens: np.ndarray,
+                prefill: np.ndarray | None = None) -> np.ndarray:
+    """Columns `LORA_TERMS` for steps with ``distinct`` adapters, ``slots`` = A_max + 1, ``tokens`` computed
+    and, of those, ``prefill`` prompt tokens (0 when not given)."""
+    distinct, slots, tokens = (np.asarray(x, dtype=float) for x in (distinct, slots, tokens))
+    prefill = np.zeros_like(tokens) if prefill is None else np.asarray(prefill, dtype=float)
+    return np.column_stack([np.ones_like(distinct), distinct, slots, tokens, slots * tokens, slots * prefill])
+
+
+def lora_seconds(params: dict[str, float], design: np.ndarray) -> np.ndarray:
+    """LoRA seconds per step of `lora_design` rows (absent coefficients are 0, as in the twin)."""
+    return design @ np.array([params.get(t, 0.0) for t in LORA_TERMS])
 
 
 def table_design(points: pl.DataFrame) -> np.ndarray:
@@ -271,28 +280,6 @@ def table_design(points: pl.DataFrame) -> np.ndarray:
     b = points["mean_running"].to_numpy()
     return np.column_stack([np.ones_like(b), b, points["context_tokens"].to_numpy(),
                             points["prefill_tokens"].to_numpy(), points["prefill_seqs"].to_numpy()])
-
-
-def fit_lora_slots(table: pl.DataFrame, step: dict[str, float], sched: dict[str, float]) -> Fitted:
-    """The ``slots`` LoRA form from serving-condition rows: ITL - scheduler - no-LoRA step = LoRA seconds.
-
-    ``step`` and ``sched`` must be the fits of the model that produced ``table``. Quality: ``table`` (ITL of
-    the rows, fit included) and ``extra`` (the LoRA seconds themselves).
-    """
-    if table.height < 2 * len(SLOT_TERMS):
-        raise ValueError(f"lora slot fit: {table.height} usable scheduler-overhead rows (data card 5.5), "
-                         f"need {2 * len(SLOT_TERMS)}")
-    X = table_design(table)
-    measured = table["itl_mean_ms"].to_numpy() / 1000.0
-    fixed = step_seconds(step, X) + scheduler_seconds(sched, table["mean_running"].to_numpy(),
-                                                      table["mean_waiting"].to_numpy())
-    design = slot_design(table["distinct_adapters"].to_numpy(), table["max_loras"].to_numpy() + 1.0, step_tokens(X))
-    fit = fit_linear(design, measured - fixed, SLOT_TERMS)
-    extra = fit.predict(design)
-    quality = {"form": "slots", "lora_exempt": [], "table": fit_quality(measured, fixed + extra),
-               "extra": fit.quality}
-    return Fitted({"form": "slots", "params": fit.params()}, quality,
-                  _lora_frame(table, table["distinct_adapters"].to_numpy(), extra, measured, fixed + extra))
 
 
 def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[str, float],
@@ -306,7 +293,7 @@ def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[s
     measured = points["itl_mean_ms"].to_numpy() / 1000.0
     fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_waiting"].to_numpy())
     slots = points["max_loras"].fill_null(0).to_numpy().astype(float) + 1.0
-    extra = np.where(d > 0, slot_design(d, slots, step_tokens(X)) @ np.array([params[k] for k in SLOT_TERMS]), 0.0)
+    extra = np.where(d > 0, lora_seconds(params, lora_design(d, slots, step_tokens(X), X[:, 3])), 0.0)
     quality = {f"itl_{kind}": fit_quality(measured[m], (fixed + extra)[m])
                for kind in ("lora", "lora_long", "lora_single", "base")
                if (m := (points["kind"] == kind).to_numpy()).any()}

@@ -10,6 +10,7 @@ errors, per (model, S_max, rate set).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable
@@ -30,8 +31,10 @@ VALIDATED_STATUSES = ("ok", "memory_error")
 METRICS = {"throughput": "total_throughput", "itl": "itl_mean_ms", "ttft": "ttft_mean_ms"}
 #: twin result keys kept per run
 TWIN_KEYS = ("total_throughput", "itl_mean_ms", "ttft_mean_ms", "finished_requests", "arrived_requests",
-             "mean_batch_size", "preemptions", "adapter_loads", "ideal_throughput", "starved", "memory_error",
-             "wall_time_s")
+             "mean_batch_size", "mean_distinct_adapters", "preemptions", "adapter_loads", "ideal_throughput",
+             "starved", "memory_error", "wall_time_s")
+#: A_max bands whose errors the twin must keep close (many slots vs few)
+LOW_A_MAX, HIGH_A_MAX = 64, 128
 
 
 def smape(a: Iterable[float] | float, b: Iterable[float] | float, *, paper: bool = False) -> np.ndarray:
@@ -70,6 +73,25 @@ class ValidationConfig:
     workers: int = 2
     seed: int = 0
     max_num_batched_tokens: int = 2048
+    #: use each run's own pre-sampled prompt pool means (runs.pool_*: the client drew its requests from that
+    #: pool, so it is configuration, not outcome); runs without a pool fall back to input_mean / output_mean
+    pool_means: bool = True
+    #: at most this many runs per (family, rate group, A_max, status), spread over served adapters (None: all)
+    sample_per_cell: int | None = None
+
+
+def run_means(row: dict[str, Any], cfg: ValidationConfig) -> tuple[float, float]:
+    """Mean (prompt, output) tokens per request of one run: its prompt pool's, else the configured ones."""
+    prompts = row.get("pool_prompts")
+    if cfg.pool_means and prompts:
+        return float(row["pool_input_tokens"]) / prompts, float(row["pool_output_tokens"]) / prompts
+    return cfg.input_mean, cfg.output_mean
+
+
+def rate_group(run_id: str) -> str:
+    """The run's group folder (data card 5.6 ``rank_<S>_rates_...``, 5.9 ``rate_..._size_...``)."""
+    parts = run_id.rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 2 else run_id
 
 
 def serving_runs(runs: pl.DataFrame, families: list[str], max_runs: int | None = None) -> pl.DataFrame:
@@ -87,11 +109,29 @@ def serving_runs(runs: pl.DataFrame, families: list[str], max_runs: int | None =
         pl.col("adapter_rates").map_elements(rate_set, return_dtype=pl.Utf8).alias("rate_set")
     ).sort("model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id")
     if max_runs is not None and max_runs < sel.height:
-        sel = (sel.with_columns(pl.int_range(pl.len()).over("model", "max_lora_rank", "rate_set", "status")
+        # families take turns (round-robin on the within-group index), so every family is seen
+        sel = (sel.with_columns(pl.int_range(pl.len()).over("family", "model", "max_lora_rank", "rate_set", "status")
                                 .alias("_k"))
-               .sort("_k", "run_id").head(max_runs).drop("_k")
+               .with_columns(pl.int_range(pl.len()).over("family", "_k").alias("_f"))
+               .sort("_k", "_f", "family", "run_id").head(max_runs).drop("_k", "_f")
                .sort("model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id"))
     return sel
+
+
+def spread_sample(sel: pl.DataFrame, per_cell: int) -> pl.DataFrame:
+    """At most ``per_cell`` runs per (family, rate group, A_max, status), evenly spaced over the served
+    adapters of the cell (deterministic): a sample that still sees every workload and slot count when the
+    whole corpus is too slow to re-simulate."""
+    keyed = sel.with_columns(pl.col("run_id").map_elements(rate_group, return_dtype=pl.Utf8).alias("_g"))
+    cells = ["family", "_g", "max_loras", "status"]
+    keyed = keyed.sort([*cells, "served_adapters", "run_id"]).with_columns(
+        pl.int_range(pl.len()).over(cells).alias("_i"), pl.len().over(cells).alias("_n"))
+    # the i-th of n runs is kept when it is the first at or past one of per_cell evenly spaced positions
+    pos = (pl.col("_i") * per_cell / pl.col("_n")).floor()
+    prev = ((pl.col("_i") - 1) * per_cell / pl.col("_n")).floor()
+    keep = (pl.col("_i") == 0) | (pos != prev)
+    return keyed.filter(keep).drop("_g", "_i", "_n").sort(
+        "model", "max_lora_rank", "rate_set", "max_loras", "served_adapters", "run_id")
 
 
 def rate_counts(row: dict[str, Any]) -> tuple[list[float], list[int]]:
@@ -121,6 +161,7 @@ def scenario_for_run(row: dict[str, Any], cfg: ValidationConfig) -> dict[str, An
         raise ValueError(f"runs.adapter_rate_counts of {row['run_id']}: {counts} sum to {len(rates)}, "
                          f"served_adapters is {served}")
     rates = np.random.default_rng(cfg.seed).permutation(rates)
+    means = run_means(row, cfg)
     return {
         "model": row["model"],
         "server": {"max_loras": int(row["max_loras"]), "max_cpu_loras": served,
@@ -128,7 +169,7 @@ def scenario_for_run(row: dict[str, Any], cfg: ValidationConfig) -> dict[str, An
                    "max_num_batched_tokens": cfg.max_num_batched_tokens},
         "adapters": {"ranks": ranks, "rates": [float(r) for r in rates]},
         "arrivals": {"kind": "poisson"},
-        "lengths": {"kind": "sharegpt", "input_mean": cfg.input_mean, "output_mean": cfg.output_mean},
+        "lengths": {"kind": "sharegpt", "input_mean": means[0], "output_mean": means[1]},
         "duration_s": float(row["total_time_s"]) * cfg.duration_scale,
         "seed": cfg.seed,
     }
@@ -157,10 +198,11 @@ def compare(runs: pl.DataFrame, results: list[dict[str, Any]], cfg: ValidationCo
     """One row per run: real vs twin metrics, per-run SMAPEs, starvation and memory-error verdicts."""
     rows = []
     for run, res in zip(runs.iter_rows(named=True), results, strict=True):
-        ideal = ideal_throughput(*rate_counts(run), cfg.input_mean, cfg.output_mean)
+        ideal = ideal_throughput(*rate_counts(run), *run_means(run, cfg))
         real_mem = run["status"] == "memory_error"
-        row = {k: run[k] for k in ("run_id", "model", "max_loras", "served_adapters", "max_lora_rank",
+        row = {k: run[k] for k in ("run_id", "family", "model", "max_loras", "served_adapters", "max_lora_rank",
                                    "rate_set", "status")}
+        row["rate_group"] = rate_group(run["run_id"])
         row.update({f"real_{m}": (None if real_mem else run[c]) for m, c in METRICS.items()})
         row.update({f"twin_{m}": res.get(c) for m, c in METRICS.items()})
         row.update({f"twin_{k}": res.get(k) for k in TWIN_KEYS if k not in METRICS.values()})
@@ -213,12 +255,14 @@ def _mean(s: pl.Series) -> float | None:
 
 
 def summarize(df: pl.DataFrame) -> dict[str, Any]:
-    """Headline numbers (keys of data/metrics/twin_validation.json) and the per-group breakdown."""
+    """Headline numbers (keys of data/metrics/twin_validation.json), the per-group breakdown, and per family
+    the breakdowns by S_max, rate group and A_max with the gap between many and few slots."""
     out = _summary(df)
     out["groups"] = {
         f"{model}/S_max={s}/{rs}": _summary(g)
         for (model, s, rs), g in df.group_by("model", "max_lora_rank", "rate_set", maintain_order=True)
     }
+    out["families"] = {fam: family_summary(g) for (fam,), g in df.group_by("family", maintain_order=True)}
     sim = df.filter(~pl.col("twin_memory_error") & (pl.col("twin_wall_time_s") > 0))
     if sim.height:
         speed = (sim["simulated_s"] / sim["twin_wall_time_s"]).to_numpy()
@@ -230,16 +274,42 @@ def summarize(df: pl.DataFrame) -> dict[str, Any]:
     return out
 
 
+#: per-run columns the breakdowns group by
+BREAKDOWNS = {"s_max": "max_lora_rank", "rate_group": "rate_group", "a_max": "max_loras"}
+
+
+def family_summary(df: pl.DataFrame) -> dict[str, Any]:
+    """One family's headline numbers, by S_max / rate group / A_max, and ``a_max_gap``: mean SMAPE at
+    A_max >= 128 minus at A_max <= 64 per metric (a twin that charges the wrong LoRA cost per slot opens it)."""
+    out = _summary(df)
+    for name, col in BREAKDOWNS.items():
+        out[f"by_{name}"] = {str(v): _summary(g) for (v,), g in df.sort(col).group_by(col, maintain_order=True)}
+    high, low = df.filter(pl.col("max_loras") >= HIGH_A_MAX), df.filter(pl.col("max_loras") <= LOW_A_MAX)
+    gap = {}
+    for m in METRICS:
+        h, lo = _mean(high[f"{m}_smape_pct"]), _mean(low[f"{m}_smape_pct"])
+        gap[f"{m}_smape_pct"] = None if h is None or lo is None else h - lo
+    out["a_max_gap"] = gap
+    return out
+
+
 def table(df: pl.DataFrame) -> pl.DataFrame:
-    """A Table-1-like frame: SMAPEs (usual and paper convention) and agreements per (model, S_max, rate set)."""
+    """Table-1-style rows per family: by (S_max, rate group), by A_max, the family, and all runs; SMAPEs
+    (usual and paper convention) and agreements."""
     rows = []
-    for (model, s, rs), g in df.group_by("model", "max_lora_rank", "rate_set", maintain_order=True):
-        summ = _summary(g)
-        rows.append({"model": model, "S_max": s, "rates": rs, "runs": summ["n_runs"], "compared": summ["n_compared"],
+
+    def add(summ: dict[str, Any], **keys: Any) -> None:
+        rows.append({"family": None, "model": None, "S_max": None, "rates": None, "A_max": None, **keys,
+                     "runs": summ["n_runs"], "compared": summ["n_compared"],
                      **{k: summ[k] for k in summ if k.endswith(("_pct", "_convention"))}})
-    summ = _summary(df)
-    rows.append({"model": "all", "S_max": None, "rates": "all", "runs": summ["n_runs"],
-                 "compared": summ["n_compared"], **{k: summ[k] for k in summ if k.endswith(("_pct", "_convention"))}})
+
+    for (fam, model), f in df.group_by("family", "model", maintain_order=True):
+        for (s, rg), g in f.group_by("max_lora_rank", "rate_group", maintain_order=True):
+            add(_summary(g), family=fam, model=model, S_max=s, rates=rg)
+        for (a,), g in f.sort("max_loras").group_by("max_loras", maintain_order=True):
+            add(_summary(g), family=fam, model=model, rates="all", A_max=a)
+        add(_summary(f), family=fam, model=model, rates="all")
+    add(_summary(df), family="all", model="all", rates="all")
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
@@ -247,13 +317,30 @@ def validate(runs: pl.DataFrame, calibration_paths: dict[str, str], families: li
              cfg: ValidationConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Select, simulate and compare: the per-run frame and the summary dict."""
     sel = serving_runs(runs, families, cfg.max_runs)
+    if cfg.sample_per_cell is not None:
+        sel = spread_sample(sel, cfg.sample_per_cell)
     missing = sorted(set(sel["model"]) - set(calibration_paths))
     if missing:
         raise ValueError(f"runs.model: no calibration for {missing} (calibrated: {sorted(calibration_paths)})")
     scenarios = [scenario_for_run(r, cfg) for r in sel.iter_rows(named=True)]
     results = simulate_runs(scenarios, calibration_paths, cfg.workers)
     df = compare(sel, results, cfg)
-    return df, summarize(df)
+    summary = summarize(df)
+    summary["lora_forms"] = lora_forms(calibration_paths, sorted(set(df["model"])))
+    return df, summary
+
+
+def lora_forms(calibration_paths: dict[str, str], models: list[str]) -> dict[str, Any]:
+    """Per model, the LoRA candidate forms its calibration compared: in-sample and held-out (leave one A_max
+    out, leave one rate group out) mean |relative ITL error| on the profiling rows, and the chosen form.
+    Every serving-run error above is held out too: no serving run enters any fit."""
+    out = {}
+    for model in models:
+        quality = json.loads(Path(calibration_paths[model]).read_text())["fit_quality"]["lora"]
+        keep = ("form", "in_sample_pct", "leave_one_a_max_out_pct", "leave_one_rate_group_out_pct", "held_out_pct")
+        out[model] = {"chosen": quality.get("chosen_form"),
+                      "forms": [{k: f[k] for k in keep} for f in quality.get("forms", [])]}
+    return out
 
 
 def write_outputs(df: pl.DataFrame, summary: dict[str, Any], data_dir: str | Path) -> dict[str, Path]:

@@ -183,3 +183,29 @@ def queues_over_time(real: pl.DataFrame, twin: pl.DataFrame, title: str, out_dir
         ax.legend(frameon=False)
     a.set_title(title, loc="left")
     return save(fig, out_dir, "fig9_queues_over_time")
+
+
+def error_vs_slots(df: pl.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Throughput and ITL SMAPE (%) against A_max (mean per A_max, one line per family) and against the
+    twin's mean distinct adapters per batch (one point per run): where a LoRA cost charged per slot instead of
+    per adapter in the batch shows up. Runs that either side could not run are left out."""
+    d = df.filter(pl.col("throughput_smape_pct").is_not_null())
+    fig, axes = figure(ncols=2, nrows=2, height=4.0, squeeze=False)
+    families = sorted(d["family"].unique().to_list()) if d.height else []
+    colors = level_colors(families, cmap="tab10") if families else {}
+    for i, (metric, label) in enumerate((("throughput", "throughput SMAPE (%)"), ("itl", "ITL SMAPE (%)"))):
+        for fam in families:
+            g = d.filter(pl.col("family") == fam)
+            by = g.group_by("max_loras").agg(pl.col(f"{metric}_smape_pct").mean()).sort("max_loras")
+            axes[i][0].plot(by["max_loras"], by[f"{metric}_smape_pct"], "o-", color=colors[fam], label=fam)
+            axes[i][1].plot(g["twin_mean_distinct_adapters"], g[f"{metric}_smape_pct"], "o", ms=2.5, alpha=0.6,
+                            color=colors[fam], label=fam)
+        axes[i][0].set_xscale("log", base=2)
+        axes[i][0].set_xlabel("A_max (GPU adapter slots)")
+        axes[i][1].set_xscale("symlog", linthresh=1.0)
+        axes[i][1].set_xlabel("twin's mean distinct adapters per batch (adapters)")
+        for ax in axes[i]:
+            ax.set_ylabel(label)
+    if families:
+        axes[0][0].legend(frameon=False, fontsize=6)
+    return save(fig, out_dir, "error_vs_slots")

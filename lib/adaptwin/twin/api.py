@@ -4,7 +4,8 @@ Output keys: the contract ones (`total_throughput`, `input_throughput`, `output_
 `request_throughput`, `arrived_requests`, `finished_requests`, `ttft_{mean,median,p99}_ms`,
 `itl_{mean,median,p99}_ms`, `mean_batch_size`, `preemptions`, `adapter_loads`, `ideal_throughput`, `starved`,
 `memory_error`, `wall_time_s`) plus `failed_requests` (arrivals the client could not send, `client`),
-`steps` (engine steps simulated), `kv_capacity_tokens`, and `timeseries` when asked (a sample every 2 s:
+`steps` (engine steps simulated), `kv_capacity_tokens`, `mean_distinct_adapters` (time average of the distinct
+adapters in the running batch over the window, like `mean_batch_size`: what the LoRA cost grows with), and `timeseries` when asked (a sample every 2 s:
 `t_s`, `num_running`, `num_waiting`, `kv_usage` 0..1).
 """
 
@@ -47,7 +48,7 @@ def simulate(
     if cal.memory_error(sc.server.max_loras, sc.server.max_lora_rank):
         out = empty_result(ideal, len(workload))
         out.update(preemptions=0, adapter_loads=0, memory_error=True, steps=0, kv_capacity_tokens=0,
-                   failed_requests=0)
+                   failed_requests=0, mean_distinct_adapters=0.0)
         if timeseries:
             out["timeseries"] = []
     else:
@@ -97,6 +98,7 @@ def outputs(sc: Scenario, workload: Workload, run: EngineRun, ideal: float) -> d
         memory_error=False,
         steps=run.steps,
         kv_capacity_tokens=sched.kv.capacity * sched.kv.block_size,
+        mean_distinct_adapters=run.recorder.distinct_busy / sc.duration_s,
     )
     return out
 

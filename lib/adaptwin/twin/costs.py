@@ -17,9 +17,11 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                    "distinct_adapters": s}}   # seconds LoRA adds to a step with >= 1 adapter in the batch,
                or {"form": "factor_ramp", "params": {"coef": [c0, c1, ...], "ramp_tokens": t, "ramp_start": r}}
                    # factor whose excess over 1 ramps with the step's tokens (see Calibration.lora_factor),
-               or {"form": "slots", "params": {"launch": s, "distinct_adapters": s, "slot_token": s}}
-                   # seconds LoRA adds to a step with >= 1 adapter: launch + per distinct adapter
-                   # + per (slot x token), slots = A_max + 1 (see Calibration.lora_extra),
+               or {"form": "slots", "params": {"launch": s, "distinct_adapters": s, "slots": s, "tokens": s,
+                                                 "slot_token": s, "slot_prefill_token": s}}
+                   # explicit step coefficients: seconds LoRA adds to a step with >= 1 adapter = launch
+                   # + per distinct adapter + per configured slot + per LoRA token + per (slot x token),
+                   # slots = A_max + 1; absent terms are 0 (see Calibration.lora_extra),
   "loading":   {"form": "table", "params": {"<s_max>": {"<rank>": ms}}},   # CPU -> GPU slot load, ms
   "kv_capacity": {"form": "linear_slots" | "piecewise_slots",
                   "params": {"base_tokens": t, "per_slot_rank_tokens": t,
@@ -177,17 +179,22 @@ class Calibration:
     def lora_extra(self, decode_seqs: int, prefill_tokens: int, distinct_adapters: int) -> float:
         """Seconds LoRA adds to a step under an additive form (0 without adapters in the batch).
 
-        ``slots``: launch + distinct_adapters x D + slot_token x (A_max + 1) x tokens, tokens = decode
-        sequences + prefill tokens (each adapter's tokens are separate tiles; every slot's grid row is
-        launched over all tokens). Needs `for_server`."""
+        ``slots``: launch + distinct_adapters x D + slots x (A_max + 1) + tokens x T + slot_token x (A_max + 1)
+        x T + slot_prefill_token x (A_max + 1) x prefill tokens, T = decode sequences + prefill tokens (each
+        adapter present is its own tile; every configured slot costs something per step, and possibly per
+        token, even when idle). Absent terms are 0, so the
+        calibration chooses the terms the profiling data can separate. Needs `for_server`."""
         if distinct_adapters <= 0:
             return 0.0
         p = self.lora.params
         if self.lora.form == "slots":
             if self.slots <= 0:
                 raise CalibrationError("lora form 'slots' needs the server's A_max: use Calibration.for_server")
-            return (p["launch"] + p["distinct_adapters"] * distinct_adapters
-                    + p["slot_token"] * self.slots * (decode_seqs + prefill_tokens))
+            tokens = decode_seqs + prefill_tokens
+            return (p.get("launch", 0.0) + p.get("distinct_adapters", 0.0) * distinct_adapters
+                    + p.get("slots", 0.0) * self.slots + p.get("tokens", 0.0) * tokens
+                    + p.get("slot_token", 0.0) * self.slots * tokens
+                    + p.get("slot_prefill_token", 0.0) * self.slots * prefill_tokens)
         return (p["intercept"] + p.get("decode_seqs", 0.0) * decode_seqs
                 + p.get("prefill_tokens", 0.0) * prefill_tokens + p.get("distinct_adapters", 0.0) * distinct_adapters)
 

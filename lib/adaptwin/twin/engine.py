@@ -203,14 +203,18 @@ class Recorder:
     seg_d0: list[float] = field(default_factory=list)
     seg_beta: list[float] = field(default_factory=list)
     busy: float = 0.0
+    #: time integral of the distinct adapters in the running batch (LoRA cost grows with them)
+    distinct_busy: float = 0.0
     series: list[tuple[float, float, int, int, int, int]] | None = None
 
-    def segment(self, start: int, k: int, d0: float, beta: float, t0: float, total: float, running: int) -> None:
+    def segment(self, start: int, k: int, d0: float, beta: float, t0: float, total: float, running: int,
+                distinct: int = 0) -> None:
         self.seg_start.append(start)
         self.seg_k.append(k)
         self.seg_d0.append(d0)
         self.seg_beta.append(beta)
         self.busy += running * total
+        self.distinct_busy += distinct * total
 
 
 @dataclass
@@ -291,7 +295,7 @@ def _engine_loop(env: simpy.Environment, sched: Scheduler, rec: Recorder, timer:
                 return
             start = sched.G
             yield env.timeout(total)
-            rec.segment(start, k, d0, beta, now, total, running)
+            rec.segment(start, k, d0, beta, now, total, running, distinct)
             sched.advance(k, env.now)
         else:
             d = timer.step(plan, running, distinct)
@@ -300,7 +304,7 @@ def _engine_loop(env: simpy.Environment, sched: Scheduler, rec: Recorder, timer:
                 return
             start = sched.G
             yield env.timeout(d)
-            rec.segment(start, 1, d, 0.0, now, d, running)
+            rec.segment(start, 1, d, 0.0, now, d, running, distinct)
             sched.complete(plan, env.now)
         if series is not None:
             t0, _, r, w, u0, _ = series[-1]
