@@ -1,4 +1,4 @@
-"""Placement speed (issue 5 targets: 1,000 adapters placed in under 1 s, 5,000 in under 5 s).
+"""Placement speed (targets: 1,000 adapters placed in under 1 s, 5,000 in under 5 s).
 
 Times `adaptwin.placement.place` (every surrogate call included; loading the models and computing the lower
 bound excluded) for the proposed greedy and its fast variant on Azure-trace workloads, the median of

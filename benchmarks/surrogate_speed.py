@@ -1,6 +1,6 @@
 """How fast are the surrogates? Milliseconds per prediction of all four outputs, by batch size and entry point.
 
-Placement calls the surrogates thousands of times per workload, mostly one GPU at a time; targets (issue 4):
+Placement calls the surrogates thousands of times per workload, mostly one GPU at a time; targets:
 <= 0.3 ms per single prediction and <= 0.01 ms per prediction batched. A benchmark, not a test: timings depend
 on the machine and its load, so it reports medians and never asserts.
 

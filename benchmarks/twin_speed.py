@@ -1,4 +1,4 @@
-"""Speed of the Digital Twin: simulated seconds per wall-clock second on one core (issue 3, section 4).
+"""Speed of the Digital Twin: simulated seconds per wall-clock second on one core (the paper's Table 2).
 
 Runs one simulated hour of Llama-3.1-8B for each configuration, each in a fresh single-threaded worker
 process (so peak RSS is per configuration), and prints a table: config, simulated s, wall s, CPU s,

@@ -3,11 +3,6 @@ PYTHONPATH=tools python tools/gen_03_validate_twin.py)."""
 
 from new_notebook import write_notebook
 
-#: the twin before the LoRA cost was re-chosen (commit a8df2fc), validated with the command below; kept as
-#: recorded numbers because re-running the old twin is not part of this notebook (filled by hand from the
-#: command's output, see FIRST_NUMBER_CMD)
-FIRST_NUMBER = '{"command": "git worktree add /tmp/old a8df2fc && cd /tmp/old && PYTHONPATH=lib /work/main/.venv/bin/python -c \\"from adaptwin.measurements import ingest; ingest(\'../shared/vllm-measurements\', \'/tmp/m\'); from adaptwin.calibration import calibrate; calibrate(\'/tmp/m\', \'/tmp/c\', [\'llama-3.1-8b-instruct\']); import polars as pl; from adaptwin.calibration import validation as v; print(v.validate(pl.read_parquet(\'/tmp/m/runs.parquet\'), {\'llama-3.1-8b-instruct\': \'/tmp/c/llama-3.1-8b-instruct.json\'}, [FAMILY], v.ValidationConfig(workers=1))[1])\\"", "commit": "a8df2fc", "heterogeneous_results": {"a_max_gap": {"itl_smape_pct": 14.92, "throughput_smape_pct": 12.09, "ttft_smape_pct": 15.86}, "by_a_max_throughput_itl_smape_pct": {"128": [12.72, 20.52], "16": [3.42, 7.76], "160": [15.85, 23.77], "192": [19.42, 30.85], "32": [2.23, 7.75], "64": [4.9, 13.33], "96": [8.78, 16.69]}, "compared": 359, "itl_smape_pct": 13.77, "memory_error_agreement_pct": 100.0, "runs": 473, "starvation_agreement_pct": 96.66, "throughput_smape_pct": 6.86, "ttft_smape_pct": 25.67}, "real_results": {"a_max_gap": {"itl_smape_pct": 5.57, "throughput_smape_pct": 7.29, "ttft_smape_pct": 8.37}, "by_a_max_throughput_itl_smape_pct": {"128": [10.95, 16.0], "16": [3.16, 7.98], "192": [9.09, 11.65], "32": [2.1, 8.85], "64": [3.72, 11.01], "8": [3.47, 9.27]}, "compared": 131, "itl_smape_pct": 9.78, "memory_error_agreement_pct": 100.0, "runs": 161, "starvation_agreement_pct": 96.95, "throughput_smape_pct": 3.9, "ttft_smape_pct": 17.93}}'
-
 CELLS = [
     ("md", """
 # 03 · Validate the twin against the real serving runs
@@ -50,14 +45,35 @@ Before the LoRA cost was re-chosen, the twin of commit `a8df2fc` (LoRA cost = la
 per slot x token, fitted on the 5.5 tables only; 223 / 197 tokens per request for every run) was validated
 on every `ok` and `memory_error` run of 5.9 and of 5.6 at the full 3600 s, one worker (`command`, with
 `FAMILY` = `'heterogeneous_results'` or `'real_results'`; 17 min and 4 min on the shared 2-core machine).
-The twin under-predicted throughput and over-predicted ITL more and more from A_max 64 on:
+The twin under-predicted throughput and over-predicted ITL more and more from A_max 64 on.
+
+| family | runs (compared) | throughput / ITL / TTFT SMAPE | starvation agreement | memory errors |
+|---|---|---|---|---|
+| 5.9 `heterogeneous_results` | 473 (359) | 6.86 / 13.77 / 25.67 % | 96.66 % | 100 % |
+| 5.6 `real_results` | 161 (131) | 3.90 / 9.78 / 17.93 % | 96.95 % | 100 % |
+
+Throughput / ITL SMAPE (%) by A_max:
+
+| A_max | 8 | 16 | 32 | 64 | 96 | 128 | 160 | 192 |
+|---|---|---|---|---|---|---|---|---|
+| 5.9 | | 3.4 / 7.8 | 2.2 / 7.8 | 4.9 / 13.3 | 8.8 / 16.7 | 12.7 / 20.5 | 15.8 / 23.8 | 19.4 / 30.9 |
+| 5.6 | 3.5 / 9.3 | 3.2 / 8.0 | 2.1 / 8.9 | 3.7 / 11.0 | | 11.0 / 16.0 | | 9.1 / 11.7 |
+
+The command (`FAMILY` = `'heterogeneous_results'` or `'real_results'`):
+
+```
+git worktree add /tmp/old a8df2fc && cd /tmp/old && PYTHONPATH=lib python -c "
+from adaptwin.measurements import ingest; ingest('../shared/vllm-measurements', '/tmp/m')
+from adaptwin.calibration import calibrate; calibrate('/tmp/m', '/tmp/c', ['llama-3.1-8b-instruct'])
+import polars as pl; from adaptwin.calibration import validation as v
+print(v.validate(pl.read_parquet('/tmp/m/runs.parquet'),
+                 {'llama-3.1-8b-instruct': '/tmp/c/llama-3.1-8b-instruct.json'}, [FAMILY],
+                 v.ValidationConfig(workers=1))[1])"
+```
 """),
     ("code", """
 import json
 
-print(json.dumps(json.loads(FIRST_NUMBER), indent=1))
-""".replace("FIRST_NUMBER", repr(FIRST_NUMBER))),
-    ("code", """
 import polars as pl
 from IPython.display import Image, display
 

@@ -40,7 +40,7 @@ from adaptwin.io import write_json, write_parquet
 SimulateFn = Callable[..., dict[str, Any]]
 log = logging.getLogger(__name__)
 
-#: twin outputs kept in the dataset (issue 3 section 5) with their dtypes
+#: twin outputs kept in the dataset (the `adaptwin.twin.simulate` result keys) with their dtypes
 OUTPUT_SCHEMA: dict[str, pl.DataType] = {
     "total_throughput": pl.Float64, "input_throughput": pl.Float64, "output_throughput": pl.Float64,
     "request_throughput": pl.Float64, "arrived_requests": pl.Int64, "finished_requests": pl.Int64,

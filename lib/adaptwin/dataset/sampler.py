@@ -1,11 +1,11 @@
 """Single-GPU scenarios for the twin: the questions placement will ask, sampled so both classes are covered.
 
-A scenario is exactly the dict `adaptwin.twin.simulate` takes (the ``adaptwin simulate`` YAML of issue 3):
+A scenario is exactly the dict `adaptwin.twin.simulate` takes (the ``adaptwin simulate`` YAML):
 ``model``, ``server``, ``adapters`` (groups of ``{count, rank, rate}``), ``arrivals``, ``lengths``,
 ``duration_s``, ``seed``. Its seed is derived from its own content (`content_seed`), and its identity is a hash
 of the whole dict (`scenario_id`), so any row of a dataset can be recomputed alone from its scenario.
 
-Design space (issue 4): served adapters 8..576, A_max from `A_MAX_CHOICES` (<= served, and startable when a
+Design space: served adapters 8..576, A_max from `A_MAX_CHOICES` (<= served, and startable when a
 calibration is given), rank mixes `RANK_MIXES` with S_max = the mix's largest rank, per-adapter rates from
 starvation-free to heavily starved (equal, real-run-like levels, lognormal and power-law spreads), Poisson and
 unpredictable arrivals, ShareGPT lengths. The offered load is drawn log-uniformly *relative to a capacity proxy*
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-#: A_max values placement chooses from (issue 4 / issue 5)
+#: A_max values placement chooses from
 A_MAX_CHOICES: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
 #: rank mixes of a GPU; S_max is the largest rank of the mix
 RANK_MIXES: tuple[tuple[int, ...], ...] = ((8,), (8, 16), (8, 16, 32))

@@ -1,6 +1,6 @@
 """Verification: every GPU of every placement re-simulated with the digital twin.
 
-The surrogate chose the placements; the twin is the ground truth we can afford (issue 3 validates it against
+The surrogate chose the placements; the twin is the ground truth we can afford (notebook 03 validates it against
 real runs). Each GPU becomes one single-GPU scenario built by `adaptwin.dataset.sampler.make_scenario` (the same
 construction as the training data: S_max = the GPU's largest rank, every adapter held in CPU memory, ShareGPT
 lengths, content-derived seed), with the GPU's A_max and the rates routed to it. GPUs are simulated in
