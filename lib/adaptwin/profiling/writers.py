@@ -69,7 +69,7 @@ def run_row(
         "num_prompts": bench.num_prompts if bench.mode == "fixed_count" else None,
         "total_time_s": bench.total_time_s if bench.mode == "by_time" else None,
         "request_rate_by_lora": bench.request_rate_by_lora if bench.mode == "fixed_count" else None,
-        "dataset": "random_tokens",
+        "dataset": bench.dataset,
         "input_len": bench.input_len,
         "output_len": bench.output_len,
         "restrict_loras": bench.restrict_loras,
@@ -218,6 +218,37 @@ def write_requests(run_dir: Path, outputs: list[RequestOutput]) -> Path:
         schema_overrides={"itl_s": pl.List(pl.Float64)},
     )
     return write_parquet(run_dir / "requests.parquet", frame)
+
+
+def write_server_series(
+    run_dir: Path, samples: list[PollSample], window: tuple[float, float] | None
+) -> Path:
+    """What each poll saw beyond the ``timeseries`` columns (``server_series.parquet`` in the run folder):
+    every finished request over all reasons and the adapters running and waiting, so a run can be checked
+    against the server's own counters and its adapter swaps seen (not one of the ingest's tables)."""
+    start = window[0] if window else (samples[0].time_raw if samples else 0.0)
+    lora = [s.lora for s in samples]
+    frame = pl.DataFrame(
+        {
+            "t_s": [s.time_raw - start for s in samples],
+            "finished_total": [s.finished_total for s in samples],
+            "prompt_tokens_total": [s.values.get("prompt_tokens_total") for s in samples],
+            "generation_tokens_total": [s.values.get("generation_tokens_total") for s in samples],
+            "running_adapters": [list(state.running) if state else None for state in lora],
+            "waiting_adapters": [list(state.waiting) if state else None for state in lora],
+            "max_lora": [state.max_lora if state else None for state in lora],
+        },
+        schema_overrides={
+            "t_s": pl.Float64,
+            "finished_total": pl.Float64,
+            "prompt_tokens_total": pl.Float64,
+            "generation_tokens_total": pl.Float64,
+            "running_adapters": pl.List(pl.Utf8),
+            "waiting_adapters": pl.List(pl.Utf8),
+            "max_lora": pl.Int64,
+        },
+    )
+    return write_parquet(run_dir / "server_series.parquet", frame)
 
 
 def _finite(obj: Any) -> Any:
