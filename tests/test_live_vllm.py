@@ -31,6 +31,7 @@ from adaptwin.profiling import adapters as adapters_mod
 from adaptwin.profiling import client, runner, server
 from adaptwin.profiling.cli import run_from_config
 from adaptwin.profiling.config import config_from_dict, expand
+from adaptwin.profiling.writers import kv_capacity_row
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -39,6 +40,7 @@ VLLM_ENV = ROOT / ".venv-vllm"
 MODEL_DIR = ROOT / ".cache" / "tiny-llama-seed0"
 A_MAX, SERVED = 1, 3
 KV_SPACE_GIB = "2"
+KV_BYTES_PER_TOKEN = 2 * 2 * 1 * 64 * 2  # K and V x 2 layers x 1 KV head x head size 64 x bf16
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +102,9 @@ def live_server(vllm_python: str, tiny_model: str, tmp_path_factory):
     with launched as srv:
         yield {"server": srv, "spec": spec, "work": work, "version": version, "modules": modules}
     assert not server.group_alive(srv.process)  # the engine core child is gone too
+    row = {"run_id": spec.run_id, "model": "tiny", "max_loras": A_MAX, "max_lora_rank": 16, "status": "ok"}
+    kv = kv_capacity_row(row, server.read_logs(work / "server"))
+    assert kv["kv_tokens"] == int(KV_SPACE_GIB) * 2**30 // KV_BYTES_PER_TOKEN  # the CPU backend's line, read
 
 
 def run_on(live_server: dict, benchmark: dict, name: str) -> runner.RunOutcome:

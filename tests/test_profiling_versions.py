@@ -126,7 +126,7 @@ def test_by_time_requests_have_no_per_request_timeout(fake):
 
 
 def test_by_time_runs_warm_up_and_record_the_server_version(fake, tmp_path):
-    spec, cfg = _spec(mode="by_time", total_time_s=0.5, adapter_rates=[4.0])
+    spec, cfg = _spec(mode="by_time", total_time_s=1.0, adapter_rates=[8.0])
     (warm,) = runner.warmup_requests(spec, ["dummy-0"])
     assert warm.model == "org/Tiny"
     fake.version = "0.8.5+fork"

@@ -123,8 +123,14 @@ def kv_capacity_row(run: dict[str, Any], log_texts: dict[str, str]) -> dict[str,
     from adaptwin.measurements.corpus import kv_capacity_row as from_logs
 
     ordered = sorted(log_texts, key=lambda name: name != "server_out.log")
-    out = parse_server_out("\n".join(log_texts[name] for name in ordered))
+    out = parse_server_out(cpu_as_gpu("\n".join(log_texts[name] for name in ordered)))
     return from_logs(run, out, (log_texts[name] for name in ordered))
+
+
+def cpu_as_gpu(text: str) -> str:
+    """The CPU backend's startup line ('CPU KV cache size: N tokens') in the GPU wording the ingest's parser
+    reads: on a CPU build of vLLM the KV cache lives in host memory, and its size means the same."""
+    return text.replace("CPU KV cache size:", "GPU KV cache size:")
 
 
 def timeseries_rows(run_id: str, samples: list[PollSample], window: tuple[float, float] | None) -> list[dict]:
