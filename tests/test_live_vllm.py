@@ -96,7 +96,8 @@ def live_server(vllm_python: str, tiny_model: str, tmp_path_factory):
     version = server.vllm_version(vllm_python)
     spec = replace(expand(cfg)[0], vllm_version=version)
     shape = adapters_mod.resolve_model_shape(tiny_model)
-    ranks = adapters_mod.ensure_adapters(work / "adapters", [8, 16], tiny_model, shape)
+    # '=' and ',' in the adapters' paths: the launcher must pass them in vLLM's JSON form
+    ranks = adapters_mod.ensure_adapters(work / "adapters=a,b", [8, 16], tiny_model, shape)
     modules = runner.lora_modules(spec, ranks)
     launched = runner.vllm_server_factory(spec, modules, work / "server")
     with launched as srv:
@@ -197,6 +198,20 @@ def test_fixed_count_and_by_time_runs_conserve_requests_and_tokens_and_swap_adap
     seen |= check_adapter_slots(tseries, served)
     assert len(seen) > A_MAX  # more adapters ran than slots exist: the server swapped them
     check_tables([fixed, timed], tmp_path / "tables")
+
+
+def test_sharegpt_text_prompts_end_at_eos_or_max_tokens_and_are_counted(live_server, tmp_path):
+    conversations = [
+        {"conversations": [{"from": "human", "value": f"tell story {i} about {w}"}, {"from": "gpt", "value": "ok"}]}
+        for i, w in enumerate(["rivers", "stars", "bread", "maps"])
+    ]
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(conversations))
+    bench = {"mode": "fixed_count", "num_prompts": 6, "dataset": "sharegpt", "dataset_path": str(path)}
+    row = run_on(live_server, bench, "live/sharegpt").run
+    assert row["status"] == "ok" and row["successful_requests"] == 6 and row["dataset"] == "sharegpt"
+    assert 0 < row["total_output_tokens"] <= 6 * 16  # EOS may end a request early; max_tokens caps it
+    check_conservation(row, server_series(live_server, "live/sharegpt"))
 
 
 def test_a_rank_vllm_refuses_stops_before_any_server_starts(vllm_python, tiny_model, tmp_path, capsys):

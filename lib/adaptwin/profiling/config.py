@@ -175,7 +175,19 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> ProfileCon
     if "model" not in data:
         raise ValueError(f"{source}: `model` is required")
     known = {k: data[k] for k in TOP_KEYS if k in data}
+    known["model"] = local_model(str(data["model"]))
     return ProfileConfig(**known, source=source)
+
+
+def local_model(model: str) -> str:
+    """A relative model folder that exists under the repository root becomes absolute (the server runs in
+    another environment and the adapters are sized from its config.json, whatever the working directory);
+    a Hugging Face id stays as given."""
+    try:
+        path = resolve(model)
+    except FileNotFoundError:
+        return model
+    return str(path) if not os.path.isabs(model) and (path / "config.json").is_file() else model
 
 
 def expand(cfg: ProfileConfig) -> list[RunSpec]:
