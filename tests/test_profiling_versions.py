@@ -238,6 +238,8 @@ def test_serve_script_takes_the_nth_inherited_device_and_the_twins_budget(tmp_pa
                  "--no-enable-prefix-caching", "--port 8001", "--host 127.0.0.1"):
         assert flag in text
     assert "a=adapters/a" in lines and "c=adapters/c" in lines
+    zero = _run_script(tmp_path / "serve_gpu0.sh", tmp_path, {"ADAPTER_DIR": "/ad"}).stdout.splitlines()
+    assert {"name": "b=1", "path": "/ad/b=1"} in [json.loads(x) for x in zero if x.startswith("{")]
     assert _run_script(script, tmp_path, {}).stdout.startswith("CVD=1\n")
     short = _run_script(script, tmp_path, {"CUDA_VISIBLE_DEVICES": "3"})
     assert short.returncode == 2 and short.stderr.strip() == (

@@ -9,6 +9,7 @@ Adapter paths come from a template (``{adapter_id}``, ``{rank}``) under ``$ADAPT
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -53,6 +54,17 @@ def device_selection(g: int) -> str:
     )
 
 
+def lora_module(name: str, relative_path: str) -> str:
+    """One ``--lora-modules`` shell word for ``name`` at ``$ADAPTER_DIR/relative_path``: ``name=path``, or
+    vLLM's JSON form when the name or path holds ``=`` or ``,`` (vLLM splits ``name=path`` at ``=``). Everything
+    is shell-quoted except the variable, so any adapter id is safe."""
+    directory = '"${ADAPTER_DIR:-adapters}"/'
+    if not any(ch in name + relative_path for ch in "=,"):
+        return shlex.quote(f"{name}=") + directory + shlex.quote(relative_path)
+    head = '{"name": ' + json.dumps(name) + ', "path": "'
+    return shlex.quote(head) + directory + shlex.quote(json.dumps(relative_path)[1:] + "}")
+
+
 def serve_command(
     placement: Placement, g: int, path_template: str = PATH_TEMPLATE, host: str = HOST, base_port: int = BASE_PORT
 ) -> str:
@@ -67,9 +79,8 @@ def serve_command(
 
     gpu = placement.gpus[g]
     adapters = placement.gpu_adapters(g)
-    # name=$ADAPTER_DIR/<template>: everything quoted except the variable, so any adapter id is safe
     modules = [
-        shlex.quote(f"{a}=") + '"${ADAPTER_DIR:-adapters}"/' + shlex.quote(path_template.format(adapter_id=a, rank=r))
+        lora_module(a, path_template.format(adapter_id=a, rank=r))
         for a, r in zip(adapters["adapter_id"].to_list(), adapters["rank"].to_list(), strict=True)
     ]
     module_args = " \\\n    ".join(modules)

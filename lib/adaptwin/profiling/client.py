@@ -166,7 +166,9 @@ def by_time_schedule(
     ]
 
 
-def _request(index: int, arrival_s: float, model: str, prompt: str | list[int], input_len: int, output_len: int):
+def _request(
+    index: int, arrival_s: float, model: str, prompt: str | list[int], input_len: int, output_len: int
+) -> Request:
     """Token-id prompts have a known length and ignore EOS; text prompts are measured by the server."""
     if isinstance(prompt, str):
         return Request(index, arrival_s, model, prompt, None, output_len, ignore_eos=False)
