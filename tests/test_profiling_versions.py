@@ -245,3 +245,17 @@ def test_serve_script_takes_the_nth_inherited_device_and_the_twins_budget(tmp_pa
     assert short.returncode == 2 and short.stderr.strip() == (
         "serve_gpu1.sh: CUDA_VISIBLE_DEVICES=3 lists 1 device(s); GPU 1 is entry 2"
     )
+
+
+@pytest.mark.parametrize("name", ["live.yaml", "live_saturated.yaml"])
+def test_live_configs_target_the_cpu_build(name):
+    from pathlib import Path
+
+    from adaptwin.profiling.config import load_config
+
+    specs = expand(load_config(Path(__file__).resolve().parents[1] / "profiling" / name))
+    assert [s.server.max_loras for s in specs] == [1, 3]
+    for spec in specs:
+        assert spec.server.python.endswith(".venv-vllm/bin/python") and spec.server.env["VLLM_CPU_KVCACHE_SPACE"]
+        assert spec.server.max_num_batched_tokens == 2048 and spec.benchmark.token_ids == (10, 2000)
+        server.check_rank(spec.server.max_lora_rank, "0.32.0", name)
