@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import yaml
 
-from adaptwin.io import write_json
+from adaptwin.io import atomic_write, write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
 from adaptwin.profiling import runner
@@ -55,6 +56,7 @@ TOP_KEYS = {"harness", "calibration", "validation"}
 CALIBRATION_KEYS = {"model_name", "out", "batches", "long_input_len", "swap_requests", "swap_rate_by_lora"}
 VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out"}
 STARVATION_FRACTION = 0.9  # the paper's rule, as the twin applies it
+TRACE_NAME = "twin_trace.csv"
 
 
 class LoopConfigError(ValueError):
@@ -157,6 +159,8 @@ class SharedServer:
         spec = replace(self._spec(cfg), server=self.spec.server, vllm_version=self.version,
                        run_id=f"live/loop/amax{self.spec.server.max_loras}/{name}")
         outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
+        if spec.benchmark.mode == "by_time":
+            write_trace(spec, self.work_dir / "runs" / spec.run_id / TRACE_NAME)
         row = outcome.run
         if row.get("status") != "ok":
             raise RuntimeError(f"live run {spec.run_id} failed: {row.get('status')} {row.get('reason')}")
@@ -165,25 +169,35 @@ class SharedServer:
         self.rows.append(row)
         return row
 
-    def kv_tokens(self) -> int | None:
-        """KV-cache tokens from the server's startup line (read once the server has stopped)."""
-        row = {"run_id": self.spec.run_id, "model": self.spec.model, "max_loras": self.spec.server.max_loras,
-               "max_lora_rank": self.spec.server.max_lora_rank, "status": "ok"}
-        return kv_capacity_row(row, read_logs(self.log_dir)).get("kv_tokens")
+
+
+def write_trace(spec: RunSpec, path: Path) -> Path:
+    """The run's request schedule as a twin trace (``arrived_at,num_prefill_tokens,num_decode_tokens``).
+
+    The harness draws it from the run's seed, so it is drawn again here: the twin then replays the arrivals
+    the server saw, not another Poisson sample (30 s of a few requests/s differ by 10 % from sample to
+    sample, as much as the error being measured)."""
+    requests, _ = runner.plan_requests(spec, runner.adapter_names(spec), np.random.default_rng(spec.seed))
+    lines = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
+    lines += [f"{r.arrival_s!r},{r.prompt_len or spec.benchmark.input_len},{r.output_len}" for r in requests]
+    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+
+
+def kv_tokens(log_dir: Path) -> int | None:
+    """KV-cache tokens from a server's startup line (read once the server has stopped)."""
+    row = {"run_id": str(log_dir), "model": "", "max_loras": 1, "max_lora_rank": 16, "status": "ok"}
+    return kv_capacity_row(row, read_logs(log_dir)).get("kv_tokens")
 
 
 # ---- profiling and calibration ---------------------------------------------------------------------------
-def profile_runs(srv: SharedServer, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def profile_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
     """The profiling runs on the all-resident server (A_max = served): decode batches on one adapter, the
-    largest batch over every adapter, one short and one long prompt, and the round-robin run for loading."""
-    out = {}
+    largest batch over every adapter, one long prompt, and the round-robin run for loading."""
     for n in plan["batches"]:
-        out[f"decode_{n}"] = srv.run(f"decode_{n}", fixed(n, restrict=1))
-    top = max(plan["batches"])
-    out["spread"] = srv.run(f"spread_{top}", fixed(top))
-    out["long_prompt"] = srv.run("long_prompt", fixed(1, restrict=1, input_len=plan["long_input_len"]))
-    out["resident"] = srv.run("round_robin", swap_benchmark(plan))
-    return out
+        srv.run(f"decode_{n}", fixed(n, restrict=1))
+    srv.run(f"spread_{max(plan['batches'])}", fixed(max(plan["batches"])))
+    srv.run("long_prompt", fixed(1, restrict=1, input_len=plan["long_input_len"]))
+    srv.run("round_robin", swap_benchmark(plan))
 
 
 def fixed(n: int, restrict: int | None = None, **lengths: int) -> dict[str, Any]:
@@ -198,39 +212,50 @@ def swap_benchmark(plan: dict[str, Any]) -> dict[str, Any]:
             "request_rate_by_lora": float(plan["swap_rate_by_lora"]), "output_len": 4, "lora_pre_loading": True}
 
 
-def build_calibration(runs: dict[str, dict[str, Any]], swapping: dict[str, Any], kv_tokens: int,
-                      loop: LoopConfig, max_model_len: int) -> dict[str, Any]:
-    """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring)."""
-    batches = sorted(int(k.split("_")[1]) for k in runs if k.startswith("decode_"))
-    itl_s = [runs[f"decode_{n}"]["itl_median_ms"] / 1000 for n in batches]
+def run_name(a_max: int, name: str) -> str:
+    """The run id of a loop run on the server with ``a_max`` slots."""
+    return f"live/loop/amax{a_max}/{name}"
+
+
+def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int
+                      ) -> dict[str, Any]:
+    """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
+
+    The per-request prefill cost comes from the batch of requests sent at once, whose prompts share one
+    step: the extra time to first token over one request, less their prompt tokens. One request's own time
+    to first token also holds the HTTP and tokenizer work outside the engine, which does not hold up steps."""
+    served, plan = loop.served, loop.calibration
+    run = lambda name, a_max=served: rows[run_name(a_max, name)]  # noqa: E731
+    batches = sorted(int(n) for n in plan["batches"])
+    itl_s = [run(f"decode_{n}")["itl_median_ms"] / 1000 for n in batches]
     per_seq, intercept = np.polyfit(batches, itl_s, 1)
     per_seq, intercept = max(float(per_seq), 0.0), max(float(intercept), 1e-4)
-    short, long = runs[f"decode_{batches[0]}"], runs["long_prompt"]
-    extra_tokens = long["total_input_tokens"] / long["successful_requests"] - loop.harness["benchmark"]["input_len"]
-    per_token = max((long["ttft_median_ms"] - short["ttft_median_ms"]) / 1000 / max(extra_tokens, 1), 0.0)
-    short_prompt = loop.harness["benchmark"]["input_len"]
-    per_request = max(short["ttft_median_ms"] / 1000 - intercept - per_token * short_prompt, 0.0)
-    top = batches[-1]
-    ratio = max(runs["spread"]["itl_median_ms"] / runs[f"decode_{top}"]["itl_median_ms"], 1.0)
-    swaps = swap_fraction(int(loop.calibration["swap_requests"]), loop.served)
-    load_ms = max((swapping["ttft_median_ms"] - runs["resident"]["ttft_median_ms"]) / max(swaps, 1e-9), 0.1)
+    short, long, top = run(f"decode_{batches[0]}"), run("long_prompt"), batches[-1]
+    prompt = int(loop.harness["benchmark"]["input_len"])
+    per_token = max((long["ttft_median_ms"] - short["ttft_median_ms"]) / 1000 / (plan["long_input_len"] - prompt), 0.0)
+    crowd = (run(f"decode_{top}")["ttft_median_ms"] - short["ttft_median_ms"]) / 1000 - per_token * prompt * (top - 1)
+    per_request = max(crowd / max(top - 1, 1), 0.0)
+    ratio = max(run(f"spread_{top}")["itl_median_ms"] / run(f"decode_{top}")["itl_median_ms"], 1.0)
+    swaps = swap_fraction(int(plan["swap_requests"]), served)
+    swapped = run("round_robin", 1)["ttft_median_ms"] - run("round_robin")["ttft_median_ms"]
+    load_ms = max(swapped / max(swaps, 1e-9), 0.1)
     s_max = int(loop.harness["grid"]["max_lora_rank"][0])
     ranks = loop.harness.get("adapters", {}).get("ranks", [8])
     return {
         "schema_version": 1,
-        "model": loop.calibration["model_name"],
+        "model": plan["model_name"],
         "max_model_len": max_model_len,
         "block_size": 16,
         "step": {"form": "linear", "params": {"intercept": intercept, "decode_seqs": per_seq,
                                                "prefill_tokens": per_token, "prefill_seqs": per_request}},
-        "lora": {"form": "piecewise_linear", "params": {"x": [1, loop.served], "y": [1.0, ratio]}},
+        "lora": {"form": "piecewise_linear", "params": {"x": [1, served], "y": [1.0, ratio]}},
         "loading": {"form": "table", "params": {str(s_max): {str(r): load_ms for r in ranks}}},
-        "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": kv_tokens, "per_slot_rank_tokens": 0}},
+        "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": kv, "per_slot_rank_tokens": 0}},
         "scheduler": {"form": "linear", "params": {"intercept": 0.0}},
-        "fit_quality": {"decode_itl_ms": dict(zip(map(str, batches), [v * 1000 for v in itl_s], strict=True)),
+        "fit_quality": {"decode_itl_ms": {str(n): v * 1000 for n, v in zip(batches, itl_s, strict=True)},
                         "lora_spread_ratio": ratio, "swap_fraction": swaps},
-        "sources": {"runs": sorted(r["run_id"] for r in [*runs.values(), swapping]),
-                    "vllm_version": swapping.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
+        "sources": {"runs": sorted(r for r in rows if "/rates" not in r),
+                    "vllm_version": short.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
     }
 
 
@@ -240,20 +265,17 @@ def swap_fraction(requests: int, served: int) -> float:
 
 
 # ---- validation ------------------------------------------------------------------------------------------
-def validation_runs(srv: SharedServer, plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """By-time runs of every rate set, ``repeats`` times each, on this server's A_max."""
-    rows = []
+def validation_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
+    """By-time runs of every rate set, ``repeats`` times each (the same schedule), on this server's A_max."""
     for i, rates in enumerate(plan["rate_sets"]):
         for rep in range(int(plan.get("repeats", 1))):
             bench = {"mode": "by_time", "total_time_s": float(plan["total_time_s"]),
                      "adapter_rates": [float(r) for r in rates]}
-            row = srv.run(f"rates{i}_rep{rep}", bench)
-            rows.append(row | {"rate_set": i, "repeat": rep})
-    return rows
+            srv.run(f"rates{i}_rep{rep}", bench)
 
 
-def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str) -> dict[str, Any]:
-    """The twin scenario of a live by-time run: the same server, adapters, rates, lengths and window."""
+def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str, trace: Path) -> dict[str, Any]:
+    """The twin scenario of a live by-time run: the same server, adapters and rates, replaying its arrivals."""
     rates = [v for v, c in zip(row["adapter_rates"], row["adapter_rate_counts"], strict=True) for _ in range(c)]
     ranks = list(row["adapter_ranks"])
     server = loop.harness.get("server", {})
@@ -263,11 +285,10 @@ def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str) -> dict[str
                    "max_lora_rank": int(row["max_lora_rank"]), "max_num_seqs": int(server.get("max_num_seqs", 256)),
                    "max_num_batched_tokens": int(server.get("max_num_batched_tokens", 2048))},
         "adapters": {"ranks": [ranks[i % len(ranks)] for i in range(len(rates))], "rates": rates},
-        "arrivals": {"kind": "poisson"},
-        "lengths": {"kind": "fixed", "input": int(loop.harness["benchmark"]["input_len"]),
-                    "output": int(loop.harness["benchmark"]["output_len"])},
+        "arrivals": {"kind": "trace", "path": str(trace)},
+        "lengths": {"kind": "trace", "path": str(trace)},
         "duration_s": float(row["total_time_s"]),
-        "seed": int(row.get("repeat", 0)),
+        "seed": 0,
     }
 
 
@@ -276,18 +297,24 @@ def smape(a: float, b: float) -> float:
     return 0.0 if a == b == 0 else 200.0 * abs(a - b) / (abs(a) + abs(b))
 
 
-def validate(rows: list[dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig) -> dict[str, Any]:
-    """The twin against every live by-time run, and the live runs against their own repeats."""
+def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path
+             ) -> dict[str, Any]:
+    """The twin against every live by-time run, and the live runs against their own repeats. Both are called
+    starved by the twin's rule against the offered load of the replayed schedule."""
     cal = from_dict(calibration, "live calibration")
     per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
-    for row in rows:
-        twin = simulate(twin_scenario(row, loop, cal.model), cal)
-        ideal = float(twin["ideal_throughput"])
-        live_starved = row["total_throughput"] < STARVATION_FRACTION * ideal
-        per_run.append({"run_id": row["run_id"], "max_loras": row["max_loras"], "rate_set": row["rate_set"],
-                        "repeat": row["repeat"], "ideal_throughput": ideal, "live_starved": bool(live_starved),
-                        "twin_starved": bool(twin["starved"]),
-                        **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
+    for a_max in loop.validation["max_loras"]:
+        for i in range(len(loop.validation["rate_sets"])):
+            for rep in range(int(loop.validation.get("repeats", 1))):
+                run_id = run_name(a_max, f"rates{i}_rep{rep}")
+                row = rows[run_id]
+                twin = simulate(twin_scenario(row, loop, cal.model, work / "runs" / run_id / TRACE_NAME), cal)
+                ideal = float(twin["ideal_throughput"])
+                per_run.append({
+                    "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
+                    "live_starved": bool(row["total_throughput"] < STARVATION_FRACTION * ideal),
+                    "twin_starved": bool(twin["starved"]),
+                    **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
     mean = lambda key: float(np.mean([smape(r[f"live_{key}"], r[f"twin_{key}"]) for r in per_run]))  # noqa: E731
     return {
         "throughput_smape_pct": mean("total_throughput"),
@@ -322,52 +349,77 @@ def model_max_len(model: str) -> int:
     return int(json.loads(config.read_text()).get("max_position_embeddings", 2048)) if config.exists() else 2048
 
 
-def run_loop(loop: LoopConfig, factory: runner.ServerFactory | None = None) -> dict[str, Any]:
-    """Profile, calibrate, serve and validate; writes the calibration, the metrics JSON and the runs table.
+def work_dir(loop: LoopConfig) -> Path:
+    """Where the loop's runs, servers' logs and runs table go."""
+    return resolve(loop.harness.get("work_dir", "data/live/loop"))
 
-    Without a factory the real vLLM of ``harness.server.python`` is started (one server per A_max)."""
+
+def serve_and_measure(loop: LoopConfig, factory: runner.ServerFactory | None = None) -> None:
+    """Every live run of the loop, one server per A_max (served first), into ``<work_dir>/runs.parquet``.
+
+    Without a factory the real vLLM of ``harness.server.python`` is started."""
     python = loop.harness.get("server", {}).get("python")
     python = str(resolve(python)) if python else None
     if factory is None:
         check_environment(python)
         factory = runner.vllm_server_factory
     version = vllm_version(python) if factory is runner.vllm_server_factory else None
-    work = resolve(loop.harness.get("work_dir", "data/live/loop"))
-    served, a_maxes = loop.served, sorted(set(loop.validation["max_loras"]) | {1})
-    servers = {a: SharedServer(loop, a, version, factory, work) for a in [served] + [a for a in a_maxes if a != served]}
-    validation_rows: list[dict[str, Any]] = []
-    swapping: dict[str, Any] = {}
-    for a_max, srv in servers.items():
+    work, served = work_dir(loop), loop.served
+    a_maxes = [served] + sorted((set(loop.validation["max_loras"]) | {1}) - {served})
+    rows: list[dict[str, Any]] = []
+    for a_max in a_maxes:
         print(f"live loop: server A_max {a_max} of {served} adapters", flush=True)
+        srv = SharedServer(loop, a_max, version, factory, work)
         with srv.started():
             if a_max == served:
-                profiling = profile_runs(srv, loop.calibration)
+                profile_runs(srv, loop.calibration)
             elif a_max == 1:
-                swapping = srv.run("round_robin", swap_benchmark(loop.calibration))
+                srv.run("round_robin", swap_benchmark(loop.calibration))
             if a_max in loop.validation["max_loras"]:
-                validation_rows += validation_runs(srv, loop.validation)
-    kv = servers[served].kv_tokens()
+                validation_runs(srv, loop.validation)
+        rows += srv.rows
+    write_tables(work, {"runs": to_frame("runs", rows)})
+
+
+def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
+    """Calibration JSON and validation JSON from the recorded live runs (``<work_dir>/runs.parquet``)."""
+    work = work_dir(loop)
+    table = work / "runs.parquet"
+    if not table.exists():
+        raise LoopConfigError(f"{table}: no live runs recorded (run the loop without --from-runs first)")
+    rows = {r["run_id"]: r for r in pl.read_parquet(table).iter_rows(named=True)}
+    log_dir = work / "servers" / f"amax{loop.served}"
+    kv = kv_tokens(log_dir)
     if kv is None:
-        raise RuntimeError(f"no KV cache size line in the server logs of {servers[served].log_dir}")
-    calibration = build_calibration(profiling, swapping, kv, loop, model_max_len(servers[served].spec.model))
+        raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]))
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
-    metrics = validate(validation_rows, calibration, loop) | {"calibration": str(loop.calibration["out"])}
+    metrics = validate(rows, calibration, loop, work) | {"calibration": str(loop.calibration["out"])}
     write_json(resolve(loop.validation["out"]), metrics)
-    write_tables(work, {"runs": to_frame("runs", [r for s in servers.values() for r in s.rows])})
+    spread = metrics["repeat_spread"]["total_throughput_pair_smape_pct"]
     print(f"live loop: calibration -> {cal_path}; throughput SMAPE {metrics['throughput_smape_pct']:.1f} %, "
           f"ITL {metrics['itl_smape_pct']:.1f} %, TTFT {metrics['ttft_smape_pct']:.1f} %, starvation agreement "
           f"{metrics['starvation_agreement']:.2f} over {len(metrics['runs'])} runs; repeats' throughput SMAPE "
-          f"{metrics['repeat_spread']['total_throughput_pair_smape_pct']} % -> {loop.validation['out']}", flush=True)
+          f"{spread if spread is None else round(spread, 1)} % -> {loop.validation['out']}", flush=True)
     return metrics
+
+
+def run_loop(loop: LoopConfig, factory: runner.ServerFactory | None = None) -> dict[str, Any]:
+    """Profile, calibrate, serve and validate: the live runs, then the calibration and the metrics JSON."""
+    serve_and_measure(loop, factory)
+    return calibrate_and_validate(loop)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m adaptwin.profiling.live_loop CONFIG``: 0 on success, 2 on a bad config or missing vLLM."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="loop YAML (profiling/live_loop.yaml)")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="calibrate and validate from the recorded live runs, starting no server")
     args = parser.parse_args(argv)
     try:
-        run_loop(load_loop_config(resolve(args.config)))
+        loop = load_loop_config(resolve(args.config))
+        calibrate_and_validate(loop) if args.from_runs else run_loop(loop)
     except (LoopConfigError, ProfilingUnavailable) as exc:
         print(f"live loop: {exc}", file=sys.stderr)
         return 2
