@@ -5,11 +5,11 @@ Why a module of its own: the corpus's calibration reads the GPU fork's profiling
 vLLM does not print). Stock vLLM exposes less, so this builds the twin's calibration JSON (the public format of
 `adaptwin.twin.costs`) from what a live server does show:
 
-- decode step time against batch: the median inter-token latency of N requests sent at once to one adapter
+- decode step time against batch: the median time per output token of N requests sent at once to one adapter
   (all prompts fit one step's token budget, so the rest of the run is decode steps of batch N);
-- prefill cost per token and per request: the time to first token of one request with a short and a long
+- prefill cost per token and per request: the time to first token of requests sent one at a time with a short and a long
   prompt (the per-request part also holds the HTTP and tokenizer work the client waits for);
-- LoRA overhead against distinct adapters: the median inter-token latency of the largest batch spread over
+- LoRA overhead against distinct adapters: the median time per output token of the largest batch spread over
   every served adapter, over the same batch on one adapter (one adapter's cost is inside the step fit, as
   every request of these runs uses an adapter);
 - adapter loading: no log line of stock vLLM reports it, so it is the extra time to first token of a
@@ -53,7 +53,8 @@ from adaptwin.twin.costs import from_dict
 #: the contract keys of the validation JSON
 METRIC_KEYS = ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starvation_agreement", "runs")
 TOP_KEYS = {"harness", "calibration", "validation"}
-CALIBRATION_KEYS = {"model_name", "out", "batches", "long_input_len", "swap_requests", "swap_rate_by_lora"}
+CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_input_len", "swap_requests",
+                    "swap_rate_by_lora"}
 VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out"}
 STARVATION_FRACTION = 0.9  # the paper's rule, as the twin applies it
 TRACE_NAME = "twin_trace.csv"
@@ -94,7 +95,7 @@ def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopC
         unknown = sorted(set(section) - allowed)
         if unknown:
             raise LoopConfigError(f"{source}: unknown key {unknown[0]!r} (allowed: {sorted(allowed)})")
-    for key in TOP_KEYS:
+    for key in sorted(TOP_KEYS):
         if key not in data:
             raise LoopConfigError(f"{source}: section {key!r} is missing")
     try:
@@ -192,11 +193,12 @@ def kv_tokens(log_dir: Path) -> int | None:
 # ---- profiling and calibration ---------------------------------------------------------------------------
 def profile_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
     """The profiling runs on the all-resident server (A_max = served): decode batches on one adapter, the
-    largest batch over every adapter, one long prompt, and the round-robin run for loading."""
+    largest batch over every adapter, long prompts one at a time, and the round-robin run for loading."""
+    decode = {"output_len": int(plan["decode_output_len"])} if "decode_output_len" in plan else {}
     for n in plan["batches"]:
-        srv.run(f"decode_{n}", fixed(n, restrict=1))
-    srv.run(f"spread_{max(plan['batches'])}", fixed(max(plan["batches"])))
-    srv.run("long_prompt", fixed(1, restrict=1, input_len=plan["long_input_len"]))
+        srv.run(f"decode_{n}", fixed(n, restrict=1, **decode))
+    srv.run(f"spread_{max(plan['batches'])}", fixed(max(plan["batches"]), **decode))
+    srv.run("long_prompt", swap_benchmark(plan) | {"input_len": int(plan["long_input_len"]), "restrict_loras": 1})
     srv.run("round_robin", swap_benchmark(plan))
 
 
@@ -221,23 +223,29 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
                       ) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
-    The per-request prefill cost comes from the batch of requests sent at once, whose prompts share one
-    step: the extra time to first token over one request, less their prompt tokens. One request's own time
-    to first token also holds the HTTP and tokenizer work outside the engine, which does not hold up steps."""
+    Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
+    server coalesces tokens into one chunk when it lags, so single inter-token gaps are often ~0 and the
+    median gap says little. Times to first token alone come from the round-robin and long-prompt runs (one
+    request in flight, medians over all of them). The per-request prefill cost comes from a batch sent at
+    once whose prompts share one step: its extra time to first token over one request, less its prompt
+    tokens. One request's own time to first token also holds the HTTP and tokenizer work outside the engine,
+    which does not hold up steps."""
     served, plan = loop.served, loop.calibration
     run = lambda name, a_max=served: rows[run_name(a_max, name)]  # noqa: E731
     batches = sorted(int(n) for n in plan["batches"])
-    itl_s = [run(f"decode_{n}")["itl_median_ms"] / 1000 for n in batches]
-    per_seq, intercept = np.polyfit(batches, itl_s, 1)
+    step_s = [run(f"decode_{n}")["tpot_median_ms"] / 1000 for n in batches]
+    per_seq, intercept = np.polyfit(batches, step_s, 1)
     per_seq, intercept = max(float(per_seq), 0.0), max(float(intercept), 1e-4)
-    short, long, top = run(f"decode_{batches[0]}"), run("long_prompt"), batches[-1]
-    prompt = int(loop.harness["benchmark"]["input_len"])
-    per_token = max((long["ttft_median_ms"] - short["ttft_median_ms"]) / 1000 / (plan["long_input_len"] - prompt), 0.0)
-    crowd = (run(f"decode_{top}")["ttft_median_ms"] - short["ttft_median_ms"]) / 1000 - per_token * prompt * (top - 1)
-    per_request = max(crowd / max(top - 1, 1), 0.0)
-    ratio = max(run(f"spread_{top}")["itl_median_ms"] / run(f"decode_{top}")["itl_median_ms"], 1.0)
+    alone, long = run("round_robin"), run("long_prompt")
+    prompt, budget = int(loop.harness["benchmark"]["input_len"]), _budget(loop)
+    per_token = max((long["ttft_median_ms"] - alone["ttft_median_ms"]) / 1000 / (plan["long_input_len"] - prompt), 0.0)
+    crowd_n = max((n for n in batches if n * prompt <= budget), default=batches[0])
+    crowd = (run(f"decode_{crowd_n}")["ttft_median_ms"] - alone["ttft_median_ms"]) / 1000
+    per_request = max((crowd - per_token * prompt * (crowd_n - 1)) / max(crowd_n - 1, 1), 0.0)
+    top = batches[-1]
+    ratio = max(run(f"spread_{top}")["tpot_median_ms"] / run(f"decode_{top}")["tpot_median_ms"], 1.0)
     swaps = swap_fraction(int(plan["swap_requests"]), served)
-    swapped = run("round_robin", 1)["ttft_median_ms"] - run("round_robin")["ttft_median_ms"]
+    swapped = run("round_robin", 1)["ttft_median_ms"] - alone["ttft_median_ms"]
     load_ms = max(swapped / max(swaps, 1e-9), 0.1)
     s_max = int(loop.harness["grid"]["max_lora_rank"][0])
     ranks = loop.harness.get("adapters", {}).get("ranks", [8])
@@ -252,11 +260,15 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
         "loading": {"form": "table", "params": {str(s_max): {str(r): load_ms for r in ranks}}},
         "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": kv, "per_slot_rank_tokens": 0}},
         "scheduler": {"form": "linear", "params": {"intercept": 0.0}},
-        "fit_quality": {"decode_itl_ms": {str(n): v * 1000 for n, v in zip(batches, itl_s, strict=True)},
-                        "lora_spread_ratio": ratio, "swap_fraction": swaps},
+        "fit_quality": {"decode_step_ms": {str(n): v * 1000 for n, v in zip(batches, step_s, strict=True)},
+                        "lora_spread_ratio": ratio, "swap_fraction": swaps, "crowd_batch": crowd_n},
         "sources": {"runs": sorted(r for r in rows if "/rates" not in r),
-                    "vllm_version": short.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
+                    "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
     }
+
+
+def _budget(loop: LoopConfig) -> int:
+    return int(loop.harness.get("server", {}).get("max_num_batched_tokens", 2048))
 
 
 def swap_fraction(requests: int, served: int) -> float:
