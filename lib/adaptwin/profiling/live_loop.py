@@ -234,7 +234,7 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     run = lambda name, a_max=served: rows[run_name(a_max, name)]  # noqa: E731
     batches = sorted(int(n) for n in plan["batches"])
     step_s = [run(f"decode_{n}")["tpot_median_ms"] / 1000 for n in batches]
-    per_seq, intercept = np.polyfit(batches, step_s, 1)
+    per_seq, intercept = np.polyfit(batches, step_s, 1, w=1 / np.asarray(step_s))  # relative errors
     per_seq, intercept = max(float(per_seq), 0.0), max(float(intercept), 1e-4)
     alone, long = run("round_robin"), run("long_prompt")
     prompt, budget = int(loop.harness["benchmark"]["input_len"]), _budget(loop)
