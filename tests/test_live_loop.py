@@ -76,3 +76,12 @@ def test_main_exits_2_with_one_line_on_a_bad_file(tmp_path, capsys):
     assert live_loop.main([str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "section 'calibration' is missing" in err and str(path) in err
+
+
+@pytest.mark.parametrize("text", ["harness: [unclosed", "- a list"])
+def test_main_exits_2_on_a_file_that_is_not_a_mapping(tmp_path, capsys, text):
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    assert live_loop.main([str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(path) in err

@@ -84,7 +84,12 @@ def load_loop_config(path: str | Path) -> LoopConfig:
     path = Path(path)
     if not path.exists():
         raise LoopConfigError(f"{path}: file not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LoopConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise LoopConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return loop_config_from_dict(data, str(path))
 
 
