@@ -37,7 +37,7 @@ def loop_dict(tmp_path) -> dict:
             "benchmark": {"input_len": 6, "output_len": 4, "token_ids": [10, 90]},
             "poller": {"interval_s": 0.05, "tail_s": 0.2},
         },
-        "calibration": {"model_name": "fake-live", "out": str(tmp_path / "cal.json"), "batches": [1, 4],
+        "calibration": {"model_name": "fake-live", "out": str(tmp_path / "cal.json"), "batches": [1, 4], "crowd_repeats": 2,
                         "long_input_len": 24, "swap_requests": 4, "swap_rate_by_lora": 20.0},
         "validation": {"max_loras": [1, 2], "rate_sets": [[4.0, 2.0]], "total_time_s": 1.0, "repeats": 2,
                        "out": str(tmp_path / "metrics" / "live_twin_validation.json")},
@@ -50,6 +50,7 @@ def test_loop_writes_a_loadable_calibration_and_the_metrics_contract(tmp_path):
     cal = load_calibration(tmp_path / "cal.json")
     assert cal.model == "fake-live" and cal.kv_capacity_tokens(2, 16) == 50_000 - 50_000 % 16
     assert cal.step["intercept"] > 0 and cal.load_time(8, 16) > 0
+    assert len(cal.raw["fit_quality"]["crowd_ttft_ms"]) == 2  # the median of the repeated crowds
     saved = json.loads((tmp_path / "metrics" / "live_twin_validation.json").read_text())
     assert set(live_loop.METRIC_KEYS) <= set(saved) and saved == json.loads(json.dumps(metrics))
     assert len(saved["runs"]) == 4 and {r["max_loras"] for r in saved["runs"]} == {1, 2}
