@@ -82,14 +82,18 @@ def check_outputs(out: Path, workload: Path, method: str, verified: bool = False
         assert set(gpu["predicted"]) == {"total_throughput", "itl_mean_ms", "starvation_probability"}
         assert gpu["max_cpu_loras"] == len(gpu["adapters"]) and 1 <= gpu["max_loras"] <= gpu["max_cpu_loras"]
         script = (out / f"serve_gpu{i}.sh").read_text()
-        assert "vllm serve meta-llama/Llama-3.1-8B-Instruct" in script and "--enable-lora" in script
+        assert '"${VLLM_MODEL:-meta-llama/Llama-3.1-8B-Instruct}"' in script and "--enable-lora" in script
+        assert "--no-enable-prefix-caching" in script and "--max-num-batched-tokens 2048" in script
         assert f"--max-loras {gpu['max_loras']} " in script and f"--max-cpu-loras {gpu['max_cpu_loras']} " in script
         assert f"--max-lora-rank {gpu['max_lora_rank']} " in script
         assert all(f'{a}="${{ADAPTER_DIR:-adapters}}"/{a}' in script for a in gpu["adapters"])
     routing = pl.read_csv(out / "routing.csv")
-    assert routing.columns == ["adapter_id", "gpu"]
+    assert routing.columns == ["adapter_id", "gpu", "endpoint", "share"]
     expected = sorted((a, g["gpu"]) for g in doc["gpus"] for a in g["adapters"])
-    assert sorted(routing.iter_rows()) == expected
+    assert sorted(routing.select("adapter_id", "gpu").iter_rows()) == expected
+    assert routing["share"].is_between(0, 1, closed="right").all()
+    assert routing.group_by("adapter_id").agg(pl.col("share").sum())["share"].to_list() == pytest.approx([1.0] * len(set(ids)))
+    assert all(e == f"http://127.0.0.1:{8000 + g}/v1" for e, g in routing.select("endpoint", "gpu").iter_rows())
     assert not list(out.glob(f"serve_gpu{len(doc['gpus'])}.sh"))
     return doc
 

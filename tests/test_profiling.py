@@ -107,7 +107,7 @@ def test_poller_stop_takes_a_closing_scrape_after_the_loop():
 
     poller = prometheus.MetricsPoller("http://x/metrics", interval_s=60.0, fetch=fetch).start()
     deadline = time.monotonic() + 10
-    while not poller.samples and time.monotonic() < deadline:  # the loop's first scrape
+    while not poller.scrapes and time.monotonic() < deadline:  # the loop's first scrape
         time.sleep(0.01)
     samples = poller.stop()  # the loop now waits 60 s; stop() interrupts it and scrapes once more
     assert [s.values["num_running"] for s in samples] == [0.0, 1.0]

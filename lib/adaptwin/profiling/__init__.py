@@ -1,4 +1,4 @@
-"""adaptwin.profiling: the ``vllm`` measurement backend (issue 2, section 3).
+"""adaptwin.profiling: the ``vllm`` measurement backend, a live server driven like the recorded corpus.
 
 Measure a live vLLM server the way the recorded corpus was measured and write the same ``runs``,
 ``timeseries`` and ``kv_capacity`` tables as the replay ingest (``adaptwin.measurements``):

@@ -57,10 +57,11 @@ def run_from_config(
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    """Entry point of ``adaptwin profile``: 0 on success, 2 when vLLM/GPU are missing (message on stderr)."""
+    """Entry point of ``adaptwin profile``: 0 on success, 2 when vLLM/GPU are missing or the configuration is
+    bad (one line on stderr naming the file, field and value)."""
     try:
         report = run_from_config(args.config, args.out)
-    except ProfilingUnavailable as exc:
+    except (ProfilingUnavailable, ValueError) as exc:  # missing vLLM/GPU, or a configuration vLLM refuses
         print(f"adaptwin profile: {exc}", file=sys.stderr)
         return 2
     print(

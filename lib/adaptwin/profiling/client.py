@@ -43,6 +43,7 @@ class Request:
     prompt: str | list[int]
     prompt_len: int | None
     output_len: int
+    ignore_eos: bool = True
 
 
 @dataclass
@@ -79,9 +80,34 @@ class BenchmarkResult:
 PROMPT_POOL = 256  # distinct prompts per run; requests draw from the pool (memory stays small for long runs)
 
 
-def prompt_pool(rng: np.random.Generator, input_len: int, size: int = PROMPT_POOL) -> list[list[int]]:
+#: token ids of random prompts: the corpus's range, inside every vocabulary it used
+TOKEN_IDS = (1000, 30000)
+
+
+def prompt_pool(
+    rng: np.random.Generator, input_len: int, size: int = PROMPT_POOL, token_ids: tuple[int, int] = TOKEN_IDS
+) -> list[list[int]]:
     """Pre-sampled prompts of ``input_len`` tokens (the corpus's benchmark also pre-sampled a pool)."""
-    return [synthetic_prompt(rng, input_len) for _ in range(size)]
+    return [synthetic_prompt(rng, input_len, *token_ids) for _ in range(size)]
+
+
+def sharegpt_prompts(path: str, limit: int = PROMPT_POOL) -> list[str]:
+    """First human turns of a ShareGPT JSON file (a list of ``{"conversations": [{"from", "value"}, ...]}``),
+    for the validation runs' workload: text prompts whose generation ends at EOS. Raises ValueError naming
+    the file when it holds none."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    prompts = []
+    for item in data if isinstance(data, list) else []:
+        turns = item.get("conversations") if isinstance(item, dict) else None
+        if isinstance(turns, list) and len(turns) >= 2 and isinstance(turns[0], dict):
+            if text := str(turns[0].get("value") or "").strip():
+                prompts.append(text)
+        if len(prompts) >= limit:
+            break
+    if not prompts:
+        raise ValueError(f"{path}: no conversation with two turns (ShareGPT format expected)")
+    return prompts
 
 
 def synthetic_prompt(
@@ -122,19 +148,31 @@ def by_time_schedule(
     input_len: int,
     output_len: int,
     rng: np.random.Generator,
+    pool: list | None = None,
+    token_ids: tuple[int, int] = TOKEN_IDS,
 ) -> list[Request]:
-    """Every adapter sends its own Poisson stream for ``total_time_s``; requests sorted by arrival."""
+    """Every adapter sends its own Poisson stream for ``total_time_s``; requests sorted by arrival. ``pool``:
+    text prompts (generation ends at EOS) instead of random token ids in ``token_ids`` [low, high)."""
     arrivals = [
         (float(t), name)
         for name, rate in adapter_rates.items()
         for t in poisson_arrivals(rng, rate, total_time_s)
     ]
     arrivals.sort()
-    pool = prompt_pool(rng, input_len)
-    picks = rng.integers(len(pool), size=len(arrivals))
+    prompts = pool or prompt_pool(rng, input_len, token_ids=token_ids)
+    picks = rng.integers(len(prompts), size=len(arrivals))
     return [
-        Request(i, t, name, pool[picks[i]], input_len, output_len) for i, (t, name) in enumerate(arrivals)
+        _request(i, t, name, prompts[picks[i]], input_len, output_len) for i, (t, name) in enumerate(arrivals)
     ]
+
+
+def _request(
+    index: int, arrival_s: float, model: str, prompt: str | list[int], input_len: int, output_len: int
+) -> Request:
+    """Token-id prompts have a known length and ignore EOS; text prompts are measured by the server."""
+    if isinstance(prompt, str):
+        return Request(index, arrival_s, model, prompt, None, output_len, ignore_eos=False)
+    return Request(index, arrival_s, model, prompt, input_len, output_len)
 
 
 def fixed_count_schedule(
@@ -144,6 +182,8 @@ def fixed_count_schedule(
     input_len: int,
     output_len: int,
     rng: np.random.Generator,
+    pool: list | None = None,
+    token_ids: tuple[int, int] = TOKEN_IDS,
 ) -> list[Request]:
     """``num_prompts`` requests, target ``i % len(targets)``; Poisson gaps at ``rate`` req/s (inf: all at 0)."""
     if num_prompts > MAX_SCHEDULED_REQUESTS or not targets:
@@ -152,15 +192,15 @@ def fixed_count_schedule(
         arrivals = np.zeros(num_prompts)
     else:
         arrivals = np.concatenate([[0.0], np.cumsum(rng.exponential(1.0 / rate, size=num_prompts - 1))])
-    pool = prompt_pool(rng, input_len, size=min(PROMPT_POOL, num_prompts))
-    picks = rng.integers(len(pool), size=num_prompts)
+    prompts = pool or prompt_pool(rng, input_len, min(PROMPT_POOL, num_prompts), token_ids)
+    picks = rng.integers(len(prompts), size=num_prompts)
     return [
-        Request(i, float(arrivals[i]), targets[i % len(targets)], pool[picks[i]], input_len, output_len)
+        _request(i, float(arrivals[i]), targets[i % len(targets)], prompts[picks[i]], input_len, output_len)
         for i in range(num_prompts)
     ]
 
 
-def completion_payload(request: Request, ignore_eos: bool = True) -> dict:
+def completion_payload(request: Request) -> dict:
     """The JSON body the vLLM benchmark sends for a streaming completion."""
     payload = {
         "model": request.model,
@@ -170,13 +210,14 @@ def completion_payload(request: Request, ignore_eos: bool = True) -> dict:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    if ignore_eos:
+    if request.ignore_eos:
         payload["ignore_eos"] = True
     return payload
 
 
-async def send_request(base_url: str, request: Request, timeout_s: float = 600.0) -> RequestOutput:
-    """Send one streaming completion and measure it; errors and timeouts give ``success=False``."""
+async def send_request(base_url: str, request: Request, timeout_s: float | None = None) -> RequestOutput:
+    """Send one streaming completion and measure it; errors and timeouts give ``success=False``. ``timeout_s``
+    None: no limit (by-time runs end at their window)."""
     out = RequestOutput(request.index, request.model, prompt_tokens=request.prompt_len or 0)
     start = time.perf_counter()
     try:
@@ -285,10 +326,13 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def run_schedule(
-    base_url: str, requests: Sequence[Request], window_s: float | None = None, timeout_s: float = 600.0
+    base_url: str, requests: Sequence[Request], window_s: float | None = None, timeout_s: float | None = None
 ) -> BenchmarkResult:
     """Send each request at its arrival offset. With ``window_s`` (by-time) requests still running at the end of
-    the window are cancelled and dropped; without it (fixed-count) every request is awaited."""
+    the window are cancelled and dropped, and ``timeout_s`` is not applied (a queued request of an overloaded
+    run is measured however late, as in the corpus); without it (fixed-count) every request is awaited."""
+    if window_s is not None:
+        timeout_s = None
     start = time.perf_counter()
     tasks: list[asyncio.Task] = []
     for request in sorted(requests, key=lambda r: r.arrival_s):
@@ -312,7 +356,7 @@ async def run_schedule(
 
 
 def run_benchmark(
-    base_url: str, requests: Sequence[Request], window_s: float | None = None, timeout_s: float = 600.0
+    base_url: str, requests: Sequence[Request], window_s: float | None = None, timeout_s: float | None = None
 ) -> BenchmarkResult:
     """Blocking wrapper of ``run_schedule`` (own event loop)."""
     raise_open_file_limit()

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from adaptwin.paths import resolve
 from adaptwin.profiling.server import ServerArgs
 
 SERVER_KEYS = ("max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs")
@@ -38,6 +39,9 @@ SERVER_OPTIONS = {
     "port",
     "gpu_memory_utilization",
     "enable_prefix_caching",
+    "max_num_batched_tokens",
+    "python",
+    "env",
     "extra_args",
     "ready_timeout_s",
     *SERVER_KEYS,
@@ -59,12 +63,32 @@ class BenchmarkSpec:
     lora_pre_loading: bool = False
     input_len: int = 250
     output_len: int = 231
-    request_timeout_s: float = 600.0
+    #: fixed-count only (vLLM's benchmark allows 6 h); a by-time request is bounded by the window instead,
+    #: since the corpus's overloaded runs have mean TTFTs of over 1,500 s
+    request_timeout_s: float = 21_600.0
+    #: random_tokens: exactly input_len random token ids, ignore_eos (the profiling runs);
+    #: sharegpt: first turns of a ShareGPT JSON file (dataset_path), generation ends at EOS or output_len
+    dataset: str = "random_tokens"
+    dataset_path: str | None = None
+    #: [low, high) of random prompt token ids; a model with a small vocabulary needs a lower high
+    token_ids: tuple[int, int] = (1000, 30000)
+
+    @property
+    def ignore_eos(self) -> bool:
+        """Random-token prompts generate exactly ``output_len`` tokens; text prompts stop at EOS."""
+        return self.dataset == "random_tokens"
 
     def validate(self) -> None:
         """Raise ValueError naming the field when the mode's required arguments are missing."""
         if self.mode not in ("by_time", "fixed_count"):
             raise ValueError(f"benchmark.mode: {self.mode!r} is not 'by_time' or 'fixed_count'")
+        if self.dataset not in ("random_tokens", "sharegpt"):
+            raise ValueError(f"benchmark.dataset: {self.dataset!r} is not 'random_tokens' or 'sharegpt'")
+        low, high = self.token_ids
+        if not 0 <= low < high:
+            raise ValueError(f"benchmark.token_ids: {list(self.token_ids)} is not a range [low, high) with 0 <= low")
+        if self.dataset == "sharegpt" and not self.dataset_path:
+            raise ValueError("benchmark.dataset_path: sharegpt needs the path of a ShareGPT JSON file")
         if self.mode == "by_time" and not (self.total_time_s and self.adapter_rates):
             raise ValueError("benchmark: by_time needs total_time_s > 0 and a non-empty adapter_rates list")
         if self.mode == "fixed_count" and not (self.num_prompts and self.num_prompts > 0):
@@ -97,6 +121,7 @@ class RunSpec:
     poller: PollerSpec
     seed: int
     ready_timeout_s: float = 1200.0
+    vllm_version: str | None = None  # of the target environment, when known before the server starts
 
     @property
     def served_adapters(self) -> int:
@@ -150,7 +175,19 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> ProfileCon
     if "model" not in data:
         raise ValueError(f"{source}: `model` is required")
     known = {k: data[k] for k in TOP_KEYS if k in data}
+    known["model"] = local_model(str(data["model"]))
     return ProfileConfig(**known, source=source)
+
+
+def local_model(model: str) -> str:
+    """A relative model folder that exists under the repository root becomes absolute (the server runs in
+    another environment and the adapters are sized from its config.json, whatever the working directory);
+    a Hugging Face id stays as given."""
+    try:
+        path = resolve(model)
+    except FileNotFoundError:
+        return model
+    return str(path) if not os.path.isabs(model) and (path / "config.json").is_file() else model
 
 
 def expand(cfg: ProfileConfig) -> list[RunSpec]:
@@ -168,6 +205,9 @@ def expand(cfg: ProfileConfig) -> list[RunSpec]:
 
 def _spec(cfg: ProfileConfig, point: dict[str, Any]) -> RunSpec | None:
     server_opts = {k: v for k, v in cfg.server.items() if k != "ready_timeout_s"}
+    if server_opts.get("python"):
+        server_opts["python"] = str(resolve(server_opts["python"]))
+    server_opts["env"] = {str(k): str(v) for k, v in (server_opts.get("env") or {}).items()}
     server_opts.update({k: v for k, v in point.items() if k in SERVER_KEYS})
     server = ServerArgs(
         model=cfg.model,
@@ -184,6 +224,8 @@ def _spec(cfg: ProfileConfig, point: dict[str, Any]) -> RunSpec | None:
     if server.max_loras and server.max_lora_rank is None:
         server = replace(server, max_lora_rank=max(ranks))
     bench_args = {**cfg.benchmark, **{k: v for k, v in point.items() if k not in SERVER_KEYS}}
+    if "token_ids" in bench_args:
+        bench_args["token_ids"] = tuple(int(t) for t in _as_list(bench_args["token_ids"]))
     if "adapter_rates" in bench_args:
         bench_args["adapter_rates"] = tuple(float(r) for r in _as_list(bench_args["adapter_rates"]))
     bench = BenchmarkSpec(**bench_args)

@@ -7,7 +7,8 @@ uvicorn server does): the first after ``ttft_s``, the next ones every ``itl_s`` 
 serves vLLM's metric names in Prometheus text format, formatting floats like ``prometheus_client`` does, so a
 counter at or above 1e6 is printed in scientific notation (``1.000012e+06``) -- the corpus's overflow bug.
 ``vllm:request_success_total`` has one series per ``finished_reason``; ``stop`` comes first and stays 0 with
-``ignore_eos``, as in the vLLM 0.8.5 runs of the corpus.
+``ignore_eos``, as in the vLLM 0.8.5 runs of the corpus. ``GET /version`` answers like vLLM's (0.8.5 by
+default).
 
 ``python -m adaptwin.profiling.fake --port N ...`` runs it as a process that first prints vLLM 0.8.5's
 startup lines ('Model loading took X GiB ...', 'GPU KV cache size: N tokens') to stdout, so the real
@@ -75,8 +76,9 @@ class FakeOpenAIServer:
         itl_s: float = 0.01,
         prompt_tokens_start: float = 999_000.0,
         port: int = 0,
+        version: str = "0.8.5",
     ) -> None:
-        self.model, self.adapters = model, tuple(adapters)
+        self.model, self.adapters, self.version = model, tuple(adapters), version
         self.ttft_s, self.itl_s = ttft_s, itl_s
         self.state = FakeState(prompt_tokens=prompt_tokens_start)
         self.httpd = _Httpd(("127.0.0.1", port), _handler(self))
@@ -151,6 +153,8 @@ def _handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, server.metrics_text(), "text/plain; version=0.0.4")
             elif self.path == "/v1/models":
                 self._send(200, json.dumps(server.models_body()), "application/json")
+            elif self.path == "/version":
+                self._send(200, json.dumps({"version": server.version}), "application/json")
             elif self.path == "/health":
                 self._send(200, "", "text/plain")
             else:

@@ -8,7 +8,17 @@ colons, label sets with escaped values (``\\\\``, ``\\"``, ``\\n``), values in a
 
 The poller maps the vLLM metrics onto the columns of the ``timeseries`` table with the same meaning as the
 replay ingest (data card 4.5): ``finished`` is the *first* ``vllm:request_success_total`` series, as in the
-corpus, not the sum over ``finished_reason`` labels (``Metrics.total`` gives that sum).
+corpus, not the sum over ``finished_reason`` labels (``Metrics.total`` gives that sum). Metric names of
+current vLLM releases are read too (``vllm:kv_cache_usage_perc`` replaced ``gpu_cache_usage_perc``).
+
+Beyond the table's columns each sample keeps what checks a run against the server: every finished request
+over all reasons (``finished_total``) and the adapters running and waiting, from the
+``vllm:lora_requests_info`` gauge. That gauge's value is the time its label set was last set, and old label
+sets stay exported, so the current state is the series with the largest value.
+
+Scrapes are cheap for the client and parsing is not: ``/metrics`` grows with every adapter and histogram, and
+parsing in the poller thread competes with the client's event loop for the interpreter. So the poller only
+fetches (with a generous timeout) and keeps the raw text; ``stop()`` parses it after the benchmark.
 """
 
 from __future__ import annotations
@@ -20,12 +30,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: timeseries column -> (metric name, how to reduce several series: "first" or "sum")
+#: timeseries column -> (metric name, alternatives joined by "|", how to reduce several series: "first"/"sum")
 VLLM_METRICS: dict[str, tuple[str, str]] = {
     "num_running": ("vllm:num_requests_running", "sum"),
     "num_waiting": ("vllm:num_requests_waiting", "sum"),
     "num_preempted": ("vllm:num_preemptions_total", "sum"),
-    "gpu_cache_usage": ("vllm:gpu_cache_usage_perc", "sum"),
+    "gpu_cache_usage": ("vllm:gpu_cache_usage_perc|vllm:kv_cache_usage_perc", "sum"),
     "finished": ("vllm:request_success_total", "first"),
     "prompt_tokens_total": ("vllm:prompt_tokens_total", "sum"),
     "generation_tokens_total": ("vllm:generation_tokens_total", "sum"),
@@ -158,32 +168,73 @@ def _parse_quoted(text: str, i: int) -> tuple[str, int]:
 
 def extract(metrics: Metrics, mapping: dict[str, tuple[str, str]] = VLLM_METRICS) -> dict[str, float | None]:
     """The timeseries columns of one scrape (None where the server does not export the metric)."""
-    return {
-        column: (metrics.first(name) if how == "first" else metrics.total(name))
-        for column, (name, how) in mapping.items()
-    }
+    values: dict[str, float | None] = {}
+    for column, (names, how) in mapping.items():
+        found = None
+        for name in names.split("|"):
+            found = metrics.first(name) if how == "first" else metrics.total(name)
+            if found is not None:
+                break
+        values[column] = found
+    return values
+
+
+@dataclass(frozen=True)
+class LoraState:
+    """The adapters running and waiting at one scrape, and the A_max the server reports (``max_lora``)."""
+
+    running: tuple[str, ...]
+    waiting: tuple[str, ...]
+    max_lora: int | None
+
+
+def lora_state(metrics: Metrics) -> LoraState | None:
+    """The current ``vllm:lora_requests_info`` label set (the series with the largest value), or None."""
+    found = metrics.series("vllm:lora_requests_info")
+    if not found:
+        return None
+    latest = max(found, key=lambda s: s.value)
+    raw_max = latest.labels.get("max_lora", "")
+    return LoraState(_split(latest, "running"), _split(latest, "waiting"), int(raw_max) if raw_max.isdigit() else None)
+
+
+def _split(sample: Sample, which: str) -> tuple[str, ...]:
+    return tuple(a for a in sample.labels.get(f"{which}_lora_adapters", "").split(",") if a)
 
 
 @dataclass(frozen=True)
 class PollSample:
-    """One successful poll: ``time_raw`` is ``time.perf_counter()`` when the response arrived."""
+    """One successful poll: ``time_raw`` is ``time.perf_counter()`` when the response arrived; ``values``
+    are the timeseries columns, ``finished_total`` every finished request (all reasons), ``lora`` the
+    adapters' state (None when the server exports no ``lora_requests_info``)."""
 
     time_raw: float
     values: dict[str, float | None]
+    finished_total: float | None = None
+    lora: LoraState | None = None
+
+
+def sample_from_text(time_raw: float, text: str) -> PollSample:
+    """Parse one scrape into a ``PollSample``."""
+    metrics = parse(text)
+    return PollSample(
+        time_raw, extract(metrics), metrics.total("vllm:request_success_total"), lora_state(metrics)
+    )
 
 
 class MetricsPoller:
     """Background thread scraping ``url`` every ``interval_s`` (the corpus used ~2 s) until ``stop()``.
 
     A failed scrape (connection error, bad text) is counted in ``errors`` and leaves a gap, like the corpus's
-    "Error while running usage checker" lines; it never stops the run. ``max_samples`` bounds the loop.
+    "Error while running usage checker" lines; it never stops the run. ``max_samples`` bounds the loop. The
+    loop keeps raw texts; ``stop()`` parses them (``samples`` is complete after ``stop()``).
     """
 
     def __init__(
         self,
         url: str,
         interval_s: float = 2.0,
-        timeout_s: float = 5.0,
+        timeout_s: float = 30.0,
         max_samples: int = 100_000,
         fetch: Callable[[str, float], str] | None = None,
     ) -> None:
@@ -193,6 +244,7 @@ class MetricsPoller:
         self.max_samples = max_samples
         self.samples: list[PollSample] = []
         self.errors: list[str] = []
+        self._raw: list[tuple[float, str]] = []
         self._fetch = fetch or fetch_text
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="metrics-poller", daemon=True)
@@ -210,18 +262,42 @@ class MetricsPoller:
         """
         self._stop.set()
         self._thread.join(timeout=self.timeout_s + self.interval_s + 1.0)
-        if self._thread.is_alive():  # a scrape is still hanging: do not race it for ``samples``
-            return self.samples
-        self.poll_once()
+        hanging = self._thread.is_alive()  # a scrape is still hanging: do not race it for the raw texts
+        raw = list(self._raw)
+        if not hanging:
+            self._raw.clear()
+            self._fetch_raw()
+            raw += self._raw
+        self._raw.clear()
+        for time_raw, text in raw:
+            self._add(time_raw, text)
         return self.samples
 
+    @property
+    def scrapes(self) -> int:
+        """Successful scrapes so far (parsed or not)."""
+        return len(self._raw) + len(self.samples)
+
     def poll_once(self) -> PollSample | None:
-        """One scrape; appends and returns the sample, or records the error and returns None."""
+        """One scrape parsed at once; appends and returns the sample, or records the error and returns None."""
+        if not self._fetch_raw():
+            return None
+        return self._add(*self._raw.pop())
+
+    def _fetch_raw(self) -> bool:
         try:
             text = self._fetch(self.url, self.timeout_s)
-            sample = PollSample(time.perf_counter(), extract(parse(text)))
-        except (OSError, PrometheusParseError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             self.errors.append(f"{time.perf_counter():.3f}: {exc}")
+            return False
+        self._raw.append((time.perf_counter(), text))
+        return True
+
+    def _add(self, time_raw: float, text: str) -> PollSample | None:
+        try:
+            sample = sample_from_text(time_raw, text)
+        except PrometheusParseError as exc:
+            self.errors.append(f"{time_raw:.3f}: {exc}")
             return None
         self.samples.append(sample)
         return sample
@@ -236,7 +312,7 @@ class MetricsPoller:
         attempts = 0
         while not self._stop.is_set() and attempts < self.max_samples:
             attempts += 1
-            self.poll_once()
+            self._fetch_raw()
             self._stop.wait(self.interval_s)
 
 

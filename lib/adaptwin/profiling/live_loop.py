@@ -1,0 +1,456 @@
+"""The loop on a live engine: profile a real vLLM with the harness, calibrate the twin from those runs, run
+by-time serving runs over a small grid, and compare the twin with them.
+
+Why a module of its own: the corpus's calibration reads the GPU fork's profiling families (and log lines stock
+vLLM does not print). Stock vLLM exposes less, so this builds the twin's calibration JSON (the public format of
+`adaptwin.twin.costs`) from what a live server does show:
+
+- decode step time against batch: the median time per output token of N requests sent at once to one adapter
+  (all prompts fit one step's token budget, so the rest of the run is decode steps of batch N);
+- prefill cost per token and per request: the time to first token of requests sent one at a time with a short and a long
+  prompt (the per-request part also holds the HTTP and tokenizer work the client waits for);
+- LoRA overhead against distinct adapters: the median time per output token of the largest batch spread over
+  every served adapter, over the same batch on one adapter (one adapter's cost is inside the step fit, as
+  every request of these runs uses an adapter);
+- adapter loading: no log line of stock vLLM reports it, so it is the extra time to first token of a
+  swap-heavy run (A_max 1, requests round-robin over the adapters, one at a time) over the same run with
+  every adapter resident (A_max = served), per swap;
+- KV capacity: the server's startup line (the CPU backend's KV cache size does not depend on the slots).
+
+The scheduler's own time is part of the measured steps (scheduler cost 0). Every server is started once and
+shared by the runs of its A_max (one start costs about a minute of the core it computes on).
+
+    python -m adaptwin.profiling.live_loop profiling/live_loop.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+
+from adaptwin.io import atomic_write, write_json
+from adaptwin.paths import resolve
+from adaptwin.profiling import adapters as adapters_mod
+from adaptwin.profiling import runner
+from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
+from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
+from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
+from adaptwin.twin import simulate
+from adaptwin.twin.costs import from_dict
+
+#: the contract keys of the validation JSON
+METRIC_KEYS = ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starvation_agreement", "runs")
+TOP_KEYS = {"harness", "calibration", "validation"}
+CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_input_len", "swap_requests",
+                    "swap_rate_by_lora", "crowd_repeats"}
+VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out"}
+STARVATION_FRACTION = 0.9  # the paper's rule, as the twin applies it
+TRACE_NAME = "twin_trace.csv"
+
+
+class LoopConfigError(ValueError):
+    """A loop configuration that cannot run, with the file and field named."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The harness config (one grid point: S_max, served adapters, server arguments) and the loop's plan."""
+
+    harness: dict[str, Any]
+    calibration: dict[str, Any]
+    validation: dict[str, Any]
+    source: str
+
+    @property
+    def served(self) -> int:
+        """Served adapters (``max_cpu_loras`` of the harness grid)."""
+        return int(self.harness["grid"]["max_cpu_loras"][0])
+
+
+def load_loop_config(path: str | Path) -> LoopConfig:
+    """Read and check the loop YAML; a bad field raises `LoopConfigError` naming the file, field and value."""
+    path = Path(path)
+    if not path.exists():
+        raise LoopConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LoopConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise LoopConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return loop_config_from_dict(data, str(path))
+
+
+def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopConfig:
+    """Check the sections' keys and values (the harness section through the harness's own checks)."""
+    for section, allowed in ((data, TOP_KEYS), (data.get("calibration", {}), CALIBRATION_KEYS),
+                             (data.get("validation", {}), VALIDATION_KEYS)):
+        unknown = sorted(set(section) - allowed)
+        if unknown:
+            raise LoopConfigError(f"{source}: unknown key {unknown[0]!r} (allowed: {sorted(allowed)})")
+    for key in sorted(TOP_KEYS):
+        if key not in data:
+            raise LoopConfigError(f"{source}: section {key!r} is missing")
+    try:
+        config_from_dict(data["harness"], f"{source}: harness")
+    except ValueError as exc:
+        raise LoopConfigError(str(exc)) from exc
+    grid = data["harness"].get("grid", {})
+    for key in ("max_cpu_loras", "max_lora_rank"):
+        if len(grid.get(key, [])) != 1:
+            raise LoopConfigError(f"{source}: harness.grid.{key}: one value expected, got {grid.get(key)!r}")
+    cfg = LoopConfig(data["harness"], data["calibration"], data["validation"], source)
+    for a_max in cfg.validation.get("max_loras", []):
+        if not isinstance(a_max, int) or not 1 <= a_max <= cfg.served:
+            raise LoopConfigError(f"{source}: validation.max_loras: {a_max!r} is not in 1..{cfg.served}")
+    for rates in cfg.validation.get("rate_sets", []):
+        if not isinstance(rates, list) or not rates or any(not isinstance(r, (int, float)) or r <= 0 for r in rates):
+            raise LoopConfigError(f"{source}: validation.rate_sets: {rates!r} is not a list of rates > 0")
+    batches = cfg.calibration.get("batches", [])
+    if len(batches) < 2 or any(not isinstance(b, int) or b < 1 for b in batches):
+        raise LoopConfigError(f"{source}: calibration.batches: {batches!r} needs two or more batch sizes >= 1")
+    return cfg
+
+
+# ---- runs on one shared server ---------------------------------------------------------------------------
+class SharedServer:
+    """One started server (A_max fixed) on which the loop runs its benchmarks one after the other."""
+
+    def __init__(self, loop: LoopConfig, max_loras: int, version: str | None, factory: runner.ServerFactory,
+                 work_dir: Path) -> None:
+        self.loop, self.version, self.work_dir = loop, version, work_dir
+        self.cfg = self._cfg(fixed(1))  # any valid benchmark: the server's spec does not depend on it
+        base = self._spec(self.cfg)
+        self.spec = replace(base, server=replace(base.server, max_loras=max_loras), vllm_version=version)
+        self.factory, self.server, self.log_dir = factory, None, work_dir / "servers" / f"amax{max_loras}"
+        self.rows: list[dict[str, Any]] = []
+
+    def _cfg(self, benchmark: dict[str, Any]) -> ProfileConfig:
+        data = dict(self.loop.harness)
+        data["benchmark"] = {**data.get("benchmark", {}), **benchmark}
+        data["work_dir"] = str(self.work_dir)
+        return config_from_dict(data, self.loop.source)
+
+    @staticmethod
+    def _spec(cfg: ProfileConfig) -> RunSpec:
+        return expand(cfg)[0]
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[SharedServer]:
+        """Start the server with the harness's launcher (adapters as the runs name them), stop it after."""
+        shape = adapters_mod.resolve_model_shape(self.spec.model, self.cfg.adapters.get("model_shape"))
+        ranks = adapters_mod.ensure_adapters(self.work_dir / "adapters" / model_key(self.spec.model),
+                                             list(self.spec.adapter_ranks), self.spec.model, shape,
+                                             self.cfg.target_modules)
+        with self.factory(self.spec, runner.lora_modules(self.spec, ranks), self.log_dir) as srv:
+            self.server = srv
+            yield self
+        self.server = None
+
+    def run(self, name: str, benchmark: dict[str, Any]) -> dict[str, Any]:
+        """One harness run (``runner.run_one``) on this server; returns its ``runs`` row (status checked)."""
+        cfg = self._cfg(benchmark)
+        spec = replace(self._spec(cfg), server=self.spec.server, vllm_version=self.version,
+                       run_id=f"live/loop/amax{self.spec.server.max_loras}/{name}")
+        outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
+        if spec.benchmark.mode == "by_time":
+            write_trace(spec, self.work_dir / "runs" / spec.run_id / TRACE_NAME)
+        row = outcome.run
+        if row.get("status") != "ok":
+            raise RuntimeError(f"live run {spec.run_id} failed: {row.get('status')} {row.get('reason')}")
+        print(f"  {spec.run_id}: {row['total_throughput']:.0f} tok/s, ITL {row['itl_median_ms']:.1f} ms, "
+              f"TTFT {row['ttft_median_ms']:.1f} ms", flush=True)
+        self.rows.append(row)
+        return row
+
+
+
+def write_trace(spec: RunSpec, path: Path) -> Path:
+    """The run's request schedule as a twin trace (``arrived_at,num_prefill_tokens,num_decode_tokens``).
+
+    The harness draws it from the run's seed, so it is drawn again here: the twin then replays the arrivals
+    the server saw, not another Poisson sample (30 s of a few requests/s differ by 10 % from sample to
+    sample, as much as the error being measured)."""
+    requests, _ = runner.plan_requests(spec, runner.adapter_names(spec), np.random.default_rng(spec.seed))
+    lines = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
+    lines += [f"{r.arrival_s!r},{r.prompt_len or spec.benchmark.input_len},{r.output_len}" for r in requests]
+    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+
+
+def kv_tokens(log_dir: Path) -> int | None:
+    """KV-cache tokens from a server's startup line (read once the server has stopped)."""
+    row = {"run_id": str(log_dir), "model": "", "max_loras": 1, "max_lora_rank": 16, "status": "ok"}
+    return kv_capacity_row(row, read_logs(log_dir)).get("kv_tokens")
+
+
+# ---- profiling and calibration ---------------------------------------------------------------------------
+def profile_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
+    """The profiling runs on the all-resident server (A_max = served): decode batches on one adapter, the
+    largest batch over every adapter, long prompts one at a time, and the round-robin run for loading."""
+    decode = {"output_len": int(plan["decode_output_len"])} if "decode_output_len" in plan else {}
+    for n in plan["batches"]:
+        srv.run(f"decode_{n}", fixed(n, restrict=1, **decode))
+    srv.run(f"spread_{max(plan['batches'])}", fixed(max(plan["batches"]), **decode))
+    for k in range(int(plan.get("crowd_repeats", 1))):
+        srv.run(f"crowd_{k}", fixed(crowd_batch(srv.loop), restrict=1, output_len=4))
+    srv.run("long_prompt", swap_benchmark(plan) | {"input_len": int(plan["long_input_len"]), "restrict_loras": 1})
+    srv.run("round_robin", swap_benchmark(plan))
+
+
+def fixed(n: int, restrict: int | None = None, **lengths: int) -> dict[str, Any]:
+    """A fixed-count benchmark of ``n`` requests sent at once (to the first ``restrict`` adapters)."""
+    bench = {"mode": "fixed_count", "num_prompts": n, "request_rate_by_lora": math.inf, **lengths}
+    return bench | ({"restrict_loras": restrict} if restrict else {})
+
+
+def swap_benchmark(plan: dict[str, Any]) -> dict[str, Any]:
+    """Requests round-robin over the adapters at a low rate (about one in flight): every one swaps at A_max 1."""
+    return {"mode": "fixed_count", "num_prompts": int(plan["swap_requests"]),
+            "request_rate_by_lora": float(plan["swap_rate_by_lora"]), "output_len": 4, "lora_pre_loading": True}
+
+
+def run_name(a_max: int, name: str) -> str:
+    """The run id of a loop run on the server with ``a_max`` slots."""
+    return f"live/loop/amax{a_max}/{name}"
+
+
+def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int
+                      ) -> dict[str, Any]:
+    """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
+
+    Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
+    server coalesces tokens into one chunk when it lags, so single inter-token gaps are often ~0 and the
+    median gap says little. Times to first token alone come from the round-robin and long-prompt runs (one
+    request in flight, medians over all of them). The per-request prefill cost comes from a batch sent at
+    once whose prompts share one step: its extra time to first token over one request, less its prompt
+    tokens; the median of ``crowd_repeats`` such batches, since one stall of the shared CPU (seen: 1 s) in a
+    single batch sets this cost anywhere from 0 to 20 ms. One request's own time to first token also holds the
+    HTTP and tokenizer work outside the engine, which does not hold up steps."""
+    served, plan = loop.served, loop.calibration
+    run = lambda name, a_max=served: rows[run_name(a_max, name)]  # noqa: E731
+    batches = sorted(int(n) for n in plan["batches"])
+    step_s = [run(f"decode_{n}")["tpot_median_ms"] / 1000 for n in batches]
+    per_seq, intercept = np.polyfit(batches, step_s, 1, w=1 / np.asarray(step_s))  # relative errors
+    per_seq, intercept = max(float(per_seq), 0.0), max(float(intercept), 1e-4)
+    alone, long = run("round_robin"), run("long_prompt")
+    prompt, crowd_n = int(loop.harness["benchmark"]["input_len"]), crowd_batch(loop)
+    per_token = max((long["ttft_median_ms"] - alone["ttft_median_ms"]) / 1000 / (plan["long_input_len"] - prompt), 0.0)
+    crowds = [r["ttft_median_ms"] for k, r in rows.items() if k.startswith(run_name(served, "crowd_"))]
+    crowd_ms = float(np.median(crowds)) if crowds else run(f"decode_{crowd_n}")["ttft_median_ms"]
+    crowd = (crowd_ms - alone["ttft_median_ms"]) / 1000
+    per_request = max((crowd - per_token * prompt * (crowd_n - 1)) / max(crowd_n - 1, 1), 0.0)
+    top = batches[-1]
+    ratio = max(run(f"spread_{top}")["tpot_median_ms"] / run(f"decode_{top}")["tpot_median_ms"], 1.0)
+    swaps = swap_fraction(int(plan["swap_requests"]), served)
+    swapped = run("round_robin", 1)["ttft_median_ms"] - alone["ttft_median_ms"]
+    load_ms = max(swapped / max(swaps, 1e-9), 0.1)
+    s_max = int(loop.harness["grid"]["max_lora_rank"][0])
+    ranks = loop.harness.get("adapters", {}).get("ranks", [8])
+    return {
+        "schema_version": 1,
+        "model": plan["model_name"],
+        "max_model_len": max_model_len,
+        "block_size": 16,
+        "step": {"form": "linear", "params": {"intercept": intercept, "decode_seqs": per_seq,
+                                               "prefill_tokens": per_token, "prefill_seqs": per_request}},
+        "lora": {"form": "piecewise_linear", "params": {"x": [1, served], "y": [1.0, ratio]}},
+        "loading": {"form": "table", "params": {str(s_max): {str(r): load_ms for r in ranks}}},
+        "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": kv, "per_slot_rank_tokens": 0}},
+        "scheduler": {"form": "linear", "params": {"intercept": 0.0}},
+        "fit_quality": {"decode_step_ms": {str(n): v * 1000 for n, v in zip(batches, step_s, strict=True)},
+                        "lora_spread_ratio": ratio, "swap_fraction": swaps, "crowd_batch": crowd_n,
+                        "crowd_ttft_ms": crowds or [crowd_ms]},
+        "sources": {"runs": sorted(r for r in rows if "/rates" not in r),
+                    "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
+    }
+
+
+def crowd_batch(loop: LoopConfig) -> int:
+    """The largest profiled batch whose prompts fit one step's token budget (one prefill step for all)."""
+    prompt = int(loop.harness["benchmark"]["input_len"])
+    budget = int(loop.harness.get("server", {}).get("max_num_batched_tokens", 2048))
+    batches = sorted(int(n) for n in loop.calibration["batches"])
+    return max((n for n in batches if n * prompt <= budget), default=batches[0])
+
+
+def swap_fraction(requests: int, served: int) -> float:
+    """Share of round-robin requests (``i % served``) that need another adapter than the previous one."""
+    return (requests - 1) / requests if served > 1 and requests > 1 else 0.0
+
+
+# ---- validation ------------------------------------------------------------------------------------------
+def validation_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
+    """By-time runs of every rate set, ``repeats`` times each (the same schedule), on this server's A_max."""
+    for i, rates in enumerate(plan["rate_sets"]):
+        for rep in range(int(plan.get("repeats", 1))):
+            bench = {"mode": "by_time", "total_time_s": float(plan["total_time_s"]),
+                     "adapter_rates": [float(r) for r in rates]}
+            srv.run(f"rates{i}_rep{rep}", bench)
+
+
+def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str, trace: Path) -> dict[str, Any]:
+    """The twin scenario of a live by-time run: the same server, adapters and rates, replaying its arrivals."""
+    rates = [v for v, c in zip(row["adapter_rates"], row["adapter_rate_counts"], strict=True) for _ in range(c)]
+    ranks = list(row["adapter_ranks"])
+    server = loop.harness.get("server", {})
+    return {
+        "model": model,
+        "server": {"max_loras": int(row["max_loras"]), "max_cpu_loras": loop.served,
+                   "max_lora_rank": int(row["max_lora_rank"]), "max_num_seqs": int(server.get("max_num_seqs", 256)),
+                   "max_num_batched_tokens": int(server.get("max_num_batched_tokens", 2048))},
+        "adapters": {"ranks": [ranks[i % len(ranks)] for i in range(len(rates))], "rates": rates},
+        "arrivals": {"kind": "trace", "path": str(trace)},
+        "lengths": {"kind": "trace", "path": str(trace)},
+        "duration_s": float(row["total_time_s"]),
+        "seed": 0,
+    }
+
+
+def smape(a: float, b: float) -> float:
+    """Symmetric absolute percentage error of two values (0 when both are 0)."""
+    return 0.0 if a == b == 0 else 200.0 * abs(a - b) / (abs(a) + abs(b))
+
+
+def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path
+             ) -> dict[str, Any]:
+    """The twin against every live by-time run, and the live runs against their own repeats. Both are called
+    starved by the twin's rule against the offered load of the replayed schedule."""
+    cal = from_dict(calibration, "live calibration")
+    per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
+    for a_max in loop.validation["max_loras"]:
+        for i in range(len(loop.validation["rate_sets"])):
+            for rep in range(int(loop.validation.get("repeats", 1))):
+                run_id = run_name(a_max, f"rates{i}_rep{rep}")
+                row = rows[run_id]
+                twin = simulate(twin_scenario(row, loop, cal.model, work / "runs" / run_id / TRACE_NAME), cal)
+                ideal = float(twin["ideal_throughput"])
+                per_run.append({
+                    "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
+                    "live_starved": bool(row["total_throughput"] < STARVATION_FRACTION * ideal),
+                    "twin_starved": bool(twin["starved"]),
+                    **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
+    mean = lambda key: float(np.mean([smape(r[f"live_{key}"], r[f"twin_{key}"]) for r in per_run]))  # noqa: E731
+    return {
+        "throughput_smape_pct": mean("total_throughput"),
+        "itl_smape_pct": mean("itl_mean_ms"),
+        "ttft_smape_pct": mean("ttft_mean_ms"),
+        "starvation_agreement": float(np.mean([r["live_starved"] == r["twin_starved"] for r in per_run])),
+        "runs": per_run,
+        "repeat_spread": repeat_spread(per_run),
+    }
+
+
+def repeat_spread(per_run: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run-to-run spread of the live repeats of one grid point: SMAPE between every pair of repeats (the
+    same measure as the twin's error) and (max - min) / mean of their throughput, in %."""
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for r in per_run:
+        groups.setdefault((r["max_loras"], r["rate_set"]), []).append(r)
+    pairs = {k: [smape(a[f"live_{k}"], b[f"live_{k}"]) for g in groups.values() for a, b in combinations(g, 2)]
+             for k in ("total_throughput", "itl_mean_ms", "ttft_mean_ms")}
+    ranges = [100 * (max(t) - min(t)) / np.mean(t) for g in groups.values() if len(g) > 1
+              for t in [[r["live_total_throughput"] for r in g]]]
+    out: dict[str, Any] = {f"{k}_pair_smape_pct": float(np.mean(v)) if v else None for k, v in pairs.items()}
+    out["throughput_range_pct_max"] = float(max(ranges)) if ranges else None
+    out["pairs"] = len(pairs["total_throughput"])
+    return out
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+def model_max_len(model: str) -> int:
+    """The model's context length (``max_position_embeddings`` of its config), vLLM's default max_model_len."""
+    config = resolve(model) / "config.json"
+    return int(json.loads(config.read_text()).get("max_position_embeddings", 2048)) if config.exists() else 2048
+
+
+def work_dir(loop: LoopConfig) -> Path:
+    """Where the loop's runs, servers' logs and runs table go."""
+    return resolve(loop.harness.get("work_dir", "data/live/loop"))
+
+
+def serve_and_measure(loop: LoopConfig, factory: runner.ServerFactory | None = None) -> None:
+    """Every live run of the loop, one server per A_max (served first), into ``<work_dir>/runs.parquet``.
+
+    Without a factory the real vLLM of ``harness.server.python`` is started."""
+    python = loop.harness.get("server", {}).get("python")
+    python = str(resolve(python)) if python else None
+    if factory is None:
+        check_environment(python)
+        factory = runner.vllm_server_factory
+    version = vllm_version(python) if factory is runner.vllm_server_factory else None
+    work, served = work_dir(loop), loop.served
+    a_maxes = [served] + sorted((set(loop.validation["max_loras"]) | {1}) - {served})
+    rows: list[dict[str, Any]] = []
+    for a_max in a_maxes:
+        print(f"live loop: server A_max {a_max} of {served} adapters", flush=True)
+        srv = SharedServer(loop, a_max, version, factory, work)
+        with srv.started():
+            if a_max == served:
+                profile_runs(srv, loop.calibration)
+            elif a_max == 1:
+                srv.run("round_robin", swap_benchmark(loop.calibration))
+            if a_max in loop.validation["max_loras"]:
+                validation_runs(srv, loop.validation)
+        rows += srv.rows
+    write_tables(work, {"runs": to_frame("runs", rows)})
+
+
+def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
+    """Calibration JSON and validation JSON from the recorded live runs (``<work_dir>/runs.parquet``)."""
+    work = work_dir(loop)
+    table = work / "runs.parquet"
+    if not table.exists():
+        raise LoopConfigError(f"{table}: no live runs recorded (run the loop without --from-runs first)")
+    rows = {r["run_id"]: r for r in pl.read_parquet(table).iter_rows(named=True)}
+    log_dir = work / "servers" / f"amax{loop.served}"
+    kv = kv_tokens(log_dir)
+    if kv is None:
+        raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]))
+    cal_path = write_json(resolve(loop.calibration["out"]), calibration)
+    metrics = validate(rows, calibration, loop, work) | {"calibration": str(loop.calibration["out"])}
+    write_json(resolve(loop.validation["out"]), metrics)
+    spread = metrics["repeat_spread"]["total_throughput_pair_smape_pct"]
+    print(f"live loop: calibration -> {cal_path}; throughput SMAPE {metrics['throughput_smape_pct']:.1f} %, "
+          f"ITL {metrics['itl_smape_pct']:.1f} %, TTFT {metrics['ttft_smape_pct']:.1f} %, starvation agreement "
+          f"{metrics['starvation_agreement']:.2f} over {len(metrics['runs'])} runs; repeats' throughput SMAPE "
+          f"{spread if spread is None else round(spread, 1)} % -> {loop.validation['out']}", flush=True)
+    return metrics
+
+
+def run_loop(loop: LoopConfig, factory: runner.ServerFactory | None = None) -> dict[str, Any]:
+    """Profile, calibrate, serve and validate: the live runs, then the calibration and the metrics JSON."""
+    serve_and_measure(loop, factory)
+    return calibrate_and_validate(loop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m adaptwin.profiling.live_loop CONFIG``: 0 on success, 2 on a bad config or missing vLLM."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="loop YAML (profiling/live_loop.yaml)")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="calibrate and validate from the recorded live runs, starting no server")
+    args = parser.parse_args(argv)
+    try:
+        loop = load_loop_config(resolve(args.config))
+        calibrate_and_validate(loop) if args.from_runs else run_loop(loop)
+    except (LoopConfigError, ProfilingUnavailable) as exc:
+        print(f"live loop: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

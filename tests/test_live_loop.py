@@ -1,0 +1,88 @@
+"""The live loop's pieces against the fake server: profiling rows give a calibration the twin loads, and the
+validation JSON has the contract keys. The fake answers with fixed latencies, so the numbers are not the
+point; the plumbing is (the live run is `make repro-live`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+import yaml
+
+from adaptwin.profiling import live_loop
+from adaptwin.profiling.fake import FakeOpenAIServer, startup_lines
+from adaptwin.twin.costs import load_calibration
+
+TINY_SHAPE = {"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "vocab_size": 100}
+
+
+@contextlib.contextmanager
+def fake_factory(spec, modules, run_dir):
+    """A fake server with the run's adapters; its startup lines are written where the launcher logs."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "server_out.log").write_text("\n".join(startup_lines(spec.model, 50_000, 0.1, 1.0)) + "\n")
+    with FakeOpenAIServer(model=spec.model, adapters=tuple(modules), ttft_s=0.01, itl_s=0.004) as srv:
+        yield srv
+
+
+def loop_dict(tmp_path) -> dict:
+    return {
+        "harness": {
+            "model": "org/Tiny-Base", "family": "live", "subfamily": "loop", "work_dir": str(tmp_path / "work"),
+            "server": {"max_num_seqs": 16, "max_num_batched_tokens": 2048},
+            "adapters": {"ranks": [8, 16], "model_shape": TINY_SHAPE},
+            "grid": {"max_loras": [2], "max_cpu_loras": [2], "max_lora_rank": [16]},
+            "benchmark": {"input_len": 6, "output_len": 4, "token_ids": [10, 90]},
+            "poller": {"interval_s": 0.05, "tail_s": 0.2},
+        },
+        "calibration": {"model_name": "fake-live", "out": str(tmp_path / "cal.json"), "batches": [1, 4], "crowd_repeats": 2,
+                        "long_input_len": 24, "swap_requests": 4, "swap_rate_by_lora": 20.0},
+        "validation": {"max_loras": [1, 2], "rate_sets": [[4.0, 2.0]], "total_time_s": 1.0, "repeats": 2,
+                       "out": str(tmp_path / "metrics" / "live_twin_validation.json")},
+    }
+
+
+def test_loop_writes_a_loadable_calibration_and_the_metrics_contract(tmp_path):
+    loop = live_loop.loop_config_from_dict(loop_dict(tmp_path), "loop.yaml")
+    metrics = live_loop.run_loop(loop, factory=fake_factory)
+    cal = load_calibration(tmp_path / "cal.json")
+    assert cal.model == "fake-live" and cal.kv_capacity_tokens(2, 16) == 50_000 - 50_000 % 16
+    assert cal.step["intercept"] > 0 and cal.load_time(8, 16) > 0
+    assert len(cal.raw["fit_quality"]["crowd_ttft_ms"]) == 2  # the median of the repeated crowds
+    saved = json.loads((tmp_path / "metrics" / "live_twin_validation.json").read_text())
+    assert set(live_loop.METRIC_KEYS) <= set(saved) and saved == json.loads(json.dumps(metrics))
+    assert len(saved["runs"]) == 4 and {r["max_loras"] for r in saved["runs"]} == {1, 2}
+    assert 0 <= saved["starvation_agreement"] <= 1 and saved["repeat_spread"]["pairs"] == 2
+    assert (tmp_path / "work" / "runs.parquet").exists()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["validation"].update(max_loras=[5]), "validation.max_loras: 5 is not in 1..2"),
+    (lambda d: d["calibration"].update(batches=[4]), "calibration.batches: [4]"),
+    (lambda d: d.update(extra=1), "unknown key 'extra'"),
+    (lambda d: d["harness"]["grid"].update(max_lora_rank=[8, 16]), "harness.grid.max_lora_rank"),
+])
+def test_bad_loop_config_names_the_field(tmp_path, edit, message):
+    data = loop_dict(tmp_path)
+    edit(data)
+    with pytest.raises(live_loop.LoopConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        live_loop.loop_config_from_dict(data, "loop.yaml")
+
+
+def test_main_exits_2_with_one_line_on_a_bad_file(tmp_path, capsys):
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump({"harness": {"model": "m"}}))
+    assert live_loop.main([str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "section 'calibration' is missing" in err and str(path) in err
+
+
+@pytest.mark.parametrize("text", ["harness: [unclosed", "- a list"])
+def test_main_exits_2_on_a_file_that_is_not_a_mapping(tmp_path, capsys, text):
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    assert live_loop.main([str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(path) in err

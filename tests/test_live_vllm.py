@@ -1,0 +1,287 @@
+"""The live tier: a real vLLM server (the CPU build of a current release, ``make install-vllm``) serving a tiny
+random Llama model with zero-weight adapters, driven by the profiling harness end to end.
+
+Why a real server: the fake server only answers what its author believed vLLM does. Here the harness meets
+vLLM's own scheduler, LoRA slots, swapping and Prometheus counters: requests and tokens the client counts
+must equal what the server counted, at most A_max adapters may run at once while more are served, and the
+tables must have the replayed corpus's schema. One server is shared by the runs (a start costs about a
+minute of the single core it computes on); a configuration vLLM refuses is stopped before any server starts.
+
+The environment and the model are built here when missing (``make install-vllm``; the model into
+``.cache/``), so a fresh clone runs this tier under ``make test`` without anything installed by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from adaptwin.measurements import schema
+from adaptwin.placement.core import Gpu, Placement
+from adaptwin.placement.export import write_placement
+from adaptwin.profiling import adapters as adapters_mod
+from adaptwin.profiling import client, runner, server
+from adaptwin.profiling.cli import run_from_config
+from adaptwin.profiling.config import config_from_dict, expand
+from adaptwin.profiling.writers import kv_capacity_row
+
+pytestmark = [pytest.mark.live, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_ENV = ROOT / ".venv-vllm"
+MODEL_DIR = ROOT / ".cache" / "tiny-llama-seed0"
+A_MAX, SERVED = 1, 3
+KV_SPACE_GIB = "2"
+KV_BYTES_PER_TOKEN = 2 * 2 * 1 * 64 * 2  # K and V x 2 layers x 1 KV head x head size 64 x bf16
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """The vLLM environment's interpreter, installed by the Makefile target when missing."""
+    if not (VLLM_ENV / ".installed").exists():
+        subprocess.run(["make", "-C", str(ROOT), "install-vllm"], check=True, timeout=1800)
+    return str(VLLM_ENV / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(vllm_python: str) -> str:
+    """The tiny model folder (built once from seed 0 with the vLLM environment's transformers)."""
+    builder = ROOT / "lib" / "adaptwin" / "profiling" / "tiny_model.py"
+    subprocess.run([vllm_python, str(builder), str(MODEL_DIR), "--seed", "0"], check=True, timeout=600)
+    return str(MODEL_DIR)
+
+
+def live_config(model: str, python: str, work_dir: Path, benchmark: dict, grid: dict | None = None) -> dict:
+    """A profiling config for the tiny model on the CPU build: A_max 1 of 3 served adapters, ranks 8 and 16."""
+    return {
+        "model": model,
+        "family": "live",
+        "seed": 3,
+        "work_dir": str(work_dir),
+        "server": {
+            "python": python,
+            "port": _free_port(),
+            "max_num_seqs": 32,
+            "env": {"VLLM_CPU_KVCACHE_SPACE": KV_SPACE_GIB},
+            "ready_timeout_s": 600,
+        },
+        "adapters": {"ranks": [8, 16]},
+        "grid": grid or {"max_loras": [A_MAX], "max_cpu_loras": [SERVED], "max_lora_rank": [16]},
+        "benchmark": {"input_len": 24, "output_len": 16, "token_ids": [10, 2000], **benchmark},
+        "poller": {"interval_s": 0.1, "tail_s": 1.0},  # frequent polls: short swaps are seen
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(vllm_python: str, tiny_model: str, tmp_path_factory):
+    """One real vLLM server for the module's runs, started by the harness's own launcher and stopped after."""
+    work = tmp_path_factory.mktemp("live")
+    cfg = config_from_dict(live_config(tiny_model, vllm_python, work, {"mode": "fixed_count", "num_prompts": 1}))
+    version = server.vllm_version(vllm_python)
+    spec = replace(expand(cfg)[0], vllm_version=version)
+    shape = adapters_mod.resolve_model_shape(tiny_model)
+    # '=' and ',' in the adapters' paths: the launcher must pass them in vLLM's JSON form
+    ranks = adapters_mod.ensure_adapters(work / "adapters=a,b", [8, 16], tiny_model, shape)
+    modules = runner.lora_modules(spec, ranks)
+    launched = runner.vllm_server_factory(spec, modules, work / "server")
+    with launched as srv:
+        yield {"server": srv, "spec": spec, "work": work, "version": version, "modules": modules}
+    assert not server.group_alive(srv.process)  # the engine core child is gone too
+    row = {"run_id": spec.run_id, "model": "tiny", "max_loras": A_MAX, "max_lora_rank": 16, "status": "ok"}
+    kv = kv_capacity_row(row, server.read_logs(work / "server"))
+    assert kv["kv_tokens"] == int(KV_SPACE_GIB) * 2**30 // KV_BYTES_PER_TOKEN  # the CPU backend's line, read
+
+
+def run_on(live_server: dict, benchmark: dict, name: str) -> runner.RunOutcome:
+    """One harness run (``runner.run_one``) on the shared server; the spec keeps the server's arguments."""
+    spec = live_server["spec"]
+    cfg = config_from_dict(
+        live_config(spec.model, spec.server.python, live_server["work"], benchmark)
+    )
+    run_spec = replace(expand(cfg)[0], server=spec.server, vllm_version=live_server["version"], run_id=name)
+
+    def shared(_spec, _modules, _run_dir):
+        return contextlib.nullcontext(live_server["server"])
+
+    return runner.run_one(run_spec, cfg, live_server["work"], shared)
+
+
+def server_series(live_server: dict, name: str) -> pl.DataFrame:
+    return pl.read_parquet(live_server["work"] / "runs" / name / "server_series.parquet")
+
+
+def check_conservation(row: dict, series: pl.DataFrame) -> None:
+    """Requests and tokens the client counted equal the server's counter increments over the run."""
+    first, last = series.row(0, named=True), series.row(-1, named=True)
+    assert last["finished_total"] - first["finished_total"] == row["successful_requests"]
+    assert last["prompt_tokens_total"] - first["prompt_tokens_total"] == row["total_input_tokens"]
+    assert last["generation_tokens_total"] - first["generation_tokens_total"] == row["total_output_tokens"]
+
+
+def check_bounded_conservation(row: dict, series: pl.DataFrame, run_dir: Path) -> None:
+    """By-time: requests cut at the window end are not counted by the client; the server may have finished,
+    prefilled or partly decoded them, so its increments lie between the client's counts and those counts
+    plus what the cancelled requests could add."""
+    (result,) = run_dir.glob("openai-*.json")
+    cut = json.loads(result.read_text())["cancelled_at_window_end"]
+    first, last = series.row(0, named=True), series.row(-1, named=True)
+    bounds = {
+        "finished_total": (row["successful_requests"], cut),
+        "prompt_tokens_total": (row["total_input_tokens"], cut * row["input_len"]),
+        "generation_tokens_total": (row["total_output_tokens"], cut * row["output_len"]),
+    }
+    for column, (counted, extra) in bounds.items():
+        assert counted <= last[column] - first[column] <= counted + extra, column
+
+
+def check_adapter_slots(series: pl.DataFrame, served: list[str]) -> set[str]:
+    """At most A_max adapters run in any sample; returns every adapter seen running."""
+    running = [set(r) for r in series["running_adapters"].to_list() if r is not None]
+    assert running, "the server exported no vllm:lora_requests_info"
+    assert max(len(r) for r in running) <= A_MAX
+    assert set(series["max_lora"].drop_nulls().to_list()) == {A_MAX}
+    seen = set().union(*running)
+    assert seen <= set(served)
+    return seen
+
+
+def check_tables(outcomes: list[runner.RunOutcome], out: Path) -> None:
+    """The rows written as the profile command writes them have the replayed corpus's schema."""
+    from adaptwin.profiling.writers import to_frame, write_tables
+
+    tables = {
+        "runs": to_frame("runs", [o.run for o in outcomes]),
+        "timeseries": to_frame("timeseries", [r for o in outcomes for r in o.timeseries]),
+        "kv_capacity": to_frame("kv_capacity", [o.kv_capacity for o in outcomes]),
+    }
+    for name, path in write_tables(out, tables).items():
+        frame = pl.read_parquet(path)
+        assert frame.schema == schema.polars_schema(name) and frame.height > 0
+
+
+def test_fixed_count_and_by_time_runs_conserve_requests_and_tokens_and_swap_adapters(live_server, tmp_path):
+    served = list(live_server["modules"])
+    fixed = run_on(live_server, {"mode": "fixed_count", "num_prompts": 12}, "live/fixed")
+    row = fixed.run
+    assert row["status"] == "ok" and row["successful_requests"] == 12, row["reason"]
+    assert row["total_output_tokens"] == 12 * 16 and row["total_input_tokens"] == 12 * 24
+    assert row["vllm_version"] == live_server["version"] and row["max_loras"] == A_MAX
+    series = server_series(live_server, "live/fixed")
+    check_conservation(row, series)
+    seen = check_adapter_slots(series, served)
+
+    timed = run_on(
+        live_server, {"mode": "by_time", "total_time_s": 8.0, "adapter_rates": [2.0, 1.0, 0.5]}, "live/timed"
+    )
+    trow = timed.run
+    assert trow["status"] == "ok" and trow["successful_requests"] > 0, trow["reason"]
+    assert 8.0 <= trow["duration_s"] < 8.0 + 5.0
+    assert trow["adapter_rates"] == [0.5, 1.0, 2.0] and trow["vllm_version"] == live_server["version"]
+    tseries = server_series(live_server, "live/timed")
+    check_bounded_conservation(trow, tseries, live_server["work"] / "runs" / "live/timed")
+    seen |= check_adapter_slots(tseries, served)
+    assert len(seen) > A_MAX  # more adapters ran than slots exist: the server swapped them
+    check_tables([fixed, timed], tmp_path / "tables")
+
+
+def test_sharegpt_text_prompts_end_at_eos_or_max_tokens_and_are_counted(live_server, tmp_path):
+    conversations = [
+        {"conversations": [{"from": "human", "value": f"tell story {i} about {w}"}, {"from": "gpt", "value": "ok"}]}
+        for i, w in enumerate(["rivers", "stars", "bread", "maps"])
+    ]
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(conversations))
+    bench = {"mode": "fixed_count", "num_prompts": 6, "dataset": "sharegpt", "dataset_path": str(path)}
+    row = run_on(live_server, bench, "live/sharegpt").run
+    assert row["status"] == "ok" and row["successful_requests"] == 6 and row["dataset"] == "sharegpt"
+    assert 0 < row["total_output_tokens"] <= 6 * 16  # EOS may end a request early; max_tokens caps it
+    check_conservation(row, server_series(live_server, "live/sharegpt"))
+
+
+def test_a_rank_vllm_refuses_stops_before_any_server_starts(vllm_python, tiny_model, tmp_path, capsys):
+    cfg = live_config(tiny_model, vllm_python, tmp_path / "work", {"mode": "fixed_count", "num_prompts": 2})
+    cfg["grid"]["max_lora_rank"] = [24]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match=r"max_lora_rank 24 is not accepted by vLLM 0\.\d+"):
+        run_from_config(path, tmp_path / "out")
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "adaptwin", "profile", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 2 and "bad.yaml" in done.stderr and "max_lora_rank 24" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def tiny_placement() -> Placement:
+    """Two GPUs of four adapters; adapter ``a0`` is split 0.75 / 0.25 between them; ``a=1`` needs vLLM's JSON
+    form of ``--lora-modules``."""
+    workload = pl.DataFrame(
+        {"adapter_id": ["a0", "a=1", "a2", "a3"], "rank": [8, 16, 8, 16], "rate": [2.0, 1.0, 1.0, 1.0]}
+    )
+    predicted = {"total_throughput": 100.0, "itl_mean_ms": 20.0, "starvation_probability": 0.0}
+    gpus = [
+        Gpu(members=(0, 1, 2), max_loras=1, max_lora_rank=16, predicted=predicted, shares=(0.75, 1.0, 1.0)),
+        Gpu(members=(0, 3), max_loras=1, max_lora_rank=16, predicted=predicted, shares=(0.25, 1.0)),
+    ]
+    return Placement("tiny", "greedy", workload, gpus, lower_bound_gpus=2)
+
+
+def test_exported_serve_script_serves_the_traffic_routing_csv_sends(vllm_python, tiny_model, tmp_path):
+    """GPU 0's exported script, started as a cluster would (CPU build, tiny model, an inherited device list),
+    serves every adapter routing.csv sends it, in proportion to the shares."""
+    placement = tiny_placement()
+    port = _free_port()
+    write_placement(placement, tmp_path / "deploy", base_port=port)
+    routing = pl.read_csv(tmp_path / "deploy" / "routing.csv")
+    mine = routing.filter(pl.col("gpu") == 0)
+    assert mine["endpoint"].unique().to_list() == [f"http://127.0.0.1:{port}/v1"]
+    shape = adapters_mod.resolve_model_shape(tiny_model)
+    ranks = adapters_mod.ensure_adapters(tmp_path / "ranks", [8, 16], tiny_model, shape)
+    for adapter_id, rank in placement.workload.select("adapter_id", "rank").iter_rows():
+        (tmp_path / "adapters" / adapter_id).parent.mkdir(exist_ok=True)
+        (tmp_path / "adapters" / adapter_id).symlink_to(ranks[rank])
+    env = {
+        "VLLM_PYTHON": vllm_python,
+        "VLLM_MODEL": tiny_model,
+        "ADAPTER_DIR": str(tmp_path / "adapters"),
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "VLLM_CPU_KVCACHE_SPACE": KV_SPACE_GIB,
+    }
+    script = tmp_path / "deploy" / "serve_gpu0.sh"
+    base_url = mine["endpoint"][0].removesuffix("/v1")
+    rates = dict(placement.workload.select("adapter_id", "rate").iter_rows())
+    requests = []  # 4 s of each adapter's rate times its share on this GPU: a0 6, a=1 4, a2 4
+    for adapter_id, share in mine.select("adapter_id", "share").iter_rows():
+        requests += [adapter_id] * round(4 * rates[adapter_id] * share)
+    schedule = [
+        client.Request(i, 0.05 * i, name, list(range(10, 34)), 24, 8) for i, name in enumerate(requests)
+    ]
+    launched = server.VllmServer(["bash", str(script)], base_url, tmp_path / "logs", 600, 1.0, env)
+    with launched:
+        assert set(server.list_models(base_url)) >= set(mine["adapter_id"])
+        result = client.run_benchmark(base_url, schedule, None, timeout_s=300)
+    assert not server.group_alive(launched.process)
+    assert all(o.success and o.output_tokens == 8 for o in result.outputs), [o.error for o in result.outputs]
+    served = pl.DataFrame({"adapter_id": [o.model for o in result.outputs]})["adapter_id"].value_counts()
+    counts = dict(served.iter_rows())
+    assert counts == {"a0": 6, "a=1": 4, "a2": 4}
+    command = (tmp_path / "logs" / "server_command.txt").read_text()
+    assert "serve_gpu0.sh" in command
