@@ -112,6 +112,7 @@ class Scheduler:
         self.fin_heap: list[tuple[int, int, int, Request]] = []
         self.preemptions = 0
         self.loads = 0
+        self.reloads = 0  # extra copies of batch adapters evicted by a load in the same step (`adapter_cache`)
         self.admissions = 0
         self.client = ConnectionLimit(scenario.client.max_connections, scenario.client.time_wait_s)
         self.check = check
@@ -238,9 +239,12 @@ class Scheduler:
         if self.active[a] == 1:
             self.n_active += 1
             self.waiting.activate(a)
-            if self.slots.activate(a, self.active):
+            if self.slots.activate(a, self.active, self.G):
                 self.loads += 1
                 plan.load_s += self.cal.load_time(self.ranks[a], self.s_max)
+                for b in self.slots.reloaded:
+                    self.reloads += 1
+                    plan.load_s += self.cal.load_time(self.ranks[b], self.s_max)
 
     def _deactivate(self, a: int, last_step: int) -> None:
         self.active[a] -= 1
