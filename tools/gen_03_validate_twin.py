@@ -106,23 +106,29 @@ print(json.dumps({f: {k: v[k] for k in ("n_runs", "throughput_smape_pct", "itl_s
                   for f, v in summary["families"].items()}, indent=1))
 """),
     ("md", """
-**Recorded at full scale** (one worker, 3600 s, calibration of this commit with `lora_form: auto`, i.e.
-`slot_step_prefill+offset`; commands in the caveats). Throughput / ITL / TTFT SMAPE, starvation agreement:
+**Recorded at full scale** (one worker, 3600 s, calibration with `lora_form: auto`, i.e.
+`slot_step_prefill+offset`; commands in the caveats). Throughput / ITL / TTFT SMAPE, starvation agreement.
+"New LoRA cost" is the re-chosen LoRA cost alone; "this twin" adds the adapter reloads described below:
 
-| runs | previous twin | this twin |
-|---|---|---|
-| 5.9, every run (473 runs, 359 compared) | 6.9 / 13.8 / 25.7 %, 96.7 % | 5.8 / 10.6 / 26.4 %, 99.2 % |
-| 5.9, its A_max >= 128 minus A_max <= 64 gap | +12.1 / +14.9 points | -1.7 / -2.0 points |
-| 5.9, spread sample (`sample_per_cell = 2`: 171 runs, 102 compared) | 8.4 / 17.2 / 28.0 %, 96.1 % | 4.0 / 9.6 / 27.9 %, 98.0 % |
-| 5.6, every run (161 runs, 131 compared) | 3.9 / 9.8 / 17.9 %, 96.9 % | 6.2 / 12.7 / 23.8 %, 97.7 % |
-| 5.6, its A_max gap | +7.3 / +5.6 points | +5.3 / +1.9 points |
+| runs | previous twin | new LoRA cost | this twin |
+|---|---|---|---|
+| 5.9, every run (473 runs, 359 compared) | 6.9 / 13.8 / 25.7 %, 96.7 % | 5.8 / 10.6 / 26.4 %, 99.2 % | 5.0 / 8.6 / 20.6 %, 99.4 % |
+| 5.9, its A_max >= 128 minus A_max <= 64 gap | +12.1 / +14.9 points | -1.7 / -2.0 points | -2.8 / -3.4 points |
+| 5.9, spread sample (`sample_per_cell = 2`: 171 runs, 102 compared) | 8.4 / 17.2 / 28.0 %, 96.1 % | 4.0 / 9.6 / 27.7 %, 99.0 % | 3.4 / 8.6 / 26.3 %, 99.0 % |
+| 5.6, every run (161 runs, 131 compared) | 3.9 / 9.8 / 17.9 %, 96.9 % | 6.2 / 12.7 / 23.8 %, 97.7 % | 5.1 / 9.9 / 17.0 %, 98.5 % |
+| 5.6, its A_max gap | +7.3 / +5.6 points | +5.3 / +1.9 points | -1.8 / -7.4 points |
 
 Where the error went: on runs that never swap adapters (served = A_max) the new LoRA cost is close on both
 families (ITL bias -3 % / -6 % on 5.6 high / low rates, +1 % / +0.5 % on 5.9; the previous twin: +22 % / +10 %
-on 5.6). On runs that swap (served > A_max) the twin now under-predicts ITL by 9-15 % and over-predicts the
-throughput of saturated runs by ~13 %: the previous twin's too-large per-slot cost was hiding a loading cost
-the twin does not charge (every swap costs the 5.3 copy time, ~7.5 ms, confirmed by the 5.5 tables'
-`max_lora_loading_time / loads`; what else a swap blocks is not measured). That mechanism is the next fix.
+on 5.6). On runs that swap (served > A_max) the new LoRA cost alone under-predicts ITL by 9-15 % and
+over-predicts the throughput of saturated runs by ~13 %: the previous twin's too-large per-slot cost was hiding
+a loading cost. Part of it is vLLM 0.8.5's activation order: each step activates the batch's adapters in the
+order of a Python set and touches the slots' LRU list, so when every slot holds an adapter of the previous
+batch, a load can evict a batch adapter not yet reached, which is copied back in the same step (each copy the
+5.3 load time, ~7.5 ms). The 5.5 tables show it: 99 of 664 swapping runs count more loads than finished
+requests (up to 6.8 per request). The twin now follows that order (`adaptwin.twin.adapter_cache`; nothing is
+fitted), which brings the swapping runs' ITL bias to -7 % / -10 % and their throughput bias to about +5 %. The
+rest (the 5.5 tables' time per load grows from ~7.5 ms at A_max <= 64 to 9-20 ms at 128-448) is the next fix.
 """),
     ("md", """
 ## The LoRA cost: candidate forms, in sample and held out
