@@ -40,6 +40,8 @@ import numpy as np
 import polars as pl
 import yaml
 
+from adaptwin.calibration import validation
+from adaptwin.calibration.validation import STARVATION_FRACTION
 from adaptwin.io import atomic_write, write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
@@ -56,7 +58,6 @@ TOP_KEYS = {"harness", "calibration", "validation"}
 CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_input_len", "swap_requests",
                     "swap_rate_by_lora", "crowd_repeats"}
 VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out"}
-STARVATION_FRACTION = 0.9  # the paper's rule, as the twin applies it
 TRACE_NAME = "twin_trace.csv"
 
 
@@ -319,8 +320,8 @@ def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str, trace: Path
 
 
 def smape(a: float, b: float) -> float:
-    """Symmetric absolute percentage error of two values (0 when both are 0)."""
-    return 0.0 if a == b == 0 else 200.0 * abs(a - b) / (abs(a) + abs(b))
+    """SMAPE of two values in %, the convention every adaptwin report uses."""
+    return float(validation.smape(a, b))
 
 
 def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path
