@@ -11,13 +11,12 @@ from test_sweep import toy_simulate
 
 from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios, scenario_id
 from adaptwin.dataset.sampler import capacity_rate
+from adaptwin.rules import smape_pct
 from adaptwin.surrogate import PAPER_FEATURES, FeatureError, gpu_features, load
 from adaptwin.surrogate.evaluate import (
     EvalSet,
     classification_metrics,
     evaluate,
-    smape_paper_pct,
-    smape_pct,
     unseen_configs,
 )
 from adaptwin.surrogate.features import capacity, features_frame, real_run_features
@@ -160,7 +159,7 @@ def test_bad_feature_frame_names_the_field(trained):
 def test_smape_conventions_and_classification_metrics():
     a, p = np.array([100.0, 200.0, 0.0]), np.array([110.0, 180.0, 0.0])
     usual = (10 / 105 + 20 / 190 + 0) / 3 * 100
-    assert smape_pct(a, p) == pytest.approx(usual) and smape_paper_pct(a, p) == pytest.approx(usual / 2)
+    assert smape_pct(a, p) == pytest.approx(usual) and smape_pct(a, p, paper=True) == pytest.approx(usual / 2)
     m = classification_metrics(np.array([True, False, False, True]), np.array([True, False, True, True]))
     assert m["accuracy"] == 0.75 and m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
     assert classification_metrics(np.array([False, False]), np.array([False, False]))["macro_f1"] == 0.5

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,8 @@ import numpy as np
 import polars as pl
 
 from adaptwin.io import write_json, write_parquet
+from adaptwin.rules import ideal_throughput, is_starved, smape
 
-#: the paper's starvation rule: total throughput below this fraction of the ideal throughput
-STARVATION_FRACTION = 0.9
 #: runs whose outcome can be compared (the 2 cancelled runs have no summary)
 VALIDATED_STATUSES = ("ok", "memory_error")
 METRICS = {"throughput": "total_throughput", "itl": "itl_mean_ms", "ttft": "ttft_mean_ms"}
@@ -35,26 +33,6 @@ TWIN_KEYS = ("total_throughput", "itl_mean_ms", "ttft_mean_ms", "finished_reques
              "starved", "memory_error", "wall_time_s")
 #: A_max bands whose errors the twin must keep close (many slots vs few)
 LOW_A_MAX, HIGH_A_MAX = 64, 128
-
-
-def smape(a: Iterable[float] | float, b: Iterable[float] | float, *, paper: bool = False) -> np.ndarray:
-    """Symmetric absolute percentage error per element, in %: |a-b| / ((|a|+|b|)/2) x 100.
-
-    ``paper=True`` gives the authors' convention without the /2 (half the value). Two zeros give 0.
-    """
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    denom = np.abs(a) + np.abs(b)
-    if not paper:
-        denom = denom / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom == 0, 0.0, np.abs(a - b) / denom * 100.0)
-
-
-def ideal_throughput(rates: Iterable[float], counts: Iterable[int], input_mean: float, output_mean: float) -> float:
-    """Sum over adapters of rate x mean(input + output) tokens: the throughput if nothing waits (tok/s)."""
-    total_rate = float(np.dot(np.asarray(list(rates), float), np.asarray(list(counts), float)))
-    return total_rate * (input_mean + output_mean)
 
 
 def rate_set(rates: list[float]) -> str:
@@ -208,7 +186,7 @@ def compare(runs: pl.DataFrame, results: list[dict[str, Any]], cfg: ValidationCo
         row.update({f"twin_{k}": res.get(k) for k in TWIN_KEYS if k not in METRICS.values()})
         row["ideal_throughput"] = ideal
         row["real_memory_error"] = real_mem
-        row["real_starved"] = None if real_mem else bool(run["total_throughput"] < STARVATION_FRACTION * ideal)
+        row["real_starved"] = None if real_mem else is_starved(run["total_throughput"], ideal)
         row["real_mean_running"] = run["mean_running_in_window"]
         row["simulated_s"] = float(run["total_time_s"]) * cfg.duration_scale
         rows.append(row)

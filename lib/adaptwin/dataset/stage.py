@@ -124,7 +124,7 @@ def duration_check(model: str, knobs: DatasetKnobs, calibration: Any, data_dir: 
     the dataset rows at ``duration_s`` (same draws, only the window differs)."""
     if n <= 0:
         return {}
-    from adaptwin.surrogate.evaluate import smape_pct
+    from adaptwin.rules import smape_pct
 
     main_dir = Path(data_dir) / "dataset" / model  # the dataset's own rows (already swept)
     short_dir = Path(data_dir) / "dataset" / "duration_check" / model / f"{int(short_s)}"

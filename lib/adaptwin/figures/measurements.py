@@ -24,6 +24,7 @@ from adaptwin.figures.style import (
     rank_color,
     save,
 )
+from adaptwin.rules import STARVATION_RATIO
 
 # Family and sub-family names as written by the ingest (`runs.family`, `runs.subfamily`).
 MOTIVATION_WITHOUT_SLOTS = "motivation_without_slots"
@@ -35,7 +36,6 @@ LOADING_LATENCY = "loading_overhead"
 #: tokens per request of `dummy_dataset_mean.json` as the client counts them (250 in + 231 out)
 MOTIVATION_TOKENS_PER_REQUEST = 250 + 231
 #: a run is starved when its throughput is below this fraction of the offered load (the paper's rule)
-STARVATION_THRESHOLD = 0.9
 #: the request sizes of the performance-analysis datasets, smallest first
 REQUEST_SIZES = ("p25", "mean", "p75")
 MODEL_LINESTYLES = {"llama-2-7b": "-", "llama-2-13b": ":"}
@@ -59,7 +59,7 @@ def per_adapter_rate() -> pl.Expr:
 def classify_outcome(
     runs: pl.DataFrame,
     tokens_per_request: float = MOTIVATION_TOKENS_PER_REQUEST,
-    threshold: float = STARVATION_THRESHOLD,
+    threshold: float = STARVATION_RATIO,
 ) -> pl.DataFrame:
     """Add ``rate``, ``ideal_throughput`` (tok/s) and ``outcome`` (ok / starved / memory_error / failed).
 

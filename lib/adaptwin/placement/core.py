@@ -17,12 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from adaptwin.rules import STARVATION_RATIO
+
 #: A_max values the surrogates were trained on; placement only picks from these (or ``served`` when
 #: a GPU holds fewer adapters than the smallest value, since A_max <= served).
 A_MAX_GRID: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
-
-#: the paper's starvation rule: a GPU is starved when its throughput is below this fraction of the ideal
-STARVATION_RATIO = 0.9
 
 PREDICTED_KEYS = ("total_throughput", "itl_mean_ms", "starvation_probability")
 

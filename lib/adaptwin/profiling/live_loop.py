@@ -40,8 +40,6 @@ import numpy as np
 import polars as pl
 import yaml
 
-from adaptwin.calibration import validation
-from adaptwin.calibration.validation import STARVATION_FRACTION
 from adaptwin.io import atomic_write, write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
@@ -49,6 +47,8 @@ from adaptwin.profiling import runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
 from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
+from adaptwin.rules import STARVATION_RATIO
+from adaptwin.rules import smape as smape_terms
 from adaptwin.twin import simulate
 from adaptwin.twin.costs import from_dict
 
@@ -321,7 +321,7 @@ def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str, trace: Path
 
 def smape(a: float, b: float) -> float:
     """SMAPE of two values in %, the convention every adaptwin report uses."""
-    return float(validation.smape(a, b))
+    return float(smape_terms(a, b))
 
 
 def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path
@@ -339,7 +339,7 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
                     "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
-                    "live_starved": bool(row["total_throughput"] < STARVATION_FRACTION * ideal),
+                    "live_starved": bool(row["total_throughput"] < STARVATION_RATIO * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
     mean = lambda key: float(np.mean([smape(r[f"live_{key}"], r[f"twin_{key}"]) for r in per_run]))  # noqa: E731

@@ -23,28 +23,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adaptwin.rules import STARVATION_RATIO, smape_pct
 from adaptwin.surrogate.features import PAPER_FEATURES, feature_matrix, real_run_features
 from adaptwin.surrogate.model import CLASS_TARGET, REGRESSION_TARGETS, Surrogate, inverse_transform
 from adaptwin.surrogate.train import TrainResult, catboost_model, target_rows, transform
 
-STARVATION_FRACTION = 0.9
 REAL_FAMILY = "real_results"
 
 
 # ---- metrics -----------------------------------------------------------------------------------------------
-def smape_pct(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """Usual SMAPE in %: mean(|a-b| / ((|a|+|b|)/2)); a pair of zeros counts as no error."""
-    a, p = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float)
-    denom = (np.abs(a) + np.abs(p)) / 2
-    terms = np.divide(np.abs(a - p), denom, out=np.zeros_like(a), where=denom > 0)
-    return float(100 * terms.mean()) if len(a) else float("nan")
-
-
-def smape_paper_pct(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """The paper's SMAPE in %: mean(|a-b| / (|a|+|b|)), half the usual one."""
-    return smape_pct(actual, predicted) / 2
-
-
 def r2(actual: np.ndarray, predicted: np.ndarray) -> float:
     """Coefficient of determination (nan with fewer than two rows)."""
     from sklearn.metrics import r2_score
@@ -55,7 +42,7 @@ def r2(actual: np.ndarray, predicted: np.ndarray) -> float:
 def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """R2, SMAPE (both conventions) and row count."""
     return {"r2": r2(actual, predicted), "smape_pct": smape_pct(actual, predicted),
-            "smape_paper_pct": smape_paper_pct(actual, predicted), "n": int(len(actual))}
+            "smape_paper_pct": smape_pct(actual, predicted, paper=True), "n": int(len(actual))}
 
 
 def classification_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -234,7 +221,7 @@ def real_set(runs: pl.DataFrame, tokens_per_request: float, name: str = "real_ru
     features = real_run_features(runs)
     ideal = features["sum_rate"].to_numpy() * tokens_per_request
     truth = runs.select(*REGRESSION_TARGETS).with_columns(
-        pl.Series(CLASS_TARGET, runs["total_throughput"].to_numpy() < STARVATION_FRACTION * ideal))
+        pl.Series(CLASS_TARGET, runs["total_throughput"].to_numpy() < STARVATION_RATIO * ideal))
     return EvalSet(name, features.select(PAPER_FEATURES), truth)
 
 
@@ -312,7 +299,7 @@ def unseen_configs(result: TrainResult, real: EvalSet, folds: int = 3, seed: int
     return {
         "n": int(real.features.height), "folds": folds, "configs": int(len(configs)),
         "throughput_smape_pct": smape_pct(truth, predictions["total_throughput"]),
-        "throughput_smape_paper_pct": smape_paper_pct(truth, predictions["total_throughput"]),
+        "throughput_smape_paper_pct": smape_pct(truth, predictions["total_throughput"], paper=True),
         "starvation_macro_f1": classification_metrics(real.truth[CLASS_TARGET].to_numpy(),
                                                       predictions["starved"].astype(bool))["macro_f1"],
     }

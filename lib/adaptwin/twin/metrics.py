@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-STARVATION_FRACTION = 0.9
+from adaptwin.rules import is_starved
 
 
 def weighted_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
@@ -83,7 +83,7 @@ def summarize(
         "itl_p99_ms": weighted_percentile(itl_values, itl_counts, 99) * 1000.0,
         "mean_batch_size": busy_integral / duration,
         "ideal_throughput": ideal,
-        "starved": bool(total < STARVATION_FRACTION * ideal),
+        "starved": is_starved(total, ideal),
     }
 
 
