@@ -19,6 +19,7 @@ from adaptwin.calibration import (
     load_tables,
     to_json,
 )
+from adaptwin.calibration.costs import CalibrationError, from_dict, load_calibration
 from adaptwin.calibration.fits import expected_distinct, fit_linear, interp_extrap
 from adaptwin.calibration.inputs import TABLES
 from adaptwin.calibration.lora_forms import CANDIDATES, LoraRows, fit_terms, predict
@@ -32,7 +33,6 @@ from adaptwin.calibration.models import (
     prefill_design,
 )
 from adaptwin.io import dumps_json
-from adaptwin.twin.costs import CalibrationError, from_dict, load_calibration
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "vllm-measurements"
 LLAMA, QWEN = "llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"

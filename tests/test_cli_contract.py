@@ -19,9 +19,9 @@ from test_placement_cli import MODEL, fake_workload, models_dir  # noqa: F401 - 
 from test_placement_fakes import BASE_CAPACITY, FIXTURE, FakePredictor, fake_evaluator
 
 from adaptwin import cli, paths
+from adaptwin.calibration.costs import CalibrationError
 from adaptwin.cli import main
 from adaptwin.placement.api import Context, adapter_bound, make_context, place
-from adaptwin.twin.costs import CalibrationError
 
 LIB = Path(__file__).resolve().parents[1] / "lib"
 SCENARIO = {"model": MODEL, "server": {"max_loras": 2, "max_lora_rank": 16},

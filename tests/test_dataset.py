@@ -5,19 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptwin.dataset import (
+from adaptwin.calibration.costs import load_calibration
+from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios
+from adaptwin.dataset.sampler import spread_rates
+from adaptwin.twin.scenario import (
     A_MAX_CHOICES,
-    SamplerConfig,
     ScenarioError,
     content_seed,
     expand_groups,
     make_scenario,
-    real_grid_scenarios,
-    sample_scenarios,
     scenario_id,
 )
-from adaptwin.dataset.sampler import spread_rates
-from adaptwin.twin.costs import load_calibration
 
 MODEL = "llama-3.1-8b-instruct"
 

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from test_placement_fakes import BASE_CAPACITY, fake_evaluator
 
+from adaptwin.calibration.costs import load_calibration
 from adaptwin.dataset.mixes import (
     LAWS,
     MIN_REQUESTS,
@@ -19,13 +20,13 @@ from adaptwin.dataset.mixes import (
     law_rates,
     mix_scenarios,
 )
-from adaptwin.dataset.placement_groups import placement_group_scenarios
-from adaptwin.dataset.sampler import SamplerConfig, ScenarioError, expand_groups, scenario_id
+from adaptwin.dataset.sampler import SamplerConfig
 from adaptwin.dataset.stage import DatasetKnobs, fresh_scenarios
 from adaptwin.placement.api import Context
+from adaptwin.placement.groups import placement_group_scenarios
 from adaptwin.surrogate.evaluate import EvalSet, breakdown, smape_pct
 from adaptwin.surrogate.features import PAPER_FEATURES, expected_distinct, gpu_features, hot_ratio, top_share
-from adaptwin.twin.costs import load_calibration
+from adaptwin.twin.scenario import ScenarioError, expand_groups, scenario_id
 
 MODEL = "llama-3.1-8b-instruct"
 CALIBRATION = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")

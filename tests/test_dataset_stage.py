@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 from test_sweep import toy_simulate
 
+from adaptwin.calibration.costs import load_calibration
 from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios
 from adaptwin.dataset.mixes import mix_scenarios
 from adaptwin.dataset.stage import run_stage
@@ -17,7 +18,6 @@ from adaptwin.report import lookup
 from adaptwin.surrogate import load
 from adaptwin.surrogate.stage import run_stage as run_surrogate_stage
 from adaptwin.sweep import load_dataset, run_sweep
-from adaptwin.twin.costs import load_calibration
 
 MODEL = "llama-3.1-8b-instruct"
 FIXTURE = Path(__file__).parent / "fixtures" / "calibration_llama_example.json"
@@ -69,7 +69,7 @@ def test_surrogate_stage_writes_models_metrics_and_figures(tmp_path):
     runs.write_parquet(tmp_path / "measurements" / "runs.parquet")
     knobs = dict(n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1, throughput_transform="log",
                  baselines=["small_tree"], real_runs_model=MODEL, timing_singles=5)
-    metrics = run_surrogate_stage([MODEL], tmp_path, tmp_path / "figures", knobs)
+    metrics = run_surrogate_stage([MODEL], tmp_path, knobs)
     saved = json.loads((tmp_path / "metrics" / "surrogates.json").read_text())
     for key in ("real_runs.throughput_smape_pct", "real_runs.starvation_macro_f1", "ms_per_prediction_single",
                 "ms_per_prediction_batched", "heldout.throughput_smape_pct"):

@@ -10,9 +10,9 @@ import json
 import pytest
 import yaml
 
+from adaptwin.calibration.costs import load_calibration
 from adaptwin.profiling import live_loop
 from adaptwin.profiling.fake import FakeOpenAIServer, startup_lines
-from adaptwin.twin.costs import load_calibration
 
 TINY_SHAPE = {"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2,
               "num_key_value_heads": 1, "vocab_size": 100}

@@ -124,8 +124,8 @@ def test_default_placement_is_twin_verified_and_records_each_verdict(models_dir,
     doc = check_outputs(out, workload_csv, "greedy", verified=True)
     passed = doc["verification"]["gpus_passed"]
     assert f"twin-verified: {passed} of {len(doc['gpus'])} GPUs pass" in printed and " s simulated per GPU" in printed
+    from adaptwin.calibration.costs import load_calibration
     from adaptwin.placement.verified import from_document, recheck
-    from adaptwin.twin.costs import load_calibration
 
     placement = from_document(doc, read_workload(workload_csv))  # the recorded verdicts are the twin's own
     assert recheck(placement, load_calibration(FIXTURE), seed_offset=1) == [g["twin"] for g in doc["gpus"]]

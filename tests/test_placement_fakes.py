@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from adaptwin.placement.core import A_MAX_GRID, Evaluator
-from adaptwin.twin.costs import load_calibration
+from adaptwin.calibration.costs import load_calibration
+from adaptwin.placement.core import Evaluator
+from adaptwin.twin.scenario import A_MAX_CHOICES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "calibration_llama_example.json"
 TOKENS = 400.0
@@ -84,7 +85,7 @@ def test_memory_cap_follows_the_calibrated_kv_capacity():
     for s_max in (8, 16, 32):
         options = ev.a_max_options(576, s_max)
         assert not any(cal.memory_error(a, s_max) for a in options)
-        assert cal.memory_error(min(a for a in A_MAX_GRID if a > options[-1]), s_max)
+        assert cal.memory_error(min(a for a in A_MAX_CHOICES if a > options[-1]), s_max)
 
 
 def test_load_headroom_rejects_gpus_that_starve_under_a_heavier_load():

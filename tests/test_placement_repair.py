@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from test_placement_fakes import BASE_CAPACITY, FIXTURE, TOKENS, fake_evaluator, fake_workload
 
+from adaptwin.calibration.costs import load_calibration
 from adaptwin.placement import greedy, repair
 from adaptwin.placement.api import Context, place
 from adaptwin.placement.core import Gpu, Placement
-from adaptwin.twin.costs import load_calibration
 
 
 def routed_shares(p: Placement) -> dict[int, float]:

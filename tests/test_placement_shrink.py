@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from test_placement_fakes import BASE_CAPACITY, FIXTURE, fake_evaluator, fake_workload
 
+from adaptwin.calibration.costs import load_calibration
 from adaptwin.placement import bounds, repair, shrink, verify
 from adaptwin.placement.api import Context, place
 from adaptwin.placement.core import Gpu, Placement
-from adaptwin.twin.costs import load_calibration
 
 MODEL = "llama-3.1-8b-instruct"
 NO_PREDICTION = {"total_throughput": 0.0, "itl_mean_ms": 0.0, "starvation_probability": 0.0}

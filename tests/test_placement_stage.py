@@ -57,7 +57,7 @@ def test_grid_expansion_and_bad_specs():
 def test_verification_resimulates_every_gpu_with_the_twin():
     from test_placement_fakes import FIXTURE
 
-    from adaptwin.twin.costs import load_calibration
+    from adaptwin.calibration.costs import load_calibration
 
     ctx = Context("llama-3.1-8b-instruct", fake_evaluator(), BASE_CAPACITY, "fake", "test")
     workload = fake_workload(40, mean_rate=0.2, ranks=(8, 16))
@@ -78,8 +78,8 @@ def test_verification_resimulates_every_gpu_with_the_twin():
 def test_stage_writes_outputs_metrics_and_figures(tmp_path):
     from test_placement_fakes import FIXTURE
 
+    from adaptwin.calibration.costs import load_calibration
     from adaptwin.figures import placement as figs
-    from adaptwin.twin.costs import load_calibration
 
     ctx = Context("llama-3.1-8b-instruct", fake_evaluator(), BASE_CAPACITY, "fake", "test")
     cfg = experiments.StageConfig(

@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 from test_sweep import toy_simulate
 
-from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios, scenario_id
+from adaptwin.calibration.costs import load_calibration
+from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios
 from adaptwin.dataset.sampler import capacity_rate
 from adaptwin.rules import smape_pct
 from adaptwin.surrogate import PAPER_FEATURES, FeatureError, gpu_features, load
@@ -23,7 +24,7 @@ from adaptwin.surrogate.features import capacity, features_frame, real_run_featu
 from adaptwin.surrogate.model import OUTPUT_COLUMNS, SMALL_BATCH, inverse_transform
 from adaptwin.surrogate.train import train_surrogates, transform
 from adaptwin.sweep import load_dataset, run_sweep
-from adaptwin.twin.costs import load_calibration
+from adaptwin.twin.scenario import scenario_id
 
 MODEL = "llama-3.1-8b-instruct"
 CALIBRATION = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from adaptwin.dataset import SamplerConfig, make_scenario, sample_scenarios, scenario_id
+from adaptwin.dataset import SamplerConfig, sample_scenarios
 from adaptwin.sweep import TIMING_COLUMNS, chunk_files, done_ids, load_dataset, run_sweep, twin_fingerprint
+from adaptwin.twin.scenario import make_scenario, scenario_id
 
 
 def toy_simulate(scenario: dict) -> dict:
@@ -85,7 +86,7 @@ def test_rows_of_another_twin_are_retired_not_reused(tmp_path, scenarios):
 def test_twin_fingerprint_follows_the_calibration_content():
     from pathlib import Path
 
-    from adaptwin.twin.costs import from_dict, load_calibration
+    from adaptwin.calibration.costs import from_dict, load_calibration
 
     cal = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")
     tweaked = dict(cal.raw)
@@ -128,7 +129,7 @@ def test_bad_engine_is_named(tmp_path):
 def test_real_twin_rows_are_identical_on_dask_and_serial(tmp_path):
     from pathlib import Path
 
-    from adaptwin.twin.costs import load_calibration
+    from adaptwin.calibration.costs import load_calibration
 
     calibration = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")
     config = SamplerConfig("llama-3.1-8b-instruct", duration_s=30, served_range=(8, 24))

@@ -10,8 +10,8 @@ import pytest
 from test_calibration import LLAMA, fitted, measurements
 
 from adaptwin.calibration import to_json
-from adaptwin.calibration import validation as val
 from adaptwin.io import write_json
+from adaptwin.validation import runs as val
 
 EXAMPLE = "rank_16_rates_0.1_0.05_0.025/_32_128_16_"  # data card 7, example 2
 
@@ -116,7 +116,7 @@ def test_missing_calibration_is_named(runs):
 
 def test_nested_selection_picks_on_the_other_configurations_and_scores_the_held_out_one():
     """Form a is best at A_max 8 and 16, form b at 32: leaving 32 out picks a and scores a's error there."""
-    from adaptwin.calibration.form_check import nested_selection, summarize_forms
+    from adaptwin.validation.forms import nested_selection, summarize_forms
 
     err = {("a", 8): 1.0, ("a", 16): 2.0, ("a", 32): 9.0, ("b", 8): 3.0, ("b", 16): 4.0, ("b", 32): 1.0}
     df = pl.DataFrame([{"form": f, "max_loras": a, "rate_group": "g", "family": "x", "throughput_smape_pct": e,

@@ -24,7 +24,7 @@ scheduler-overhead tables (5.5: A_max 8-448, measured distinct adapters per batc
 adapter's width), each constant's source listed under `sources.lora_constants`, and its own 5.2-5.3 runs check
 them; the measured CPU->GPU load time per (S_max, rank); KV capacity
 piecewise-linear in A_max per S_max with the measured start failures; scheduler time linear in running and
-waiting requests. Output: `data/calibration/<model>.json` (schema in `adaptwin.twin.costs`) and one residual
+waiting requests. Output: `data/calibration/<model>.json` (schema in `adaptwin.calibration.costs`) and one residual
 figure per cost model in `<figures_dir>/calibration/`.
 """),
     ("code", """
@@ -42,12 +42,16 @@ import json
 import polars as pl
 from IPython.display import Image, display
 
-from adaptwin.calibration import calibrate, quality_table
+from adaptwin.calibration import fit_models, quality_table, write_calibrations
+from adaptwin.figures.twin import calibration_figures
+from adaptwin.model_cards import card
 from adaptwin.paths import resolve
 
 fig_dir = resolve(figures_dir) / "calibration"
-paths = calibrate(resolve(data_dir) / "measurements", resolve(data_dir) / "calibration", models, fig_dir,
-                  lora_table_model, lora_form)
+fitted = fit_models(resolve(data_dir) / "measurements", models, lora_table_model, lora_form)
+paths = write_calibrations(fitted, resolve(data_dir) / "calibration")
+for model, fits in fitted.items():
+    calibration_figures(fits, model, card(model).max_model_len, fig_dir)
 pl.Config.set_tbl_rows(40)
 quality_table(paths)
 """),

@@ -65,7 +65,7 @@ The command (`FAMILY` = `'heterogeneous_results'` or `'real_results'`):
 git worktree add /tmp/old a8df2fc && cd /tmp/old && PYTHONPATH=lib python -c "
 from adaptwin.measurements import ingest; ingest('../shared/vllm-measurements', '/tmp/m')
 from adaptwin.calibration import calibrate; calibrate('/tmp/m', '/tmp/c', ['llama-3.1-8b-instruct'])
-import polars as pl; from adaptwin.calibration import validation as v
+import polars as pl; from adaptwin.validation import runs as v
 print(v.validate(pl.read_parquet('/tmp/m/runs.parquet'),
                  {'llama-3.1-8b-instruct': '/tmp/c/llama-3.1-8b-instruct.json'}, [FAMILY],
                  v.ValidationConfig(workers=1))[1])"
@@ -77,7 +77,7 @@ import json
 import polars as pl
 from IPython.display import Image, display
 
-from adaptwin.calibration import validation as val
+from adaptwin.validation import runs as val
 from adaptwin.figures import twin as figs
 from adaptwin.paths import resolve
 
@@ -141,7 +141,7 @@ rate groups left out; the calibration keeps the lowest held-out error (`adaptwin
 """),
     ("md", """
 The same choice holds on the serving runs when it is made there with whole configurations left out
-(`adaptwin.calibration.form_check`, recorded: the 4 forms with the lowest held-out profiling error, on the 70
+(`adaptwin.validation.forms`, recorded: the 4 forms with the lowest held-out profiling error, on the 70
 `ok` runs of `spread_sample(per_cell=1)` of 5.9 and 5.6, 1800 s each, one worker). Picking the form with the
 lowest mean SMAPE on the other configurations picks `slot_step_prefill+offset` in every leave-one-A_max-out,
 leave-one-rate-group-out and leave-one-family-out fold; held-out throughput / ITL SMAPE 1.9 / 7.5 %. In sample:

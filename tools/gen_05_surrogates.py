@@ -53,7 +53,9 @@ placement_groups_grid = {"kinds": ["powerlaw"], "adapters": [50], "rank_mixes": 
 import polars as pl
 from IPython.display import Image, display
 
+from adaptwin.figures.surrogates import model_figures
 from adaptwin.paths import resolve
+from adaptwin.placement.groups import exam
 from adaptwin.surrogate.stage import run_stage, table
 
 from adaptwin.params import load_params
@@ -65,7 +67,9 @@ knobs = dict(n_search=n_search, cv_folds=cv_folds, max_iterations=max_iterations
              real_runs_model=real_runs_model, timing_singles=timing_singles, physics_features=physics_features,
              placement_groups=placement_groups, placement_group_methods=placement_group_methods,
              placement_groups_grid=placement_groups_grid)
-metrics = run_stage(models, resolve(data_dir), resolve(figures_dir), knobs, resolve(shared_dir))
+fig_dir = resolve(figures_dir) / "surrogates"
+metrics = run_stage(models, resolve(data_dir), knobs, placement_check=exam(knobs, resolve(shared_dir)),
+                    draw=lambda outcome: model_figures(outcome, fig_dir))
 """),
     ("md", """
 **Training data** (from the dataset stage's `summary.json`): rows, how many the twin simulated in this

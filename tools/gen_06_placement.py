@@ -58,7 +58,7 @@ from IPython.display import Image, Markdown, display
 from adaptwin.figures import placement as figs
 from adaptwin.paths import resolve
 from adaptwin.placement import experiments, make_context
-from adaptwin.twin.costs import load_calibration
+from adaptwin.calibration.costs import load_calibration
 
 data = resolve(data_dir)
 calibration = load_calibration(data / "calibration" / f"{model}.json")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import polars as pl
 
+from adaptwin.calibration.costs import load_calibration
 from adaptwin.placement.verified import from_document, recheck
 from adaptwin.placement.workloads import read_workload
-from adaptwin.twin.costs import load_calibration
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,10 +129,10 @@ class UsageError(ValueError):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "bad input" (exit 2): each module's own validation error."""
+    from adaptwin.calibration.costs import CalibrationError
     from adaptwin.io import OutputDirError
     from adaptwin.placement.core import PlacementError
     from adaptwin.surrogate.model import SurrogateError
-    from adaptwin.twin.costs import CalibrationError
     from adaptwin.twin.scenario import ScenarioError
 
     return UsageError, OutputDirError, PlacementError, SurrogateError, CalibrationError, ScenarioError

@@ -29,7 +29,12 @@ def is_starved(throughput: float, ideal: float) -> bool:
 def ideal_throughput(rates: Iterable[float], counts: Iterable[int], input_mean: float, output_mean: float) -> float:
     """Sum over adapter groups of count x rate x mean(input + output) tokens: the throughput if nothing waits."""
     total_rate = float(np.dot(np.asarray(list(rates), float), np.asarray(list(counts), float)))
-    return total_rate * (input_mean + output_mean)
+    return offered_tokens(total_rate, input_mean + output_mean)
+
+
+def offered_tokens(total_rate: float, tokens_per_request: float) -> float:
+    """Requests/s x mean tokens per request: the ideal throughput in tokens/s."""
+    return float(total_rate * tokens_per_request)
 
 
 def smape(a: Iterable[float] | float, b: Iterable[float] | float, *, paper: bool = False) -> np.ndarray:

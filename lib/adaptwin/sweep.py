@@ -12,14 +12,15 @@ ids of the latest call, so rows left by a design with other knobs are kept (a ca
 (or that crashes it) becomes a row with ``error`` set and null outputs: it fails alone, the sweep goes on, and a
 restart does not retry it (the twin is deterministic; use ``retry_errors=True`` after fixing the twin).
 
-Engines: ``serial`` (default path, in this process) or ``dask`` (a `distributed.LocalCluster` of single-threaded
-worker processes, or an existing scheduler at ``scheduler_address`` to scale out). Both produce identical rows
+Engines: ``serial`` (default path, in this process) or ``dask`` (`adaptwin.runner`: a `distributed.LocalCluster`
+of single-threaded worker processes, or an existing scheduler at ``scheduler_address`` to scale out). Both produce identical rows
 for the same scenarios except the measured ``wall_time_s``/``sweep_wall_time_s``; `load_dataset` returns rows
 sorted by ``scenario_id`` so the dataset does not depend on completion order.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -34,8 +35,9 @@ from typing import Any
 
 import polars as pl
 
-from adaptwin.dataset.sampler import canonical_json, scenario_id, unique
+from adaptwin import runner
 from adaptwin.io import write_json, write_parquet
+from adaptwin.twin.scenario import canonical_json, scenario_id, unique
 
 SimulateFn = Callable[..., dict[str, Any]]
 log = logging.getLogger(__name__)
@@ -224,7 +226,7 @@ class _ChunkWriter:
 # ---- which twin computed the rows ---------------------------------------------------------------------------
 def twin_fingerprint(calibration: Any = None) -> str:
     """Hash of what a row depends on besides its scenario: the calibration's content (``raw`` of a
-    `adaptwin.twin.costs.Calibration`) and the source of `adaptwin.twin`. Any change re-sweeps."""
+    `adaptwin.calibration.costs.Calibration`) and the source of `adaptwin.twin`. Any change re-sweeps."""
     import adaptwin.twin
 
     h = hashlib.sha256()
@@ -301,8 +303,10 @@ def run_sweep(scenarios: Iterable[dict[str, Any]], out_dir: str | Path, *, simul
     from tqdm.auto import tqdm
 
     with tqdm(total=len(pending), disable=not progress, desc=f"sweep {out_dir.name}", unit="scn") as bar:
-        results = (_serial(batches, simulate, calibration) if engine == "serial"
-                   else _dask(batches, simulate, calibration, n_workers, scheduler_address))
+        work = functools.partial(evaluate_batch, simulate=simulate, calibration=calibration)
+        results = (rows for _, rows in runner.map_unordered(
+            work, batches, workers=1 if engine == "serial" else n_workers,
+            scheduler_address=scheduler_address if engine == "dask" else None))
         try:
             for rows in results:
                 writer.add(rows)
@@ -317,40 +321,6 @@ def run_sweep(scenarios: Iterable[dict[str, Any]], out_dir: str | Path, *, simul
             report.chunks_written = writer.written
             report.wall_time_s = time.perf_counter() - start
     return report
-
-
-def _serial(batches: list[list[dict[str, Any]]], simulate: SimulateFn | None, calibration: Any):
-    for batch in batches:
-        yield evaluate_batch(batch, simulate, calibration)
-
-
-def _dask(batches: list[list[dict[str, Any]]], simulate: SimulateFn | None, calibration: Any, n_workers: int,
-          scheduler_address: str | None):
-    """Results of batches as workers finish them, with a bounded number in flight (memory stays flat)."""
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if scheduler_address:
-        client = Client(scheduler_address)
-    else:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-        client = Client(cluster)
-    try:
-        window = max(4, 4 * len(client.scheduler_info().get("workers", {})) or 4 * n_workers)
-        todo = iter(batches)
-        queue = as_completed()
-        for batch in [b for _, b in zip(range(window), todo, strict=False)]:
-            queue.add(client.submit(evaluate_batch, batch, simulate, calibration, pure=False))
-        for future in queue:
-            yield future.result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                queue.add(client.submit(evaluate_batch, nxt, simulate, calibration, pure=False))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _drop_rows(out_dir: Path, ids: set[str]) -> None:

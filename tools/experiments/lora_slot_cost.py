@@ -99,14 +99,14 @@ def validate(step: dict, lora: dict, model: str = "llama-3.1-8b-instruct") -> di
     """Table-1 summary of every real serving run re-simulated with the slot form (fork: workers inherit it)."""
     import polars as pl
 
-    from adaptwin.calibration.validation import (
+    from adaptwin.calibration.costs import load_calibration
+    from adaptwin.validation.runs import (
         ValidationConfig,
         compare,
         scenario_for_run,
         serving_runs,
         summarize,
     )
-    from adaptwin.twin.costs import load_calibration
 
     _JOB.update(base=load_calibration(resolve(f"data/calibration/{model}.json")), step=step, lora=lora)
     runs = pl.read_parquet(resolve("data/measurements/runs.parquet"))

@@ -43,15 +43,15 @@ from typing import Any
 
 import polars as pl
 
+from adaptwin.calibration.costs import load_calibration
 from adaptwin.dataset.mixes import TEST_LAWS, TRAIN_LAWS, mix_scenarios
-from adaptwin.dataset.placement_groups import placement_group_scenarios
 from adaptwin.dataset.sampler import SamplerConfig
 from adaptwin.dataset.stage import DatasetKnobs, scenarios_for
 from adaptwin.params import load_params
+from adaptwin.placement.groups import placement_group_scenarios
 from adaptwin.surrogate.evaluate import breakdown, headline, score, twin_set
 from adaptwin.surrogate.train import train_surrogates
 from adaptwin.sweep import load_dataset, run_sweep
-from adaptwin.twin.costs import load_calibration
 
 
 def sweep(scenarios: list[dict[str, Any]], out_dir: Path, calibration: Any) -> pl.DataFrame:

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import polars as pl
 
+from adaptwin.calibration.costs import load_calibration
 from adaptwin.dataset.mixes import TEST_LAWS, mix_scenarios
-from adaptwin.dataset.sampler import SamplerConfig, scenario_id
+from adaptwin.dataset.sampler import SamplerConfig
 from adaptwin.surrogate.evaluate import classification_metrics, smape_pct
 from adaptwin.sweep import load_dataset, run_sweep
-from adaptwin.twin.costs import load_calibration
+from adaptwin.twin.scenario import scenario_id
 
 
 def main() -> None:

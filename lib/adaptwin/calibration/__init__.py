@@ -5,8 +5,8 @@
 
 reads the measurement tables, fits step time, LoRA overhead, adapter loading, KV capacity and scheduler
 overhead (`adaptwin.calibration.models`) from the profiling families only, and writes
-``<out_dir>/<model>.json`` in the schema of `adaptwin.twin.costs` (canonical JSON, atomic).
-`adaptwin.calibration.validation` re-simulates the serving runs against these files.
+``<out_dir>/<model>.json`` in the schema of `adaptwin.calibration.costs` (canonical JSON, atomic).
+`adaptwin.validation.runs` re-simulates the serving runs against these files.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from adaptwin.calibration import inputs
+from adaptwin.calibration.costs import SCHEMA_VERSION, Calibration, from_dict
 from adaptwin.calibration.inputs import Tables, load_tables
 from adaptwin.calibration.lora_forms import choose_form, compare_forms, lora_rows
 from adaptwin.calibration.models import (
@@ -33,7 +34,6 @@ from adaptwin.calibration.models import (
 )
 from adaptwin.io import write_json
 from adaptwin.model_cards import CARDS, ModelCard, card
-from adaptwin.twin.costs import SCHEMA_VERSION, Calibration, from_dict
 
 #: vLLM's default max model length per base model (data card 3): the KV cache must hold one such sequence
 MAX_MODEL_LEN: dict[str, int] = {name: c.max_model_len for name, c in CARDS.items()}
@@ -44,7 +44,8 @@ BLOCK_SIZE = 16
 #: (154k -> 131k tokens; Qwen-2.5-7B keeps 430k -> 381k). An assumption, stated in params.yaml.
 LORA_TABLE_MODEL = "llama-3.1-8b-instruct"
 
-__all__ = ["MAX_MODEL_LEN", "Tables", "calibrate", "fit_model", "load", "load_tables", "quality_table", "to_json"]
+__all__ = ["MAX_MODEL_LEN", "Tables", "calibrate", "fit_model", "fit_models", "load", "load_tables", "quality_table",
+           "to_json", "write_calibrations"]
 
 
 def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL,
@@ -57,7 +58,7 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
     the tables were measured on) with that model's step time. Another model gets those coefficients scaled
     by its architecture (`transfer_lora`), and its own 5.2-5.3 runs check the result. ``lora_form`` names a
     candidate to use instead of the profiling cross-validation's choice (``auto``), e.g. the one chosen by
-    leaving whole serving-run configurations out (`adaptwin.calibration.form_check`); it is still fitted on
+    leaving whole serving-run configurations out (`adaptwin.validation.forms`); it is still fitted on
     profiling rows only.
     """
     for name in (model, lora_table_model):
@@ -130,7 +131,7 @@ def _named_form(comparison: pl.DataFrame, name: str) -> dict[str, Any]:
 
 
 def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
-    """The calibration JSON (schema of `adaptwin.twin.costs`) for ``model``; checked by parsing it back."""
+    """The calibration JSON (schema of `adaptwin.calibration.costs`) for ``model``; checked by parsing it back."""
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "model": model,
@@ -158,21 +159,23 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
     return data
 
 
-def calibrate(measurements_dir: str | Path, out_dir: str | Path, models: list[str],
-              figures_dir: str | Path | None = None, lora_table_model: str = LORA_TABLE_MODEL,
-              lora_form: str = "auto") -> dict[str, Path]:
-    """Fit and write ``<out_dir>/<model>.json`` for each model (and its residual figures into
-    ``figures_dir`` when given); returns the written JSON paths."""
+def fit_models(measurements_dir: str | Path, models: list[str], lora_table_model: str = LORA_TABLE_MODEL,
+               lora_form: str = "auto") -> dict[str, dict[str, Fitted]]:
+    """Every cost model of each of ``models``, fitted from the profiling tables under ``measurements_dir``
+    (the residual figures of `adaptwin.figures.twin.calibration_figures` draw these)."""
     tables = load_tables(measurements_dir)
-    written = {}
-    for m in models:
-        fitted = fit_model(tables, m, lora_table_model, lora_form)
-        written[m] = write_json(Path(out_dir) / f"{m}.json", to_json(m, fitted))
-        if figures_dir is not None:
-            from adaptwin.figures.twin import calibration_figures
+    return {m: fit_model(tables, m, lora_table_model, lora_form) for m in models}
 
-            calibration_figures(fitted, m, MAX_MODEL_LEN[m], figures_dir)
-    return written
+
+def write_calibrations(fitted: dict[str, dict[str, Fitted]], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``<out_dir>/<model>.json`` for each fitted model; returns the written paths."""
+    return {m: write_json(Path(out_dir) / f"{m}.json", to_json(m, f)) for m, f in fitted.items()}
+
+
+def calibrate(measurements_dir: str | Path, out_dir: str | Path, models: list[str],
+              lora_table_model: str = LORA_TABLE_MODEL, lora_form: str = "auto") -> dict[str, Path]:
+    """Fit and write ``<out_dir>/<model>.json`` for each model; returns the written JSON paths."""
+    return write_calibrations(fit_models(measurements_dir, models, lora_table_model, lora_form), out_dir)
 
 
 def quality_table(paths: dict[str, Path]) -> pl.DataFrame:
@@ -191,6 +194,6 @@ def quality_table(paths: dict[str, Path]) -> pl.DataFrame:
 
 def load(model: str, calibration_dir: str | Path) -> Calibration:
     """The `Calibration` of ``model`` written by `calibrate`."""
-    from adaptwin.twin.costs import load_calibration
+    from adaptwin.calibration.costs import load_calibration
 
     return load_calibration(Path(calibration_dir) / f"{model}.json")

@@ -73,7 +73,7 @@ def fit_linear(X: np.ndarray, y: np.ndarray, names: list[str] | tuple[str, ...],
 def interp_extrap(x: float | np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Piecewise-linear interpolation through ``(xs, ys)`` with linear extrapolation beyond both ends.
 
-    The same rule as `adaptwin.twin.costs._interp`, vectorised for fitting and plotting.
+    The same rule as `adaptwin.calibration.costs._interp`, vectorised for fitting and plotting.
     """
     xs = np.asarray(xs, dtype=float)
     ys = np.asarray(ys, dtype=float)

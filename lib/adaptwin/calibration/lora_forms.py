@@ -1,7 +1,7 @@
 """Which LoRA step cost can the profiling data tell apart? Candidate forms, fitted and cross-validated.
 
 The twin charges a step holding LoRA requests ``launch + distinct_adapters x D + slots x S + tokens x T +
-slot_token x S x T`` seconds (`adaptwin.twin.costs.Calibration.lora_extra`; S = A_max + 1 configured slots,
+slot_token x S x T`` seconds (`adaptwin.calibration.costs.Calibration.lora_extra`; S = A_max + 1 configured slots,
 D = distinct adapters in the batch, T = tokens computed in the step). A candidate is a subset of these
 terms; absent terms are written as 0, so every candidate is a form the twin can read.
 

@@ -1,6 +1,6 @@
 """The cost models of the twin, each fitted from one profiling family (data card 5.1-5.5).
 
-Every ``fit_*`` returns a `Fitted`: the JSON block of `adaptwin.twin.costs` (``{"form", "params"}``), a
+Every ``fit_*`` returns a `Fitted`: the JSON block of `adaptwin.calibration.costs` (``{"form", "params"}``), a
 ``quality`` summary and a ``points`` frame (measured vs predicted per run) for the residual figures.
 
 Why the forms differ from the authors' straight lines:
@@ -205,7 +205,7 @@ def _fit_factor_ramp(X: np.ndarray, d: np.ndarray, target: np.ndarray, step: dic
                      exempt: tuple[str, ...], train: np.ndarray, kind: np.ndarray):
     """Factor f(D) fitted on the batch-210 runs, its excess over 1 ramping linearly in the step's tokens
     from the batch-1 runs' value (``ramp_start`` at 1 token) up to full at the batch-210 runs' tokens
-    (``ramp_tokens``), constant beyond (`adaptwin.twin.costs.Calibration.lora_factor`)."""
+    (``ramp_tokens``), constant beyond (`adaptwin.calibration.costs.Calibration.lora_factor`)."""
     scaled, fixed = _split(X, step, exempt)
     factor = (target - fixed) / scaled
     big = train & (kind != "lora_single")
@@ -226,7 +226,7 @@ def _fit_factor_ramp(X: np.ndarray, d: np.ndarray, target: np.ndarray, step: dic
 
 
 def _ramp(tokens: np.ndarray, ramp_tokens: float, start: float) -> np.ndarray:
-    """Same rule as `adaptwin.twin.costs.Calibration.lora_factor`."""
+    """Same rule as `adaptwin.calibration.costs.Calibration.lora_factor`."""
     return np.minimum(1.0, start + (1.0 - start) * np.maximum(tokens - 1.0, 0.0) / max(ramp_tokens - 1.0, 1e-9))
 
 
@@ -256,7 +256,7 @@ def _choose_curve(d: np.ndarray, factor: np.ndarray) -> tuple[dict[str, Any], di
 
 
 # ---- LoRA overhead under serving conditions: the slot form (the twin's) ------------------------------------
-#: the step coefficients of the twin's ``slots`` LoRA form (`adaptwin.twin.costs.Calibration.lora_extra`),
+#: the step coefficients of the twin's ``slots`` LoRA form (`adaptwin.calibration.costs.Calibration.lora_extra`),
 #: in the order of the `lora_design` columns; `adaptwin.calibration.lora_forms` chooses which are fitted
 LORA_TERMS = ("launch", "distinct_adapters", "slots", "tokens", "slot_token", "slot_prefill_token")
 

@@ -30,17 +30,14 @@ from typing import Any
 import numpy as np
 
 from adaptwin.dataset.sampler import (
-    A_MAX_CHOICES,
     RANK_MIXES,
     SamplerConfig,
-    ScenarioError,
     _draw_load,
     _draw_served,
     assign_ranks,
     capacity_rate,
-    make_scenario,
-    unique,
 )
+from adaptwin.twin.scenario import A_MAX_CHOICES, ScenarioError, make_scenario, unique
 
 TRAIN_LAWS: tuple[str, ...] = ("zipf", "hot_cold", "azure", "lognormal", "equal")
 TEST_LAWS: tuple[str, ...] = ("pareto",)

@@ -17,18 +17,22 @@ corpus's real serving runs (by-time Llama-3.1-8B family).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-#: A_max values placement chooses from
-A_MAX_CHOICES: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
+from adaptwin.twin.scenario import (
+    A_MAX_CHOICES,
+    MAX_NUM_SEQS,
+    ScenarioError,
+    make_scenario,
+    scenario_id,
+    unique,
+)
+
 #: rank mixes of a GPU; S_max is the largest rank of the mix
 RANK_MIXES: tuple[tuple[int, ...], ...] = ((8,), (8, 16), (8, 16, 32))
 SERVED_MIN, SERVED_MAX = 8, 576
@@ -37,16 +41,7 @@ REAL_RATE_SETS: tuple[tuple[float, ...], ...] = ((0.1, 0.05, 0.025), (1.6, 0.8, 
 REAL_SERVED: tuple[int, ...] = (8, 16, 32, 64, 128, 192, 256, 320, 384)
 REAL_A_MAX: dict[int, tuple[int, ...]] = {16: (8, 16, 32, 64, 128, 192, 256, 320, 384), 32: (8, 16, 32, 64, 128, 192)}
 REAL_RANKS: dict[int, tuple[int, ...]] = {16: (8, 16), 32: (8, 16, 32)}
-#: vLLM server settings of the real runs (max-num-seqs 2048, default token budget)
-MAX_NUM_SEQS = 2048
-MAX_NUM_BATCHED_TOKENS = 2048
-#: ShareGPT tokens per request (input + output) used only by the capacity proxy; the twin uses its own lengths
-PROXY_TOKENS_PER_REQUEST = 420.0
 RATE_PATTERNS: tuple[str, ...] = ("equal", "levels", "lognormal", "powerlaw")
-
-
-class ScenarioError(ValueError):
-    """A scenario or sampler setting that cannot be used, naming the field and value."""
 
 
 @dataclass(frozen=True)
@@ -76,63 +71,6 @@ class SamplerConfig:
         s_lo, s_hi = self.served_range
         if not SERVED_MIN <= s_lo <= s_hi <= SERVED_MAX:
             raise ScenarioError(f"dataset.served_range: expected within [8, 576], got {self.served_range!r}")
-
-
-# ---- identity ----------------------------------------------------------------------------------------------
-def canonical_json(obj: Any) -> str:
-    """Compact, key-sorted JSON: the byte string a scenario's identity and seed are hashed from."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def content_seed(scenario: dict[str, Any]) -> int:
-    """A seed from the scenario's content (everything but ``seed``): recomputing a row needs only the row."""
-    body = {k: v for k, v in scenario.items() if k != "seed"}
-    return int(hashlib.sha256(canonical_json(body).encode()).hexdigest()[:8], 16) % (2**31 - 1)
-
-
-def scenario_id(scenario: Any) -> str:
-    """Stable identity of a scenario (16 hex chars of the SHA-256 of its canonical JSON): the resume key."""
-    return hashlib.sha256(canonical_json(scenario).encode()).hexdigest()[:16]
-
-
-# ---- adapters ----------------------------------------------------------------------------------------------
-def adapter_groups(ranks: Sequence[int], rates: Sequence[float]) -> list[dict[str, Any]]:
-    """Per-adapter ranks and rates -> the scenario's ``adapters`` groups, sorted so equal sets hash equal."""
-    if len(ranks) != len(rates):
-        raise ScenarioError(f"adapters: {len(ranks)} ranks but {len(rates)} rates")
-    counts = Counter((int(k), float(r)) for k, r in zip(ranks, rates, strict=True))
-    return [{"count": c, "rank": k, "rate": r} for (k, r), c in sorted(counts.items())]
-
-
-def expand_groups(groups: Sequence[dict[str, Any]]) -> tuple[list[int], list[float]]:
-    """The inverse of `adapter_groups`: per-adapter ranks and rates."""
-    ranks: list[int] = []
-    rates: list[float] = []
-    for g in groups:
-        ranks += [int(g["rank"])] * int(g["count"])
-        rates += [float(g["rate"])] * int(g["count"])
-    return ranks, rates
-
-
-def make_scenario(model: str, ranks: Sequence[int], rates: Sequence[float], max_loras: int, *,
-                  arrivals: str = "poisson", duration_s: float = 600.0) -> dict[str, Any]:
-    """One single-GPU scenario with S_max = largest rank, every adapter held in CPU memory, content seed."""
-    served = len(ranks)
-    if served < 1:
-        raise ScenarioError("adapters: empty adapter set")
-    if not 1 <= max_loras <= served:
-        raise ScenarioError(f"server.max_loras: {max_loras} not in [1, served={served}]")
-    scenario = {
-        "model": model,
-        "server": {"max_loras": int(max_loras), "max_cpu_loras": served, "max_lora_rank": int(max(ranks)),
-                   "max_num_seqs": MAX_NUM_SEQS, "max_num_batched_tokens": MAX_NUM_BATCHED_TOKENS},
-        "adapters": adapter_groups(ranks, rates),
-        "arrivals": {"kind": arrivals},
-        "lengths": {"kind": "sharegpt"},
-        "duration_s": float(duration_s),
-    }
-    scenario["seed"] = content_seed(scenario)
-    return scenario
 
 
 def _round_rate(rate: float) -> float:
@@ -172,23 +110,11 @@ def assign_ranks(rng: np.random.Generator, mix: Sequence[int], n: int) -> np.nda
 
 # ---- capacity proxy ----------------------------------------------------------------------------------------
 def capacity_rate(calibration: Any | None, max_loras: int, s_max: int, served: int) -> float:
-    """A rough requests/s a GPU sustains, used only to centre the offered-load distribution on the boundary.
-
-    With a calibration: a full decode batch (limited by ``max_num_seqs`` and the KV cache) at the calibrated
-    step time with min(A_max, batch) distinct adapters. Without one: 40 req/s, about an 8B model on one GPU.
-    """
+    """The requests/s the offered load is drawn relative to: `Calibration.capacity_rate` at the real runs'
+    server settings, or 40 req/s (about an 8B model on one GPU) without a calibration."""
     if calibration is None:
         return 40.0
-    kv_tokens = max(calibration.kv_capacity_tokens(max_loras, s_max), PROXY_TOKENS_PER_REQUEST)
-    batch = int(min(MAX_NUM_SEQS, kv_tokens / PROXY_TOKENS_PER_REQUEST))
-    distinct = min(max_loras, batch, served)
-    if hasattr(calibration, "for_server"):  # the slot LoRA form needs A_max
-        calibration = calibration.for_server(max_loras)
-    out_share = 0.47  # output tokens per request token (ShareGPT about 197 / 420)
-    step = calibration.step_time(batch, int(batch * (1 - out_share) / out_share), int(batch * 210), distinct)
-    step += calibration.scheduler_time(batch, 0)
-    tokens_per_s = batch / out_share / max(step, 1e-6)
-    return tokens_per_s / PROXY_TOKENS_PER_REQUEST
+    return calibration.capacity_rate(max_loras, s_max, served, max_num_seqs=MAX_NUM_SEQS)
 
 
 # ---- samplers ----------------------------------------------------------------------------------------------
@@ -294,15 +220,3 @@ def grid_variant_scenarios(config: SamplerConfig, n: int, seed: int = 0,
         out.append(make_scenario(config.model, ranks.tolist(), rates.tolist(), a_max, arrivals=arrivals,
                                  duration_s=config.duration_s))
     return unique(out)
-
-
-def unique(scenarios: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Scenarios with duplicates (same id) removed, first occurrence kept."""
-    seen: set[str] = set()
-    out = []
-    for s in scenarios:
-        key = scenario_id(s)
-        if key not in seen:
-            seen.add(key)
-            out.append(s)
-    return out

@@ -27,9 +27,9 @@ from adaptwin.dataset.sampler import (
     grid_variant_scenarios,
     real_grid_scenarios,
     sample_scenarios,
-    scenario_id,
 )
 from adaptwin.sweep import SweepReport, load_dataset, run_sweep
+from adaptwin.twin.scenario import scenario_id
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,8 @@ def run_stage(models: list[str], n_scenarios: list[int] | int, knobs: dict[str, 
               calibration_dir: str | Path, *, duration_check_scenarios: int = 0,
               duration_check_short_s: float = 600.0, progress: bool = True) -> dict[str, Any]:
     """Everything notebook 04 does for every model; writes and returns ``summary.json``'s content."""
+    from adaptwin.calibration.costs import load_calibration
     from adaptwin.io import write_json
-    from adaptwin.twin.costs import load_calibration
 
     counts = per_model(n_scenarios, models, "n_scenarios")
     mixes = per_model(knobs.get("mix_scenarios", 0), models, "mix_scenarios")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -110,3 +111,24 @@ def error_breakdown(rows: pl.DataFrame, directory: str | Path, name: str = "brea
     axes[0].legend(loc="upper left")
     fig.suptitle("surrogate vs twin: where the throughput error is (dashed: 4 % target)", fontsize=8)
     return save(fig, directory, name)
+
+
+def model_figures(outcome: Any, out_dir: str | Path) -> None:
+    """The figures of one model's surrogate stage (`adaptwin.surrogate.stage.ModelOutcome`): error breakdown,
+    feature importance, dataset coverage, held-out and real-run predictions."""
+    model, result, surrogate = outcome.model, outcome.result, outcome.result.surrogate
+    fig_dir = Path(out_dir)
+    if outcome.breakdown.height:
+        error_breakdown(outcome.breakdown, fig_dir, f"breakdown_{model}")
+    feature_importance(surrogate, fig_dir, f"feature_importance_{model}")
+    dataset_coverage(result.data.frame, fig_dir, f"dataset_coverage_{model}")
+    held = result.data.frame[result.test_idx]
+    predicted_vs_actual(held, surrogate.predict(held), fig_dir, f"heldout_{model}",
+                        f"{model}: CatBoost on held-out twin scenarios", actual_label="twin")
+    runs = outcome.real_runs
+    if runs is not None and runs.height:
+        from adaptwin.surrogate.evaluate import real_set
+
+        real = real_set(runs, surrogate.tokens_per_request)
+        predicted_vs_actual(real.truth, surrogate.predict(real.features), fig_dir, f"real_runs_{model}",
+                            f"{model}: CatBoost (trained on twin data only) vs real serving runs")

@@ -1,6 +1,6 @@
 """Figures of the twin: calibration residuals (one per cost model), real vs twin (paper's Fig. 8 and Fig. 9).
 
-Each function takes tidy frames (from `adaptwin.calibration` / `adaptwin.calibration.validation`), draws with
+Each function takes tidy frames (from `adaptwin.calibration` / `adaptwin.validation.runs`), draws with
 `adaptwin.figures.style.figure` and writes PNG + PDF with `save`; it returns the written paths.
 """
 

@@ -19,7 +19,8 @@ import polars as pl
 
 from adaptwin.paths import shown
 from adaptwin.placement import baselines, bounds, greedy, latency
-from adaptwin.placement.core import A_MAX_GRID, Evaluator, Placement, PlacementError, Predictor
+from adaptwin.placement.core import Evaluator, Placement, PlacementError, Predictor
+from adaptwin.twin.scenario import A_MAX_CHOICES
 
 METHODS: tuple[str, ...] = ("greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin")
 #: margin used when the surrogates' real-run error is unknown (no data/metrics/surrogates.json)
@@ -131,7 +132,7 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
                  models_dir: str | Path | None = None, calibration_path: str | Path | None = None,
                  metrics_path: str | Path | None = REPOSITORY, dataset_dir: str | Path | None = REPOSITORY,
                  margin: float | str | None = "auto", starvation_threshold: float = 0.5,
-                 max_served: int = 576, candidates: tuple[int, ...] = A_MAX_GRID,
+                 max_served: int = 576, candidates: tuple[int, ...] = A_MAX_CHOICES,
                  tokens_per_request: float | None = None, best_throughput: float | None = None,
                  twin_duration_s: float = 120.0, extensions: bool = True,
                  load_headroom: float | str | None = "auto", twin_bound_s: float = 0.0) -> Context:
@@ -145,8 +146,8 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
 
         predictor = load(model, models_dir=models_dir)
     if calibration is None:
+        from adaptwin.calibration.costs import load_calibration
         from adaptwin.paths import resolve
-        from adaptwin.twin.costs import load_calibration
 
         calibration = load_calibration(calibration_path or resolve(f"data/calibration/{model}.json"))
     value, margin_source = resolve_margin(margin, metrics_path, model)

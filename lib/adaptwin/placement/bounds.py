@@ -69,8 +69,8 @@ def dataset_best_throughput(dataset_dir: str | Path) -> float | None:
 
 def sweep_best_throughput(model: str, calibration: Any, duration_s: float = 120.0) -> float:
     """Largest throughput over `SWEEP_CONFIGS` simulated by the twin (saturated GPUs: throughput = capacity)."""
-    from adaptwin.dataset.sampler import make_scenario
     from adaptwin.twin import simulate
+    from adaptwin.twin.scenario import make_scenario
 
     best = 0.0
     for served, a_max in SWEEP_CONFIGS:

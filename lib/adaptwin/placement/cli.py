@@ -46,7 +46,7 @@ def run_place(args: argparse.Namespace) -> int:
 def _calibration(args: argparse.Namespace) -> Any:
     """The calibration of ``--model`` (or ``--calibration``), refused when it describes another model: the
     twin would judge the GPUs with the wrong costs."""
-    from adaptwin.twin.costs import load_calibration
+    from adaptwin.calibration.costs import load_calibration
 
     path = from_cwd(args.calibration) if args.calibration else resolve(f"data/calibration/{args.model}.json")
     calibration = load_calibration(path)

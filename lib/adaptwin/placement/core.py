@@ -18,10 +18,7 @@ import numpy as np
 import polars as pl
 
 from adaptwin.rules import STARVATION_RATIO
-
-#: A_max values the surrogates were trained on; placement only picks from these (or ``served`` when
-#: a GPU holds fewer adapters than the smallest value, since A_max <= served).
-A_MAX_GRID: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
+from adaptwin.twin.scenario import A_MAX_CHOICES
 
 PREDICTED_KEYS = ("total_throughput", "itl_mean_ms", "starvation_probability")
 
@@ -131,12 +128,12 @@ class Evaluator:
     """
 
     predictor: Predictor
-    calibration: Any  # adaptwin.twin.costs.Calibration
+    calibration: Any  # adaptwin.calibration.costs.Calibration
     tokens_per_request: float
     margin: float = 0.05
     starvation_threshold: float = 0.5
     load_headroom: float = 0.0
-    candidates: tuple[int, ...] = A_MAX_GRID
+    candidates: tuple[int, ...] = A_MAX_CHOICES
     max_served: int = 576
     features_fn: FeatureFn | None = None
     predict_calls: int = 0

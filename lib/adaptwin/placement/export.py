@@ -75,7 +75,7 @@ def serve_command(
     (current CPU builds have no working ``vllm`` script). Prefix caching is off and the step token budget is
     the twin's, as in the runs the twin was calibrated on. ``VLLM_MODEL``, ``VLLM_HOST``, ``VLLM_PORT`` and
     extra arguments (``"$@"``) override or extend the defaults."""
-    from adaptwin.dataset.sampler import MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS
+    from adaptwin.twin.scenario import MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS
 
     gpu = placement.gpus[g]
     adapters = placement.gpu_adapters(g)

@@ -129,7 +129,7 @@ def whole_is_safe(placement: Placement, rows: list[int], calibration: Any, durat
                   workers: int = 2, cache: dict[str, dict[str, Any]] | None = None) -> frozenset[int]:
     """The ``rows`` the twin serves alone on one GPU (A_max 1, S_max = its rank) at their full rate: the
     surrogate saw few single adapters that busy and tends to split them when one GPU would do."""
-    from adaptwin.dataset.sampler import make_scenario
+    from adaptwin.twin.scenario import make_scenario
 
     jobs = []
     for r in rows:

@@ -4,18 +4,18 @@ The surrogate chose the placements; the twin is the ground truth we can afford (
 real runs). Each GPU becomes one single-GPU scenario built by `adaptwin.dataset.sampler.make_scenario` (the same
 construction as the training data: S_max = the GPU's largest rank, every adapter held in CPU memory, ShareGPT
 lengths, content-derived seed), with the GPU's A_max and the rates routed to it. GPUs are simulated in
-parallel processes; results come back in input order, so the table is deterministic.
+parallel by `adaptwin.runner`; results come back in input order, so the table is deterministic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import polars as pl
 
+from adaptwin import runner
 from adaptwin.placement.core import Gpu, Placement
 
 RESULT_KEYS = ("total_throughput", "ideal_throughput", "itl_mean_ms", "ttft_mean_ms", "starved", "memory_error")
@@ -36,16 +36,6 @@ def progress(tick: Callable[[int], None]) -> Iterator[None]:
         _tick = previous
 
 
-def _counted(results: Any) -> list[dict[str, Any]]:
-    """``results`` as a list, ticking the progress hook once per item as it arrives."""
-    out = []
-    for result in results:
-        out.append(result)
-        if _tick is not None:
-            _tick(1)
-    return out
-
-
 def gpu_scenarios(placement: Placement, duration_s: float, arrivals: str = "poisson") -> list[dict[str, Any]]:
     """The twin scenario of each GPU of ``placement``."""
     return [gpu_scenario(placement, gpu, duration_s, arrivals) for gpu in placement.gpus]
@@ -53,7 +43,7 @@ def gpu_scenarios(placement: Placement, duration_s: float, arrivals: str = "pois
 
 def gpu_scenario(placement: Placement, gpu: Gpu, duration_s: float, arrivals: str = "poisson") -> dict[str, Any]:
     """The twin scenario of one GPU over ``placement``'s workload (routed rates, content seed)."""
-    from adaptwin.dataset.sampler import make_scenario
+    from adaptwin.twin.scenario import make_scenario
 
     adapters = placement.adapters_of(gpu)
     return make_scenario(placement.model, adapters["rank"].to_list(), adapters["rate"].to_list(), gpu.max_loras,
@@ -98,41 +88,14 @@ def simulate_unique(jobs: list[tuple[dict[str, Any], Any]], workers: int,
     """`_simulate` for every job, each distinct scenario once: methods often build identical GPUs (the greedy
     variants agree on most workloads), and the twin is deterministic, so equal scenarios give equal rows.
     ``cache`` (scenario id -> row, same calibration) carries results across calls."""
-    from adaptwin.dataset.sampler import scenario_id
+    from adaptwin.twin.scenario import scenario_id
 
     cache = {} if cache is None else cache
     keys = [scenario_id(scenario) for scenario, _ in jobs]
     todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in cache}
-    if workers > 1 and len(todo) > 1:
-        done = _in_processes(list(todo.values()), workers)
-    else:
-        done = _counted(_simulate(job) for job in todo.values())
+    done = runner.map_ordered(_simulate, list(todo.values()), workers=workers, progress=_tick)
     cache.update(zip(todo, done, strict=True))
     return [dict(cache[k]) for k in keys]
-
-
-def _in_processes(jobs: list[tuple[dict[str, Any], Any]], workers: int) -> list[dict[str, Any]]:
-    """`_simulate` over ``jobs`` in ``workers`` processes, in order. On an interrupt the workers are stopped at
-    once (they ignore SIGINT themselves, so the user sees one message, not one traceback per worker)."""
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
-    try:
-        done = _counted(pool.map(_simulate, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    except BaseException:
-        for process in list((pool._processes or {}).values()):  # no public way to stop running tasks
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return done
-
-
-def _ignore_interrupts() -> None:
-    """Worker set-up: Ctrl-C is the parent's to handle, and SIGTERM just ends the worker (the command line
-    turns SIGTERM into an interrupt in the parent, which forked workers would inherit)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def summarize(per_gpu: pl.DataFrame, by: Sequence[str] = ("workload", "method")) -> pl.DataFrame:

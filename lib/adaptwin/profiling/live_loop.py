@@ -3,7 +3,7 @@ by-time serving runs over a small grid, and compare the twin with them.
 
 Why a module of its own: the corpus's calibration reads the GPU fork's profiling families (and log lines stock
 vLLM does not print). Stock vLLM exposes less, so this builds the twin's calibration JSON (the public format of
-`adaptwin.twin.costs`) from what a live server does show:
+`adaptwin.calibration.costs`) from what a live server does show:
 
 - decode step time against batch: the median time per output token of N requests sent at once to one adapter
   (all prompts fit one step's token budget, so the rest of the run is decode steps of batch N);
@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 import yaml
 
+from adaptwin.calibration.costs import from_dict
 from adaptwin.io import atomic_write, write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
@@ -50,7 +51,6 @@ from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
 from adaptwin.rules import STARVATION_RATIO
 from adaptwin.rules import smape as smape_terms
 from adaptwin.twin import simulate
-from adaptwin.twin.costs import from_dict
 
 #: the contract keys of the validation JSON
 METRIC_KEYS = ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starvation_agreement", "runs")

@@ -18,7 +18,7 @@ because trees split on one variable at a time and cannot form ratios or the memo
 * ``kv_capacity_tokens`` (only with a calibration): KV-cache tokens left by A_max slots of rank S_max =
   max_size, from `Calibration.kv_capacity_tokens`: it bounds the running batch and so the throughput.
 * ``capacity_rate`` and ``load_ratio`` (only with a calibration): the requests/s a full batch of the GPU
-  sustains at the calibrated step time (`adaptwin.dataset.sampler.capacity_rate`, the proxy that centres the
+  sustains at the calibrated step time (`Calibration.capacity_rate`, the proxy that centres the
   dataset's offered loads) and sum_rate / capacity_rate. Starvation sets in near a fixed load ratio, which a
   tree finds in one split; from the raw columns it would need the step-time model.
 * physics of adapter slots (only with a calibration; `PHYSICS_FEATURES`), from a gamma law with the rates'
@@ -153,7 +153,8 @@ def hot_ratio(served: np.ndarray, cv2: np.ndarray) -> np.ndarray:
 
 def slot_physics(base: Mapping[str, Any], kv_tokens: np.ndarray, load_ratio: np.ndarray) -> dict[str, Any]:
     """`PHYSICS_FEATURES` from the paper's seven, the KV capacity and the load ratio (see the module docstring)."""
-    from adaptwin.dataset.sampler import MAX_NUM_SEQS, PROXY_TOKENS_PER_REQUEST
+    from adaptwin.calibration.costs import PROXY_TOKENS_PER_REQUEST
+    from adaptwin.twin.scenario import MAX_NUM_SEQS
 
     served = np.asarray(base["served_adapters"], dtype=float)
     if served.size <= 16:  # placement's single GPU: plain floats are ~5x cheaper than numpy on tiny arrays
@@ -176,7 +177,8 @@ def slot_physics(base: Mapping[str, Any], kv_tokens: np.ndarray, load_ratio: np.
 
 def _physics_row(served: float, slots: float, sum_rate: float, std: float, kv: float, load: float) -> tuple:
     """`slot_physics` of one GPU with floats (same formulas, `PHYSICS_FEATURES` order)."""
-    from adaptwin.dataset.sampler import MAX_NUM_SEQS, PROXY_TOKENS_PER_REQUEST
+    from adaptwin.calibration.costs import PROXY_TOKENS_PER_REQUEST
+    from adaptwin.twin.scenario import MAX_NUM_SEQS
 
     mean = sum_rate / served
     cv2 = min(max(std * std / (mean * mean) if mean > 0 else 0.0, _CV2_RANGE[0]), _CV2_RANGE[1])
@@ -207,9 +209,9 @@ _CAPACITY_CACHE: dict[int, tuple[Any, dict[tuple[int, int, int], float]]] = {}
 
 
 def _capacity_rate(calibration: Any, a_max: int, s_max: int, served: int) -> float:
-    """`adaptwin.dataset.sampler.capacity_rate`, memoised per calibration (placement asks about the same few
+    """`Calibration.capacity_rate` at the real runs' server settings, memoised per calibration (placement asks about the same few
     (A_max, S_max, served) triples thousands of times; each costs ~15 us)."""
-    from adaptwin.dataset.sampler import capacity_rate
+    from adaptwin.twin.scenario import MAX_NUM_SEQS
 
     entry = _CAPACITY_CACHE.get(id(calibration))
     if entry is None or entry[0] is not calibration:
@@ -217,12 +219,12 @@ def _capacity_rate(calibration: Any, a_max: int, s_max: int, served: int) -> flo
     key = (a_max, s_max, served)
     value = entry[1].get(key)
     if value is None:
-        value = entry[1][key] = capacity_rate(calibration, a_max, s_max, served)
+        value = entry[1][key] = calibration.capacity_rate(a_max, s_max, served, max_num_seqs=MAX_NUM_SEQS)
     return value
 
 
 def capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray, served: np.ndarray) -> np.ndarray:
-    """`adaptwin.dataset.sampler.capacity_rate` over arrays (once per distinct (A_max, S_max, served))."""
+    """`Calibration.capacity_rate` over arrays (once per distinct (A_max, S_max, served))."""
     return _per_distinct(lambda a, r, n: _capacity_rate(calibration, a, r, n), slots, s_max, served)
 
 

@@ -201,7 +201,7 @@ def load(model: str, models_dir: str | Path | None = None) -> Surrogate:
     """The trained surrogates of ``model`` (written by `adaptwin.surrogate.train.train_surrogates`)."""
     from catboost import CatBoostClassifier, CatBoostRegressor
 
-    from adaptwin.twin.costs import from_dict
+    from adaptwin.calibration.costs import from_dict
 
     directory = model_dir(model, models_dir)
     meta_path = directory / "metadata.json"

@@ -1,7 +1,7 @@
-"""The ``train_surrogates`` stage (notebook 05): train, save, evaluate and plot, per model.
+"""The ``train_surrogates`` stage (notebook 05): train, save and evaluate, per model (the notebook plots).
 
 Writes ``<data>/models/<model>/`` (cbm files, ``metadata.json`` with the metrics, ``table.csv`` = the Table
-4/5-like comparison), ``<figures>/surrogates/`` and ``<data>/metrics/surrogates.json`` (one entry per model,
+4/5-like comparison) and ``<data>/metrics/surrogates.json`` (one entry per model,
 the headline keys the claims report reads: ``real_runs.throughput_smape_pct``,
 ``real_runs.starvation_macro_f1``, ``ms_per_prediction_single``, ``ms_per_prediction_batched``, ``heldout.*``,
 ``learners.<name>.*``), plus the distillation sets: ``fresh_heterogeneous`` (the dataset stage's fresh test
@@ -12,12 +12,13 @@ this surrogate on the workload grid, re-simulated by the twin), ``real_runs_hete
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from adaptwin.figures import surrogates as figs
 from adaptwin.io import write_json
 from adaptwin.surrogate.evaluate import (
     EvalSet,
@@ -29,6 +30,7 @@ from adaptwin.surrogate.evaluate import (
     real_set,
     twin_set,
 )
+from adaptwin.surrogate.model import Surrogate
 from adaptwin.surrogate.train import TrainResult, save, train_surrogates
 from adaptwin.sweep import load_dataset
 
@@ -62,43 +64,32 @@ def fresh_set(data_dir: str | Path, model: str) -> EvalSet | None:
     return twin_set(load_dataset(directory), "fresh_heterogeneous")
 
 
-def placement_set(surrogate: Any, data_dir: Path, knobs: dict[str, Any], shared_dir: str | Path) -> EvalSet | None:
-    """The GPU groups the placement methods build with ``surrogate`` on ``placement_groups_grid`` (at most
-    ``placement_groups`` of them), re-simulated by the twin at the dataset's window (serially)."""
-    import json
-
-    from adaptwin.dataset.placement_groups import placement_group_scenarios
-    from adaptwin.placement.api import make_context
-    from adaptwin.sweep import run_sweep
-
-    limit = int(knobs.get("placement_groups", 0))
-    if limit <= 0:
-        return None
-    summary_path = data_dir / "dataset" / "summary.json"
-    entry = json.loads(summary_path.read_text()).get(surrogate.model, {}) if summary_path.exists() else {}
-    duration = float(entry.get("knobs", {}).get("duration_s", 600.0))
-    dataset = load_dataset(data_dir / "dataset" / surrogate.model)
-    best = float(dataset.filter(~pl.col("starved") & ~pl.col("memory_error"))["total_throughput"].max())
-    context = make_context(surrogate.model, predictor=surrogate, calibration=surrogate.calibration, margin="auto",
-                           load_headroom="auto", best_throughput=best)
-    scenarios = placement_group_scenarios(context, knobs["placement_groups_grid"], shared_dir,
-                                          knobs["placement_group_methods"], duration, limit, knobs["seed"])
-    out = data_dir / "models" / surrogate.model / "placement_groups"
-    run_sweep(scenarios, out, calibration=surrogate.calibration, engine="serial", chunk_size=max(len(scenarios), 1),
-              progress=False)
-    return twin_set(load_dataset(out), "placement_groups")
-
-
 def load_validation(data_dir: str | Path) -> pl.DataFrame | None:
     """The twin validation's per-run rows (notebook 03), if present."""
     path = Path(data_dir) / "validation" / "runs.parquet"
     return pl.read_parquet(path) if path.exists() else None
 
 
-def run_model(model: str, data_dir: str | Path, figures_dir: str | Path, knobs: dict[str, Any],
-              shared_dir: str | Path = "../shared") -> dict[str, Any]:
-    """Train, evaluate, save and plot one model; returns its entry of surrogates.json."""
-    from adaptwin.twin.costs import load_calibration
+@dataclass
+class ModelOutcome:
+    """What the stage learned about one model: its surrogates.json entry and what the figures draw."""
+
+    model: str
+    metrics: dict[str, Any]
+    result: TrainResult
+    breakdown: pl.DataFrame
+    real_runs: pl.DataFrame | None
+
+
+#: the caller's exam of a trained surrogate on the GPU groups placement builds with it (placement comes after
+#: the surrogates in the pipeline, so the stage takes it as a function instead of importing placement)
+PlacementCheck = Callable[[Surrogate, Path], EvalSet | None]
+
+
+def run_model(model: str, data_dir: str | Path, knobs: dict[str, Any],
+              placement_check: PlacementCheck | None = None) -> ModelOutcome:
+    """Train, evaluate and save one model; returns its entry of surrogates.json and what its figures need."""
+    from adaptwin.calibration.costs import load_calibration
 
     data_dir = Path(data_dir)
     calibration = load_calibration(data_dir / "calibration" / f"{model}.json")
@@ -106,8 +97,8 @@ def run_model(model: str, data_dir: str | Path, figures_dir: str | Path, knobs: 
     surrogate = result.surrogate
     runs = load_real_runs(data_dir, model, knobs["real_runs_model"])
     hetero = load_real_runs(data_dir, model, knobs["real_runs_model"], "heterogeneous_results")
-    extra = [fresh_set(data_dir, model), placement_set(surrogate, data_dir, knobs, shared_dir),
-                  real_set(hetero, surrogate.tokens_per_request, "real_runs_heterogeneous") if hetero is not None
+    extra = [fresh_set(data_dir, model), placement_check(surrogate, data_dir) if placement_check else None,
+             real_set(hetero, surrogate.tokens_per_request, "real_runs_heterogeneous") if hetero is not None
              and hetero.height else None]
     extra_sets = tuple(s for s in extra if s is not None)
     metrics, table = evaluate(result, runs, baselines=tuple(knobs["baselines"]), seed=knobs["seed"],
@@ -130,25 +121,20 @@ def run_model(model: str, data_dir: str | Path, figures_dir: str | Path, knobs: 
     from adaptwin.io import atomic_write
 
     atomic_write(out_dir / "table.csv", lambda p: table.write_csv(p))
-    fig_dir = Path(figures_dir) / "surrogates"
-    if by.height:
-        figs.error_breakdown(by, fig_dir, f"breakdown_{model}")
-    figs.feature_importance(surrogate, fig_dir, f"feature_importance_{model}")
-    figs.dataset_coverage(result.data.frame, fig_dir, f"dataset_coverage_{model}")
-    held = result.data.frame[result.test_idx]
-    figs.predicted_vs_actual(held, surrogate.predict(held), fig_dir, f"heldout_{model}",
-                             f"{model}: CatBoost on held-out twin scenarios", actual_label="twin")
-    if runs is not None and runs.height:
-        real = real_set(runs, surrogate.tokens_per_request)
-        figs.predicted_vs_actual(real.truth, surrogate.predict(real.features), fig_dir, f"real_runs_{model}",
-                                 f"{model}: CatBoost (trained on twin data only) vs real serving runs")
-    return metrics
+    return ModelOutcome(model, metrics, result, by, runs)
 
 
-def run_stage(models: list[str], data_dir: str | Path, figures_dir: str | Path, knobs: dict[str, Any],
-              shared_dir: str | Path = "../shared") -> dict:
-    """Every model; writes ``<data>/metrics/surrogates.json`` and returns it."""
-    results = {model: run_model(model, data_dir, figures_dir, knobs, shared_dir) for model in models}
+def run_stage(models: list[str], data_dir: str | Path, knobs: dict[str, Any],
+              placement_check: PlacementCheck | None = None,
+              draw: Callable[[ModelOutcome], None] | None = None) -> dict:
+    """Every model; writes ``<data>/metrics/surrogates.json`` and returns it. ``draw`` gets each model's
+    outcome as soon as it is saved (the notebook passes `adaptwin.figures.surrogates.model_figures`)."""
+    results = {}
+    for model in models:
+        outcome = run_model(model, data_dir, knobs, placement_check)
+        if draw is not None:
+            draw(outcome)
+        results[model] = outcome.metrics
     write_json(Path(data_dir) / "metrics" / "surrogates.json", results)
     return results
 

@@ -5,8 +5,8 @@ its named invariants are described in `engine`, the scheduling policy in `schedu
 in `scenario`.
 """
 
+from adaptwin.calibration.costs import Calibration, CalibrationError, load_calibration
 from adaptwin.twin.api import simulate
-from adaptwin.twin.costs import Calibration, CalibrationError, load_calibration
 from adaptwin.twin.scenario import ScenarioError, load_scenario_file, parse_scenario
 
 __all__ = [

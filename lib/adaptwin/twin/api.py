@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from adaptwin.calibration.costs import Calibration, load_calibration
+from adaptwin.rules import offered_tokens
 from adaptwin.twin.arrivals import Workload, make_workload
-from adaptwin.twin.costs import Calibration, load_calibration
 from adaptwin.twin.engine import TIMESERIES_PERIOD_S, EngineRun, run_engine
 from adaptwin.twin.lengths import mean_tokens
 from adaptwin.twin.metrics import empty_result, summarize
@@ -77,7 +78,7 @@ def ideal_throughput(sc: Scenario, workload: Workload) -> float:
     """Offered tokens/s: sum of rate x mean(prompt + output); for a replayed trace, its tokens / duration."""
     if sc.arrivals["kind"] == "trace":
         return float((workload.prompts.sum() + workload.outputs.sum()) / sc.duration_s)
-    return float(sc.rates.sum() * mean_tokens(sc.lengths, sc.model))
+    return offered_tokens(sc.rates.sum(), mean_tokens(sc.lengths, sc.model))
 
 
 def outputs(sc: Scenario, workload: Workload, run: EngineRun, ideal: float) -> dict[str, Any]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from adaptwin.calibration.costs import Calibration, load_calibration
 from adaptwin.cli import UsageError, user_mistakes_exit_2
 from adaptwin.io import dumps_json
 from adaptwin.paths import from_cwd
 from adaptwin.twin.api import simulate
-from adaptwin.twin.costs import Calibration, load_calibration
 from adaptwin.twin.scenario import ScenarioError, calibration_path, load_scenario_file, parse_scenario
 
 

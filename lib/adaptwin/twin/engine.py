@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
+from adaptwin.calibration.costs import Calibration
 from adaptwin.twin.arrivals import Workload
-from adaptwin.twin.costs import Calibration
 from adaptwin.twin.metrics import itl_pairs, step_durations
 from adaptwin.twin.scenario import Scenario
 from adaptwin.twin.scheduler import Scheduler, StepPlan

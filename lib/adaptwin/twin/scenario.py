@@ -25,7 +25,11 @@ folder). `parse_scenario` makes them absolute, so later reads do not depend on t
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,4 +316,84 @@ def _section(obj: Any, name: str, kinds: dict[str, set[str]]) -> dict[str, Any]:
         raise ScenarioError(f"lengths.shape: {out['shape']!r} unknown (one of ['pool', 'quantiles'])")
     if name == "arrivals" and out.get("mapping", "weighted") not in TRACE_MAPPINGS:
         raise ScenarioError(f"arrivals.mapping: {out['mapping']!r} unknown (one of {list(TRACE_MAPPINGS)})")
+    return out
+
+
+# ---- building scenarios --------------------------------------------------------------------------------------
+# Every part of adaptwin that asks the twin about one GPU (the dataset sampler, placement's checks, the
+# validation against real runs) builds its scenario here, so a GPU's identity and seed are the same wherever
+# it is built.
+
+#: A_max values placement chooses from
+A_MAX_CHOICES: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
+
+#: vLLM server settings of the real runs (max-num-seqs 2048, default token budget)
+MAX_NUM_SEQS = 2048
+MAX_NUM_BATCHED_TOKENS = 2048
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact, key-sorted JSON: the byte string a scenario's identity and seed are hashed from."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def content_seed(scenario: dict[str, Any]) -> int:
+    """A seed from the scenario's content (everything but ``seed``): recomputing a row needs only the row."""
+    body = {k: v for k, v in scenario.items() if k != "seed"}
+    return int(hashlib.sha256(canonical_json(body).encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+
+def scenario_id(scenario: Any) -> str:
+    """Stable identity of a scenario (16 hex chars of the SHA-256 of its canonical JSON): the resume key."""
+    return hashlib.sha256(canonical_json(scenario).encode()).hexdigest()[:16]
+
+
+def adapter_groups(ranks: Sequence[int], rates: Sequence[float]) -> list[dict[str, Any]]:
+    """Per-adapter ranks and rates -> the scenario's ``adapters`` groups, sorted so equal sets hash equal."""
+    if len(ranks) != len(rates):
+        raise ScenarioError(f"adapters: {len(ranks)} ranks but {len(rates)} rates")
+    counts = Counter((int(k), float(r)) for k, r in zip(ranks, rates, strict=True))
+    return [{"count": c, "rank": k, "rate": r} for (k, r), c in sorted(counts.items())]
+
+
+def expand_groups(groups: Sequence[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """The inverse of `adapter_groups`: per-adapter ranks and rates."""
+    ranks: list[int] = []
+    rates: list[float] = []
+    for g in groups:
+        ranks += [int(g["rank"])] * int(g["count"])
+        rates += [float(g["rate"])] * int(g["count"])
+    return ranks, rates
+
+
+def make_scenario(model: str, ranks: Sequence[int], rates: Sequence[float], max_loras: int, *,
+                  arrivals: str = "poisson", duration_s: float = 600.0) -> dict[str, Any]:
+    """One single-GPU scenario with S_max = largest rank, every adapter held in CPU memory, content seed."""
+    served = len(ranks)
+    if served < 1:
+        raise ScenarioError("adapters: empty adapter set")
+    if not 1 <= max_loras <= served:
+        raise ScenarioError(f"server.max_loras: {max_loras} not in [1, served={served}]")
+    scenario = {
+        "model": model,
+        "server": {"max_loras": int(max_loras), "max_cpu_loras": served, "max_lora_rank": int(max(ranks)),
+                   "max_num_seqs": MAX_NUM_SEQS, "max_num_batched_tokens": MAX_NUM_BATCHED_TOKENS},
+        "adapters": adapter_groups(ranks, rates),
+        "arrivals": {"kind": arrivals},
+        "lengths": {"kind": "sharegpt"},
+        "duration_s": float(duration_s),
+    }
+    scenario["seed"] = content_seed(scenario)
+    return scenario
+
+
+def unique(scenarios: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scenarios with duplicates (same id) removed, first occurrence kept."""
+    seen: set[str] = set()
+    out = []
+    for s in scenarios:
+        key = scenario_id(s)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
     return out

@@ -23,9 +23,9 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+from adaptwin.calibration.costs import Calibration
 from adaptwin.twin.adapter_cache import GpuSlots
 from adaptwin.twin.client import ConnectionLimit
-from adaptwin.twin.costs import Calibration
 from adaptwin.twin.kv_cache import KVCache, blocks_for
 from adaptwin.twin.scenario import Scenario
 from adaptwin.twin.waiting import WaitingQueue, scalar_view

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adaptwin import runner
 from adaptwin.io import write_json, write_parquet
 from adaptwin.rules import ideal_throughput, is_starved, smape
 
@@ -155,8 +155,8 @@ def scenario_for_run(row: dict[str, Any], cfg: ValidationConfig) -> dict[str, An
 
 def _simulate_one(args: tuple[dict[str, Any], str]) -> dict[str, Any]:
     """Worker: run the twin on one scenario with the calibration file at ``path``."""
+    from adaptwin.calibration.costs import load_calibration
     from adaptwin.twin import simulate
-    from adaptwin.twin.costs import load_calibration
 
     scenario, path = args
     return simulate(scenario, load_calibration(path))
@@ -164,12 +164,9 @@ def _simulate_one(args: tuple[dict[str, Any], str]) -> dict[str, Any]:
 
 def simulate_runs(scenarios: list[dict[str, Any]], calibration_paths: dict[str, str],
                   workers: int = 2) -> list[dict[str, Any]]:
-    """Simulate every scenario (in ``workers`` processes), in order."""
+    """Simulate every scenario (on ``workers`` Dask workers, `adaptwin.runner`), in order."""
     jobs = [(s, str(calibration_paths[s["model"]])) for s in scenarios]
-    if workers <= 1 or len(jobs) <= 1:
-        return [_simulate_one(j) for j in jobs]
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs), os.cpu_count() or 1)) as pool:
-        return list(pool.map(_simulate_one, jobs, chunksize=1))
+    return runner.map_ordered(_simulate_one, jobs, workers=min(workers, os.cpu_count() or 1))
 
 
 def compare(runs: pl.DataFrame, results: list[dict[str, Any]], cfg: ValidationConfig) -> pl.DataFrame:
@@ -345,8 +342,8 @@ def queues(runs: pl.DataFrame, timeseries: pl.DataFrame, run_suffix: str, cfg: V
            calibration_paths: dict[str, str]) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]:
     """Fig. 9 data for the run whose run_id ends with ``run_suffix``: the real running/waiting samples inside
     the benchmark window and the twin's series (sampled every 2 s like the poller)."""
+    from adaptwin.calibration.costs import load_calibration
     from adaptwin.twin import simulate
-    from adaptwin.twin.costs import load_calibration
 
     sel = serving_runs(runs, sorted(set(runs["family"])), None).filter(
         pl.col("run_id").str.ends_with("/" + run_suffix.strip("/")))

@@ -23,8 +23,8 @@ from typing import Any
 import polars as pl
 
 from adaptwin.calibration.models import LORA_TERMS
-from adaptwin.calibration.validation import ValidationConfig, compare, scenario_for_run, simulate_runs
 from adaptwin.io import write_json
+from adaptwin.validation.runs import ValidationConfig, compare, scenario_for_run, simulate_runs
 
 METRIC_COLS = ("throughput_smape_pct", "itl_smape_pct")
 

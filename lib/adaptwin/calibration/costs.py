@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+#: ShareGPT tokens per request (input + output) used only by the capacity estimate; the twin uses its own lengths
+PROXY_TOKENS_PER_REQUEST = 420.0
 
 
 class CalibrationError(ValueError):
@@ -238,6 +240,22 @@ class Calibration:
         if feasible is not None and max_loras > feasible:
             return True
         return self.kv_capacity_tokens(max_loras, max_lora_rank) < self.max_model_len
+
+    def capacity_rate(self, max_loras: int, s_max: int, served: int, max_num_seqs: int) -> float:
+        """A rough requests/s the GPU sustains: a full decode batch (limited by ``max_num_seqs`` and the KV
+        cache) at this calibration's step time with min(A_max, batch) distinct adapters.
+
+        Why rough: it only centres the dataset's offered loads on the starvation boundary and scales the
+        surrogate's load feature; the twin decides the real outcome."""
+        kv_tokens = max(self.kv_capacity_tokens(max_loras, s_max), PROXY_TOKENS_PER_REQUEST)
+        batch = int(min(max_num_seqs, kv_tokens / PROXY_TOKENS_PER_REQUEST))
+        distinct = min(max_loras, batch, served)
+        calibration = self.for_server(max_loras)  # the slot LoRA form needs A_max
+        out_share = 0.47  # output tokens per request token (ShareGPT about 197 / 420)
+        step = calibration.step_time(batch, int(batch * (1 - out_share) / out_share), int(batch * 210), distinct)
+        step += calibration.scheduler_time(batch, 0)
+        tokens_per_s = batch / out_share / max(step, 1e-6)
+        return tokens_per_s / PROXY_TOKENS_PER_REQUEST
 
     def max_feasible_loras(self, max_lora_rank: int, candidates: list[int] | None = None) -> int:
         """The largest A_max (from ``candidates`` or 1..4096) that starts for this S_max; 0 if none."""

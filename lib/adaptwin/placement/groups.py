@@ -1,0 +1,82 @@
+"""The GPU groups placement actually builds, as twin scenarios: the surrogate's exam on real questions.
+
+The surrogate stage takes this exam as a function (`exam`) from its caller: placement comes after the
+surrogates in the pipeline, so the surrogate package does not import it.
+
+Every method of the placement stage places every workload of the grid (params.yaml ``placement.grid``) with
+the surrogate under test; each GPU of each placement becomes the scenario the verification would simulate
+(`adaptwin.placement.verify.gpu_scenario`: routed rates, S_max, A_max, content seed). Re-simulated by the
+twin they show how far the surrogate is from its teacher exactly where placement relies on it. Only the
+placements' final GPUs are taken (the candidates a method rejected along the way are not recorded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from adaptwin.twin.scenario import scenario_id, unique
+
+
+def placement_group_scenarios(context: Any, grid: dict[str, Any], shared_dir: str | Path,
+                              methods: Sequence[str], duration_s: float, limit: int | None = None,
+                              seed: int = 0) -> list[dict[str, Any]]:
+    """The distinct GPU scenarios of ``methods`` on every workload of ``grid`` (at ``duration_s``); with
+    ``limit``, a seeded subset of that many (ordered by scenario id first, so the subset does not depend on
+    the order methods ran in)."""
+    from adaptwin.placement.api import place
+    from adaptwin.placement.verify import gpu_scenario
+    from adaptwin.placement.workloads import expand_grid, generate
+
+    scenarios = []
+    for spec in expand_grid(grid):
+        workload = generate(spec, shared_dir)
+        for method in methods:
+            placement = place(workload, context, method)
+            scenarios += [gpu_scenario(placement, gpu, duration_s) for gpu in placement.gpus]
+    found = sorted(unique(scenarios), key=scenario_id)
+    if limit is None or limit >= len(found):
+        return found
+    keep = np.random.default_rng(seed).choice(len(found), size=limit, replace=False)
+    return [found[i] for i in sorted(keep)]
+
+
+def exam(knobs: dict[str, Any], shared_dir: str | Path) -> Callable[[Any, Path], Any]:
+    """The surrogate stage's placement check: for a trained surrogate, the GPU groups the methods
+    ``placement_group_methods`` build with it on ``placement_groups_grid`` (at most ``placement_groups`` of
+    them), re-simulated by the twin at the dataset's window (serially), as an evaluation set."""
+    def check(surrogate: Any, data_dir: Path) -> Any:
+        return placement_set(surrogate, data_dir, knobs, shared_dir)
+
+    return check
+
+
+def placement_set(surrogate: Any, data_dir: Path, knobs: dict[str, Any], shared_dir: str | Path) -> Any:
+    """The GPU groups the placement methods build with ``surrogate`` on ``placement_groups_grid`` (at most
+    ``placement_groups`` of them), re-simulated by the twin at the dataset's window (serially)."""
+    import json
+
+    from adaptwin.placement.api import make_context
+    from adaptwin.surrogate.evaluate import twin_set
+    from adaptwin.sweep import load_dataset, run_sweep
+
+    limit = int(knobs.get("placement_groups", 0))
+    if limit <= 0:
+        return None
+    summary_path = data_dir / "dataset" / "summary.json"
+    entry = json.loads(summary_path.read_text()).get(surrogate.model, {}) if summary_path.exists() else {}
+    duration = float(entry.get("knobs", {}).get("duration_s", 600.0))
+    dataset = load_dataset(data_dir / "dataset" / surrogate.model)
+    best = float(dataset.filter(~pl.col("starved") & ~pl.col("memory_error"))["total_throughput"].max())
+    context = make_context(surrogate.model, predictor=surrogate, calibration=surrogate.calibration, margin="auto",
+                           load_headroom="auto", best_throughput=best)
+    scenarios = placement_group_scenarios(context, knobs["placement_groups_grid"], shared_dir,
+                                          knobs["placement_group_methods"], duration, limit, knobs["seed"])
+    out = data_dir / "models" / surrogate.model / "placement_groups"
+    run_sweep(scenarios, out, calibration=surrogate.calibration, engine="serial", chunk_size=max(len(scenarios), 1),
+              progress=False)
+    return twin_set(load_dataset(out), "placement_groups")
