@@ -14,6 +14,7 @@ from adaptwin.calibration.costs import load_calibration
 from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios
 from adaptwin.dataset.mixes import mix_scenarios
 from adaptwin.dataset.stage import run_stage
+from adaptwin.figures.surrogates import model_figures
 from adaptwin.report import lookup
 from adaptwin.surrogate import load
 from adaptwin.surrogate.stage import run_stage as run_surrogate_stage
@@ -69,7 +70,8 @@ def test_surrogate_stage_writes_models_metrics_and_figures(tmp_path):
     runs.write_parquet(tmp_path / "measurements" / "runs.parquet")
     knobs = dict(n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1, throughput_transform="log",
                  baselines=["small_tree"], real_runs_model=MODEL, timing_singles=5)
-    metrics = run_surrogate_stage([MODEL], tmp_path, knobs)
+    metrics = run_surrogate_stage([MODEL], tmp_path, knobs,
+                                  draw=lambda outcome: model_figures(outcome, tmp_path / "figures" / "surrogates"))
     saved = json.loads((tmp_path / "metrics" / "surrogates.json").read_text())
     for key in ("real_runs.throughput_smape_pct", "real_runs.starvation_macro_f1", "ms_per_prediction_single",
                 "ms_per_prediction_batched", "heldout.throughput_smape_pct"):

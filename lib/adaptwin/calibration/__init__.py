@@ -36,7 +36,7 @@ from adaptwin.io import write_json
 from adaptwin.model_cards import CARDS, ModelCard, card
 
 #: vLLM's default max model length per base model (data card 3): the KV cache must hold one such sequence
-MAX_MODEL_LEN: dict[str, int] = {name: c.max_model_len for name, c in CARDS.items()}
+MAX_MODEL_LEN: dict[str, int] = {name: c.max_model_len for name, c in CARDS.items() if c.calibratable}
 BLOCK_SIZE = 16
 #: the model the scheduler-overhead tables (data card 5.5) were measured on. The tables do not record it;
 #: they are vLLM 0.8.5 serving runs of the authors' twin study, whose serving runs are all Llama-3.1-8B, and

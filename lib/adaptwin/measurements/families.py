@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-MODELS = ("llama-3.1-8b-instruct", "qwen-2.5-7b-instruct", "llama-2-7b", "llama-2-13b")
+from adaptwin.model_cards import CARDS
+
+MODELS = tuple(CARDS)
 
 _DTD = "digital_twin_dynamic/estimators/"
 _DEF = "benchmarks/lora/definitive_results/"

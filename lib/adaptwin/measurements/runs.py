@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from adaptwin.measurements import families, parse, series
+from adaptwin.model_cards import CARDS
 
 _LOG = re.compile(r"^log_(\d+)\.out$")
 _ERR = re.compile(r"^log_(\d+)\.err$")
@@ -168,7 +169,7 @@ def _parameters(log: parse.LogInfo | None, server_out: parse.ServerOut | None, l
         problems.append(f"{folder}: model unknown (folder {location.model!r}, no Namespace)")
     out: dict[str, Any] = {
         "model": model,
-        "vllm_version": None if model is None else ("0.5.0" if model.startswith("llama-2") else "0.8.5"),
+        "vllm_version": None if model is None else CARDS[model].vllm_release,
         "job_id": log.job_id if log else None,
         "logged_num_adapters": log.num_adapters if log else None,
         "traffic_request_rate": log.traffic_request_rate if log else None,

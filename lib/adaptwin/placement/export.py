@@ -16,15 +16,11 @@ from pathlib import Path
 import polars as pl
 
 from adaptwin.io import atomic_write, write_json, write_text
+from adaptwin.model_cards import CARDS
 from adaptwin.placement.core import Placement
 
-#: Hugging Face ids of the models the corpus covers; other names are passed to vLLM unchanged
-HF_IDS = {
-    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
-    "qwen-2.5-7b-instruct": "Qwen/Qwen2.5-7B-Instruct",
-    "llama-2-7b": "meta-llama/Llama-2-7b-hf",
-    "llama-2-13b": "meta-llama/Llama-2-13b-hf",
-}
+#: Hugging Face ids of the models with a card; other names are passed to vLLM unchanged
+HF_IDS = {name: c.hub_id for name, c in CARDS.items()}
 PATH_TEMPLATE = "{adapter_id}"  # relative to $ADAPTER_DIR (default ./adapters)
 BASE_PORT = 8000
 HOST = "127.0.0.1"

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from adaptwin.io import atomic_write, write_json
+from adaptwin.model_cards import CARDS
 from adaptwin.profiling.config import model_key
 
 CONFIG_NAME = "adapter_config.json"
@@ -74,10 +75,8 @@ class ModelShape:
 
 #: The base models of the corpus (data card 3), so no download is needed to size their adapters.
 KNOWN_MODELS: dict[str, ModelShape] = {
-    "llama-2-7b": ModelShape(4096, 11008, 32, 32, 32, 128),
-    "llama-2-13b": ModelShape(5120, 13824, 40, 40, 40, 128),
-    "llama-3.1-8b-instruct": ModelShape(4096, 14336, 32, 32, 8, 128),
-    "qwen-2.5-7b-instruct": ModelShape(3584, 18944, 28, 28, 4, 128),
+    name: ModelShape(c.hidden_size, c.intermediate_size, c.layers, c.attention_heads, c.kv_heads, c.head_dim)
+    for name, c in CARDS.items()
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from adaptwin.model_cards import corpus_name
 from adaptwin.paths import resolve
 from adaptwin.profiling.server import ServerArgs
 
@@ -255,20 +256,11 @@ def _ranks(cfg: ProfileConfig, server: ServerArgs) -> tuple[int, ...]:
     return ranks
 
 
-#: Hugging Face names whose lower-cased last component differs from the corpus's model name (runs.model).
-CORPUS_MODEL_NAMES = {
-    "qwen2.5-7b-instruct": "qwen-2.5-7b-instruct",
-    "llama-2-7b-hf": "llama-2-7b",
-    "llama-2-13b-hf": "llama-2-13b",
-}
-
-
 def model_key(model: str) -> str:
     """The model's name in the tables: last path component, lower case, with the corpus's spelling
     (``meta-llama/Llama-3.1-8B-Instruct`` -> ``llama-3.1-8b-instruct``, ``Qwen/Qwen2.5-7B-Instruct`` ->
     ``qwen-2.5-7b-instruct``)."""
-    key = model.rstrip("/").rsplit("/", 1)[-1].lower()
-    return CORPUS_MODEL_NAMES.get(key, key)
+    return corpus_name(model)
 
 
 def folder_name(server_values: list[Any], bench_values: list[Any]) -> str:

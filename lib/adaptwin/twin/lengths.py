@@ -16,10 +16,9 @@ in / out, P25 23 / 27, P75 423 / 357 (data card section 3). Two shapes with exac
   output independent, output capped at 2048 - prompt. Its tails are heavier than the real file's.
 
 Rescaling: tokenizers differ, so with ``input_mean`` / ``output_mean`` every prompt / output is multiplied by
-``input_mean / 251`` / ``output_mean / 231`` (then rounded, at least 1). Defaults per model: Llama-3.1's
-by-time logs print the sampled pool's totals, 18,042,231 / 15,885,629 tokens for 81,000 prompts, i.e.
-222.74 / 196.12 per request; Qwen-2.5's tokenizer is of the same family (about 150k-token BPE), so it uses
-the same means; Llama-2 models use the raw 251 / 231.
+``input_mean / 251`` / ``output_mean / 231`` (then rounded, at least 1). Defaults per model: the model card's
+``length_means`` (`adaptwin.model_cards`: 222.74 / 196.12 for Llama-3.1 and Qwen-2.5, the raw 251 / 231
+for Llama-2); a model without a card uses the raw means.
 
 ``fixed``: every request has ``input`` / ``output`` tokens. ``trace``: rows drawn uniformly (with
 replacement) from a trace CSV (``num_prefill_tokens``, ``num_decode_tokens``); when arrivals replay the
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from adaptwin import paths
+from adaptwin.model_cards import CARDS
 
 #: real ShareGPT (prompt, output) length pairs, built once by `adaptwin.twin.sharegpt_pool`
 POOL_PATH = Path(__file__).parent / "data" / "sharegpt_lengths.npz"
@@ -42,13 +42,6 @@ POOL_PATH = Path(__file__).parent / "data" / "sharegpt_lengths.npz"
 SHAREGPT_IN = {"lo": 4.0, "p25": 23.0, "p75": 423.0, "hi": 1024.0, "gamma": 1.0345209715485209, "mean": 251.0}
 SHAREGPT_OUT = {"lo": 1.0, "p25": 27.0, "p75": 357.0, "hi": 2044.0, "gamma": 4.3520439521867065, "mean": 231.0}
 SHAREGPT_MAX_TOTAL = 2048
-LLAMA3_POOL = (18042231 / 81000, 15885629 / 81000)
-DEFAULT_MEANS = {
-    "llama-3.1-8b-instruct": LLAMA3_POOL,
-    "qwen-2.5-7b-instruct": LLAMA3_POOL,
-    "llama-2-7b": (251.0, 231.0),
-    "llama-2-13b": (251.0, 231.0),
-}
 
 
 def sharegpt_quantile(u: np.ndarray, spec: dict[str, float]) -> np.ndarray:
@@ -66,7 +59,7 @@ def sharegpt_quantile(u: np.ndarray, spec: dict[str, float]) -> np.ndarray:
 
 def sharegpt_means(model: str, spec: dict[str, Any]) -> tuple[float, float]:
     """Target (input, output) means: the scenario's, else the model's default."""
-    base = DEFAULT_MEANS.get(model, (SHAREGPT_IN["mean"], SHAREGPT_OUT["mean"]))
+    base = CARDS[model].length_means if model in CARDS else (SHAREGPT_IN["mean"], SHAREGPT_OUT["mean"])
     return float(spec.get("input_mean", base[0])), float(spec.get("output_mean", base[1]))
 
 
