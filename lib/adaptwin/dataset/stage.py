@@ -28,6 +28,7 @@ from adaptwin.dataset.sampler import (
     real_grid_scenarios,
     sample_scenarios,
 )
+from adaptwin.layout import Layout
 from adaptwin.sweep import SweepReport, load_dataset, run_sweep
 from adaptwin.twin.scenario import scenario_id
 
@@ -89,7 +90,7 @@ def fresh_scenarios(model: str, knobs: DatasetKnobs, calibration: Any) -> list[d
 
 def fresh_dir(data_dir: str | Path, model: str) -> Path:
     """Where the fresh test set of ``model`` is swept."""
-    return Path(data_dir) / "dataset" / "fresh" / model
+    return Layout.at(data_dir).fresh_dataset(model)
 
 
 def sweep_model(model: str, knobs: DatasetKnobs, calibration: Any, out_dir: str | Path,

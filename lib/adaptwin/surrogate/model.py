@@ -192,9 +192,10 @@ def _json_dump(model: Any) -> dict[str, Any]:
 
 def model_dir(model: str, models_dir: str | Path | None = None) -> Path:
     """``<models_dir>/<model>`` (default ``data/models`` under the repository root)."""
+    from adaptwin.layout import Layout
     from adaptwin.paths import resolve
 
-    return resolve(models_dir or "data/models") / model
+    return (resolve(models_dir) if models_dir else Layout.default().models()) / model
 
 
 def load(model: str, models_dir: str | Path | None = None) -> Surrogate:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from adaptwin import paths
+from adaptwin.layout import Layout
 from adaptwin.twin.client import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIME_WAIT_S
 
 
@@ -164,7 +164,7 @@ def parse_scenario(data: dict[str, Any], *, check_model: bool = True) -> Scenari
 
 def calibration_path(model: str) -> Path:
     """Where the calibration of ``model`` lives (repository-relative ``data/calibration/<model>.json``)."""
-    return paths.resolve(Path("data") / "calibration" / f"{model}.json")
+    return Layout.default().calibration(model)
 
 
 def _check_model_known(model: str) -> None:

@@ -22,6 +22,7 @@ import polars as pl
 
 from adaptwin import runner
 from adaptwin.io import write_json, write_parquet
+from adaptwin.layout import Layout
 from adaptwin.rules import ideal_throughput, is_starved, smape
 
 #: runs whose outcome can be compared (the 2 cancelled runs have no summary)
@@ -321,11 +322,11 @@ def lora_forms(calibration_paths: dict[str, str], models: list[str]) -> dict[str
 def write_outputs(df: pl.DataFrame, summary: dict[str, Any], data_dir: str | Path) -> dict[str, Path]:
     """``<data_dir>/validation/runs.parquet`` (per run), ``.../table.parquet`` (Table-1-like) and
     ``<data_dir>/metrics/twin_validation.json`` (headline numbers), all atomic."""
-    d = Path(data_dir)
+    d = Layout.at(data_dir)
     return {
-        "runs": write_parquet(d / "validation" / "runs.parquet", df),
-        "table": write_parquet(d / "validation" / "table.parquet", table(df)),
-        "metrics": write_json(d / "metrics" / "twin_validation.json", _finite(summary)),
+        "runs": write_parquet(d.validation("runs"), df),
+        "table": write_parquet(d.validation("table"), table(df)),
+        "metrics": write_json(d.metrics("twin_validation"), _finite(summary)),
     }
 
 
