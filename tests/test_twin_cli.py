@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from test_twin_helpers import fixture_calibration, scenario
+from twin_helpers import fixture_calibration, scenario
 
 from adaptwin import paths
 from adaptwin.twin import ScenarioError, parse_scenario

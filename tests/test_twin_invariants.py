@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_twin_helpers import fixture_calibration, scenario, small_kv, write_trace
+from twin_helpers import fixture_calibration, scenario, small_kv, write_trace
 
 from adaptwin.io import dumps_json
 from adaptwin.twin import simulate

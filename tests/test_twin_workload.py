@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_twin_helpers import scenario, write_trace
+from twin_helpers import scenario, write_trace
 
 from adaptwin.twin.arrivals import RATE_SPAN, make_workload
 from adaptwin.twin.lengths import SHAREGPT_MAX_TOTAL, sample_lengths, sharegpt_means
