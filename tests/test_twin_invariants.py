@@ -208,3 +208,25 @@ def test_8_jumps_over_steady_steps_change_nothing(tmp_path, lora):
     np.testing.assert_array_equal(fast.itl_counts, slow.itl_counts)
     np.testing.assert_allclose(fast.scheduler.done.ttft, slow.scheduler.done.ttft, rtol=1e-9, atol=1e-9)
 
+
+def test_load_evicts_untouched_batch_adapters_first():
+    """vLLM visits the batch's adapters in a fixed order and evicts the LRU slot at each miss: when all
+    slots held the previous batch, the batch adapters visited after the new one are evicted and copied
+    back before the chain reaches the adapter that left."""
+    from adaptwin.twin.adapter_cache import GpuSlots
+
+    def after_leaving(left: int) -> list[int]:
+        slots = GpuSlots(3, 4, order=[0, 1, 2, 3])  # slots start with adapters 1, 2, 3
+        active = [0, 0, 0, 0]
+        for a in (1, 2, 3):
+            active[a] = 1
+            assert not slots.activate(a, active, 0)
+        active[left] = 0
+        slots.release(left, 0)
+        active[0] = 1
+        assert slots.activate(0, active, 1)
+        return slots.reloaded
+
+    assert after_leaving(3) == [1, 2]  # 0 evicts 1, 1 evicts 2, 2 evicts 3: three copies
+    assert after_leaving(1) == []  # the adapter that left is the oldest untouched: one copy
+    assert after_leaving(2) == [1]

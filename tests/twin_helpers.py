@@ -56,26 +56,3 @@ def scenario(a_max: int = 8, served: int = 24, rates: tuple[float, ...] = (0.2, 
     }
     sc.update(copy.deepcopy(extra))
     return sc
-
-
-def test_load_evicts_untouched_batch_adapters_first():
-    """vLLM visits the batch's adapters in a fixed order and evicts the LRU slot at each miss: when all
-    slots held the previous batch, the batch adapters visited after the new one are evicted and copied
-    back before the chain reaches the adapter that left."""
-    from adaptwin.twin.adapter_cache import GpuSlots
-
-    def after_leaving(left: int) -> list[int]:
-        slots = GpuSlots(3, 4, order=[0, 1, 2, 3])  # slots start with adapters 1, 2, 3
-        active = [0, 0, 0, 0]
-        for a in (1, 2, 3):
-            active[a] = 1
-            assert not slots.activate(a, active, 0)
-        active[left] = 0
-        slots.release(left, 0)
-        active[0] = 1
-        assert slots.activate(0, active, 1)
-        return slots.reloaded
-
-    assert after_leaving(3) == [1, 2]  # 0 evicts 1, 1 evicts 2, 2 evicts 3: three copies
-    assert after_leaving(1) == []  # the adapter that left is the oldest untouched: one copy
-    assert after_leaving(2) == [1]
