@@ -1,6 +1,6 @@
 """Generate notebooks/02_calibrate.ipynb (run from the repository root: python tools/gen_02_calibrate.py)."""
 
-from new_notebook import write_notebook
+from new_notebook import parameters_cell, write_notebook
 
 CELLS = [
     ("md", """
@@ -27,27 +27,20 @@ piecewise-linear in A_max per S_max with the measured start failures; scheduler 
 waiting requests. Output: `data/calibration/<model>.json` (schema in `adaptwin.twin.costs`) and one residual
 figure per cost model in `<figures_dir>/calibration/`.
 """),
-    ("code", """
-data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
-figures_dir = ".smoke/figures"
-shared_dir = "../shared"
-reports_dir = ".smoke/reports"
-models = ["llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"]
-lora_table_model = "llama-3.1-8b-instruct"
-lora_form = "auto"              # auto: the LoRA candidate with the lowest held-out error on profiling rows
-"""),
+    ("code", parameters_cell("02_calibrate")),
     ("code", """
 import json
 
 import polars as pl
 from IPython.display import Image, display
 
-from adaptwin.calibration import calibrate, quality_table
+from adaptwin.calibration import CalibrationConfig, calibrate, quality_table
 from adaptwin.paths import resolve
 
+config = CalibrationConfig.from_params(dict(models=models, lora_table_model=lora_table_model, lora_form=lora_form))
 fig_dir = resolve(figures_dir) / "calibration"
-paths = calibrate(resolve(data_dir) / "measurements", resolve(data_dir) / "calibration", models, fig_dir,
-                  lora_table_model, lora_form)
+paths = calibrate(resolve(data_dir) / "measurements", resolve(data_dir) / "calibration", list(config.models),
+                  fig_dir, config.lora_table_model, config.lora_form)
 pl.Config.set_tbl_rows(40)
 quality_table(paths)
 """),

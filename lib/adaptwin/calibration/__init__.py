@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from adaptwin.calibration.models import (
 )
 from adaptwin.io import write_json
 from adaptwin.model_cards import CARDS, ModelCard, card
+from adaptwin.params import config_from_section
 from adaptwin.twin.costs import SCHEMA_VERSION, Calibration, from_dict
 
 #: vLLM's default max model length per base model (data card 3): the KV cache must hold one such sequence
@@ -44,7 +47,27 @@ BLOCK_SIZE = 16
 #: (154k -> 131k tokens; Qwen-2.5-7B keeps 430k -> 381k). An assumption, stated in params.yaml.
 LORA_TABLE_MODEL = "llama-3.1-8b-instruct"
 
-__all__ = ["MAX_MODEL_LEN", "Tables", "calibrate", "fit_model", "load", "load_tables", "quality_table", "to_json"]
+__all__ = ["MAX_MODEL_LEN", "CalibrationConfig", "Tables", "calibrate", "fit_model", "load", "load_tables", "quality_table", "to_json"]
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """The ``calibration:`` section of params.yaml: the models to fit, the model the scheduler-overhead
+    tables were measured on, and the LoRA cost form (``auto`` = the profiling cross-validation's choice)."""
+
+    models: tuple[str, ...]
+    lora_table_model: str = LORA_TABLE_MODEL
+    lora_form: str = "auto"
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> CalibrationConfig:
+        """The config of a params.yaml ``calibration:`` section; an unknown key, a bad value or a model without
+        a model card raises a ValueError naming it."""
+        config = config_from_section(cls, section, "calibration")
+        for name in (*config.models, config.lora_table_model):
+            if name not in MAX_MODEL_LEN:
+                raise ValueError(f"calibration: unknown model {name!r}; known: {', '.join(MAX_MODEL_LEN)}")
+        return config
 
 
 def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL,
