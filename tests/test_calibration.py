@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from adaptwin.calibration import (
+from adaptwin.calibration.costs import CalibrationError, from_dict, load_calibration
+from adaptwin.calibration.fit import (
     MAX_MODEL_LEN,
     TRANSFER_BY,
     calibrate,
@@ -19,7 +20,6 @@ from adaptwin.calibration import (
     load_tables,
     to_json,
 )
-from adaptwin.calibration.costs import CalibrationError, from_dict, load_calibration
 from adaptwin.calibration.fits import expected_distinct, fit_linear, interp_extrap
 from adaptwin.calibration.inputs import TABLES
 from adaptwin.calibration.lora_forms import CANDIDATES, LoraRows, fit_terms, predict

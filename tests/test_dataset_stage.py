@@ -13,10 +13,11 @@ from test_sweep import toy_simulate
 from adaptwin.calibration.costs import load_calibration
 from adaptwin.dataset import SamplerConfig, real_grid_scenarios, sample_scenarios
 from adaptwin.dataset.mixes import mix_scenarios
-from adaptwin.dataset.stage import run_stage
+from adaptwin.dataset.stage import DatasetConfig, run_stage
 from adaptwin.figures.surrogates import model_figures
 from adaptwin.report import lookup
 from adaptwin.surrogate import load
+from adaptwin.surrogate.stage import SurrogateConfig
 from adaptwin.surrogate.stage import run_stage as run_surrogate_stage
 from adaptwin.sweep import load_dataset, run_sweep
 
@@ -32,21 +33,22 @@ def _calibration_dir(root: Path) -> Path:
 
 
 def test_dataset_stage_with_the_real_twin(tmp_path):
-    knobs = dict(duration_s=40.0, seed=0, include_real_grid=False, engine="serial")
-    summary = run_stage([MODEL], [5], knobs, tmp_path, _calibration_dir(tmp_path), duration_check_scenarios=2,
-                        duration_check_short_s=10.0, progress=False)
+    knobs = dict(models=[MODEL], n_scenarios=[5], duration_s=40.0, seed=0, include_real_grid=False, engine="serial")
+    checked = DatasetConfig.from_params(dict(knobs, duration_check_scenarios=2, duration_check_short_s=10.0))
+    summary = run_stage(checked, tmp_path, _calibration_dir(tmp_path), progress=False)
     entry = summary[MODEL]
     assert entry["rows"] == 5 and entry["errors"] == 0 and entry["evaluated_now"] == 5
     assert entry["scenarios_per_s"] > 0 and entry["duration_check"]["scenarios"] == 2
     assert json.loads((tmp_path / "dataset" / "summary.json").read_text())[MODEL]["rows"] == 5
-    again = run_stage([MODEL], [5], knobs, tmp_path, tmp_path / "calibration", progress=False)
+    again = run_stage(DatasetConfig.from_params(knobs), tmp_path, tmp_path / "calibration", progress=False)
     assert again[MODEL]["evaluated_now"] == 0 and again[MODEL]["rows"] == 5  # resumed, nothing recomputed
 
 
 def test_dataset_stage_sweeps_mixes_and_the_fresh_set_apart(tmp_path):
-    knobs = dict(duration_s=30.0, seed=0, include_real_grid=False, engine="serial", mix_scenarios=[3],
-                 fresh_scenarios=2)
-    entry = run_stage([MODEL], [0], knobs, tmp_path, _calibration_dir(tmp_path), progress=False)[MODEL]
+    config = DatasetConfig.from_params(dict(models=[MODEL], n_scenarios=[0], duration_s=30.0, seed=0,
+                                            include_real_grid=False, engine="serial", mix_scenarios=[3],
+                                            fresh_scenarios=2))
+    entry = run_stage(config, tmp_path, _calibration_dir(tmp_path), progress=False)[MODEL]
     assert entry["rows"] == 3 and entry["fresh"]["rows"] == 2
     train_ids = set(load_dataset(tmp_path / "dataset" / MODEL)["scenario_id"])
     assert train_ids.isdisjoint(load_dataset(tmp_path / "dataset" / "fresh" / MODEL)["scenario_id"])
@@ -68,9 +70,10 @@ def test_surrogate_stage_writes_models_metrics_and_figures(tmp_path):
         "ttft_mean_ms": [40.0, 50.0, 60.0]})
     (tmp_path / "measurements").mkdir()
     runs.write_parquet(tmp_path / "measurements" / "runs.parquet")
-    knobs = dict(n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1, throughput_transform="log",
-                 baselines=["small_tree"], real_runs_model=MODEL, timing_singles=5)
-    metrics = run_surrogate_stage([MODEL], tmp_path, knobs,
+    config = SurrogateConfig.from_params(dict(
+        models=[MODEL], n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1,
+        throughput_transform="log", baselines=["small_tree"], real_runs_model=MODEL, timing_singles=5))
+    metrics = run_surrogate_stage(config, tmp_path,
                                   draw=lambda outcome: model_figures(outcome, tmp_path / "figures" / "surrogates"))
     saved = json.loads((tmp_path / "metrics" / "surrogates.json").read_text())
     for key in ("real_runs.throughput_smape_pct", "real_runs.starvation_macro_f1", "ms_per_prediction_single",

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from test_calibration import LLAMA, fitted, measurements
 
-from adaptwin.calibration import to_json
+from adaptwin.calibration.fit import to_json
 from adaptwin.io import write_json
 from adaptwin.validation import runs as val
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from adaptwin import io, notebook, report
+from adaptwin.params import load_params, load_profile, with_profile
 from adaptwin.paths import repo_root, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,19 +47,68 @@ def test_repo_root_found_from_notebooks_folder():
     assert resolve("/abs/path") == Path("/abs/path")
 
 
+def _parameter_cell(path: Path) -> dict:
+    """The values assigned in a notebook's ``parameters`` cell (literals only, as Papermill needs)."""
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    tree = ast.parse("".join(cell["source"]))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body}
+
+
 def test_every_params_section_key_is_a_notebook_parameter():
     """DVC injects each key of a stage's params.yaml section: the notebook must declare it (or Papermill
-    would silently add an unused variable and the knob would do nothing)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    would silently add an unused variable and the knob would do nothing), and declare nothing else; its
+    values are the smoke profile's (params.yaml with profiles/smoke.yaml on top), never a hand-kept copy."""
+    params = load_params(ROOT / "params.yaml")
+    smoke = with_profile(params, load_profile("smoke", ROOT))
     for name, section in notebook.SECTIONS.items():
         path = ROOT / "notebooks" / f"{name}.ipynb"
         assert path.exists(), f"{path.name}: the notebook of stage section {section!r} is missing"
-        nb = json.loads(path.read_text())
-        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
-        declared = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines() if "=" in line}
-        injected = set(notebook.notebook_parameters(name, params))
-        assert injected <= declared, f"{path.name}: params.yaml keys not declared: {sorted(injected - declared)}"
         assert section in params
+        declared = _parameter_cell(path)
+        injected = set(notebook.notebook_parameters(name, params))
+        assert injected <= set(declared), f"{path.name}: params.yaml keys not declared: {sorted(injected - set(declared))}"
+        assert set(declared) <= injected, f"{path.name}: parameters not in params.yaml: {sorted(set(declared) - injected)}"
+        for key, value in notebook.notebook_parameters(name, smoke).items():
+            assert declared[key] == value, f"{path.name}: {key} = {declared[key]!r}, the smoke profile says {value!r}"
+
+
+def test_smoke_profile_names_params_yaml_keys_only():
+    with pytest.raises(KeyError, match="dataset.n_scenarioz"):
+        with_profile(load_params(ROOT / "params.yaml"), {"dataset.n_scenarioz": [1]})
+    with_profile(load_params(ROOT / "params.yaml"), load_profile("smoke", ROOT))  # every smoke key exists
+
+
+@pytest.mark.parametrize("profile", [None, "smoke", "paper"])
+def test_every_stage_config_accepts_its_params_section(profile):
+    params = load_params(ROOT / "params.yaml")
+    if profile:
+        params = with_profile(params, load_profile(profile, ROOT))
+    for section in notebook.CONFIGS:
+        notebook.check_section(section, params[section] or {})
+
+
+#: marks a key removed from the section in the test below
+DROP = object()
+
+
+@pytest.mark.parametrize(("section", "changes", "message"), [
+    ("dataset", {"duraton_s": 60}, r"^dataset\.duraton_s: unknown key"),
+    ("dataset", {"engine": "spark"}, r"^dataset\.engine: 'spark' is not one of dask, serial$"),
+    ("dataset", {"load_range": [1.0]}, r"^dataset\.load_range: \[1\.0\] is not tuple\[float, float\]$"),
+    ("dataset", {"n_scenarios": DROP}, r"^dataset\.n_scenarios: missing"),
+    ("surrogates", {"threads": "two"}, r"^surrogates\.threads: 'two' is not int$"),
+    ("validation", {"max_runs": 1.5}, r"^validation\.max_runs: 1\.5 is not int \| None$"),
+    ("validation", {"pool_means": 1}, r"^validation\.pool_means: 1 is not bool$"),
+    ("calibration", {"models": ["gpt-9"]}, r"^calibration: unknown model 'gpt-9'"),
+    ("measurements", {"backend": "gpu"}, r"^measurements\.backend: 'gpu' is not one of replay, vllm$"),
+    ("report", {"claims": 3}, r"^report\.claims: unknown key"),
+])
+def test_stage_configs_name_a_bad_key_or_value(section, changes, message):
+    values = {**(load_params(ROOT / "params.yaml")[section] or {}), **changes}
+    values = {k: v for k, v in values.items() if v is not DROP}
+    with pytest.raises(ValueError, match=message):
+        notebook.check_section(section, values)
 
 
 def test_notebooks_are_committed_without_outputs():

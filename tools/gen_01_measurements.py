@@ -1,6 +1,6 @@
 """Generate notebooks/01_measurements.ipynb (run from the repository root: python tools/gen_01_measurements.py)."""
 
-from new_notebook import write_notebook
+from new_notebook import parameters_cell, write_notebook
 
 CELLS = [
     ("md", """
@@ -18,31 +18,25 @@ needed) and writes the same tables. Every figure below reads only those tables
 writes only `runs`, `timeseries` and `kv_capacity`, with the families its config names; a figure whose input
 tables or run families are absent is skipped with a sentence saying what is missing.
 """),
-    ("code", """
-data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
-figures_dir = ".smoke/figures"
-shared_dir = "../shared"
-backend = "replay"              # replay: ingest the recorded corpus | vllm: run the profiling harness (GPU)
-profiling_config = "profiling/example.yaml"   # used only by the vllm backend
-"""),
+    ("code", parameters_cell("01_measurements")),
     ("code", """
 import polars as pl
 from IPython.display import Image, display
 
 from adaptwin.figures import measurements as figs
 from adaptwin.measurements import ingest, read_table
+from adaptwin.measurements.stage import MeasurementsConfig
 from adaptwin.paths import resolve
 
+config = MeasurementsConfig.from_params(dict(backend=backend, profiling_config=profiling_config))
 measurements_dir = resolve(data_dir) / "measurements"
 out_dir = resolve(figures_dir) / "measurements"
-if backend == "replay":
+if config.backend == "replay":
     report = ingest(resolve(shared_dir) / "vllm-measurements", measurements_dir)
-elif backend == "vllm":
+else:
     from adaptwin.profiling.cli import run_from_config  # needs vLLM and a GPU
 
-    report = run_from_config(resolve(profiling_config), measurements_dir)
-else:
-    raise ValueError(f"backend must be 'replay' or 'vllm', not {backend!r}")
+    report = run_from_config(resolve(config.profiling_config), measurements_dir)
 report
 """),
     ("code", """

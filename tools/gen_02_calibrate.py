@@ -1,6 +1,6 @@
 """Generate notebooks/02_calibrate.ipynb (run from the repository root: python tools/gen_02_calibrate.py)."""
 
-from new_notebook import write_notebook
+from new_notebook import parameters_cell, write_notebook
 
 CELLS = [
     ("md", """
@@ -27,28 +27,22 @@ piecewise-linear in A_max per S_max with the measured start failures; scheduler 
 waiting requests. Output: `data/calibration/<model>.json` (schema in `adaptwin.calibration.costs`) and one residual
 figure per cost model in `<figures_dir>/calibration/`.
 """),
-    ("code", """
-data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
-figures_dir = ".smoke/figures"
-shared_dir = "../shared"
-reports_dir = ".smoke/reports"
-models = ["llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"]
-lora_table_model = "llama-3.1-8b-instruct"
-lora_form = "auto"              # auto: the LoRA candidate with the lowest held-out error on profiling rows
-"""),
+    ("code", parameters_cell("02_calibrate")),
     ("code", """
 import json
 
 import polars as pl
 from IPython.display import Image, display
 
-from adaptwin.calibration import fit_models, quality_table, write_calibrations
+from adaptwin.calibration.fit import CalibrationConfig, fit_models, quality_table, write_calibrations
 from adaptwin.figures.twin import calibration_figures
 from adaptwin.model_cards import card
 from adaptwin.paths import resolve
 
+config = CalibrationConfig.from_params(dict(models=models, lora_table_model=lora_table_model, lora_form=lora_form))
 fig_dir = resolve(figures_dir) / "calibration"
-fitted = fit_models(resolve(data_dir) / "measurements", models, lora_table_model, lora_form)
+fitted = fit_models(resolve(data_dir) / "measurements", list(config.models), config.lora_table_model,
+                    config.lora_form)
 paths = write_calibrations(fitted, resolve(data_dir) / "calibration")
 for model, fits in fitted.items():
     calibration_figures(fits, model, card(model).max_model_len, fig_dir)

@@ -1,7 +1,7 @@
 """Generate notebooks/03_validate_twin.ipynb (run from the repository root:
 PYTHONPATH=tools python tools/gen_03_validate_twin.py)."""
 
-from new_notebook import write_notebook
+from new_notebook import parameters_cell, write_notebook
 
 CELLS = [
     ("md", """
@@ -22,22 +22,7 @@ the /2, alongside). A run is starved when total throughput < 0.9 x ideal (ideal 
 prompt + output tokens). Outputs: `data/validation/runs.parquet`, `data/validation/table.parquet`,
 `data/metrics/twin_validation.json`, figures in `<figures_dir>/validation/`.
 """),
-    ("code", """
-data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
-figures_dir = ".smoke/figures"
-shared_dir = "../shared"
-reports_dir = ".smoke/reports"
-families = ["real_results", "heterogeneous_results"]
-input_mean = 223
-output_mean = 197
-pool_means = True               # each run's own prompt-pool means (runs without a pool: input/output_mean)
-duration_scale = 0.05           # smoke: 180 s of each run's 3600 s
-max_runs = 8                    # smoke: 8 runs spread over the groups (None: all)
-sample_per_cell = None          # None: every run; k: at most k runs per (family, rate group, A_max, status)
-workers = 2
-seed = 0
-fig9_run = "rank_16_rates_0.1_0.05_0.025/_32_128_16_"
-"""),
+    ("code", parameters_cell("03_validate_twin")),
     ("md", """
 ## The first number: the previous twin on runs it had never seen
 
@@ -64,7 +49,7 @@ The command (`FAMILY` = `'heterogeneous_results'` or `'real_results'`):
 ```
 git worktree add /tmp/old a8df2fc && cd /tmp/old && PYTHONPATH=lib python -c "
 from adaptwin.measurements import ingest; ingest('../shared/vllm-measurements', '/tmp/m')
-from adaptwin.calibration import calibrate; calibrate('/tmp/m', '/tmp/c', ['llama-3.1-8b-instruct'])
+from adaptwin.calibration.fit import calibrate; calibrate('/tmp/m', '/tmp/c', ['llama-3.1-8b-instruct'])
 import polars as pl; from adaptwin.validation import runs as v
 print(v.validate(pl.read_parquet('/tmp/m/runs.parquet'),
                  {'llama-3.1-8b-instruct': '/tmp/c/llama-3.1-8b-instruct.json'}, [FAMILY],
@@ -81,13 +66,14 @@ from adaptwin.validation import runs as val
 from adaptwin.figures import twin as figs
 from adaptwin.paths import resolve
 
-cfg = val.ValidationConfig(input_mean=input_mean, output_mean=output_mean, duration_scale=duration_scale,
-                           max_runs=max_runs, workers=workers, seed=seed, pool_means=pool_means,
-                           sample_per_cell=sample_per_cell)
+cfg = val.ValidationConfig.from_params(dict(
+    families=families, input_mean=input_mean, output_mean=output_mean, pool_means=pool_means,
+    sample_per_cell=sample_per_cell, duration_scale=duration_scale, max_runs=max_runs, workers=workers, seed=seed,
+    fig9_run=fig9_run))
 measurements = resolve(data_dir) / "measurements"
 runs = pl.read_parquet(measurements / "runs.parquet")
 calibrations = {p.stem: str(p) for p in sorted((resolve(data_dir) / "calibration").glob("*.json"))}
-df, summary = val.validate(runs, calibrations, families, cfg)
+df, summary = val.validate(runs, calibrations, list(cfg.families), cfg)
 val.write_outputs(df, summary, resolve(data_dir))
 pl.Config.set_tbl_rows(60)
 pl.Config.set_tbl_cols(20)
@@ -179,7 +165,7 @@ for s_max in sorted(homogeneous["max_lora_rank"].unique()):
 ## Fig. 9 · Running and waiting requests over time (one run)
 """),
     ("code", """
-row, real_q, twin_q = val.queues(runs, pl.read_parquet(measurements / "timeseries.parquet"), fig9_run, cfg,
+row, real_q, twin_q = val.queues(runs, pl.read_parquet(measurements / "timeseries.parquet"), cfg.fig9_run, cfg,
                                  calibrations)
 title = f"A_max {row['max_loras']}, {row['served_adapters']} adapters, S_max {row['max_lora_rank']}, {row['rate_set']} rates"
 display(Image(filename=str(figs.queues_over_time(real_q, twin_q, title, fig_dir)[0])))

@@ -1,6 +1,6 @@
 """Generate notebooks/04_dataset.ipynb (run: python tools/gen_04_dataset.py)."""
 
-from new_notebook import write_notebook
+from new_notebook import parameters_cell, write_notebook
 
 CELLS = [
     ("md", """
@@ -21,51 +21,23 @@ Zipf, 5.9-like hot-and-cold, Azure-trace-like and lognormal popularity, any A_ma
 swept apart into `data/dataset/fresh/<model>/` for notebook 05. `adaptwin.sweep` runs them through the twin on a Dask cluster into a
 resumable Parquet dataset (`data/dataset/<model>/chunk-*.parquet`, one row per scenario, keyed by its hash).
 """),
-    ("code", """
-data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
-figures_dir = ".smoke/figures"
-shared_dir = "../shared"
-reports_dir = ".smoke/reports"
-models = ["llama-3.1-8b-instruct"]
-n_scenarios = [40]
-include_real_grid = False
-real_grid_fraction = 0.5
-grid_variants = 4
-duration_s = 300
-seed = 0
-load_range = [0.01, 20.0]
-boundary_fraction = 0.5
-boundary_band = [0.15, 1.5]
-unpredictable_fraction = 0.25
-engine = "serial"
-n_workers = 2
-scheduler_address = None
-chunk_size = 100
-batch_size = 2
-duration_check_scenarios = 4
-duration_check_short_s = 60
-mix_scenarios = [12]
-mix_laws = ["zipf", "hot_cold", "azure", "lognormal", "equal"]
-fresh_scenarios = 8
-fresh_seed = 1
-fresh_laws = ["pareto"]
-"""),
+    ("code", parameters_cell("04_dataset")),
     ("code", """
 import polars as pl
 
-from adaptwin.dataset.stage import run_stage
+from adaptwin.dataset.stage import DatasetConfig, run_stage
 from adaptwin.paths import resolve
 
-knobs = dict(duration_s=duration_s, seed=seed, include_real_grid=include_real_grid,
-             real_grid_fraction=real_grid_fraction, grid_variants=grid_variants, load_range=tuple(load_range),
-             boundary_fraction=boundary_fraction, boundary_band=tuple(boundary_band),
-             unpredictable_fraction=unpredictable_fraction, engine=engine,
-             n_workers=n_workers, scheduler_address=scheduler_address, chunk_size=chunk_size, batch_size=batch_size,
-             mix_scenarios=mix_scenarios, mix_laws=tuple(mix_laws), fresh_scenarios=fresh_scenarios,
-             fresh_seed=fresh_seed, fresh_laws=tuple(fresh_laws))
-summary = run_stage(models, n_scenarios, knobs, resolve(data_dir), resolve(data_dir) / "calibration",
-                    duration_check_scenarios=duration_check_scenarios, duration_check_short_s=duration_check_short_s,
-                    progress=False)
+config = DatasetConfig.from_params(dict(
+    models=models, n_scenarios=n_scenarios, include_real_grid=include_real_grid,
+    real_grid_fraction=real_grid_fraction, grid_variants=grid_variants, duration_s=duration_s, seed=seed,
+    load_range=load_range, boundary_fraction=boundary_fraction, boundary_band=boundary_band,
+    unpredictable_fraction=unpredictable_fraction, engine=engine, n_workers=n_workers,
+    scheduler_address=scheduler_address, chunk_size=chunk_size, batch_size=batch_size,
+    duration_check_scenarios=duration_check_scenarios, duration_check_short_s=duration_check_short_s,
+    mix_scenarios=mix_scenarios, mix_laws=mix_laws, fresh_scenarios=fresh_scenarios, fresh_seed=fresh_seed,
+    fresh_laws=fresh_laws))
+summary = run_stage(config, resolve(data_dir), resolve(data_dir) / "calibration", progress=False)
 """),
     ("md", """
 **Dataset throughput (like the paper's Table 3).** Rows in the dataset, rows evaluated by this run (a resumed

@@ -1,6 +1,6 @@
 """Generate notebooks/05_surrogates.ipynb (run: python tools/gen_05_surrogates.py)."""
 
-from new_notebook import write_notebook
+from new_notebook import parameters_cell, write_notebook
 
 CELLS = [
     ("md", """
@@ -26,29 +26,7 @@ macro-F1 at least 0.97). The physics features (`adaptwin.surrogate.features.PHYS
 adapters per batch against A_max, load share of the resident adapters, ...) are computed from the seven columns
 and the calibration, so `load(model).predict(frame)` still needs only the paper's seven.
 """),
-    ("code", """
-data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
-figures_dir = ".smoke/figures"
-shared_dir = "../shared"
-reports_dir = ".smoke/reports"
-models = ["llama-3.1-8b-instruct"]
-n_search = 2
-cv_folds = 2
-max_iterations = 200
-test_fraction = 0.2
-seed = 0
-threads = 2
-throughput_transform = "log_ratio"
-baselines = ["random_forest", "knn", "small_tree"]
-real_runs_model = "llama-3.1-8b-instruct"
-timing_singles = 50
-physics_features = True
-placement_groups = 6
-placement_group_methods = ["ffd", "dlora"]
-placement_groups_grid = {"kinds": ["powerlaw"], "adapters": [50], "rank_mixes": ["8-16"], "multipliers": [1],
-                         "trace": "conv", "window_s": 600, "requests_per_adapter": 30, "popularity": 0.8,
-                         "mean_rate": 0.05, "alpha": 1.2, "seed": 0}
-"""),
+    ("code", parameters_cell("05_surrogates")),
     ("code", """
 import polars as pl
 from IPython.display import Image, display
@@ -56,19 +34,16 @@ from IPython.display import Image, display
 from adaptwin.figures.surrogates import model_figures
 from adaptwin.paths import resolve
 from adaptwin.placement.groups import exam
-from adaptwin.surrogate.stage import run_stage, table
+from adaptwin.surrogate.stage import SurrogateConfig, run_stage, table
 
-from adaptwin.params import load_params
-
-if placement_groups_grid is None:  # the placement stage's own workload grid
-    placement_groups_grid = load_params()["placement"]["grid"]
-knobs = dict(n_search=n_search, cv_folds=cv_folds, max_iterations=max_iterations, test_fraction=test_fraction, seed=seed,
-             threads=threads, throughput_transform=throughput_transform, baselines=baselines,
-             real_runs_model=real_runs_model, timing_singles=timing_singles, physics_features=physics_features,
-             placement_groups=placement_groups, placement_group_methods=placement_group_methods,
-             placement_groups_grid=placement_groups_grid)
+config = SurrogateConfig.from_params(dict(
+    models=models, n_search=n_search, cv_folds=cv_folds, max_iterations=max_iterations, test_fraction=test_fraction,
+    seed=seed, threads=threads, throughput_transform=throughput_transform, baselines=baselines,
+    real_runs_model=real_runs_model, timing_singles=timing_singles, physics_features=physics_features,
+    placement_groups=placement_groups, placement_group_methods=placement_group_methods,
+    placement_groups_grid=placement_groups_grid))
 fig_dir = resolve(figures_dir) / "surrogates"
-metrics = run_stage(models, resolve(data_dir), knobs, placement_check=exam(knobs, resolve(shared_dir)),
+metrics = run_stage(config, resolve(data_dir), placement_check=exam(config, resolve(shared_dir)),
                     draw=lambda outcome: model_figures(outcome, fig_dir))
 """),
     ("md", """

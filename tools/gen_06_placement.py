@@ -1,7 +1,7 @@
 """Generate notebooks/06_placement.ipynb (run from the repository root:
 PYTHONPATH=tools python tools/gen_06_placement.py)."""
 
-from new_notebook import write_notebook
+from new_notebook import parameters_cell, write_notebook
 
 CELLS = [
     ("md", """
@@ -25,30 +25,7 @@ placement time. The lower bound is the offered load divided by the best per-GPU 
 source is printed below); where that gives 1 GPU, the twin also tries the whole workload on one GPU at every
 A_max memory allows, and raises the bound to 2 if none serves it (`twin_lower_bound: true`).
 """),
-    ("code", """
-data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
-figures_dir = ".smoke/figures"
-shared_dir = "../shared"
-reports_dir = ".smoke/reports"
-model = "llama-3.1-8b-instruct"
-methods = ["greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin"]
-margin = "auto"
-starvation_threshold = 0.3
-load_headroom = "auto"
-max_served = 576
-extensions = True
-twin_lower_bound = True
-grid = {"kinds": ["azure"], "adapters": [40], "rank_mixes": ["8-16-32"], "multipliers": [1, 10],
-        "trace": "conv", "window_s": 600, "requests_per_adapter": 30, "popularity": 0.8, "mean_rate": 0.05,
-        "alpha": 1.2, "seed": 0}
-verify_duration_s = 60          # smoke: one simulated minute per GPU
-verify_workers = 2
-repair = True
-repair_duration_s = 60          # smoke
-single_gpu_adapters = [8, 64]
-single_gpu_rate = 0.1
-single_gpu_rank_mix = "8-16"
-"""),
+    ("code", parameters_cell("06_placement")),
     ("code", """
 import json
 

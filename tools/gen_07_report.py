@@ -1,6 +1,6 @@
 """Generate notebooks/07_report.ipynb."""
 
-from new_notebook import write_notebook
+from new_notebook import parameters_cell, write_notebook
 
 CELLS = [
     ("md", """
@@ -12,12 +12,7 @@ CELLS = [
 (nothing is typed in), compares each with the paper's number and adaptwin's target, and writes
 `reports/claims.md`. The list of regenerated figures and tables is `reports/figures.md`.
 """),
-    ("code", """
-data_dir = ".smoke/data"        # relative to the repository root; DVC passes "data"
-figures_dir = ".smoke/figures"
-shared_dir = "../shared"
-reports_dir = ".smoke/reports"
-"""),
+    ("code", parameters_cell("07_report")),
     ("code", """
 import polars as pl
 from IPython.display import Markdown

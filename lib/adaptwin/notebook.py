@@ -1,7 +1,8 @@
 """Run a stage notebook through Papermill with its knobs from params.yaml (used by every DVC stage).
 
-Each notebook's first cell (tagged ``parameters``) declares its knobs with *smoke* defaults, so nbval and
-JupyterLab run it quickly into ``.smoke/``. A DVC stage calls ``python -m adaptwin.notebook NAME``: this reads
+Each notebook's first cell (tagged ``parameters``) declares its knobs with *smoke* defaults (params.yaml with
+profiles/smoke.yaml on top, written there by its generator ``tools/gen_*.py``), so nbval and JupyterLab run it
+quickly into ``.smoke/``. A DVC stage calls ``python -m adaptwin.notebook NAME``: this reads
 the notebook's section of params.yaml, adds the paths, and executes the notebook into ``data/notebooks/``.
 
     python -m adaptwin.notebook 04_dataset
@@ -10,6 +11,7 @@ the notebook's section of params.yaml, adds the paths, and executes the notebook
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Any
 
@@ -28,6 +30,26 @@ SECTIONS: dict[str, str] = {
 }
 
 
+#: section of params.yaml -> the config class (module:name) whose ``from_params`` checks it before a run
+CONFIGS: dict[str, str] = {
+    "measurements": "adaptwin.measurements.stage:MeasurementsConfig",
+    "calibration": "adaptwin.calibration.fit:CalibrationConfig",
+    "validation": "adaptwin.validation.runs:ValidationConfig",
+    "dataset": "adaptwin.dataset.stage:DatasetConfig",
+    "surrogates": "adaptwin.surrogate.stage:SurrogateConfig",
+    "report": "adaptwin.report:ReportConfig",
+}
+
+
+def check_section(section: str, values: dict[str, Any]) -> None:
+    """Refuse a params.yaml section its stage's config does not accept, before the notebook starts: Papermill
+    would inject a misspelt key as an unused variable, and a bad value would fail deep inside a long run."""
+    if section not in CONFIGS:
+        return
+    module, name = CONFIGS[section].split(":")
+    getattr(importlib.import_module(module), name).from_params(values)
+
+
 def notebook_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """The Papermill parameters for notebook ``name``: pipeline paths plus its params.yaml section."""
     paths = params["paths"]
@@ -35,9 +57,8 @@ def notebook_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
         "data_dir": paths["data"],
         "figures_dir": paths["figures"],
         "shared_dir": paths["shared"],
+        "reports_dir": paths.get("reports", "reports"),
     }
-    if name == "07_report":
-        values["reports_dir"] = paths.get("reports", "reports")
     values.update(params.get(SECTIONS[name]) or {})
     return values
 
@@ -50,6 +71,7 @@ def run(name: str, output_dir: str = "data/notebooks") -> None:
         raise SystemExit(f"unknown notebook {name!r}; known: {', '.join(SECTIONS)}")
     root = repo_root()
     params = load_params(root / "params.yaml")
+    check_section(SECTIONS[name], params.get(SECTIONS[name]) or {})
     out = root / output_dir / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(

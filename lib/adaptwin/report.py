@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from adaptwin.params import config_from_section
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The ``report:`` section of params.yaml. The report has no knobs (its claims and targets are the
+    `CLAIMS` table); the class exists so a key put there is refused rather than silently ignored."""
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> ReportConfig:
+        """The config of a params.yaml ``report:`` section (it must be empty: a key raises a ValueError)."""
+        return config_from_section(cls, section, "report")
 
 
 @dataclass(frozen=True)

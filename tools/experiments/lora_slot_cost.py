@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from adaptwin.calibration import fit_model, inputs, models
+from adaptwin.calibration import inputs, models
+from adaptwin.calibration.fit import fit_model
 from adaptwin.calibration.fits import expected_distinct, fit_linear
 from adaptwin.paths import resolve
 

@@ -13,7 +13,7 @@ questions placement asks? Serial (one core), every sweep resumable under ``--wor
         --mix 0 --no-physics                      # the surrogate as it was
     PYTHONPATH=lib .venv/bin/python tools/experiments/surrogate_distillation.py --work /tmp/sur --mix 1200
 
-``--work`` must hold ``data/calibration/<model>.json`` (notebook 02, or `adaptwin.calibration.calibrate`).
+``--work`` must hold ``data/calibration/<model>.json`` (notebook 02, or `adaptwin.calibration.fit.calibrate`).
 Prints one JSON object: throughput SMAPE and starvation macro-F1 per set, and the breakdown by A_max and load.
 ``--groups 0`` skips building placement groups; ``--also DIR`` scores a swept set as it is (so two surrogates are
 compared on the same groups).

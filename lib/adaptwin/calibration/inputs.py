@@ -172,7 +172,7 @@ def lora_table_points(tables: Tables, input_mean: float, output_mean: float) -> 
     (``avg_waiting_queue < 1``: the step mix follows from the arrivals). Per step: ``mean_running`` decode
     sequences with ``mean_loras_by_batch`` distinct adapters (measured, not expected), and the prompts of the
     completed requests spread over the steps (``input_mean`` tokens each: the tables record output tokens
-    only). ``max_loras`` is A_max. The tables do not name the model (see `adaptwin.calibration.fit_model`).
+    only). ``max_loras`` is A_max. The tables do not name the model (see `adaptwin.calibration.fit.fit_model`).
     """
     t = tables.scheduler_overhead.filter(
         (pl.col("cpu_loras") == pl.col("gpu_loras")) & (pl.col("avg_waiting_queue") < 1.0) & (pl.col("steps") > 0))

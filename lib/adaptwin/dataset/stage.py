@@ -14,7 +14,8 @@ average than 3,600 s for starved scenarios, up to 45 %). The targets are therefo
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from adaptwin.dataset.sampler import (
     sample_scenarios,
 )
 from adaptwin.layout import Layout
+from adaptwin.params import config_from_section
 from adaptwin.sweep import SweepReport, load_dataset, run_sweep
 from adaptwin.twin.scenario import scenario_id
 
@@ -47,7 +49,7 @@ class DatasetKnobs:
     boundary_fraction: float = 0.5
     boundary_band: tuple[float, float] = (0.15, 1.5)
     unpredictable_fraction: float = 0.25
-    engine: str = "dask"
+    engine: str = field(default="dask", metadata={"choices": ("dask", "serial")})
     n_workers: int = 2
     scheduler_address: str | None = None
     chunk_size: int = 100
@@ -57,6 +59,39 @@ class DatasetKnobs:
     fresh_scenarios: int = 0  # the fresh test set (its own directory; never trained on)
     fresh_seed: int = 1
     fresh_laws: tuple[str, ...] = TEST_LAWS
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """The whole ``dataset:`` section: the models, their per-model counts, the duration check, and the knobs
+    every model shares (`DatasetKnobs`, whose ``n_scenarios`` and ``mix_scenarios`` come from here)."""
+
+    models: tuple[str, ...]
+    n_scenarios: int | list[int]  # one count for every model, or one per model in ``models`` order
+    knobs: DatasetKnobs
+    mix_scenarios: int | list[int] = 0
+    duration_check_scenarios: int = 0  # scenarios re-simulated at duration_check_short_s (0 = no check)
+    duration_check_short_s: float = 600.0
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> DatasetConfig:
+        """The config of a params.yaml ``dataset:`` section; an unknown key or a bad value raises a
+        ValueError naming it."""
+        own = [f for f in cls.__dataclass_fields__ if f != "knobs"]
+        known = own + [f for f in DatasetKnobs.__dataclass_fields__ if f not in own]
+        for key in section:
+            if key not in known:
+                raise ValueError(f"dataset.{key}: unknown key; known: {', '.join(known)}")
+        shared = {k: v for k, v in section.items() if k not in own}
+        knobs = config_from_section(DatasetKnobs, {**shared, "n_scenarios": 0}, "dataset")
+        return config_from_section(cls, {**{k: v for k, v in section.items() if k in own}, "knobs": knobs},
+                                   "dataset")
+
+    def model_knobs(self) -> list[DatasetKnobs]:
+        """The knobs of each model, in ``models`` order, with its own scenario and mix counts."""
+        counts = per_model(self.n_scenarios, list(self.models), "n_scenarios")
+        mixes = per_model(self.mix_scenarios, list(self.models), "mix_scenarios")
+        return [replace(self.knobs, n_scenarios=n, mix_scenarios=m) for n, m in zip(counts, mixes, strict=True)]
 
 
 def sampler_config(model: str, knobs: DatasetKnobs, duration_s: float | None = None) -> SamplerConfig:
@@ -153,19 +188,15 @@ def _paired(out_dir: Path, scenarios: list[dict[str, Any]]) -> pl.DataFrame:
     return load_dataset(out_dir).join(pairs, on="scenario_id").filter(~pl.col("memory_error"))
 
 
-def run_stage(models: list[str], n_scenarios: list[int] | int, knobs: dict[str, Any], data_dir: str | Path,
-              calibration_dir: str | Path, *, duration_check_scenarios: int = 0,
-              duration_check_short_s: float = 600.0, progress: bool = True) -> dict[str, Any]:
+def run_stage(config: DatasetConfig, data_dir: str | Path, calibration_dir: str | Path, *,
+              progress: bool = True) -> dict[str, Any]:
     """Everything notebook 04 does for every model; writes and returns ``summary.json``'s content."""
     from adaptwin.calibration.costs import load_calibration
     from adaptwin.io import write_json
 
-    counts = per_model(n_scenarios, models, "n_scenarios")
-    mixes = per_model(knobs.get("mix_scenarios", 0), models, "mix_scenarios")
     data_dir = Path(data_dir)
     summary: dict[str, Any] = {}
-    for model, n, n_mix in zip(models, counts, mixes, strict=True):
-        model_knobs = DatasetKnobs(n_scenarios=int(n), **{**knobs, "mix_scenarios": int(n_mix)})
+    for model, model_knobs in zip(config.models, config.model_knobs(), strict=True):
         calibration = load_calibration(Path(calibration_dir) / f"{model}.json")
         start = time.perf_counter()
         report = sweep_model(model, model_knobs, calibration, data_dir / "dataset" / model, progress)
@@ -173,7 +204,8 @@ def run_stage(models: list[str], n_scenarios: list[int] | int, knobs: dict[str, 
         entry["knobs"] = asdict(model_knobs)
         entry["fresh"] = sweep_fresh(model, model_knobs, calibration, data_dir, progress)
         entry["duration_check"] = duration_check(model, model_knobs, calibration, data_dir,
-                                                 n=min(duration_check_scenarios, int(n)), short_s=duration_check_short_s)
+                                                 n=min(config.duration_check_scenarios, model_knobs.n_scenarios),
+                                                 short_s=config.duration_check_short_s)
         entry["stage_wall_time_s"] = round(time.perf_counter() - start, 3)
         summary[model] = entry
     write_json(data_dir / "dataset" / "summary.json", summary)

@@ -45,26 +45,26 @@ def placement_group_scenarios(context: Any, grid: dict[str, Any], shared_dir: st
     return [found[i] for i in sorted(keep)]
 
 
-def exam(knobs: dict[str, Any], shared_dir: str | Path) -> Callable[[Any, Path], Any]:
+def exam(config: Any, shared_dir: str | Path) -> Callable[[Any, Path], Any]:
     """The surrogate stage's placement check: for a trained surrogate, the GPU groups the methods
-    ``placement_group_methods`` build with it on ``placement_groups_grid`` (at most ``placement_groups`` of
-    them), re-simulated by the twin at the dataset's window (serially), as an evaluation set."""
+    ``placement_group_methods`` of the `adaptwin.surrogate.stage.SurrogateConfig` ``config`` build with it on
+    its ``groups_grid()`` (at most ``placement_groups`` of them), re-simulated by the twin at the dataset's
+    window (serially), as an evaluation set."""
     def check(surrogate: Any, data_dir: Path) -> Any:
-        return placement_set(surrogate, data_dir, knobs, shared_dir)
+        return placement_set(surrogate, data_dir, config, shared_dir)
 
     return check
 
 
-def placement_set(surrogate: Any, data_dir: Path, knobs: dict[str, Any], shared_dir: str | Path) -> Any:
-    """The GPU groups the placement methods build with ``surrogate`` on ``placement_groups_grid`` (at most
-    ``placement_groups`` of them), re-simulated by the twin at the dataset's window (serially)."""
+def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str | Path) -> Any:
+    """The GPU groups the placement methods build with ``surrogate`` (see `exam`)."""
     import json
 
     from adaptwin.placement.api import make_context
     from adaptwin.surrogate.evaluate import twin_set
     from adaptwin.sweep import load_dataset, run_sweep
 
-    limit = int(knobs.get("placement_groups", 0))
+    limit = config.placement_groups
     if limit <= 0:
         return None
     summary_path = data_dir / "dataset" / "summary.json"
@@ -74,8 +74,8 @@ def placement_set(surrogate: Any, data_dir: Path, knobs: dict[str, Any], shared_
     best = float(dataset.filter(~pl.col("starved") & ~pl.col("memory_error"))["total_throughput"].max())
     context = make_context(surrogate.model, predictor=surrogate, calibration=surrogate.calibration, margin="auto",
                            load_headroom="auto", best_throughput=best)
-    scenarios = placement_group_scenarios(context, knobs["placement_groups_grid"], shared_dir,
-                                          knobs["placement_group_methods"], duration, limit, knobs["seed"])
+    scenarios = placement_group_scenarios(context, config.groups_grid(), shared_dir,
+                                          list(config.placement_group_methods), duration, limit, config.seed)
     out = data_dir / "models" / surrogate.model / "placement_groups"
     run_sweep(scenarios, out, calibration=surrogate.calibration, engine="serial", chunk_size=max(len(scenarios), 1),
               progress=False)

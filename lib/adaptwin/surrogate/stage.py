@@ -12,14 +12,15 @@ this surrogate on the workload grid, re-simulated by the twin), ``real_runs_hete
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from adaptwin.io import write_json
+from adaptwin.params import config_from_section
 from adaptwin.surrogate.evaluate import (
     EvalSet,
     beside_twin,
@@ -31,18 +32,54 @@ from adaptwin.surrogate.evaluate import (
     twin_set,
 )
 from adaptwin.surrogate.model import Surrogate
-from adaptwin.surrogate.train import TrainResult, save, train_surrogates
+from adaptwin.surrogate.train import TRANSFORMS, TrainingError, TrainResult, save, train_surrogates
 from adaptwin.sweep import load_dataset
 
 
-def train_model(model: str, data_dir: str | Path, knobs: dict[str, Any], calibration: Any) -> TrainResult:
+@dataclass(frozen=True)
+class SurrogateConfig:
+    """The ``surrogates:`` section of params.yaml (see there for what each knob does)."""
+
+    models: tuple[str, ...]
+    n_search: int
+    max_iterations: int
+    test_fraction: float
+    seed: int
+    threads: int
+    throughput_transform: str = field(metadata={"choices": TRANSFORMS})
+    baselines: tuple[str, ...]
+    real_runs_model: str
+    cv_folds: int = 3
+    timing_singles: int = 200
+    physics_features: bool = True
+    placement_groups: int = 0  # GPUs built by the placement methods and re-simulated by the twin (0 = skip)
+    placement_group_methods: tuple[str, ...] = ()
+    placement_groups_grid: dict[str, Any] | None = None  # None = the placement stage's own grid
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> SurrogateConfig:
+        """The config of a params.yaml ``surrogates:`` section; an unknown key or a bad value raises a
+        TrainingError naming it."""
+        return config_from_section(cls, section, "surrogates", TrainingError)
+
+    def groups_grid(self) -> dict[str, Any]:
+        """The workload grid of the placement groups: ``placement_groups_grid``, else params.yaml's
+        ``placement.grid`` (the groups are then the GPUs the placement stage itself would build)."""
+        if self.placement_groups_grid is not None:
+            return self.placement_groups_grid
+        from adaptwin.params import load_params
+
+        return load_params()["placement"]["grid"]
+
+
+def train_model(model: str, data_dir: str | Path, config: SurrogateConfig, calibration: Any) -> TrainResult:
     """Train the four surrogates of ``model`` on ``<data>/dataset/<model>``."""
     dataset = load_dataset(Path(data_dir) / "dataset" / model)
-    return train_surrogates(dataset, model, calibration=calibration, n_search=knobs["n_search"],
-                            max_iterations=knobs["max_iterations"], test_fraction=knobs["test_fraction"],
-                            seed=knobs["seed"], threads=knobs["threads"],
-                            throughput_transform=knobs["throughput_transform"], cv_folds=knobs.get("cv_folds", 3),
-                            physics=knobs.get("physics_features", True))
+    return train_surrogates(dataset, model, calibration=calibration, n_search=config.n_search,
+                            max_iterations=config.max_iterations, test_fraction=config.test_fraction,
+                            seed=config.seed, threads=config.threads,
+                            throughput_transform=config.throughput_transform, cv_folds=config.cv_folds,
+                            physics=config.physics_features)
 
 
 def load_real_runs(data_dir: str | Path, model: str, real_runs_model: str,
@@ -86,23 +123,23 @@ class ModelOutcome:
 PlacementCheck = Callable[[Surrogate, Path], EvalSet | None]
 
 
-def run_model(model: str, data_dir: str | Path, knobs: dict[str, Any],
+def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
               placement_check: PlacementCheck | None = None) -> ModelOutcome:
     """Train, evaluate and save one model; returns its entry of surrogates.json and what its figures need."""
     from adaptwin.calibration.costs import load_calibration
 
     data_dir = Path(data_dir)
     calibration = load_calibration(data_dir / "calibration" / f"{model}.json")
-    result = train_model(model, data_dir, knobs, calibration)
+    result = train_model(model, data_dir, config, calibration)
     surrogate = result.surrogate
-    runs = load_real_runs(data_dir, model, knobs["real_runs_model"])
-    hetero = load_real_runs(data_dir, model, knobs["real_runs_model"], "heterogeneous_results")
+    runs = load_real_runs(data_dir, model, config.real_runs_model)
+    hetero = load_real_runs(data_dir, model, config.real_runs_model, "heterogeneous_results")
     extra = [fresh_set(data_dir, model), placement_check(surrogate, data_dir) if placement_check else None,
              real_set(hetero, surrogate.tokens_per_request, "real_runs_heterogeneous") if hetero is not None
              and hetero.height else None]
     extra_sets = tuple(s for s in extra if s is not None)
-    metrics, table = evaluate(result, runs, baselines=tuple(knobs["baselines"]), seed=knobs["seed"],
-                              singles=knobs.get("timing_singles", 200), extra_sets=extra_sets)
+    metrics, table = evaluate(result, runs, baselines=config.baselines, seed=config.seed,
+                              singles=config.timing_singles, extra_sets=extra_sets)
     validation = load_validation(data_dir)
     metrics["beside_twin"] = {name: beside_twin(surrogate, frame, validation)
                               for name, frame in (("real_runs", runs), ("real_runs_heterogeneous", hetero))
@@ -124,14 +161,14 @@ def run_model(model: str, data_dir: str | Path, knobs: dict[str, Any],
     return ModelOutcome(model, metrics, result, by, runs)
 
 
-def run_stage(models: list[str], data_dir: str | Path, knobs: dict[str, Any],
+def run_stage(config: SurrogateConfig, data_dir: str | Path,
               placement_check: PlacementCheck | None = None,
               draw: Callable[[ModelOutcome], None] | None = None) -> dict:
     """Every model; writes ``<data>/metrics/surrogates.json`` and returns it. ``draw`` gets each model's
     outcome as soon as it is saved (the notebook passes `adaptwin.figures.surrogates.model_figures`)."""
     results = {}
-    for model in models:
-        outcome = run_model(model, data_dir, knobs, placement_check)
+    for model in config.models:
+        outcome = run_model(model, data_dir, config, placement_check)
         if draw is not None:
             draw(outcome)
         results[model] = outcome.metrics

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import polars as pl
 from adaptwin import runner
 from adaptwin.io import write_json, write_parquet
 from adaptwin.layout import Layout
+from adaptwin.params import config_from_section
 from adaptwin.rules import ideal_throughput, is_starved, smape
 
 #: runs whose outcome can be compared (the 2 cancelled runs have no summary)
@@ -57,6 +59,14 @@ class ValidationConfig:
     pool_means: bool = True
     #: at most this many runs per (family, rate group, A_max, status), spread over served adapters (None: all)
     sample_per_cell: int | None = None
+    families: tuple[str, ...] = ("real_results", "heterogeneous_results")  # run families re-simulated
+    fig9_run: str | None = None  # suffix of the run shown running/waiting over time (Fig. 9)
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> ValidationConfig:
+        """The config of a params.yaml ``validation:`` section; an unknown key or a bad value raises a
+        ValueError naming it."""
+        return config_from_section(cls, section, "validation")
 
 
 def run_means(row: dict[str, Any], cfg: ValidationConfig) -> tuple[float, float]:
