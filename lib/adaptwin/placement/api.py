@@ -207,7 +207,7 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = PROPOSED, 
     load_bound = context.load_bound(adapters)
     t0 = time.perf_counter()
     if spec.proposal and context.extensions:
-        gpus, overloaded, notes = _split_pack_collapse(adapters, context, spec, lower, keep_whole)
+        gpus, notes = _split_pack_collapse(adapters, context, spec, lower, keep_whole)
     else:
         gpus, overloaded = spec.placer(adapters, ev, lower, context.extensions)
         notes = PlacementNotes(overloaded_gpus=overloaded if spec.proposal else None)
@@ -223,7 +223,7 @@ def place(adapters: pl.DataFrame, model: str | Context, method: str = PROPOSED, 
 
 
 def _split_pack_collapse(adapters: pl.DataFrame, context: Context, spec: methods.Method, lower: int,
-                         keep_whole: frozenset[int]) -> tuple[list[Gpu], list[int], PlacementNotes]:
+                         keep_whole: frozenset[int]) -> tuple[list[Gpu], PlacementNotes]:
     """A proposal with the greedy's extensions: adapters too busy for one GPU become equal shares
     (`greedy.split_heavy`, capped by `_cap_shares`), the shares are packed, and the shares of an adapter that
     land on one GPU merge back (`greedy.collapse`)."""
@@ -235,7 +235,7 @@ def _split_pack_collapse(adapters: pl.DataFrame, context: Context, spec: methods
     gpus, overloaded = spec.placer(rows, ev, lower, True)
     split = len(set(origin[share < 1.0].tolist()))
     notes = PlacementNotes(overloaded_gpus=overloaded, split_adapters=split, sanity_bound=sanity)
-    return greedy.collapse(gpus, origin, share), overloaded, notes
+    return greedy.collapse(gpus, origin, share), notes
 
 
 def _cap_shares(adapters: pl.DataFrame, context: Context, method: str, origin: np.ndarray,

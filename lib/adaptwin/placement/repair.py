@@ -5,13 +5,13 @@ of the design space the training data covers thinly (hundreds of light adapters 
 adapters on 8 slots). Before a placement is deployed, every GPU is simulated by the twin; a GPU that misses
 the bar (throughput below `PASS_RATIO` x ideal, a memory error, or the twin's starvation verdict) is repaired:
 
-1. first more slots: the next larger A_max values memory allows (a GPU starving because its adapters queue
-   for slots is cured without a new GPU);
-2. else it is rebalanced with the most lightly loaded GPU that passed: the adapters of both are dealt by rate,
-   alternately, over the two GPUs at the largest A_max memory allows (no new GPU; next-fit packing leaves the
-   last GPU light, so its slack absorbs the overflow);
-3. else it is split in two (adapters dealt the same way), each half configured by the surrogate, and both are
-   checked in the next round.
+1. first more slots (`more_slots`): the next larger A_max values memory allows (a GPU starving because its
+   adapters queue for slots is cured without a new GPU);
+2. else it is rebalanced (`rebalance`) with the most lightly loaded GPU that passed: the adapters of both are
+   dealt by rate, alternately, over the two GPUs at the largest A_max memory allows (no new GPU; next-fit
+   packing leaves the last GPU light, so its slack absorbs the overflow);
+3. else it is split in two (`split_in_two`; adapters dealt the same way), each half configured by the
+   surrogate, and both are checked in the next round.
 
 Before that, an adapter the greedy split into shares because the surrogate rated it unsafe alone is
 simulated alone at its full rate (`repair_splits`): if the twin serves it, the workload is placed again with
