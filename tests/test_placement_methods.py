@@ -1,10 +1,8 @@
 """The placement's registry, pipeline and notes: one list of methods read by the command, the stage and the
-shrink; one sequence for the command and the stage; typed notes that still read by key; and the placement
-importing nothing from the stages after it."""
+shrink; one sequence for the command and the stage; typed notes that still read by key; the repair's split."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from adaptwin.placement.methods import BASELINES, FAST_BASELINES, METHODS, REGIS
 
 MODEL = "llama-3.1-8b-instruct"
 ROOT = Path(__file__).resolve().parents[1]
-PLACEMENT = ROOT / "lib" / "adaptwin" / "placement"
 
 
 def context() -> Context:
@@ -103,21 +100,14 @@ def test_a_failing_gpu_of_one_adapter_has_nothing_to_split():
     assert sorted(state.gpus[1].members + state.gpus[2].members) == [1, 2]
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module ``path`` imports, at the top or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return found
+def test_margin_is_read_under_the_model_else_at_the_top_of_the_surrogates_metrics(tmp_path):
+    from adaptwin.io import write_json
+    from adaptwin.placement.api import margin_from_metrics
 
-
-def test_placement_imports_nothing_from_the_stages_after_it():
-    later = ("adaptwin.report", "adaptwin.figures", "adaptwin.cli")
-    for path in sorted(PLACEMENT.glob("*.py")):
-        if path.name == "cli.py":  # the command sits on top of every stage
-            continue
-        wrong = [m for m in imported_modules(path) if m.startswith(later)]
-        assert not wrong, f"{path.name} imports {wrong}"
+    nested = write_json(tmp_path / "nested.json", {MODEL: {"real_runs": {"throughput_smape_pct": 4.0}},
+                                                  "real_runs": {"throughput_smape_pct": 9.0}})
+    single = write_json(tmp_path / "single.json", {MODEL: {"heldout": {}}, "real_runs": {"throughput_smape_pct": 6.0}})
+    unrecorded = write_json(tmp_path / "none.json", {MODEL: {"real_runs": {"throughput_smape_pct": None}}})
+    assert margin_from_metrics(nested, MODEL) == pytest.approx(0.04)
+    assert margin_from_metrics(single, MODEL) == pytest.approx(0.06)
+    assert margin_from_metrics(unrecorded, MODEL) is None and margin_from_metrics(tmp_path / "no.json", MODEL) is None

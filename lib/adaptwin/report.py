@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaptwin.metrics_files import lookup
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -86,6 +84,18 @@ CLAIMS: tuple[Claim, ...] = (
           ("proposed_mean_ratio_to_load_bound",), "<=", 1.10, "x",
           "stage placement: load / best GPU throughput, rounded up, without the twin's one-GPU check"),
 )
+
+
+def lookup(data: dict[str, Any], dotted: str) -> Any:
+    """``data['a']['b']`` for ``'a.b'``; keys may themselves contain dots (model names), so match greedily."""
+    if dotted in data:
+        return data[dotted]
+    for key in sorted(data, key=len, reverse=True):
+        if isinstance(data[key], dict) and dotted.startswith(f"{key}."):
+            found = lookup(data[key], dotted[len(key) + 1 :])
+            if found is not None:
+                return found
+    return None
 
 
 def evaluate(claim: Claim, metrics_dir: Path) -> dict[str, Any]:

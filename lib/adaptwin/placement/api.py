@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from adaptwin.metrics_files import lookup
 from adaptwin.paths import shown
 from adaptwin.placement import bounds, greedy, methods
 from adaptwin.placement.core import (
@@ -89,13 +88,17 @@ class Context:
 
 
 def margin_from_metrics(path: str | Path, model: str) -> float | None:
-    """The surrogate's throughput SMAPE on real runs (as a fraction) from surrogates.json, if recorded."""
+    """The surrogate's throughput SMAPE on real runs (as a fraction) from surrogates.json, if recorded: under
+    the model's name (``<model>.real_runs.throughput_smape_pct``, as the surrogate stage writes it), else at
+    the top (``real_runs.throughput_smape_pct``, a single-model file). Read here rather than through the claims
+    report's lookup, which belongs to a later stage."""
     path = Path(path)
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    for key in (f"{model}.real_runs.throughput_smape_pct", "real_runs.throughput_smape_pct"):
-        value = lookup(data, key)
+    for scope in (data.get(model), data):
+        runs = scope.get("real_runs") if isinstance(scope, dict) else None
+        value = runs.get("throughput_smape_pct") if isinstance(runs, dict) else None
         if isinstance(value, (int, float)) and value == value:
             return float(value) / 100.0
     return None
