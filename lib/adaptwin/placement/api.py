@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,19 @@ import numpy as np
 import polars as pl
 
 from adaptwin.paths import shown
-from adaptwin.placement import baselines, bounds, greedy, latency
-from adaptwin.placement.core import Evaluator, Placement, PlacementError, Predictor
+from adaptwin.placement import bounds, greedy, methods
+from adaptwin.placement.core import (
+    Evaluator,
+    Gpu,
+    Placement,
+    PlacementError,
+    PlacementNotes,
+    Predictor,
+)
+from adaptwin.placement.methods import METHODS as METHODS  # the names, re-exported for callers of `place`
+from adaptwin.placement.methods import PROPOSED
 from adaptwin.twin.scenario import A_MAX_CHOICES
 
-METHODS: tuple[str, ...] = ("greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin")
 #: margin used when the surrogates' real-run error is unknown (no data/metrics/surrogates.json)
 DEFAULT_MARGIN = 0.05
 #: largest margin taken from the metrics: throughput never exceeds the ideal, so a bar at (0.9 + margin) x ideal
@@ -80,15 +88,17 @@ class Context:
 
 
 def margin_from_metrics(path: str | Path, model: str) -> float | None:
-    """The surrogate's throughput SMAPE on real runs (as a fraction) from surrogates.json, if recorded."""
-    from adaptwin.report import lookup
-
+    """The surrogate's throughput SMAPE on real runs (as a fraction) from surrogates.json, if recorded: under
+    the model's name (``<model>.real_runs.throughput_smape_pct``, as the surrogate stage writes it), else at
+    the top (``real_runs.throughput_smape_pct``, a single-model file). Read here rather than through the claims
+    report's lookup, which belongs to a later stage."""
     path = Path(path)
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    for key in (f"{model}.real_runs.throughput_smape_pct", "real_runs.throughput_smape_pct"):
-        value = lookup(data, key)
+    for scope in (data.get(model), data):
+        runs = scope.get("real_runs") if isinstance(scope, dict) else None
+        value = runs.get("throughput_smape_pct") if isinstance(runs, dict) else None
         if isinstance(value, (int, float)) and value == value:
             return float(value) / 100.0
     return None
@@ -185,64 +195,66 @@ def max_rank(calibration: Any) -> int:
     return max(calibration.loading_ms)
 
 
-def place(adapters: pl.DataFrame, model: str | Context, method: str = "greedy", *,
+def place(adapters: pl.DataFrame, model: str | Context, method: str = PROPOSED, *,
           keep_whole: frozenset[int] = frozenset(), **context_kwargs: Any) -> Placement:
-    """Place ``adapters`` (``adapter_id, rank, rate``) with ``method``; the time includes every surrogate call.
+    """Place ``adapters`` (``adapter_id, rank, rate``) with ``method``: the surrogate's proposal, before any
+    twin check (`adaptwin.placement.pipeline` runs the rest). The time includes every surrogate call.
 
     ``model`` is a model name (the surrogate and calibration are loaded by `make_context` with
     ``context_kwargs``) or a ready `Context` (reuse it when placing many workloads). ``keep_whole``: rows the
     greedy must not split (`greedy.split_heavy`)."""
-    if method not in METHODS:
-        raise PlacementError(f"method {method!r} not in {', '.join(METHODS)}")
+    spec = methods.method(method)
     context = model if isinstance(model, Context) else make_context(model, **context_kwargs)
     ev = context.evaluator
     lower = context.lower_bound(adapters)
-    notes: dict[str, Any] = {"load_bound_gpus": context.load_bound(adapters)}
+    load_bound = context.load_bound(adapters)
     t0 = time.perf_counter()
-    if method in ("greedy", "greedy-fast", "greedy-latency"):
-        rows = adapters
-        if context.extensions:  # adapters too busy for one GPU become equal shares (greedy.split_heavy)
-            rows, origin, share = greedy.split_heavy(adapters, ev, keep_whole=keep_whole)
-            rows, origin, share = _cap_shares(adapters, context, method, origin, notes) or (rows, origin, share)
-        gpus, overloaded = greedy.place_greedy(rows, ev, fast=method == "greedy-fast",
-                                                extensions=context.extensions)
-        notes["overloaded_gpus"] = overloaded
-        if method == "greedy-latency":
-            gpus = latency.place_latency(rows, ev, gpus)
-        if context.extensions:
-            notes["split_adapters"] = len(set(origin[share < 1.0].tolist()))
-            gpus = greedy.collapse(gpus, origin, share)
-    elif method == "loraserve":
-        gpus = baselines.place_loraserve(adapters, ev)
-    elif method == "dlora":
-        gpus = baselines.place_dlora(adapters, ev, lower)
-    elif method == "ffd":
-        gpus = baselines.place_ffd(adapters, ev)
+    if spec.proposal and context.extensions:
+        gpus, notes = _split_pack_collapse(adapters, context, spec, lower, keep_whole)
     else:
-        gpus = baselines.place_round_robin(adapters, ev, lower)
+        gpus, overloaded = spec.placer(adapters, ev, lower, context.extensions)
+        notes = PlacementNotes(overloaded_gpus=overloaded if spec.proposal else None)
     elapsed = time.perf_counter() - t0
-    notes["predicted_unsafe_gpus"] = sum(not g.safe for g in gpus)
-    if len(gpus) > adapter_bound(adapters, context):
-        notes["sanity_bound"] = (f"{method} uses {len(gpus)} GPUs, more than one per adapter plus the shares their "
-                                 f"load needs ({adapter_bound(adapters, context)}): the surrogate rates even light "
-                                 "GPUs unsafe; retrain it or use the twin-verified placement")
+    bound = adapter_bound(adapters, context)
+    if len(gpus) > bound:
+        notes = replace(notes, sanity_bound=(
+            f"{method} uses {len(gpus)} GPUs, more than one per adapter plus the shares their load needs "
+            f"({bound}): the surrogate rates even light GPUs unsafe; retrain it or use the twin-verified placement"))
+    notes = replace(notes, load_bound_gpus=load_bound,
+                    predicted_unsafe_gpus=sum(not g.safe for g in gpus))
     return Placement(context.model, method, adapters, gpus, lower, elapsed, notes)
 
 
+def _split_pack_collapse(adapters: pl.DataFrame, context: Context, spec: methods.Method, lower: int,
+                         keep_whole: frozenset[int]) -> tuple[list[Gpu], PlacementNotes]:
+    """A proposal with the greedy's extensions: adapters too busy for one GPU become equal shares
+    (`greedy.split_heavy`, capped by `_cap_shares`), the shares are packed, and the shares of an adapter that
+    land on one GPU merge back (`greedy.collapse`)."""
+    ev = context.evaluator
+    rows, origin, share = greedy.split_heavy(adapters, ev, keep_whole=keep_whole)
+    capped, sanity = _cap_shares(adapters, context, spec.name, origin)
+    if capped is not None:
+        rows, origin, share = capped
+    gpus, overloaded = spec.placer(rows, ev, lower, True)
+    split = len(set(origin[share < 1.0].tolist()))
+    notes = PlacementNotes(overloaded_gpus=overloaded, split_adapters=split, sanity_bound=sanity)
+    return greedy.collapse(gpus, origin, share), notes
+
+
 def _cap_shares(adapters: pl.DataFrame, context: Context, method: str, origin: np.ndarray,
-                notes: dict[str, Any]) -> tuple[pl.DataFrame, np.ndarray, np.ndarray] | None:
+                ) -> tuple[tuple[pl.DataFrame, np.ndarray, np.ndarray] | None, str | None]:
     """The split of `greedy.split_heavy` with each adapter's shares capped at what its own load needs
-    (`shares_needed`), or None when no adapter exceeds it. Checked before packing: a surrogate that misjudges
-    light adapters splits every one of them 64 ways (60,000 shares take minutes to pack into 6,000 GPUs);
-    capped, a busy adapter is still split, and the placement stays within `adapter_bound`."""
+    (`shares_needed`) and the note saying so, or (None, None) when no adapter exceeds it. Checked before
+    packing: a surrogate that misjudges light adapters splits every one of them 64 ways (60,000 shares take
+    minutes to pack into 6,000 GPUs); capped, a busy adapter is still split, and the placement stays within
+    `adapter_bound`."""
     counts = np.bincount(origin, minlength=adapters.height)
     needed = shares_needed(adapters, context)
     excess = counts > needed
     if not excess.any():
-        return None
+        return None, None
     capped = np.where(excess, needed, counts)
-    notes["sanity_bound"] = (
-        f"{method} split {int(excess.sum())} adapters into {int(counts[excess].sum())} shares, more than their "
-        f"own load needs; capped at {int(capped[excess].sum())} shares (at most {int(capped.sum())} GPUs for "
-        f"{adapters.height} adapters)")
-    return greedy.expand(adapters, capped)
+    note = (f"{method} split {int(excess.sum())} adapters into {int(counts[excess].sum())} shares, more than their "
+            f"own load needs; capped at {int(capped[excess].sum())} shares (at most {int(capped.sum())} GPUs for "
+            f"{adapters.height} adapters)")
+    return greedy.expand(adapters, capped), note

@@ -79,8 +79,8 @@ def _workload(path: Path, calibration: Any, extrapolate: bool) -> pl.DataFrame:
 def _place(args: argparse.Namespace, workload: pl.DataFrame, calibration: Any) -> Any:
     """The placement: surrogate only with ``--fast``, else twin-verified; the context comes from
     `make_context` with the library's own defaults, so the command and ``adaptwin.placement`` agree."""
+    from adaptwin.placement import pipeline
     from adaptwin.placement.api import TWIN_DURATION_S, make_context
-    from adaptwin.placement.verified import place_fast, place_verified
 
     models_dir = from_cwd(args.models_dir) if args.models_dir else resolve("data/models")
     if args.models_dir and not models_dir.is_dir():
@@ -92,11 +92,11 @@ def _place(args: argparse.Namespace, workload: pl.DataFrame, calibration: Any) -
     context = make_context(args.model, calibration=calibration, models_dir=models_dir,
                            twin_bound_s=0.0 if args.fast else TWIN_DURATION_S)
     if args.fast:
-        return place_fast(workload, context, args.method)
+        return pipeline.run(workload, context, args.method, pipeline.Options.fast())
     if args.workers < 1:
         raise UsageError(f"--workers: must be >= 1, got {args.workers}")
     with _twin_progress():
-        return place_verified(workload, context, args.method, TWIN_DURATION_S, args.workers)
+        return pipeline.run(workload, context, args.method, pipeline.Options.verified(TWIN_DURATION_S, args.workers))
 
 
 @contextmanager
@@ -125,17 +125,17 @@ def placement_document(placement: Any) -> dict[str, Any]:
     """``Placement.to_json`` plus ``verification`` (what was checked, how) and each GPU's ``twin`` verdict."""
     doc = placement.to_json()
     notes = placement.notes
-    twin = notes.get("twin")
+    twin = notes.twin
     doc["verification"] = {
-        "verified": bool(notes.get("verified", False)),
+        "verified": bool(notes.verified),
         "by": "digital twin" if twin is not None else "surrogate only (--fast): unverified",
-        "twin_window_s": notes.get("twin_window_s"),
-        "pass_rule": (f"throughput >= {notes['twin_pass_ratio']} x offered, not starved, no memory error"
+        "twin_window_s": notes.twin_window_s,
+        "pass_rule": (f"throughput >= {notes.twin_pass_ratio} x offered, not starved, no memory error"
                       if twin is not None else None),
         "gpus_passed": sum(v["passed"] for v in twin) if twin is not None else None,
-        "adapter_bound_gpus": notes.get("adapter_bound_gpus"),
-        "sanity_bound": notes.get("sanity_bound"),
-        "placed_by": notes.get("fallback_method", placement.method),
+        "adapter_bound_gpus": notes.adapter_bound_gpus,
+        "sanity_bound": notes.sanity_bound,
+        "placed_by": notes.fallback_method or placement.method,
     }
     for gpu, verdict in zip(doc["gpus"], twin or [], strict=False):
         gpu["twin"] = verdict
@@ -147,14 +147,14 @@ def summary(placement: Any, workload: pl.DataFrame, out: str) -> str:
     notes = placement.notes
     head = (f"{placement.method}: {placement.num_gpus} GPUs for {workload.height} adapters "
             f"(lower bound {placement.lower_bound_gpus} GPUs)")
-    if notes.get("verified"):
-        twin = notes["twin"]
+    if notes.verified:
+        twin = notes.twin
         passed = sum(v["passed"] for v in twin)
-        check = (f"twin-verified: {passed} of {len(twin)} GPUs pass (throughput >= {notes['twin_pass_ratio']:.0%} "
-                 f"of offered, none starved, no memory error; {notes['twin_window_s']:.0f} s simulated per GPU)")
-        took = (f"placement {placement.placement_time_s:.2f} s + twin {notes.get('repair_time_s', 0.0):.1f} s")
+        check = (f"twin-verified: {passed} of {len(twin)} GPUs pass (throughput >= {notes.twin_pass_ratio:.0%} "
+                 f"of offered, none starved, no memory error; {notes.twin_window_s:.0f} s simulated per GPU)")
+        took = (f"placement {placement.placement_time_s:.2f} s + twin {notes.repair_time_s or 0.0:.1f} s")
     else:
-        unsafe = notes.get("predicted_unsafe_gpus", 0)
+        unsafe = notes.predicted_unsafe_gpus or 0
         check = f"UNVERIFIED (--fast: surrogate only, {unsafe} GPUs predicted unsafe)"
         took = f"placement {placement.placement_time_s:.2f} s"
     return f"{head}; {check}; {took} -> {out}"
@@ -163,13 +163,13 @@ def summary(placement: Any, workload: pl.DataFrame, out: str) -> str:
 def warnings_of(placement: Any) -> list[str]:
     """What an operator must know before deploying: GPUs the twin failed, a sanity bound hit."""
     notes, lines = placement.notes, []
-    failed = [v for v in notes.get("twin") or [] if not v["passed"]]
+    failed = [v for v in notes.twin or [] if not v["passed"]]
     if failed:
         lines.append(f"{len(failed)} GPUs still fail the twin check (see 'twin' in placement.json)")
-    if notes.get("sanity_bound"):
-        lines.append(str(notes["sanity_bound"]))
-    unsafe = notes.get("predicted_unsafe_gpus", 0)
-    if not notes.get("verified") and unsafe:
+    if notes.sanity_bound:
+        lines.append(str(notes.sanity_bound))
+    unsafe = notes.predicted_unsafe_gpus or 0
+    if not notes.verified and unsafe:
         lines.append(f"{unsafe} GPUs are predicted unsafe by the surrogate; without --fast the twin checks and "
                      "repairs them")
     return lines

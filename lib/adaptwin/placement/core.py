@@ -11,7 +11,7 @@ because a CatBoost call costs far more than one row of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -55,6 +55,66 @@ class Gpu:
         return self.shares[position] if self.shares else 1.0
 
 
+@dataclass(frozen=True)
+class PlacementNotes:
+    """What the steps of the placement sequence record about a placement besides its GPUs; None where the
+    step that records a field did not run (a baseline splits nothing, an unverified answer has no twin verdict).
+
+    One typed record instead of a string-keyed dict: the proposal, the repair, the shrink, the fallback and
+    the command each write their own fields, and a misspelt field fails where it is written rather than
+    reading back as absent. Fields read by key too (``notes["shrunk_gpus"]``, ``"twin" in notes``,
+    ``notes.get(...)``) like the dict it replaces; a field that is None is absent."""
+
+    load_bound_gpus: int | None = None  # offered load / best per-GPU throughput, rounded up
+    overloaded_gpus: list[int] | None = None  # greedy: GPUs holding one adapter too busy for any GPU
+    split_adapters: int | None = None  # greedy with extensions: adapters served as shares of several GPUs
+    predicted_unsafe_gpus: int | None = None  # GPUs the surrogate rates unsafe
+    sanity_bound: str | None = None  # why the answer hit a sanity bound (split cap, a baseline standing in)
+    repair_time_s: float | None = None  # every twin check of the repair and shrink, apart from placement time
+    repaired_gpus: int | None = None
+    repair_twin_runs: int | None = None  # twin checks the repair asked for, cached or not
+    unrepaired_gpus: int | None = None
+    unsplit_adapters: int | None = None  # split adapters the twin serves whole, kept whole
+    shrunk_gpus: int | None = None  # GPUs the shrink removed
+    shrink_twin_runs: int | None = None
+    verified: bool | None = None  # the command's answer: checked by the twin (True) or surrogate only
+    twin: list[dict[str, Any]] | None = None  # per GPU, the twin's verdict (`pipeline.verdicts`)
+    twin_window_s: float | None = None
+    twin_pass_ratio: float | None = None
+    adapter_bound_gpus: int | None = None  # GPUs no placement needs to exceed (`api.adapter_bound`)
+    fallback_method: str | None = None  # the baseline whose placement stands in for the method's
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that are set, by name."""
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlacementNotes:
+        """The notes `as_dict` gave; a name that is no field is refused."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise PlacementError(f"placement notes: unknown fields {unknown}")
+        return cls(**data)
+
+    def merged(self, other: PlacementNotes) -> PlacementNotes:
+        """These notes with every field ``other`` sets taken from ``other``."""
+        return replace(self, **other.as_dict())
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Field ``name`` if it is set, else ``default``."""
+        value = getattr(self, name, None) if name in self.__dataclass_fields__ else None
+        return default if value is None else value
+
+
 @dataclass
 class Placement:
     """The result of one method on one workload (adapter ids, ranks and rates travel with it)."""
@@ -65,7 +125,7 @@ class Placement:
     gpus: list[Gpu]
     lower_bound_gpus: int
     placement_time_s: float = 0.0
-    notes: dict[str, Any] = field(default_factory=dict)
+    notes: PlacementNotes = field(default_factory=PlacementNotes)
 
     @property
     def num_gpus(self) -> int:

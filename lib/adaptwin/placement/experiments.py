@@ -16,7 +16,7 @@ Headline numbers go to ``data/metrics/placement.json`` (`headline`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,16 @@ import numpy as np
 import polars as pl
 
 from adaptwin.io import atomic_write, write_json, write_parquet, write_text
-from adaptwin.placement import baselines, greedy, shrink, verify, workloads
-from adaptwin.placement.api import METHODS, Context, place
-from adaptwin.placement.core import Placement, PlacementError
+from adaptwin.placement import pipeline, verify, workloads
+from adaptwin.placement.api import Context
+from adaptwin.placement.core import PREDICTED_KEYS, Gpu, Placement, PlacementError
 from adaptwin.placement.export import write_placement
+from adaptwin.placement.methods import BASELINES, METHODS, PROPOSED, REGISTRY
+from adaptwin.placement.methods import REPAIRED as REPAIRED  # re-exported: the stage's repaired methods
 
-PROPOSED = "greedy"
-BASELINES = ("loraserve", "dlora", "ffd", "round-robin")
-#: methods whose placements go through the twin repair (`adaptwin.placement.repair`) when ``repair`` is on
-REPAIRED = ("greedy", "greedy-fast", "greedy-latency")
+#: keys of the ``placement:`` section that configure the placement context (`api.make_context`), not the stage
+CONTEXT_KEYS = frozenset({"margin", "starvation_threshold", "load_headroom", "max_served", "extensions",
+                          "twin_lower_bound"})
 
 
 @dataclass
@@ -51,17 +52,28 @@ class StageConfig:
     repair_duration_s: float = 1200.0  # simulated seconds per GPU in each repair check
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in REGISTRY]
         if unknown:
             raise PlacementError(f"placement.methods: unknown {unknown}; known: {list(METHODS)}")
         if self.verify_duration_s <= 0:
             raise PlacementError(f"placement.verify_duration_s: must be > 0, got {self.verify_duration_s}")
 
+    @classmethod
+    def from_params(cls, section: dict[str, Any]) -> StageConfig:
+        """The stage's configuration from the ``placement:`` section of params.yaml. The context's keys
+        (`CONTEXT_KEYS`) are left to `api.make_context`; any other key that is no field is refused, so a
+        misspelt knob fails instead of silently keeping its default."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - names - CONTEXT_KEYS)
+        if unknown:
+            raise PlacementError(f"placement: unknown keys {unknown}; known: {sorted(names | CONTEXT_KEYS)}")
+        return cls(**{k: v for k, v in section.items() if k in names})
+
 
 def run_grid(cfg: StageConfig, context: Context, shared_dir: str | Path, out_dir: str | Path,
              calibration: Any = None) -> tuple[list[Placement], list[dict[str, Any]]]:
-    """Generate every workload of the grid, place it with every method (the proposed ones then repaired by
-    the twin when ``cfg.repair`` and a calibration is given), write each placement."""
+    """Generate every workload of the grid, place it with every method (`pipeline.run`; the methods the twin
+    repairs are repaired and shrunk when ``cfg.repair`` and a calibration is given), write each placement."""
     out = Path(out_dir)
     placements, labels = [], []
     checked: dict[str, dict] = {}  # twin checks shared by the repairs of every method and workload
@@ -69,11 +81,9 @@ def run_grid(cfg: StageConfig, context: Context, shared_dir: str | Path, out_dir
         frame = workloads.generate(spec, shared_dir)
         _write_csv(out / "workloads" / f"{spec.name}.csv", frame)
         for method in cfg.methods:
-            p = place(frame, context, method)
-            if cfg.repair and calibration is not None and method in REPAIRED:
-                p = shrink.repair_and_shrink(p, lambda keep, f=frame, m=method: place(f, context, m, keep_whole=keep),
-                                             context.evaluator, calibration, cfg.repair_duration_s,
-                                             cfg.verify_workers, checked)
+            repair = cfg.repair and calibration is not None and REGISTRY[method].twin_repairs
+            options = pipeline.Options(repair=repair, duration_s=cfg.repair_duration_s, workers=cfg.verify_workers)
+            p = pipeline.run(frame, context, method, options, cache=checked, calibration=calibration)
             write_placement(p, out / spec.name / method)
             placements.append(p)
             labels.append({"workload": spec.name, "kind": spec.kind, "adapters": spec.adapters,
@@ -87,19 +97,22 @@ def _write_csv(path: Path, frame: pl.DataFrame) -> Path:
 
 def placement_rows(placements: Sequence[Placement], labels: Sequence[dict[str, Any]]) -> pl.DataFrame:
     """One row per placement: the label, method, GPUs, lower bound, ratio, time, predicted-unsafe GPUs."""
-    return pl.DataFrame([
-        {**label, "method": p.method, "gpus_used": p.num_gpus, "lower_bound_gpus": p.lower_bound_gpus,
-         "load_bound_gpus": int(p.notes.get("load_bound_gpus", p.lower_bound_gpus)),
-         "ratio_to_lower_bound": p.num_gpus / p.lower_bound_gpus, "placement_time_s": p.placement_time_s,
-         "predicted_unsafe_gpus": int(p.notes.get("predicted_unsafe_gpus", 0)),
-         "repair_time_s": float(p.notes.get("repair_time_s", 0.0)),
-         "repaired_gpus": int(p.notes.get("repaired_gpus", 0)),
-         "unsplit_adapters": int(p.notes.get("unsplit_adapters", 0)),
-         "shrunk_gpus": int(p.notes.get("shrunk_gpus", 0)),
-         "split_adapters": int(p.notes.get("split_adapters", 0)),
-         "predicted_itl_mean_ms": float(np.mean([g.predicted["itl_mean_ms"] for g in p.gpus]))}
-        for p, label in zip(placements, labels, strict=True)
-    ])
+    return pl.DataFrame([_placement_row(p, label) for p, label in zip(placements, labels, strict=True)])
+
+
+def _placement_row(p: Placement, label: dict[str, Any]) -> dict[str, Any]:
+    """`placement_rows`'s row of one placement (a count a step did not record is 0)."""
+    notes = p.notes
+    return {**label, "method": p.method, "gpus_used": p.num_gpus, "lower_bound_gpus": p.lower_bound_gpus,
+            "load_bound_gpus": int(notes.get("load_bound_gpus", p.lower_bound_gpus)),
+            "ratio_to_lower_bound": p.num_gpus / p.lower_bound_gpus, "placement_time_s": p.placement_time_s,
+            "predicted_unsafe_gpus": int(notes.predicted_unsafe_gpus or 0),
+            "repair_time_s": float(notes.repair_time_s or 0.0),
+            "repaired_gpus": int(notes.repaired_gpus or 0),
+            "unsplit_adapters": int(notes.unsplit_adapters or 0),
+            "shrunk_gpus": int(notes.shrunk_gpus or 0),
+            "split_adapters": int(notes.split_adapters or 0),
+            "predicted_itl_mean_ms": float(np.mean([g.predicted["itl_mean_ms"] for g in p.gpus]))}
 
 
 def summary_table(placements: Sequence[Placement], labels: Sequence[dict[str, Any]],
@@ -110,11 +123,12 @@ def summary_table(placements: Sequence[Placement], labels: Sequence[dict[str, An
 
 
 def single_gpu(cfg: StageConfig, context: Context, calibration: Any) -> pl.DataFrame:
-    """Fig. 10: for each count of adapters to serve on one GPU, each method's A_max and the twin's throughput.
+    """Fig. 10: for each count of adapters to serve on one GPU, each method's A_max (`methods.Method.one_gpu`)
+    and the twin's throughput.
 
     Proposed: the A_max Algorithm 1's walk reaches (`greedy.walk_a_max`); LoRAServe: its operating point for
     the largest rank (capped by what the served count and memory allow); FFD, dLoRA and round robin: the
-    largest A_max memory allows."""
+    largest A_max memory allows. The greedy's variants pick what the greedy picks and are left out."""
     ev = context.evaluator
     rows, jobs = [], []
     for n in cfg.single_gpu_adapters:
@@ -124,9 +138,10 @@ def single_gpu(cfg: StageConfig, context: Context, calibration: Any) -> pl.DataF
         ranks, rates = frame["rank"].to_numpy(), frame["rate"].to_numpy()
         s_max = int(ranks.max())
         for method in cfg.methods:
-            if method == "greedy-fast" or method == "greedy-latency":
+            choose = REGISTRY[method].one_gpu
+            if choose is None:
                 continue
-            a_max = _single_gpu_a_max(method, ranks, rates, s_max, ev)
+            a_max = choose(ranks, rates, s_max, ev)
             gpu = ev.judge(ranks, rates, a_max)
             rows.append({"adapters": int(n), "method": method, "max_loras": a_max, "max_lora_rank": s_max,
                          "predicted_total_throughput": gpu["total_throughput"],
@@ -137,19 +152,7 @@ def single_gpu(cfg: StageConfig, context: Context, calibration: Any) -> pl.DataF
     return pl.concat([pl.DataFrame(rows), twin], how="horizontal")
 
 
-def _single_gpu_a_max(method: str, ranks: np.ndarray, rates: np.ndarray, s_max: int, ev) -> int:
-    if method == PROPOSED:
-        return greedy.walk_a_max(ranks, rates, ev)
-    options = ev.a_max_options(len(ranks), s_max)
-    if method == "loraserve":
-        _, point = baselines.operating_point(s_max, float(rates.mean()), ev)
-        return max([a for a in options if a <= point], default=options[0])
-    return options[-1]
-
-
-def _one_gpu(frame: pl.DataFrame, a_max: int, s_max: int, judged: dict[str, float]):
-    from adaptwin.placement.core import PREDICTED_KEYS, Gpu
-
+def _one_gpu(frame: pl.DataFrame, a_max: int, s_max: int, judged: dict[str, float]) -> Gpu:
     return Gpu(tuple(range(frame.height)), a_max, s_max, {k: judged[k] for k in PREDICTED_KEYS})
 
 

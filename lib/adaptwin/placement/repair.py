@@ -5,13 +5,13 @@ of the design space the training data covers thinly (hundreds of light adapters 
 adapters on 8 slots). Before a placement is deployed, every GPU is simulated by the twin; a GPU that misses
 the bar (throughput below `PASS_RATIO` x ideal, a memory error, or the twin's starvation verdict) is repaired:
 
-1. first more slots: the next larger A_max values memory allows (a GPU starving because its adapters queue
-   for slots is cured without a new GPU);
-2. else it is rebalanced with the most lightly loaded GPU that passed: the adapters of both are dealt by rate,
-   alternately, over the two GPUs at the largest A_max memory allows (no new GPU; next-fit packing leaves the
-   last GPU light, so its slack absorbs the overflow);
-3. else it is split in two (adapters dealt the same way), each half configured by the surrogate, and both are
-   checked in the next round.
+1. first more slots (`more_slots`): the next larger A_max values memory allows (a GPU starving because its
+   adapters queue for slots is cured without a new GPU);
+2. else it is rebalanced (`rebalance`) with the most lightly loaded GPU that passed: the adapters of both are
+   dealt by rate, alternately, over the two GPUs at the largest A_max memory allows (no new GPU; next-fit
+   packing leaves the last GPU light, so its slack absorbs the overflow);
+3. else it is split in two (`split_in_two`; adapters dealt the same way), each half configured by the
+   surrogate, and both are checked in the next round.
 
 Before that, an adapter the greedy split into shares because the surrogate rated it unsafe alone is
 simulated alone at its full rate (`repair_splits`): if the twin serves it, the workload is placed again with
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,30 @@ def check_gpus(placement: Placement, gpus: list[Gpu], calibration: Any, duration
     return _check([(_scenario(placement, g, duration_s), calibration) for g in gpus], workers, cache)
 
 
-def _more_slots(gpu: Gpu, ev: Evaluator) -> list[Gpu]:
+def verdicts(placement: Placement, calibration: Any, duration_s: float, workers: int,
+             cache: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per GPU, the twin's verdict on the configuration written out (`verdict`). The check is the repair's
+    own (same seed), so it comes from ``cache`` without simulating again."""
+    scenarios = [_scenario(placement, gpu, duration_s) for gpu in placement.gpus]
+    results = verify.simulate_unique([(s, calibration) for s in scenarios], workers, cache)
+    return [verdict(scenario, result) for scenario, result in zip(scenarios, results, strict=True)]
+
+
+def verdict(scenario: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """One GPU's twin verdict as placement.json records it: throughput / offered, mean TTFT and ITL, starved,
+    memory error, pass (`PASS_RATIO`), and the seed and window simulated."""
+    offered = result["ideal_throughput"]
+    ratio = None if not offered or result["total_throughput"] is None else result["total_throughput"] / offered
+    return {
+        "throughput_tok_s": result["total_throughput"], "offered_tok_s": offered,
+        "throughput_over_offered": ratio, "ttft_mean_ms": result["ttft_mean_ms"],
+        "itl_mean_ms": result["itl_mean_ms"], "starved": result["starved"],
+        "memory_error": result["memory_error"], "error": result["error"], "passed": _good(result),
+        "seed": int(scenario["seed"]), "window_s": float(scenario["duration_s"]),
+    }
+
+
+def _with_more_slots(gpu: Gpu, ev: Evaluator) -> list[Gpu]:
     """The same GPU with each of the next `SLOT_STEPS` larger A_max values memory allows."""
     options = [a for a in ev.a_max_options(len(gpu.members), gpu.max_lora_rank) if a > gpu.max_loras]
     return [replace(gpu, max_loras=a) for a in options[:SLOT_STEPS]]
@@ -105,7 +128,7 @@ def _halves(placement: Placement, members: list[int], shares: list[float], ev: E
     return greedy.configure(groups, placement.workload["rank"].to_numpy(), rates, ev, parts)
 
 
-def _rebalance(placement: Placement, gpu: Gpu, partner: Gpu, ev: Evaluator) -> list[Gpu]:
+def _rebalanced(placement: Placement, gpu: Gpu, partner: Gpu, ev: Evaluator) -> list[Gpu]:
     """``gpu`` and ``partner`` re-dealt over two GPUs at the largest A_max memory allows."""
     (m1, s1), (m2, s2) = _members(gpu), _members(partner)
     merged: dict[int, float] = {}
@@ -156,70 +179,101 @@ def repair_splits(placement: Placement, replace_fn: Callable[[frozenset[int]], P
         second = repair(replace_fn(keep), ev, calibration, duration_s, workers, cache)
         if second.num_gpus < first.num_gpus:
             best, unsplit = second, len(keep)
-    notes = {**best.notes, "repair_time_s": time.perf_counter() - t0, "unsplit_adapters": unsplit}
+    notes = replace(best.notes, repair_time_s=time.perf_counter() - t0, unsplit_adapters=unsplit)
     return replace(best, notes=notes)
+
+
+@dataclass
+class _Repair:
+    """The state one repair works on: the GPUs as repaired so far (indices stay put; a split appends), which
+    of them passed, which were touched, and the batched twin check that counts its runs."""
+
+    placement: Placement
+    ev: Evaluator
+    check: Callable[[list[Gpu]], list[bool]]
+    gpus: list[Gpu]
+    passed: set[int] = field(default_factory=set)
+    repaired: set[int] = field(default_factory=set)
+    unrepaired: list[int] = field(default_factory=list)
+
+
+def more_slots(state: _Repair, failing: list[int]) -> list[int]:
+    """Strategy 1: each failing GPU with the first of its next larger A_max values the twin passes (a GPU
+    starving because its adapters queue for slots is cured without a new GPU). Returns the GPUs still failing."""
+    flat = [(g, t) for g in failing for t in _with_more_slots(state.gpus[g], state.ev)]
+    ok = state.check([t for _, t in flat])
+    for g in failing:
+        fixed = [t for (h, t), good in zip(flat, ok, strict=True) if h == g and good]
+        if fixed:
+            state.gpus[g] = fixed[0]
+            state.passed.add(g)
+    return [g for g in failing if g not in state.passed]
+
+
+def rebalance(state: _Repair, failing: list[int]) -> list[int]:
+    """Strategy 2: each failing GPU re-dealt with the most lightly loaded GPU that passed (each partner used
+    once per round), kept when the twin passes both halves: no new GPU. Returns the GPUs still failing."""
+    placement = state.placement
+    loads = {g: float(placement.adapters_of(state.gpus[g])["rate"].sum()) for g in state.passed}
+    pairs = []
+    for g in failing:
+        free = [h for h in sorted(loads, key=lambda h: (loads[h], h)) if h not in {p for _, p, _ in pairs}]
+        if free:
+            pairs.append((g, free[0], _rebalanced(placement, state.gpus[g], state.gpus[free[0]], state.ev)))
+    pairs = [p for p in pairs if p[2]]
+    ok = state.check([t for _, _, two in pairs for t in two])
+    for j, (g, h, two) in enumerate(pairs):
+        if ok[2 * j] and ok[2 * j + 1]:
+            state.gpus[g], state.gpus[h] = two
+            state.passed.add(g)
+            state.repaired.add(h)
+    return [g for g in failing if g not in state.passed]
+
+
+def split_in_two(state: _Repair, failing: list[int]) -> list[int]:
+    """Strategy 3: each failing GPU split in two, each half configured by the surrogate; a GPU of one adapter
+    (or share) has nothing to split and is left unrepaired. Returns the GPUs to check in the next round."""
+    pending = []
+    for g in failing:
+        members, shares = _members(state.gpus[g])
+        if len(members) < 2:
+            state.unrepaired.append(g)
+            continue
+        state.gpus[g], second = _halves(state.placement, members, shares, state.ev, largest=False)
+        state.gpus.append(second)
+        pending += [g, len(state.gpus) - 1]
+    return pending
 
 
 def repair(placement: Placement, ev: Evaluator, calibration: Any, duration_s: float = 1200.0,
            workers: int = 2, cache: dict[str, dict[str, Any]] | None = None) -> Placement:
-    """The placement with every GPU the twin fails repaired (module docstring); notes record
-    ``repair_time_s``, ``repaired_gpus``, ``repair_twin_runs`` (checks asked for, cached or not) and
-    ``unrepaired_gpus``. Pass one ``cache`` to many calls (same calibration and duration) to simulate each
-    distinct GPU once: the greedy variants share most of their GPUs."""
+    """The placement with every GPU the twin fails repaired (module docstring: `more_slots`, `rebalance`,
+    `split_in_two`, in that order, for up to `MAX_ROUNDS` rounds); notes record ``repair_time_s``,
+    ``repaired_gpus``, ``repair_twin_runs`` (checks asked for, cached or not) and ``unrepaired_gpus``. Pass one
+    ``cache`` to many calls (same calibration and duration) to simulate each distinct GPU once: the greedy
+    variants share most of their GPUs."""
     cache = {} if cache is None else cache
     t0 = time.perf_counter()
-    gpus = list(placement.gpus)
-    pending = list(range(len(gpus)))  # GPUs whose current configuration has not been checked
-    repaired, runs, passed, unrepaired = set(), 0, set(), []
+    runs = 0
 
     def check(cands: list[Gpu]) -> list[bool]:
         nonlocal runs
         runs += len(cands)
         return check_gpus(placement, cands, calibration, duration_s, workers, cache)
 
+    state = _Repair(placement, ev, check, list(placement.gpus))
+    pending = list(range(len(state.gpus)))  # GPUs whose current configuration has not been checked
     for round_ in range(MAX_ROUNDS):
         if not pending:
             break
-        ok = check([gpus[g] for g in pending])
-        passed |= {g for g, good in zip(pending, ok, strict=True) if good}
+        ok = check([state.gpus[g] for g in pending])
+        state.passed |= {g for g, good in zip(pending, ok, strict=True) if good}
         failing = [g for g, good in zip(pending, ok, strict=True) if not good]
         if round_ == MAX_ROUNDS - 1:
-            unrepaired = failing
+            state.unrepaired = failing
             break
-        repaired |= set(failing)
-        # 1. more slots
-        flat = [(g, t) for g in failing for t in _more_slots(gpus[g], ev)]
-        ok = check([t for _, t in flat])
-        for g in failing:
-            fixed = [t for (h, t), good in zip(flat, ok, strict=True) if h == g and good]
-            if fixed:
-                gpus[g] = fixed[0]
-                passed.add(g)
-        failing = [g for g in failing if g not in passed]
-        # 2. rebalance with the lightest GPU that passed (each partner used once per round)
-        loads = {g: float(placement.adapters_of(gpus[g])["rate"].sum()) for g in passed}
-        pairs = []
-        for g in failing:
-            free = [h for h in sorted(loads, key=lambda h: (loads[h], h)) if h not in {p for _, p, _ in pairs}]
-            if free:
-                pairs.append((g, free[0], _rebalance(placement, gpus[g], gpus[free[0]], ev)))
-        pairs = [p for p in pairs if p[2]]
-        ok = check([t for _, _, two in pairs for t in two])
-        for j, (g, h, two) in enumerate(pairs):
-            if ok[2 * j] and ok[2 * j + 1]:
-                gpus[g], gpus[h] = two
-                passed.add(g)
-                repaired.add(h)
-        # 3. split in two
-        pending = []
-        for g in [g for g in failing if g not in passed]:
-            members, shares = _members(gpus[g])
-            if len(members) < 2:
-                unrepaired.append(g)  # one adapter (or share) alone that the twin still fails: nothing to split
-                continue
-            gpus[g], second = _halves(placement, members, shares, ev, largest=False)
-            gpus.append(second)
-            pending += [g, len(gpus) - 1]
-    notes = {**placement.notes, "repair_time_s": time.perf_counter() - t0, "repaired_gpus": len(repaired),
-             "repair_twin_runs": runs, "unrepaired_gpus": len(unrepaired)}
-    return replace(placement, gpus=gpus, notes=notes)
+        state.repaired |= set(failing)
+        pending = split_in_two(state, rebalance(state, more_slots(state, failing)))
+    notes = replace(placement.notes, repair_time_s=time.perf_counter() - t0, repaired_gpus=len(state.repaired),
+                    repair_twin_runs=runs, unrepaired_gpus=len(state.unrepaired))
+    return replace(placement, gpus=state.gpus, notes=notes)

@@ -31,6 +31,7 @@ import numpy as np
 
 from adaptwin.placement import greedy, repair
 from adaptwin.placement.core import Evaluator, Gpu, Placement
+from adaptwin.placement.methods import prefers_itl
 
 #: dealing orders tried at each GPU count: heaviest routed rate first; largest rank first, then heaviest
 ORDERS: tuple[str, ...] = ("rate", "rank")
@@ -135,8 +136,8 @@ def shrink(placement: Placement, ev: Evaluator, calibration: Any, duration_s: fl
     count = fewest(max(1, placement.lower_bound_gpus), placement.num_gpus, passes)
     best = replace(placement, gpus=found[count]) if count in found else placement
     spent = time.perf_counter() - t0
-    notes = {**placement.notes, "shrunk_gpus": placement.num_gpus - best.num_gpus, "shrink_twin_runs": runs,
-             "repair_time_s": float(placement.notes.get("repair_time_s", 0.0)) + spent}
+    notes = replace(placement.notes, shrunk_gpus=placement.num_gpus - best.num_gpus, shrink_twin_runs=runs,
+                    repair_time_s=float(placement.notes.repair_time_s or 0.0) + spent)
     return replace(best, notes=notes)
 
 
@@ -148,5 +149,5 @@ def repair_and_shrink(placement: Placement, replace_fn: Any, ev: Evaluator, cali
     workload with those rows kept whole (see `repair.repair_splits`)."""
     cache = {} if cache is None else cache
     fixed = repair.repair_splits(placement, replace_fn, ev, calibration, duration_s, workers, cache)
-    prefer = "itl" if placement.method == "greedy-latency" else "throughput"
+    prefer = "itl" if prefers_itl(placement.method) else "throughput"
     return shrink(fixed, ev, calibration, duration_s, workers, cache, prefer=prefer)
