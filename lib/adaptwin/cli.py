@@ -18,8 +18,6 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 
-PLACEMENT_METHODS = ["greedy", "greedy-fast", "greedy-latency", "loraserve", "dlora", "ffd", "round-robin"]
-
 PATHS_HELP = ("Paths given on the command line are relative to the current folder; paths inside a scenario "
               "file are relative to that file's folder; defaults (data/...) are the repository's.")
 
@@ -106,7 +104,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("workload", help="CSV with columns adapter_id,rank,rate (rate in requests/s)")
     p.add_argument("--model", required=True, help="base model, e.g. llama-3.1-8b-instruct (its calibration and "
                                                    "surrogates are data/calibration/<model>.json, data/models/<model>)")
-    p.add_argument("--method", default="greedy", choices=PLACEMENT_METHODS)
+    p.add_argument("--method", default="greedy", choices=placement_methods())
     p.add_argument("--out", required=True, help="output folder (placement.json, routing.csv, serve_gpu<N>.sh), "
                                                 "replaced whole")
     p.add_argument("--models-dir", default=None, help="surrogate models folder (default: the repository's "
@@ -121,6 +119,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes for the twin checks (default 2)")
     p.set_defaults(target="adaptwin.placement.cli:run_place")
     return parser
+
+
+def placement_methods() -> list[str]:
+    """The placement methods of the registry (imported when the parser is built, not when adaptwin loads)."""
+    from adaptwin.placement.methods import METHODS
+
+    return list(METHODS)
 
 
 class UsageError(ValueError):
