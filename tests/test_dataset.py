@@ -31,9 +31,9 @@ def test_samples_cover_the_design_space(calibration):
     scenarios = sample_scenarios(SamplerConfig(MODEL), 600, seed=1, calibration=calibration)
     assert len(scenarios) == 600
     served = np.array([s["server"]["max_cpu_loras"] for s in scenarios])
-    a_max = np.array([s["server"]["max_loras"] for s in scenarios])
-    assert served.min() >= 8 and served.max() <= 576 and (a_max <= served).all()
-    assert set(a_max) <= set(A_MAX_CHOICES) and len(set(a_max)) >= 10
+    max_loras = np.array([s["server"]["max_loras"] for s in scenarios])
+    assert served.min() >= 8 and served.max() <= 576 and (max_loras <= served).all()
+    assert set(max_loras) <= set(A_MAX_CHOICES) and len(set(max_loras)) >= 10
     for s in scenarios:
         ranks, _ = expand_groups(s["adapters"])
         assert len(ranks) == s["server"]["max_cpu_loras"]
@@ -101,8 +101,8 @@ def test_grid_variants_use_the_real_server_configurations_with_other_traffic(cal
     for s in variants:
         served = sum(g["count"] for g in s["adapters"])
         ranks = {g["rank"] for g in s["adapters"]}
-        s_max, a_max = s["server"]["max_lora_rank"], s["server"]["max_loras"]
-        assert served in REAL_SERVED and a_max in REAL_A_MAX[s_max] and a_max <= served
-        assert ranks == set(REAL_RANKS[s_max]) and not cal.memory_error(a_max, s_max)
+        s_max, max_loras = s["server"]["max_lora_rank"], s["server"]["max_loras"]
+        assert served in REAL_SERVED and max_loras in REAL_A_MAX[s_max] and max_loras <= served
+        assert ranks == set(REAL_RANKS[s_max]) and not cal.memory_error(max_loras, s_max)
     with pytest.raises(ScenarioError, match="grid_variants"):
         grid_variant_scenarios(config, -1)

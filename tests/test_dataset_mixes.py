@@ -57,11 +57,11 @@ def test_mix_scenarios_are_reproducible_startable_and_cover_placements_choices()
     for s in a:
         server = s["server"]
         ranks, _ = expand_groups(s["adapters"])
-        served, a_max, s_max = len(ranks), server["max_loras"], server["max_lora_rank"]
-        assert s_max == max(ranks) and 1 <= a_max <= served <= 576
-        assert not CALIBRATION.memory_error(a_max, s_max)
+        served, max_loras, s_max = len(ranks), server["max_loras"], server["max_lora_rank"]
+        assert s_max == max(ranks) and 1 <= max_loras <= served <= 576
+        assert not CALIBRATION.memory_error(max_loras, s_max)
         assert sum(expand_groups(s["adapters"])[1]) * s["duration_s"] >= 0.99 * MIN_REQUESTS  # a measurable window
-        resident += a_max == served
+        resident += max_loras == served
         small += served < 8
     assert resident > 20 and small > 10  # off the A_max grid and below the random design's 8 adapters
 
@@ -110,8 +110,8 @@ def test_top_share_and_hot_ratio_match_sorted_lognormal_samples():
 
 
 def test_slot_pressure_grows_with_skew_inverse_and_falls_with_slots():
-    def feats(rates, a_max):
-        return gpu_features([16] * len(rates), rates, a_max, calibration=CALIBRATION)
+    def feats(rates, max_loras):
+        return gpu_features([16] * len(rates), rates, max_loras, calibration=CALIBRATION)
 
     flat, skewed = feats([0.2] * 100, 16), feats(list(np.linspace(0.01, 0.39, 100)), 16)
     assert skewed["effective_adapters"] < flat["effective_adapters"] == pytest.approx(100.0, rel=1e-3)

@@ -107,9 +107,9 @@ def test_motivation_panels_pick_the_right_subfamilies(tables):
     assert by_panel["rate"] == {"initial_point/_64_16__0.05", "initial_point/_192_16__0.05",
                                 "initial_point/_448_16__0.05", "varying_arrival_rate/_64_16__0.2"}
     assert "loaded_adapters_rate_0.025/_48_128_16_" not in by_panel["a_max"]  # other rate
-    a_max = points.filter(pl.col("panel") == "a_max")
-    assert _row(a_max, "offloading_rate_0.0125/_128_16_")["series"] == float("inf")  # A_max = served
-    assert _row(a_max, "rate_0.0125/_12_320_16_")["series"] == 12
+    max_loras = points.filter(pl.col("panel") == "a_max")
+    assert _row(max_loras, "offloading_rate_0.0125/_128_16_")["series"] == float("inf")  # A_max = served
+    assert _row(max_loras, "rate_0.0125/_12_320_16_")["series"] == 12
     assert _row(points.filter(pl.col("panel") == "rank"), "_64_8__0.05")["series"] == 8
     assert _row(points.filter(pl.col("panel") == "rate"), "_64_16__0.2")["series"] == pytest.approx(0.2)
 

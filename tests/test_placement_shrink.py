@@ -135,8 +135,8 @@ def test_one_gpu_bound_is_raised_only_when_no_a_max_serves_the_workload():
     assert ctx.lower_bound(light) == 1
     assert ctx.lower_bound(heavy) == 2
     options = ctx.evaluator.a_max_options(heavy.height, 16)
-    for a_max in options:  # independent check: every one-GPU configuration starves in the verification
-        gpu = Gpu(tuple(range(heavy.height)), a_max, 16, dict(NO_PREDICTION))
+    for max_loras in options:  # independent check: every one-GPU configuration starves in the verification
+        gpu = Gpu(tuple(range(heavy.height)), max_loras, 16, dict(NO_PREDICTION))
         row = verify.verify([Placement(MODEL, "x", heavy, [gpu], 1)], cal, duration_s=300, workers=1).row(0, named=True)
         assert row["starved"] or row["memory_error"]
 

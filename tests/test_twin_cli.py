@@ -68,7 +68,7 @@ seed: 0
 def test_adapters_csv_and_lists(tmp_path):
     csv = tmp_path / "a.csv"
     csv.write_text("adapter_id,rank,rate\na,8,0.1\nb,16,0.2\n")
-    base = scenario(a_max=2, served=2)
+    base = scenario(max_loras=2, served=2)
     del base["adapters"]
     sc = parse_scenario(dict(base, adapters_csv=str(csv)), check_model=False)
     np.testing.assert_array_equal(sc.ranks, [8, 16])
@@ -78,7 +78,7 @@ def test_adapters_csv_and_lists(tmp_path):
 
 
 def bad(edit):
-    sc = scenario(a_max=8, served=24)
+    sc = scenario(max_loras=8, served=24)
     edit(sc)
     return sc
 

@@ -34,12 +34,12 @@ def tight_cal(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tight_run(tight_cal):
     """A KV-starved server under a high load: many preemptions, every check on."""
-    return engine_run(scenario(a_max=16, served=24, rates=HIGH, duration=90.0), tight_cal)
+    return engine_run(scenario(max_loras=16, served=24, rates=HIGH, duration=90.0), tight_cal)
 
 
 def test_1_requests_conserved_per_adapter(tight_run, cal):
-    capped = scenario(a_max=4, served=24, rates=HIGH, duration=120.0, client={"max_connections": 300})
-    runs = [tight_run, engine_run(scenario(a_max=2, served=12, duration=200.0), cal), engine_run(capped, cal)]
+    capped = scenario(max_loras=4, served=24, rates=HIGH, duration=120.0, client={"max_connections": 300})
+    runs = [tight_run, engine_run(scenario(max_loras=2, served=12, duration=200.0), cal), engine_run(capped, cal)]
     for sc, workload, run in runs:
         arrived = np.bincount(workload.adapters, minlength=sc.served)
         finished = np.asarray(run.scheduler.done.per_adapter)
@@ -73,14 +73,14 @@ def test_3_kv_cache_never_exceeds_capacity(tight_run):
 
 def test_4_never_more_than_amax_adapters(tight_run, cal):
     # check mode asserts it at every step; the runs must actually rotate adapters through the slots
-    sc, _, run = engine_run(scenario(a_max=2, served=12, duration=200.0), cal)
+    sc, _, run = engine_run(scenario(max_loras=2, served=12, duration=200.0), cal)
     assert run.scheduler.loads > 10
     assert run.scheduler.n_active <= sc.server.max_loras
     assert tight_run[2].scheduler.loads > 0
 
 
 def test_5_same_seed_same_json(cal):
-    sc = scenario(a_max=4, served=24, duration=200.0, seed=7, arrivals={"kind": "unpredictable"})
+    sc = scenario(max_loras=4, served=24, duration=200.0, seed=7, arrivals={"kind": "unpredictable"})
     a = dumps_json(simulate(sc, cal, zero_wall_time=True, timeseries=True))
     b = dumps_json(simulate(sc, cal, zero_wall_time=True, timeseries=True))
     c = dumps_json(simulate(dict(sc, seed=8), cal, zero_wall_time=True, timeseries=True))
@@ -96,11 +96,11 @@ def test_6_zero_load_zero_throughput(cal):
 
 
 def test_7_throughput_never_exceeds_offered(tight_run, cal):
-    for _, workload, run in (tight_run, engine_run(scenario(a_max=8, served=24, duration=300.0), cal, False)):
+    for _, workload, run in (tight_run, engine_run(scenario(max_loras=8, served=24, duration=300.0), cal, False)):
         done = run.scheduler.done
         assert 0 < done.prompt_tokens + done.output_tokens <= offered_tokens(workload)
     # light load: everything that arrived early enough finishes, so throughput = realised offered load
-    sc, workload, run = engine_run(scenario(a_max=24, served=24, rates=(0.05, 0.05, 0.05), duration=600.0), cal,
+    sc, workload, run = engine_run(scenario(max_loras=24, served=24, rates=(0.05, 0.05, 0.05), duration=600.0), cal,
                                    False)
     early = workload.times < sc.duration_s - 60.0
     done = run.scheduler.done
@@ -116,15 +116,15 @@ def offered_tokens(workload) -> int:
 def test_9_loads_only_when_slots_are_short(cal):
     # (More slots do NOT always mean fewer loads under vLLM's rule: with 2 slots the active adapters keep
     # their slot while their queues refill, the others starve, and few loads happen.)
-    for a_max in (2, 8):
-        _, _, run = engine_run(scenario(a_max=a_max, served=24, duration=300.0), cal, False)
+    for max_loras in (2, 8):
+        _, _, run = engine_run(scenario(max_loras=max_loras, served=24, duration=300.0), cal, False)
         assert 0 < run.scheduler.loads <= run.scheduler.admissions
-    _, _, run = engine_run(scenario(a_max=24, served=24, duration=300.0), cal, False)
+    _, _, run = engine_run(scenario(max_loras=24, served=24, duration=300.0), cal, False)
     assert run.scheduler.loads == 0 and run.scheduler.admissions > 100
 
 
 def test_9_bigger_kv_never_more_preemptions(tmp_path):
-    sc = scenario(a_max=16, served=24, rates=HIGH, duration=90.0)
+    sc = scenario(max_loras=16, served=24, rates=HIGH, duration=90.0)
     small = simulate(sc, fixture_calibration(tmp_path, small_kv, "small.json")[1])
     big = simulate(sc, fixture_calibration(tmp_path, None, "big.json")[1])
     assert small["preemptions"] > big["preemptions"] == 0
@@ -133,7 +133,7 @@ def test_9_bigger_kv_never_more_preemptions(tmp_path):
 
 def test_memory_error_serves_nothing(cal):
     # 256 slots of rank 16 leave 306000 - 46 * 4096 = 117,584 tokens < max_model_len 131,072
-    out = simulate(scenario(a_max=256, served=256, duration=60.0), cal)
+    out = simulate(scenario(max_loras=256, served=256, duration=60.0), cal)
     assert out["memory_error"] is True
     assert out["finished_requests"] == 0 and out["total_throughput"] == 0.0
     assert out["arrived_requests"] > 0 and out["ideal_throughput"] > 0 and out["starved"] is True
@@ -153,7 +153,7 @@ def test_single_request_timing_matches_cost_model(tmp_path, lora):
 
     _, cal = fixture_calibration(tmp_path, edit)
     trace = write_trace(tmp_path / "one.csv", [(1.0, 100, 5)])
-    sc = scenario(a_max=1, served=1, duration=10.0, adapters=[{"count": 1, "rank": 8, "rate": 1.0}],
+    sc = scenario(max_loras=1, served=1, duration=10.0, adapters=[{"count": 1, "rank": 8, "rate": 1.0}],
                   arrivals={"kind": "trace", "path": str(trace)}, lengths={"kind": "trace", "path": str(trace)})
     out = simulate(sc, cal)
     cal = cal.for_server(1)  # what the engine evaluates: the server's slots bound
@@ -171,7 +171,7 @@ def test_lora_admission_skips_inactive_adapters(tmp_path, cal):
     """A_max = 1: while adapter 0 runs, adapter 1's request waits and a later adapter-0 request overtakes it."""
     rows = [(0.0, 50, 200), (0.1, 50, 5), (0.2, 50, 5)]  # round_robin: adapters 0, 1, 0
     trace = write_trace(tmp_path / "skip.csv", rows)
-    sc = scenario(a_max=1, served=2, duration=60.0, adapters=[{"count": 2, "rank": 8, "rate": 1.0}],
+    sc = scenario(max_loras=1, served=2, duration=60.0, adapters=[{"count": 2, "rank": 8, "rate": 1.0}],
                   arrivals={"kind": "trace", "path": str(trace), "mapping": "round_robin"},
                   lengths={"kind": "trace", "path": str(trace)})
     _, workload, run = engine_run(sc, cal)
@@ -195,7 +195,7 @@ def test_8_jumps_over_steady_steps_change_nothing(tmp_path, lora):
             data["lora"] = lora
 
     _, cal = fixture_calibration(tmp_path, edit)
-    sc, cal = prepare(scenario(a_max=16, served=24, rates=HIGH, duration=60.0), cal)
+    sc, cal = prepare(scenario(max_loras=16, served=24, rates=HIGH, duration=60.0), cal)
     workload = make_workload(sc)
     fast = run_engine(sc, cal, workload)
     slow = run_engine(sc, cal, workload, jumps=False)

@@ -66,14 +66,14 @@ def test_unpredictable_keeps_rates_in_band_and_is_burstier():
 def test_trace_replay_and_mappings(tmp_path):
     rows = [(0.5 * i, 10 + i, 1 + i) for i in range(12)]
     trace = str(write_trace(tmp_path / "t.csv", rows))
-    rr = parsed(a_max=3, served=3, duration=5.0, arrivals={"kind": "trace", "path": trace, "mapping": "round_robin"},
+    rr = parsed(max_loras=3, served=3, duration=5.0, arrivals={"kind": "trace", "path": trace, "mapping": "round_robin"},
                 lengths={"kind": "trace", "path": trace})
     w = make_workload(rr)
     np.testing.assert_allclose(w.times, [0.5 * i for i in range(10)])  # rows at or after 5 s dropped
     np.testing.assert_array_equal(w.adapters, np.arange(10) % 3)
     np.testing.assert_array_equal(w.prompts, 10 + np.arange(10))
     np.testing.assert_array_equal(w.outputs, 1 + np.arange(10))
-    weighted = parsed(a_max=3, served=3, rates=(1.0, 0.0, 0.0), duration=5.0, arrivals={"kind": "trace", "path": trace})
+    weighted = parsed(max_loras=3, served=3, rates=(1.0, 0.0, 0.0), duration=5.0, arrivals={"kind": "trace", "path": trace})
     assert set(make_workload(weighted).adapters.tolist()) == {0}
 
 
@@ -83,7 +83,7 @@ def test_real_azure_trace_replays():
     path = paths.resolve("../shared/traces/azure_llm_2023_code.csv")
     if not path.exists():
         pytest.skip("shared traces not available")
-    sc = parsed(a_max=6, served=6, duration=600.0, arrivals={"kind": "trace", "path": str(path)},
+    sc = parsed(max_loras=6, served=6, duration=600.0, arrivals={"kind": "trace", "path": str(path)},
                 lengths={"kind": "trace", "path": str(path)})
     w = make_workload(sc)
     assert 500 < len(w) < 5000 and w.prompts.mean() > 500

@@ -40,13 +40,13 @@ def write_trace(path: Path, rows: list[tuple[float, int, int]]) -> Path:
     return path
 
 
-def scenario(a_max: int = 8, served: int = 24, rates: tuple[float, ...] = (0.2, 0.1, 0.05), duration: float = 300.0,
+def scenario(max_loras: int = 8, served: int = 24, rates: tuple[float, ...] = (0.2, 0.1, 0.05), duration: float = 300.0,
              seed: int = 0, **extra: Any) -> dict[str, Any]:
     """A real_results-like scenario: served adapters in thirds over ``rates``, ranks 8/16/8, S_max 16."""
     counts = [served // 3 + (1 if i < served % 3 else 0) for i in range(3)]
     sc = {
         "model": MODEL,
-        "server": {"max_loras": a_max, "max_cpu_loras": served, "max_lora_rank": 16, "max_num_seqs": 2048,
+        "server": {"max_loras": max_loras, "max_cpu_loras": served, "max_lora_rank": 16, "max_num_seqs": 2048,
                    "max_num_batched_tokens": 2048},
         "adapters": [{"count": c, "rank": r, "rate": q} for c, r, q in zip(counts, (8, 16, 8), rates, strict=True) if c],
         "arrivals": {"kind": "poisson"},

@@ -95,12 +95,12 @@ def lora_rows(tables: Tables, model: str, step: dict[str, float], sched: dict[st
     X = np.vstack([Xt, Xp])
     running = np.concatenate([table["mean_running"].to_numpy(), b])
     waiting = np.concatenate([table["mean_waiting"].to_numpy(), prof["mean_waiting"].to_numpy()])
-    a_max = np.concatenate([table["max_loras"].to_numpy(), prof["max_loras"].fill_null(1).to_numpy()])
+    max_loras = np.concatenate([table["max_loras"].to_numpy(), prof["max_loras"].fill_null(1).to_numpy()])
     distinct = np.concatenate([table["distinct_adapters"].to_numpy(), distinct_p])
     frame = pl.DataFrame({
         "run_id": [*table["run_id"], *prof["run_id"]],
         "source": [*source, *prof["kind"]],
-        "a_max": a_max.astype(np.int64),
+        "a_max": max_loras.astype(np.int64),
         "group": [*(source + "/" + rate),
                   *(prof["kind"] + "/" + prof["output_tokens"].round(0).cast(pl.Int64).cast(pl.Utf8))],
         "distinct_adapters": distinct,
@@ -108,7 +108,7 @@ def lora_rows(tables: Tables, model: str, step: dict[str, float], sched: dict[st
         "fixed_s": step_seconds(step, X) + scheduler_seconds(sched, running, waiting),
     })
     frame = frame.with_columns((pl.col("source") == OFFSET_SOURCE).cast(pl.Float64).alias("offset"))
-    return LoraRows(frame, lora_design(distinct, a_max + 1.0, step_tokens(X), X[:, 3]))
+    return LoraRows(frame, lora_design(distinct, max_loras + 1.0, step_tokens(X), X[:, 3]))
 
 
 def fit_terms(rows: LoraRows, terms: tuple[str, ...], offset: bool, mask: np.ndarray | None = None

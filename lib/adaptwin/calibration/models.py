@@ -339,11 +339,11 @@ def fit_kv(points: pl.DataFrame, max_model_len: int) -> Fitted:
     return Fitted({"form": "piecewise_slots", "params": params}, quality, pts)
 
 
-def _kv_predict(params: dict[str, Any], a_max: int, s_max: int) -> float:
+def _kv_predict(params: dict[str, Any], max_loras: int, s_max: int) -> float:
     curve = params["points"].get(str(s_max))
     if curve is None:
-        return params["base_tokens"] - params["per_slot_rank_tokens"] * a_max * s_max
-    return float(interp_extrap(a_max, np.array(curve["max_loras"]), np.array(curve["tokens"])))
+        return params["base_tokens"] - params["per_slot_rank_tokens"] * max_loras * s_max
+    return float(interp_extrap(max_loras, np.array(curve["max_loras"]), np.array(curve["tokens"])))
 
 
 def _max_feasible(points: pl.DataFrame) -> dict[str, int]:

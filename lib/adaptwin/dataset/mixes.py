@@ -122,8 +122,8 @@ def _draw_server(rng: np.random.Generator, config: SamplerConfig, mix: Sequence[
     if rng.random() < ALL_RESIDENT_FRACTION:
         served = _draw_served(rng, max(lo, len(mix)), min(hi, options[-1]))
         return served, served
-    a_max = options[int(rng.integers(len(options)))]
-    return a_max, max(_draw_served(rng, max(lo, a_max, len(mix)), hi), len(mix))
+    max_loras = options[int(rng.integers(len(options)))]
+    return max_loras, max(_draw_served(rng, max(lo, max_loras, len(mix)), hi), len(mix))
 
 
 def sample_mix(rng: np.random.Generator, config: SamplerConfig, laws: Sequence[str],
@@ -131,13 +131,13 @@ def sample_mix(rng: np.random.Generator, config: SamplerConfig, laws: Sequence[s
     """One placement-shaped scenario: a rank mix, (A_max, served), a popularity law from ``laws``, and a total
     load drawn relative to the capacity proxy (dense near the starvation boundary, as `sample_one`)."""
     mix = RANK_MIXES[int(rng.integers(len(RANK_MIXES)))]
-    a_max, served = _draw_server(rng, config, mix, calibration)  # served >= len(mix): every rank appears
+    max_loras, served = _draw_server(rng, config, mix, calibration)  # served >= len(mix): every rank appears
     ranks = assign_ranks(rng, mix, served)
-    total = _draw_load(rng, config) * capacity_rate(calibration, a_max, max(mix), served)
+    total = _draw_load(rng, config) * capacity_rate(calibration, max_loras, max(mix), served)
     total = max(total, MIN_REQUESTS / config.duration_s)
     rates = law_rates(rng, laws[int(rng.integers(len(laws)))], total, served)
     arrivals = "unpredictable" if rng.random() < config.unpredictable_fraction else "poisson"
-    return make_scenario(config.model, ranks.tolist(), rates.tolist(), a_max, arrivals=arrivals,
+    return make_scenario(config.model, ranks.tolist(), rates.tolist(), max_loras, arrivals=arrivals,
                          duration_s=config.duration_s)
 
 

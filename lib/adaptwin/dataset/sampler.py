@@ -172,9 +172,9 @@ def sample_scenarios(config: SamplerConfig, n: int, seed: int = 0,
 
 def real_server_configs(calibration: Any | None = None) -> list[tuple[int, int, int]]:
     """(S_max, A_max, served) of the real runs' grid that start (per the calibration, if given), in grid order."""
-    return [(s_max, a_max, served) for s_max, a_maxes in REAL_A_MAX.items() for a_max in a_maxes
-            if calibration is None or not calibration.memory_error(a_max, s_max)
-            for served in REAL_SERVED if served >= a_max]
+    return [(s_max, max_loras, served) for s_max, max_loras_values in REAL_A_MAX.items() for max_loras in max_loras_values
+            if calibration is None or not calibration.memory_error(max_loras, s_max)
+            for served in REAL_SERVED if served >= max_loras]
 
 
 def real_grid_scenarios(model: str, duration_s: float = 600.0, calibration: Any | None = None,
@@ -188,11 +188,11 @@ def real_grid_scenarios(model: str, duration_s: float = 600.0, calibration: Any 
     rng = np.random.default_rng(seed)
     scenarios = []
     for rates_set in REAL_RATE_SETS:
-        for s_max, a_max, served in real_server_configs(calibration):
+        for s_max, max_loras, served in real_server_configs(calibration):
             mix = REAL_RANKS[s_max]
             ranks = [mix[i % len(mix)] for i in range(served)]
             rates = rng.permutation([rates_set[i % len(rates_set)] for i in range(served)])
-            scenarios.append(make_scenario(model, ranks, rates.tolist(), a_max, duration_s=duration_s))
+            scenarios.append(make_scenario(model, ranks, rates.tolist(), max_loras, duration_s=duration_s))
     return [s for s in unique(scenarios) if int(scenario_id(s)[:8], 16) / 16**8 < fraction]
 
 
@@ -212,11 +212,11 @@ def grid_variant_scenarios(config: SamplerConfig, n: int, seed: int = 0,
     lo, hi = config.load_range
     out = []
     for _ in range(n):
-        s_max, a_max, served = configs[int(rng.integers(len(configs)))]
+        s_max, max_loras, served = configs[int(rng.integers(len(configs)))]
         ranks = assign_ranks(rng, REAL_RANKS[s_max], served)
-        total = math.exp(rng.uniform(math.log(lo), math.log(hi))) * capacity_rate(calibration, a_max, s_max, served)
+        total = math.exp(rng.uniform(math.log(lo), math.log(hi))) * capacity_rate(calibration, max_loras, s_max, served)
         rates = spread_rates(rng, total, served, RATE_PATTERNS[int(rng.integers(len(RATE_PATTERNS)))])
         arrivals = "unpredictable" if rng.random() < config.unpredictable_fraction else "poisson"
-        out.append(make_scenario(config.model, ranks.tolist(), rates.tolist(), a_max, arrivals=arrivals,
+        out.append(make_scenario(config.model, ranks.tolist(), rates.tolist(), max_loras, arrivals=arrivals,
                                  duration_s=config.duration_s))
     return unique(out)

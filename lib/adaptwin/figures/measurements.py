@@ -369,8 +369,8 @@ def fig5_compute_overhead(runs: pl.DataFrame, out_dir: str | Path) -> list[Path]
     sizes = [s for s in REQUEST_SIZES if s in set(points["size"].to_list())]
     fig, axes = figure(ncols=len(sizes), nrows=2, height=1.9, squeeze=False, sharex="col")
     for col, size in enumerate(sizes):
-        for (rank, a_max), sub in points.filter(pl.col("size") == size).group_by("rank", "a_max", maintain_order=True):
-            style = dict(color=rank_color(rank), marker="o", markersize=2.5, label=f"rank {rank} (A_max {a_max})")
+        for (rank, max_loras), sub in points.filter(pl.col("size") == size).group_by("rank", "a_max", maintain_order=True):
+            style = dict(color=rank_color(rank), marker="o", markersize=2.5, label=f"rank {rank} (A_max {max_loras})")
             axes[0, col].plot(sub["adapters"], sub["slowdown_pct"], **style)
             axes[1, col].plot(sub["adapters"], sub["itl_overhead_pct"], **style)
         axes[0, col].set(title=f"{size} requests", ylabel="throughput slowdown (%)" if col == 0 else None)
@@ -460,9 +460,9 @@ def fig7_scheduler_overhead(
     )
     for ax, (source, rate, title) in zip(axes[:2], panels, strict=True):
         sub = points.filter(pl.col("source") == source, (pl.col("rate") - rate).abs() < 1e-9)
-        for (a_max,), group in sub.group_by("gpu_loras", maintain_order=True):
+        for (max_loras,), group in sub.group_by("gpu_loras", maintain_order=True):
             group = group.sort("cpu_loras")
-            ax.plot(group["cpu_loras"], group["sched_ms_per_step"], color=colors[a_max], marker="o", markersize=2.5)
+            ax.plot(group["cpu_loras"], group["sched_ms_per_step"], color=colors[max_loras], marker="o", markersize=2.5)
         ax.set(xscale="log", xlabel="served adapters", ylabel="scheduler time per step (ms)", title=title,
                ylim=(0, None))
     ax = axes[2]

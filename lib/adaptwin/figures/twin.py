@@ -154,10 +154,10 @@ def real_vs_twin(df: pl.DataFrame, out_dir: str | Path, s_max: int, model: str =
         g = d.filter(pl.col("rate_set") == rs)
         for j, (metric, label) in enumerate(_FIG8):
             ax = axes[i][j]
-            for (a_max,), line in g.sort("served_adapters").group_by("max_loras", maintain_order=True):
-                ax.plot(line["served_adapters"], line[f"real_{metric}"], "o-", color=colors[a_max],
-                        label=f"A_max {a_max}")
-                ax.plot(line["served_adapters"], line[f"twin_{metric}"], "s--", color=colors[a_max], mfc="none")
+            for (max_loras,), line in g.sort("served_adapters").group_by("max_loras", maintain_order=True):
+                ax.plot(line["served_adapters"], line[f"real_{metric}"], "o-", color=colors[max_loras],
+                        label=f"A_max {max_loras}")
+                ax.plot(line["served_adapters"], line[f"twin_{metric}"], "s--", color=colors[max_loras], mfc="none")
             ax.set_xscale("log", base=2)
             if metric == "ttft":
                 ax.set_yscale("log")

@@ -161,11 +161,11 @@ def place_loraserve(workload: pl.DataFrame, ev: Evaluator) -> list[Gpu]:
     points, demand = {}, {}
     for rank in sorted(set(ranks.tolist()), reverse=True):
         idx = np.flatnonzero(ranks == rank)
-        capacity, a_max = operating_point(rank, max(float(rates[idx].mean()), 1e-9), ev)
-        points[rank] = a_max
+        capacity, max_loras = operating_point(rank, max(float(rates[idx].mean()), 1e-9), ev)
+        points[rank] = max_loras
         demand[rank] = max(rates[idx].sum() / max(capacity, 1e-12), len(idx) / ev.max_served)
     seats = apportion(demand)
-    groups, shares, a_maxes = [], [], []
+    groups, shares, max_loras_values = [], [], []
     for rank in sorted(seats, reverse=True):
         idx = np.flatnonzero(ranks == rank)
         for bin_ in fractional_pack(rates[idx], min(seats[rank], len(idx))):
@@ -174,5 +174,5 @@ def place_loraserve(workload: pl.DataFrame, ev: Evaluator) -> list[Gpu]:
             groups.append([int(idx[p]) for p, _ in bin_])
             shares.append([s for _, s in bin_])
             options = ev.a_max_options(len(bin_), rank)
-            a_maxes.append(max([a for a in options if a <= points[rank]], default=options[0]))
-    return build_gpus(workload, ev, groups, a_maxes, shares)
+            max_loras_values.append(max([a for a in options if a <= points[rank]], default=options[0]))
+    return build_gpus(workload, ev, groups, max_loras_values, shares)

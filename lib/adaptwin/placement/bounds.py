@@ -73,10 +73,10 @@ def sweep_best_throughput(model: str, calibration: Any, duration_s: float = 120.
     from adaptwin.twin.scenario import make_scenario
 
     best = 0.0
-    for served, a_max in SWEEP_CONFIGS:
-        if calibration is not None and calibration.memory_error(a_max, 8):
+    for served, max_loras in SWEEP_CONFIGS:
+        if calibration is not None and calibration.memory_error(max_loras, 8):
             continue
-        scenario = make_scenario(model, [8] * served, [SWEEP_RATE] * served, a_max, duration_s=duration_s)
+        scenario = make_scenario(model, [8] * served, [SWEEP_RATE] * served, max_loras, duration_s=duration_s)
         best = max(best, float(simulate(scenario, calibration)["total_throughput"]))
     if best <= 0:
         raise PlacementError(f"twin sweep for {model}: no configuration produced throughput")
@@ -109,8 +109,8 @@ def one_gpu_serves(model: str, workload: pl.DataFrame, calibration: Any, a_max_o
     from adaptwin.placement.core import Gpu, Placement
 
     members, s_max = tuple(range(workload.height)), int(workload["rank"].max())
-    for a_max in a_max_options:
-        placement = Placement(model, "one-gpu", workload, [Gpu(members, int(a_max), s_max, {})], 1)
+    for max_loras in a_max_options:
+        placement = Placement(model, "one-gpu", workload, [Gpu(members, int(max_loras), s_max, {})], 1)
         result = verify._simulate((verify.gpu_scenario(placement, placement.gpus[0], duration_s), calibration))
         if result["error"] is None and not (result["starved"] or result["memory_error"]):
             return True

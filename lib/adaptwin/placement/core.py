@@ -245,7 +245,7 @@ class Evaluator:
                 raise PlacementError(f"feature function {fn!r} has no adapter_slots feature")
         return self._slot_keys
 
-    def feature_rows(self, sets: Sequence[tuple[np.ndarray, np.ndarray]], a_max: Sequence[Sequence[int]]) -> pl.DataFrame:
+    def feature_rows(self, sets: Sequence[tuple[np.ndarray, np.ndarray]], max_loras: Sequence[Sequence[int]]) -> pl.DataFrame:
         """One feature row per (set, A_max): ``sets[i]`` is (ranks, rates) and ``a_max[i]`` its A_max values.
 
         A set's features are computed once (`gpu_features`); across its A_max values only ``adapter_slots``
@@ -254,7 +254,7 @@ class Evaluator:
         fn = self._features()
         drop = set(self._slot_dependent_keys(fn)) - {"adapter_slots"}
         columns: dict[str, list] | None = None
-        for (ranks, rates), values in zip(sets, a_max, strict=True):
+        for (ranks, rates), values in zip(sets, max_loras, strict=True):
             if not values:
                 continue
             base = fn(ranks, rates, values[0])
@@ -266,39 +266,39 @@ class Evaluator:
         return pl.DataFrame(columns or {})
 
     # ---- judging -------------------------------------------------------------------------------------
-    def evaluate(self, sets: Sequence[tuple[np.ndarray, np.ndarray]], a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    def evaluate(self, sets: Sequence[tuple[np.ndarray, np.ndarray]], max_loras: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """Predictions for every (set, A_max) pair in one call: arrays ``set`` (index into ``sets``),
         ``a_max``, ``total_throughput``, ``itl_mean_ms``, ``starvation_probability``, ``ideal``, ``ok``."""
-        if not any(a_max):
+        if not any(max_loras):
             return _empty_evaluation()
         sum_rate = np.array([float(np.sum(r)) for _, r in sets])
-        return self._predict(self.feature_rows(sets, a_max), sum_rate, a_max)
+        return self._predict(self.feature_rows(sets, max_loras), sum_rate, max_loras)
 
     def evaluate_prefixes(self, ranks: np.ndarray, rates: np.ndarray, ks: Sequence[int],
-                          a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+                          max_loras: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """`evaluate` for the sets ``(ranks[:k], rates[:k])``, k in ``ks``, with features from cumulative sums
         (`prefix_features`): what makes Algorithm 1 fast."""
-        return self.evaluate_features(prefix_features(ranks, rates, np.asarray(ks, dtype=np.int64)), a_max)
+        return self.evaluate_features(prefix_features(ranks, rates, np.asarray(ks, dtype=np.int64)), max_loras)
 
-    def evaluate_features(self, feats: dict[str, np.ndarray], a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    def evaluate_features(self, feats: dict[str, np.ndarray], max_loras: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """`evaluate` for sets given by their features (`stats_features`, one entry per set)."""
-        if not any(a_max):
+        if not any(max_loras):
             return _empty_evaluation()
-        counts = np.array([len(v) for v in a_max])
+        counts = np.array([len(v) for v in max_loras])
         names = [*feats, "adapter_slots"]
         matrix = np.column_stack([*(np.repeat(np.asarray(v, dtype=float), counts) for v in feats.values()),
-                                  np.array([a for v in a_max for a in v], dtype=float)])
+                                  np.array([a for v in max_loras for a in v], dtype=float)])
         frame = pl.DataFrame(matrix, schema=dict.fromkeys(names, pl.Float64), orient="row")
-        return self._predict(frame, feats["sum_rate"], a_max)
+        return self._predict(frame, feats["sum_rate"], max_loras)
 
-    def _predict(self, frame: pl.DataFrame, sum_rate: np.ndarray, a_max: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        index = np.repeat(np.arange(len(a_max)), [len(v) for v in a_max])
+    def _predict(self, frame: pl.DataFrame, sum_rate: np.ndarray, max_loras: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        index = np.repeat(np.arange(len(max_loras)), [len(v) for v in max_loras])
         pred = self.predictor.predict(frame)
         self.predict_calls += 1
         self.predict_rows += frame.height
         out = {
             "set": index,
-            "a_max": np.array([a for v in a_max for a in v], dtype=np.int64),
+            "a_max": np.array([a for v in max_loras for a in v], dtype=np.int64),
             "total_throughput": pred["total_throughput"].to_numpy().astype(float),
             "itl_mean_ms": pred["itl_mean_ms"].to_numpy().astype(float),
             "starvation_probability": pred["starvation_probability"].to_numpy().astype(float),
@@ -327,9 +327,9 @@ class Evaluator:
         need = (STARVATION_RATIO + self.margin) * ev["ideal"]
         return (ev["starvation_probability"] <= self.starvation_threshold) & (ev["total_throughput"] >= need)
 
-    def judge(self, ranks: np.ndarray, rates: np.ndarray, a_max: int) -> dict[str, float]:
+    def judge(self, ranks: np.ndarray, rates: np.ndarray, max_loras: int) -> dict[str, float]:
         """Predictions and verdict for one configured GPU."""
-        ev = self.evaluate([(ranks, rates)], [[a_max]])
+        ev = self.evaluate([(ranks, rates)], [[max_loras]])
         return {k: float(ev[k][0]) for k in (*PREDICTED_KEYS, "ideal")} | {"ok": bool(ev["ok"][0])}
 
 
@@ -407,15 +407,15 @@ def predicted_of(ev: dict[str, np.ndarray], row: int) -> dict[str, float]:
     return {k: float(ev[k][row]) for k in PREDICTED_KEYS}
 
 
-def make_gpu(members: Sequence[int], a_max: int, s_max: int, ev: dict[str, np.ndarray], row: int,
+def make_gpu(members: Sequence[int], max_loras: int, s_max: int, ev: dict[str, np.ndarray], row: int,
              shares: Sequence[float] = ()) -> Gpu:
     """A `Gpu` record from an evaluated row."""
-    return Gpu(tuple(int(m) for m in members), int(a_max), int(s_max), predicted_of(ev, row), tuple(shares),
+    return Gpu(tuple(int(m) for m in members), int(max_loras), int(s_max), predicted_of(ev, row), tuple(shares),
                bool(ev["ok"][row]))
 
 
 def build_gpus(workload: pl.DataFrame, ev: Evaluator, groups: Sequence[Sequence[int]],
-               a_max: Sequence[int] | None = None, shares: Sequence[Sequence[float]] | None = None) -> list[Gpu]:
+               max_loras: Sequence[int] | None = None, shares: Sequence[Sequence[float]] | None = None) -> list[Gpu]:
     """`Gpu` records for fixed adapter groups, predicted in one surrogate call.
 
     ``a_max[g]`` defaults to the largest A_max memory allows for the group; ``shares[g]`` are the fractions of
@@ -427,7 +427,7 @@ def build_gpus(workload: pl.DataFrame, ev: Evaluator, groups: Sequence[Sequence[
         idx = np.asarray(members, dtype=np.int64)
         share = np.asarray(shares[g], dtype=float) if shares else np.ones(len(idx))
         s_max = int(ranks[idx].max())
-        a = a_max[g] if a_max is not None else ev.largest_a_max(len(idx), s_max)
+        a = max_loras[g] if max_loras is not None else ev.largest_a_max(len(idx), s_max)
         sets.append((ranks[idx], rates[idx] * share))
         options.append([int(a)])
         s_maxes.append(s_max)

@@ -141,19 +141,19 @@ def single_gpu(cfg: StageConfig, context: Context, calibration: Any) -> pl.DataF
             choose = REGISTRY[method].one_gpu
             if choose is None:
                 continue
-            a_max = choose(ranks, rates, s_max, ev)
-            gpu = ev.judge(ranks, rates, a_max)
-            rows.append({"adapters": int(n), "method": method, "max_loras": a_max, "max_lora_rank": s_max,
+            max_loras = choose(ranks, rates, s_max, ev)
+            gpu = ev.judge(ranks, rates, max_loras)
+            rows.append({"adapters": int(n), "method": method, "max_loras": max_loras, "max_lora_rank": s_max,
                          "predicted_total_throughput": gpu["total_throughput"],
                          "predicted_starvation_probability": gpu["starvation_probability"]})
-            jobs.append(Placement(context.model, method, frame, [_one_gpu(frame, a_max, s_max, gpu)], 1))
+            jobs.append(Placement(context.model, method, frame, [_one_gpu(frame, max_loras, s_max, gpu)], 1))
     per_gpu = verify.verify(jobs, calibration, cfg.verify_duration_s, cfg.verify_workers)
     twin = per_gpu.select("total_throughput", "ideal_throughput", "itl_mean_ms", "starved", "memory_error")
     return pl.concat([pl.DataFrame(rows), twin], how="horizontal")
 
 
-def _one_gpu(frame: pl.DataFrame, a_max: int, s_max: int, judged: dict[str, float]) -> Gpu:
-    return Gpu(tuple(range(frame.height)), a_max, s_max, {k: judged[k] for k in PREDICTED_KEYS})
+def _one_gpu(frame: pl.DataFrame, max_loras: int, s_max: int, judged: dict[str, float]) -> Gpu:
+    return Gpu(tuple(range(frame.height)), max_loras, s_max, {k: judged[k] for k in PREDICTED_KEYS})
 
 
 def placement_times(summary: pl.DataFrame) -> pl.DataFrame:

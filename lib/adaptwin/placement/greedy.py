@@ -164,8 +164,8 @@ def collapse(gpus: list[Gpu], origin: np.ndarray, share: np.ndarray) -> list[Gpu
         for m in gpu.members:
             merged[int(origin[m])] = merged.get(int(origin[m]), 0.0) + float(share[m])
         shares = tuple(merged.values()) if split else ()
-        a_max = min(gpu.max_loras, len(merged))  # two shares of one adapter on a GPU take one slot
-        out.append(Gpu(tuple(merged), a_max, gpu.max_lora_rank, gpu.predicted, shares, gpu.safe))
+        max_loras = min(gpu.max_loras, len(merged))  # two shares of one adapter on a GPU take one slot
+        out.append(Gpu(tuple(merged), max_loras, gpu.max_lora_rank, gpu.predicted, shares, gpu.safe))
     return out
 
 

@@ -72,12 +72,12 @@ def retune(workload: pl.DataFrame, ev: Evaluator, groups: list[list[int]]) -> li
 def _best_itl(res: dict[str, np.ndarray], sets: int) -> tuple[np.ndarray, np.ndarray]:
     """Per set: lowest predicted ITL among safe A_max values (inf if none) and that A_max."""
     itl = np.full(sets, np.inf)
-    a_max = np.zeros(sets, dtype=np.int64)
+    max_loras = np.zeros(sets, dtype=np.int64)
     for row in np.flatnonzero(res["ok"]):
         j = res["set"][row]
         if res["itl_mean_ms"][row] < itl[j]:
-            itl[j], a_max[j] = res["itl_mean_ms"][row], res["a_max"][row]
-    return itl, a_max
+            itl[j], max_loras[j] = res["itl_mean_ms"][row], res["a_max"][row]
+    return itl, max_loras
 
 
 def rebalance(workload: pl.DataFrame, ev: Evaluator, groups: list[list[int]], max_moves: int = 200) -> list[Gpu]:

@@ -208,7 +208,7 @@ def _physics_rows(base: Mapping[str, Any], kv_tokens: Any, load_ratio: Any, shap
 _CAPACITY_CACHE: dict[int, tuple[Any, dict[tuple[int, int, int], float]]] = {}
 
 
-def _capacity_rate(calibration: Any, a_max: int, s_max: int, served: int) -> float:
+def _capacity_rate(calibration: Any, max_loras: int, s_max: int, served: int) -> float:
     """`Calibration.capacity_rate` at the real runs' server settings, memoised per calibration (placement asks about the same few
     (A_max, S_max, served) triples thousands of times; each costs ~15 us)."""
     from adaptwin.twin.scenario import MAX_NUM_SEQS
@@ -216,10 +216,10 @@ def _capacity_rate(calibration: Any, a_max: int, s_max: int, served: int) -> flo
     entry = _CAPACITY_CACHE.get(id(calibration))
     if entry is None or entry[0] is not calibration:
         entry = _CAPACITY_CACHE[id(calibration)] = (calibration, {})
-    key = (a_max, s_max, served)
+    key = (max_loras, s_max, served)
     value = entry[1].get(key)
     if value is None:
-        value = entry[1][key] = calibration.capacity_rate(a_max, s_max, served, max_num_seqs=MAX_NUM_SEQS)
+        value = entry[1][key] = calibration.capacity_rate(max_loras, s_max, served, max_num_seqs=MAX_NUM_SEQS)
     return value
 
 
@@ -292,8 +292,8 @@ def features_frame(dataset: pl.DataFrame, calibration: Any = None) -> pl.DataFra
     """Feature columns for every row of a sweep dataset (groups in ``group_counts/ranks/rates``), via
     `gpu_features` row by row so there is one definition of every feature."""
     rows = [
-        gpu_features(ranks, rates, a_max, counts=counts, calibration=calibration)
-        for counts, ranks, rates, a_max in zip(dataset["group_counts"].to_list(), dataset["group_ranks"].to_list(),
+        gpu_features(ranks, rates, max_loras, counts=counts, calibration=calibration)
+        for counts, ranks, rates, max_loras in zip(dataset["group_counts"].to_list(), dataset["group_ranks"].to_list(),
                                                dataset["group_rates"].to_list(), dataset["max_loras"].to_list(),
                                                strict=True)
     ]
