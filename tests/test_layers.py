@@ -134,3 +134,22 @@ def test_the_checker_sees_a_backward_import(tmp_path):
     """The rule can fail: an import from the twin of a placement module is reported."""
     assert layer("adaptwin.placement.core") > layer("adaptwin.twin.engine")
     assert layer("adaptwin.twin.cli") == TOP and layer("adaptwin.rules") == 0
+
+
+def test_the_data_layout_is_spelled_only_in_adaptwin_layout():
+    """Readers and writers of a stage's outputs ask `adaptwin.layout.Layout`; nobody else joins the folder
+    names of ``data/``, so a writer and its readers cannot drift apart."""
+    import re
+
+    from adaptwin.layout import Layout
+
+    joined = re.compile(r'"(measurements|calibration|validation|dataset|models|metrics)"\s*/'
+                        r'|"data/(measurements|calibration|validation|dataset|models|metrics)["/]')
+    found = [f"{p.relative_to(LIB)}:{i}" for p in sorted(LIB.rglob("*.py")) if p.name != "layout.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if joined.search(line) and not line.lstrip().startswith(("#", "paths = calibrate("))]
+    assert not found, "data/ layout spelled outside adaptwin/layout.py: " + ", ".join(found)
+    here = Layout(Path("d"))
+    assert here.calibration("m") == Path("d/calibration/m.json") and here.metrics("x") == Path("d/metrics/x.json")
+    assert here.fresh_dataset("m") == Path("d/dataset/fresh/m") and here.measurements("runs") == Path(
+        "d/measurements/runs.parquet")

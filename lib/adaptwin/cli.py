@@ -166,7 +166,8 @@ def one_line(text: str) -> str:
 def _prepare_profile(args: argparse.Namespace) -> None:
     """Resolve ``profile``'s paths against the current folder and check its config before anything starts
     (the profiling module reads what it is given)."""
-    from adaptwin.paths import from_cwd, resolve
+    from adaptwin.layout import Layout
+    from adaptwin.paths import from_cwd
     from adaptwin.profiling.config import load_config
 
     config = from_cwd(args.config)
@@ -178,7 +179,7 @@ def _prepare_profile(args: argparse.Namespace) -> None:
         text = one_line(exc)
         raise UsageError(text if str(config) in text else f"{config}: {text}") from None
     args.config = str(config)
-    args.out = str(from_cwd(args.out) if args.out else resolve("data/measurements"))
+    args.out = str(from_cwd(args.out) if args.out else Layout.default().measurements())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,8 +162,8 @@ def duration_check(model: str, knobs: DatasetKnobs, calibration: Any, data_dir: 
         return {}
     from adaptwin.rules import smape_pct
 
-    main_dir = Path(data_dir) / "dataset" / model  # the dataset's own rows (already swept)
-    short_dir = Path(data_dir) / "dataset" / "duration_check" / model / f"{int(short_s)}"
+    main_dir = Layout.at(data_dir).dataset(model)  # the dataset's own rows (already swept)
+    short_dir = Layout.at(data_dir).dataset() / "duration_check" / model / f"{int(short_s)}"
     long = sample_scenarios(sampler_config(model, knobs), n, knobs.seed, calibration)
     short = sample_scenarios(sampler_config(model, knobs, short_s), n, knobs.seed, calibration)
     run_sweep(short, short_dir, calibration=calibration, engine="serial", chunk_size=n, progress=progress)
@@ -199,8 +199,8 @@ def run_stage(config: DatasetConfig, data_dir: str | Path, calibration_dir: str 
     for model, model_knobs in zip(config.models, config.model_knobs(), strict=True):
         calibration = load_calibration(Path(calibration_dir) / f"{model}.json")
         start = time.perf_counter()
-        report = sweep_model(model, model_knobs, calibration, data_dir / "dataset" / model, progress)
-        entry = summarise(model, report, data_dir / "dataset" / model)
+        report = sweep_model(model, model_knobs, calibration, Layout.at(data_dir).dataset(model), progress)
+        entry = summarise(model, report, Layout.at(data_dir).dataset(model))
         entry["knobs"] = asdict(model_knobs)
         entry["fresh"] = sweep_fresh(model, model_knobs, calibration, data_dir, progress)
         entry["duration_check"] = duration_check(model, model_knobs, calibration, data_dir,
@@ -208,7 +208,7 @@ def run_stage(config: DatasetConfig, data_dir: str | Path, calibration_dir: str 
                                                  short_s=config.duration_check_short_s)
         entry["stage_wall_time_s"] = round(time.perf_counter() - start, 3)
         summary[model] = entry
-    write_json(data_dir / "dataset" / "summary.json", summary)
+    write_json(Layout.at(data_dir).dataset_summary(), summary)
     return summary
 
 

@@ -11,6 +11,7 @@ import sys
 import warnings
 
 from adaptwin.cli import UsageError, user_mistakes_exit_2
+from adaptwin.layout import Layout
 from adaptwin.params import load_params
 from adaptwin.paths import from_cwd, resolve
 
@@ -31,7 +32,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from adaptwin.measurements.corpus import IngestWarning, ingest
 
     source = from_cwd(args.source) if args.source else resolve(default_source())
-    out = from_cwd(args.out) if args.out else resolve("data/measurements")
+    out = from_cwd(args.out) if args.out else Layout.default().measurements()
     if not source.is_dir():
         raise UsageError(f"--source: {source}: not a folder (expected the vllm-measurements folder)")
     check_output_dir(out, OUTPUT_NAMES)

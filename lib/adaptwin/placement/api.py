@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adaptwin.layout import Layout
 from adaptwin.paths import shown
 from adaptwin.placement import bounds, greedy, methods
 from adaptwin.placement.core import (
@@ -45,12 +46,11 @@ SHARE_FLOOR = 0.5
 REPOSITORY = "<repository>"
 
 
-def repository_default(value: str | Path | None, relative: str) -> Path | None:
-    """``value`` as given, or the repository's ``relative`` path when ``value`` is `REPOSITORY`."""
+def repository_default(value: str | Path | None, default: Path) -> Path | None:
+    """``value`` as given, or the repository's ``default`` path (from `adaptwin.layout`) when ``value`` is
+    `REPOSITORY`."""
     if value == REPOSITORY:
-        from adaptwin.paths import resolve
-
-        return resolve(relative)
+        return default
     return None if value is None else Path(value)
 
 
@@ -149,17 +149,16 @@ def make_context(model: str, *, predictor: Predictor | None = None, calibration:
     """Load the surrogate and calibration (unless given) and derive the shared constants. ``twin_bound_s`` > 0
     lets the twin raise a lower bound of 1 (`Context.lower_bound`). ``metrics_path`` and ``dataset_dir`` default
     to the repository's ``data/metrics/surrogates.json`` and ``data/dataset/<model>`` (None: do not use)."""
-    metrics_path = repository_default(metrics_path, "data/metrics/surrogates.json")
-    dataset_dir = repository_default(dataset_dir, f"data/dataset/{model}")
+    metrics_path = repository_default(metrics_path, Layout.default().metrics("surrogates"))
+    dataset_dir = repository_default(dataset_dir, Layout.default().dataset(model))
     if predictor is None:
         from adaptwin.surrogate import load
 
         predictor = load(model, models_dir=models_dir)
     if calibration is None:
         from adaptwin.calibration.costs import load_calibration
-        from adaptwin.paths import resolve
 
-        calibration = load_calibration(calibration_path or resolve(f"data/calibration/{model}.json"))
+        calibration = load_calibration(calibration_path or Layout.default().calibration(model))
     value, margin_source = resolve_margin(margin, metrics_path, model)
     headroom = resolve_headroom(load_headroom, metrics_path, model)
     tpr = tokens_per_request or bounds.tokens_per_request(model, predictor)

@@ -17,7 +17,8 @@ from typing import Any
 import polars as pl
 
 from adaptwin.cli import UsageError, user_mistakes_exit_2
-from adaptwin.paths import from_cwd, resolve
+from adaptwin.layout import Layout
+from adaptwin.paths import from_cwd
 
 #: files of a previous placement output, replaced by a new one (older outputs have no manifest)
 OUTPUT_NAMES = r"placement\.json|routing\.csv|serve_gpu\d+\.sh"
@@ -48,7 +49,7 @@ def _calibration(args: argparse.Namespace) -> Any:
     twin would judge the GPUs with the wrong costs."""
     from adaptwin.calibration.costs import load_calibration
 
-    path = from_cwd(args.calibration) if args.calibration else resolve(f"data/calibration/{args.model}.json")
+    path = from_cwd(args.calibration) if args.calibration else Layout.default().calibration(args.model)
     calibration = load_calibration(path)
     if calibration.model != args.model:
         raise UsageError(f"{path}: field model: {calibration.model!r} is not --model {args.model!r}")
@@ -82,7 +83,7 @@ def _place(args: argparse.Namespace, workload: pl.DataFrame, calibration: Any) -
     from adaptwin.placement import pipeline
     from adaptwin.placement.api import TWIN_DURATION_S, make_context
 
-    models_dir = from_cwd(args.models_dir) if args.models_dir else resolve("data/models")
+    models_dir = from_cwd(args.models_dir) if args.models_dir else Layout.default().models()
     if args.models_dir and not models_dir.is_dir():
         raise UsageError(f"--models-dir: {models_dir}: no such folder")
     metadata = models_dir / args.model / "metadata.json"

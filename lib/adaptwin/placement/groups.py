@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adaptwin.layout import Layout
 from adaptwin.twin.scenario import scenario_id, unique
 
 
@@ -67,16 +68,16 @@ def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str |
     limit = config.placement_groups
     if limit <= 0:
         return None
-    summary_path = data_dir / "dataset" / "summary.json"
+    summary_path = Layout.at(data_dir).dataset_summary()
     entry = json.loads(summary_path.read_text()).get(surrogate.model, {}) if summary_path.exists() else {}
     duration = float(entry.get("knobs", {}).get("duration_s", 600.0))
-    dataset = load_dataset(data_dir / "dataset" / surrogate.model)
+    dataset = load_dataset(Layout.at(data_dir).dataset(surrogate.model))
     best = float(dataset.filter(~pl.col("starved") & ~pl.col("memory_error"))["total_throughput"].max())
     context = make_context(surrogate.model, predictor=surrogate, calibration=surrogate.calibration, margin="auto",
                            load_headroom="auto", best_throughput=best)
     scenarios = placement_group_scenarios(context, config.groups_grid(), shared_dir,
                                           list(config.placement_group_methods), duration, limit, config.seed)
-    out = data_dir / "models" / surrogate.model / "placement_groups"
+    out = Layout.at(data_dir).models(surrogate.model) / "placement_groups"
     run_sweep(scenarios, out, calibration=surrogate.calibration, engine="serial", chunk_size=max(len(scenarios), 1),
               progress=False)
     return twin_set(load_dataset(out), "placement_groups")

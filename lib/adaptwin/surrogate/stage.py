@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from adaptwin.io import write_json
+from adaptwin.layout import Layout
 from adaptwin.params import config_from_section
 from adaptwin.surrogate.evaluate import (
     EvalSet,
@@ -74,7 +75,7 @@ class SurrogateConfig:
 
 def train_model(model: str, data_dir: str | Path, config: SurrogateConfig, calibration: Any) -> TrainResult:
     """Train the four surrogates of ``model`` on ``<data>/dataset/<model>``."""
-    dataset = load_dataset(Path(data_dir) / "dataset" / model)
+    dataset = load_dataset(Layout.at(data_dir).dataset(model))
     return train_surrogates(dataset, model, calibration=calibration, n_search=config.n_search,
                             max_iterations=config.max_iterations, test_fraction=config.test_fraction,
                             seed=config.seed, threads=config.threads,
@@ -85,7 +86,7 @@ def train_model(model: str, data_dir: str | Path, config: SurrogateConfig, calib
 def load_real_runs(data_dir: str | Path, model: str, real_runs_model: str,
                    family: str = "real_results") -> pl.DataFrame | None:
     """The real runs of ``family`` to test ``model``'s surrogates on (only ``real_runs_model`` has them)."""
-    path = Path(data_dir) / "measurements" / "runs.parquet"
+    path = Layout.at(data_dir).measurements("runs")
     if model != real_runs_model or not path.exists():
         return None
     return real_runs(pl.read_parquet(path), model, family)
@@ -103,7 +104,7 @@ def fresh_set(data_dir: str | Path, model: str) -> EvalSet | None:
 
 def load_validation(data_dir: str | Path) -> pl.DataFrame | None:
     """The twin validation's per-run rows (notebook 03), if present."""
-    path = Path(data_dir) / "validation" / "runs.parquet"
+    path = Layout.at(data_dir).validation("runs")
     return pl.read_parquet(path) if path.exists() else None
 
 
@@ -129,7 +130,7 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
     from adaptwin.calibration.costs import load_calibration
 
     data_dir = Path(data_dir)
-    calibration = load_calibration(data_dir / "calibration" / f"{model}.json")
+    calibration = load_calibration(Layout.at(data_dir).calibration(model))
     result = train_model(model, data_dir, config, calibration)
     surrogate = result.surrogate
     runs = load_real_runs(data_dir, model, config.real_runs_model)
@@ -153,7 +154,7 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
                     "tokens_per_request": surrogate.tokens_per_request})
     metrics = json_safe(metrics)
     surrogate.metadata["metrics"] = {k: v for k, v in metrics.items() if k != "learners"}
-    out_dir = data_dir / "models" / model
+    out_dir = Layout.at(data_dir).models(model)
     save(surrogate, out_dir)
     from adaptwin.io import atomic_write
 
@@ -172,13 +173,13 @@ def run_stage(config: SurrogateConfig, data_dir: str | Path,
         if draw is not None:
             draw(outcome)
         results[model] = outcome.metrics
-    write_json(Path(data_dir) / "metrics" / "surrogates.json", results)
+    write_json(Layout.at(data_dir).metrics("surrogates"), results)
     return results
 
 
 def table(data_dir: str | Path, model: str) -> pl.DataFrame:
     """The saved Table 4/5-like comparison of ``model``."""
-    return pl.read_csv(Path(data_dir) / "models" / model / "table.csv")
+    return pl.read_csv(Layout.at(data_dir).models(model) / "table.csv")
 
 
 #: evaluation sets of the distillation table, in display order
@@ -205,7 +206,7 @@ def dataset_summary(data_dir: str | Path, models: list[str]) -> pl.DataFrame:
     the fresh test set's rows (from ``<data>/dataset/summary.json``; empty if the stage has not run)."""
     import json
 
-    path = Path(data_dir) / "dataset" / "summary.json"
+    path = Layout.at(data_dir).dataset_summary()
     summary = json.loads(path.read_text()) if path.exists() else {}
     return pl.DataFrame([
         {"model": m, "rows": e.get("rows"), "usable_rows": e.get("usable_rows"), "simulated_now": e.get("evaluated_now"),
