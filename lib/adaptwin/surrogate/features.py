@@ -102,7 +102,7 @@ def gpu_features(ranks: Sequence[int] | np.ndarray, rates: Sequence[float] | np.
         "sum_rate": mean_rate * served, "std_rate": std_rate, "max_size": float(ranks_a[weights > 0].max()),
         "mean_size": mean_size, "std_size": std_size, "served_adapters": served, "adapter_slots": float(max_loras),
     }
-    return {**base, **{k: float(v) for k, v in derived_features(base, calibration).items()}}
+    return {**base, **derived_row(tuple(base.values()), calibration)}
 
 
 def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[str, Any]:
@@ -122,6 +122,34 @@ def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[s
         out["load_ratio"] = sum_rate / out["capacity_rate"]
         out.update(slot_physics(base, out[KV_FEATURE], out["load_ratio"]))
     return out
+
+
+def derived_row(values: Sequence[float], calibration: Any = None) -> dict[str, float]:
+    """`derived_features` of one GPU (its paper's seven values as floats, `PAPER_FEATURES` order) with plain
+    floats: the same IEEE operations in the same order, so the same numbers, without numpy's per-call cost on
+    one-element arrays (placement asks about one GPU at a time)."""
+    sum_rate, std_rate, s_max, _, _, served, slots = values
+    out = {"mean_rate": sum_rate / served, "rate_per_slot": sum_rate / slots, "slot_fraction": slots / served}
+    if calibration is None:
+        return out
+    kv, cap = _row_constants(calibration, int(slots), int(s_max), int(served))
+    if cap == 0:  # numpy's inf (and its warning) rather than a ZeroDivisionError
+        return {k: float(v) for k, v in derived_features(dict(zip(PAPER_FEATURES, values, strict=True)), calibration).items()}
+    load = sum_rate / cap
+    out.update({KV_FEATURE: kv, "capacity_rate": cap, "load_ratio": load})
+    out.update(zip(PHYSICS_FEATURES, _physics_row(served, slots, sum_rate, std_rate, kv, load), strict=True))
+    return out
+
+
+def feature_row(values: Sequence[float], names: Sequence[str], calibration: Any = None,
+                source: str = "features") -> list[float]:
+    """`matrix_from_paper` of one GPU as a list of floats in ``names`` order (``values``: its paper's seven,
+    finite, counts and ranks positive: `paper_row`)."""
+    cols = {**dict(zip(PAPER_FEATURES, values, strict=True)), **derived_row(values, calibration)}
+    unknown = [n for n in names if n not in cols]
+    if unknown:
+        raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
+    return [cols[n] for n in names]
 
 
 def expected_distinct(batch: np.ndarray, served: np.ndarray, cv2: np.ndarray) -> np.ndarray:
@@ -201,23 +229,40 @@ def _physics_rows(base: Mapping[str, Any], kv_tokens: Any, load_ratio: Any, shap
     return {name: np.array([r[i] for r in rows], dtype=float).reshape(shape) for i, name in enumerate(PHYSICS_FEATURES)}
 
 
-#: id(calibration) -> (calibration, {(A_max, S_max, served): capacity_rate}); the calibration is held so its id
-#: cannot be reused while cached (a Calibration holds dicts, so it cannot key a dict itself)
-_CAPACITY_CACHE: dict[int, tuple[Any, dict[tuple[int, int, int], float]]] = {}
+#: id(calibration) -> (calibration, {key: value}): constants of one calibration by configuration; the calibration
+#: is held so its id cannot be reused while cached (a Calibration holds dicts, so it cannot key a dict itself)
+_CALIBRATION_CACHE: dict[int, tuple[Any, dict[tuple, Any]]] = {}
+
+
+def _constants(calibration: Any) -> dict[tuple, Any]:
+    """The memo of ``calibration`` (placement asks about the same few configurations thousands of times)."""
+    entry = _CALIBRATION_CACHE.get(id(calibration))
+    if entry is None or entry[0] is not calibration:
+        entry = _CALIBRATION_CACHE[id(calibration)] = (calibration, {})
+    return entry[1]
 
 
 def _capacity_rate(calibration: Any, a_max: int, s_max: int, served: int) -> float:
-    """`adaptwin.dataset.sampler.capacity_rate`, memoised per calibration (placement asks about the same few
-    (A_max, S_max, served) triples thousands of times; each costs ~15 us)."""
+    """`adaptwin.dataset.sampler.capacity_rate`, memoised per calibration (each costs ~15 us)."""
     from adaptwin.dataset.sampler import capacity_rate
 
-    entry = _CAPACITY_CACHE.get(id(calibration))
-    if entry is None or entry[0] is not calibration:
-        entry = _CAPACITY_CACHE[id(calibration)] = (calibration, {})
+    cache = _constants(calibration)
     key = (a_max, s_max, served)
-    value = entry[1].get(key)
+    value = cache.get(key)
     if value is None:
-        value = entry[1][key] = capacity_rate(calibration, a_max, s_max, served)
+        value = cache[key] = capacity_rate(calibration, a_max, s_max, served)
+    return value
+
+
+def _row_constants(calibration: Any, a_max: int, s_max: int, served: int) -> tuple[float, float]:
+    """(``kv_capacity_tokens`` as a float, `_capacity_rate`) of one configuration, memoised together: one
+    dictionary look-up per GPU on placement's path."""
+    cache = _constants(calibration)
+    key = ("row", a_max, s_max, served)
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = (float(calibration.kv_capacity_tokens(a_max, s_max)),
+                              _capacity_rate(calibration, a_max, s_max, served))
     return value
 
 
@@ -228,7 +273,17 @@ def capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray, served: np.
 
 def kv_capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray) -> np.ndarray:
     """`Calibration.kv_capacity_tokens` over arrays (once per distinct (A_max, S_max) pair when many rows)."""
-    return _per_distinct(calibration.kv_capacity_tokens, slots, s_max)
+    return _per_distinct(lambda a, r: _kv_tokens(calibration, a, r), slots, s_max)
+
+
+def _kv_tokens(calibration: Any, a_max: int, s_max: int) -> int:
+    """``calibration.kv_capacity_tokens``, memoised per calibration (large batches ask for thousands)."""
+    cache = _constants(calibration)
+    key = ("kv", a_max, s_max)
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = calibration.kv_capacity_tokens(a_max, s_max)
+    return value
 
 
 def _per_distinct(fn: Any, *columns: np.ndarray) -> np.ndarray:
@@ -238,9 +293,32 @@ def _per_distinct(fn: Any, *columns: np.ndarray) -> np.ndarray:
     if cols[0].size <= 16:  # placement's single GPU: a plain loop beats np.unique by far
         flat = [fn(*(int(v) for v in args)) for args in zip(*(c.flat for c in cols), strict=True)]
         return np.array(flat, dtype=float).reshape(cols[0].shape)
-    keys, inverse = np.unique(np.stack([c.ravel() for c in cols], axis=1), axis=0, return_inverse=True)
-    values = np.array([fn(*(int(v) for v in k)) for k in keys], dtype=float)
+    stacked = np.stack([c.ravel() for c in cols], axis=1)
+    distinct = _distinct_int_rows(stacked)
+    if distinct is None:
+        keys, inverse = np.unique(stacked, axis=0, return_inverse=True)
+        values = np.array([fn(*(int(v) for v in k)) for k in keys], dtype=float)
+    else:
+        keys, inverse = distinct
+        values = np.array([fn(*k) for k in keys.tolist()], dtype=float)
     return values[inverse.ravel()].reshape(cols[0].shape)
+
+
+def _distinct_int_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distinct rows of ``values`` truncated to integers, as `int` does; index of each row's one), by a
+    one-dimensional unique of mixed-radix keys: ~10x cheaper than ``np.unique(axis=0)``, which sorts rows
+    field by field. None when a value is negative, non-finite or too large for the keys."""
+    if not (np.isfinite(values).all() and values.min(initial=0.0) >= 0 and values.max(initial=0.0) < 2.0**31):
+        return None
+    ints = values.astype(np.int64)
+    radix = ints.max(axis=0) + 1
+    if float(np.prod(radix.astype(float))) >= 2.0**62:
+        return None
+    key = ints[:, 0].copy()
+    for j in range(1, ints.shape[1]):
+        key = key * radix[j] + ints[:, j]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return ints[first], inverse
 
 
 def paper_matrix(frame: pl.DataFrame, source: str = "features frame") -> np.ndarray:
@@ -278,6 +356,21 @@ def matrix_from_paper(values: np.ndarray, names: Sequence[str], calibration: Any
     if unknown:
         raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
     return np.column_stack([cols[n] for n in names])
+
+
+def paper_row(frame: pl.DataFrame) -> tuple[float, ...] | None:
+    """The paper's seven values of a one-row frame as floats if present, finite and positive where required,
+    else None (the caller then takes `paper_matrix`, which names what is wrong): the one-GPU path without
+    numpy conversions."""
+    try:
+        columns = frame.columns
+        row = frame.row(0)
+        values = tuple(float(row[columns.index(c)]) for c in PAPER_FEATURES)
+    except (ValueError, TypeError):  # missing column, null or non-numeric value
+        return None
+    if not all(math.isfinite(v) for v in values) or min(values[i] for i in _POSITIVE) <= 0:
+        return None
+    return values
 
 
 def feature_matrix(frame: pl.DataFrame, names: Sequence[str], calibration: Any = None,
