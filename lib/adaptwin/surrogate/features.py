@@ -36,7 +36,7 @@ because trees split on one variable at a time and cannot form ratios or the memo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -229,61 +229,60 @@ def _physics_rows(base: Mapping[str, Any], kv_tokens: Any, load_ratio: Any, shap
     return {name: np.array([r[i] for r in rows], dtype=float).reshape(shape) for i, name in enumerate(PHYSICS_FEATURES)}
 
 
-#: id(calibration) -> (calibration, {key: value}): constants of one calibration by configuration; the calibration
+#: id(calibration) -> (calibration, {name: {configuration: value}}): constants of one calibration; the calibration
 #: is held so its id cannot be reused while cached (a Calibration holds dicts, so it cannot key a dict itself)
-_CALIBRATION_CACHE: dict[int, tuple[Any, dict[tuple, Any]]] = {}
+_CALIBRATION_CACHE: dict[int, tuple[Any, dict[str, dict[tuple, Any]]]] = {}
 
 
-def _constants(calibration: Any) -> dict[tuple, Any]:
-    """The memo of ``calibration`` (placement asks about the same few configurations thousands of times)."""
+def _constants(calibration: Any) -> dict[str, dict[tuple, Any]]:
+    """The memos of ``calibration``, by name."""
     entry = _CALIBRATION_CACHE.get(id(calibration))
     if entry is None or entry[0] is not calibration:
         entry = _CALIBRATION_CACHE[id(calibration)] = (calibration, {})
     return entry[1]
 
 
-def _capacity_rate(calibration: Any, a_max: int, s_max: int, served: int) -> float:
-    """`adaptwin.dataset.sampler.capacity_rate`, memoised per calibration (each costs ~15 us)."""
-    from adaptwin.dataset.sampler import capacity_rate
+def _memoised(calibration: Any, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(*key)`` memoised per calibration under ``name`` (placement and large batches ask about the same
+    configurations thousands of times; a capacity_rate costs ~15 us, a look-up well under 1 us)."""
+    memo = _constants(calibration).setdefault(name, {})
 
-    cache = _constants(calibration)
-    key = (a_max, s_max, served)
-    value = cache.get(key)
-    if value is None:
-        value = cache[key] = capacity_rate(calibration, a_max, s_max, served)
-    return value
+    def lookup(*key: int) -> Any:
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = fn(*key)
+        return value
+
+    return lookup
 
 
 def _row_constants(calibration: Any, a_max: int, s_max: int, served: int) -> tuple[float, float]:
-    """(``kv_capacity_tokens`` as a float, `_capacity_rate`) of one configuration, memoised together: one
-    dictionary look-up per GPU on placement's path."""
-    cache = _constants(calibration)
-    key = ("row", a_max, s_max, served)
-    value = cache.get(key)
+    """(``kv_capacity_tokens`` as a float, ``capacity_rate``) of one configuration, memoised together: one
+    look-up per GPU on placement's path."""
+    memo = _constants(calibration).setdefault("row", {})
+    key = (a_max, s_max, served)
+    value = memo.get(key)
     if value is None:
-        value = cache[key] = (float(calibration.kv_capacity_tokens(a_max, s_max)),
-                              _capacity_rate(calibration, a_max, s_max, served))
+        value = memo[key] = (float(_memoised(calibration, "kv", calibration.kv_capacity_tokens)(a_max, s_max)),
+                             _capacity_lookup(calibration)(a_max, s_max, served))
     return value
+
+
+def _capacity_lookup(calibration: Any) -> Callable[[int, int, int], float]:
+    """Memoised `adaptwin.dataset.sampler.capacity_rate` of ``calibration``."""
+    from adaptwin.dataset.sampler import capacity_rate
+
+    return _memoised(calibration, "capacity", lambda a, r, n: capacity_rate(calibration, a, r, n))
 
 
 def capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray, served: np.ndarray) -> np.ndarray:
     """`adaptwin.dataset.sampler.capacity_rate` over arrays (once per distinct (A_max, S_max, served))."""
-    return _per_distinct(lambda a, r, n: _capacity_rate(calibration, a, r, n), slots, s_max, served)
+    return _per_distinct(_capacity_lookup(calibration), slots, s_max, served)
 
 
 def kv_capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray) -> np.ndarray:
     """`Calibration.kv_capacity_tokens` over arrays (once per distinct (A_max, S_max) pair when many rows)."""
-    return _per_distinct(lambda a, r: _kv_tokens(calibration, a, r), slots, s_max)
-
-
-def _kv_tokens(calibration: Any, a_max: int, s_max: int) -> int:
-    """``calibration.kv_capacity_tokens``, memoised per calibration (large batches ask for thousands)."""
-    cache = _constants(calibration)
-    key = ("kv", a_max, s_max)
-    value = cache.get(key)
-    if value is None:
-        value = cache[key] = calibration.kv_capacity_tokens(a_max, s_max)
-    return value
+    return _per_distinct(_memoised(calibration, "kv", calibration.kv_capacity_tokens), slots, s_max)
 
 
 def _per_distinct(fn: Any, *columns: np.ndarray) -> np.ndarray:
