@@ -364,12 +364,21 @@ def paper_row(frame: pl.DataFrame) -> tuple[float, ...] | None:
     try:
         columns = frame.columns
         row = frame.row(0)
-        values = tuple(float(row[columns.index(c)]) for c in PAPER_FEATURES)
-    except (ValueError, TypeError):  # missing column, null or non-numeric value
+        return checked_row([row[columns.index(c)] for c in PAPER_FEATURES])
+    except ValueError:  # a missing column
         return None
-    if not all(math.isfinite(v) for v in values) or min(values[i] for i in _POSITIVE) <= 0:
+
+
+def checked_row(values: Sequence[Any]) -> tuple[float, ...] | None:
+    """``values`` (the paper's seven of one GPU) as floats if finite and positive where `check_paper_values`
+    requires it, else None (nulls and non-numbers too: the caller's general path raises, naming the field)."""
+    try:
+        row = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
         return None
-    return values
+    if not all(math.isfinite(v) for v in row) or min(row[i] for i in _POSITIVE) <= 0:
+        return None
+    return row
 
 
 def feature_matrix(frame: pl.DataFrame, names: Sequence[str], calibration: Any = None,

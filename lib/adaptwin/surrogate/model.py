@@ -25,6 +25,7 @@ from adaptwin.surrogate.features import (
     PAPER_FEATURES,
     FeatureError,
     check_paper_values,
+    checked_row,
     feature_matrix,
     feature_row,
     gpu_features,
@@ -182,11 +183,16 @@ class Surrogate:
         """One GPU from a dict holding the paper's seven features (e.g. `gpu_features`): the same numbers as
         `predict`, without building DataFrames (placement's inner loop)."""
         try:
-            base = np.array([[features[c] for c in PAPER_FEATURES]], dtype=float)
+            given = [features[c] for c in PAPER_FEATURES]
         except KeyError as exc:
             raise FeatureError(f"surrogate {self.model}: features dict lacks {exc.args[0]!r}") from exc
         source = f"surrogate {self.model}"
-        x = matrix_from_paper(check_paper_values(base, source), self.feature_names, self.calibration, source)
+        values = checked_row(given)
+        if values is None:  # the general path raises, naming the field and value
+            base = np.array([given], dtype=float)
+            x = matrix_from_paper(check_paper_values(base, source), self.feature_names, self.calibration, source)
+        else:
+            x = np.array([feature_row(values, self.feature_names, self.calibration, source)])
         return {k: (bool(v[0]) if k == "starved" else float(v[0])) for k, v in self.predict_matrix(x).items()}
 
 
