@@ -72,7 +72,13 @@ def feature_names(with_calibration: bool, physics: bool = True) -> tuple[str, ..
     return PAPER_FEATURES + RATIO_FEATURES + (KV_FEATURE, *CAPACITY_FEATURES) + (PHYSICS_FEATURES if physics else ())
 
 
-def _moments(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+def _moments(values: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
+    """Weighted mean and population std; ``weights`` None = all ones, without multiplying by them (x * 1.0
+    is x, and a sum of ones is exact: the same numbers, a third fewer array operations for placement)."""
+    if weights is None:
+        total = float(len(values))
+        mean = float(values.sum() / total)
+        return mean, float(np.sqrt(max(((values - mean) ** 2).sum() / total, 0.0)))
     total = weights.sum()
     mean = float((values * weights).sum() / total)
     return mean, float(np.sqrt(max((weights * (values - mean) ** 2).sum() / total, 0.0)))
@@ -84,10 +90,11 @@ def gpu_features(ranks: Sequence[int] | np.ndarray, rates: Sequence[float] | np.
     slots. ``counts`` (optional) repeats entry i ``counts[i]`` times (adapter groups of a scenario)."""
     ranks_a = np.asarray(ranks, dtype=float)
     rates_a = np.asarray(rates, dtype=float)
-    weights = np.ones(len(ranks_a)) if counts is None else np.asarray(counts, dtype=float)
-    if not len(ranks_a) == len(rates_a) == len(weights):
-        raise FeatureError(f"ranks/rates/counts: lengths {len(ranks_a)}/{len(rates_a)}/{len(weights)} differ")
-    if len(ranks_a) == 0 or weights.sum() <= 0:
+    weights = None if counts is None else np.asarray(counts, dtype=float)
+    n_weights = len(ranks_a) if weights is None else len(weights)
+    if not len(ranks_a) == len(rates_a) == n_weights:
+        raise FeatureError(f"ranks/rates/counts: lengths {len(ranks_a)}/{len(rates_a)}/{n_weights} differ")
+    if len(ranks_a) == 0 or (weights is not None and weights.sum() <= 0):
         raise FeatureError("ranks: no adapters on this GPU")
     if (rates_a < 0).any() or not np.isfinite(rates_a).all():
         raise FeatureError(f"rates: negative or non-finite value {rates_a[(rates_a < 0) | ~np.isfinite(rates_a)][0]!r}")
@@ -97,9 +104,9 @@ def gpu_features(ranks: Sequence[int] | np.ndarray, rates: Sequence[float] | np.
         raise FeatureError(f"max_loras: expected >= 1, got {max_loras!r}")
     mean_rate, std_rate = _moments(rates_a, weights)
     mean_size, std_size = _moments(ranks_a, weights)
-    served = float(weights.sum())
+    served = float(len(ranks_a)) if weights is None else float(weights.sum())
     base = {
-        "sum_rate": mean_rate * served, "std_rate": std_rate, "max_size": float(ranks_a[weights > 0].max()),
+        "sum_rate": mean_rate * served, "std_rate": std_rate, "max_size": float((ranks_a if weights is None else ranks_a[weights > 0]).max()),
         "mean_size": mean_size, "std_size": std_size, "served_adapters": served, "adapter_slots": float(max_loras),
     }
     return {**base, **derived_row(tuple(base.values()), calibration)}
