@@ -7,8 +7,11 @@ calibration the kv feature was computed with, metrics). `load(model)` returns a 
 Speed matters (placement asks thousands of times per second). CatBoost's own ``predict`` costs about 0.4 ms
 per call whatever the batch size, times four models, so small batches go through `ObliviousEnsemble`, a
 NumPy evaluation of the same oblivious trees (all four models' trees in one pass: float32 border tests,
-leaf index, gather, sum); large batches go through CatBoost's C++ evaluator. Both give the same numbers
-(tests compare them).
+leaf index, gather, sum); large batches go through CatBoost's C++ evaluator (one Pool for the four models).
+Both give the same numbers (tests compare them). A one-row frame (placement's usual question) skips the
+DataFrame-to-matrix conversion and computes its features with plain floats (`predict_row`): numpy costs
+microseconds per call on one-element arrays, and there are dozens of such calls per feature vector; the
+numbers are the very ones of the general path (a test compares them bit for bit).
 """
 
 from __future__ import annotations
