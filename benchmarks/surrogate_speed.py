@@ -7,8 +7,12 @@ slow a round down, never speed it up) in wall time and in this process's CPU tim
 wall time stretches with the load, the CPU time much less), and it never asserts. The comparisons that hold
 whatever the load are ratios of cases measured in the same run: ``single_general_over_fast`` (the general
 frame path over the one-row path `Surrogate.predict` takes, on the same frames) and ``single_over_batched``.
+``--parts placement`` also times what the surrogate's speed is for: the greedy placement (and its fast
+variant) of every workload of ``placement.grid`` in params.yaml, surrogate calls included (`placement_speed.py`
+times larger Azure workloads against placement's own targets).
 
-    .venv/bin/python benchmarks/surrogate_speed.py [--model llama-3.1-8b-instruct] [--models-dir data/models]
+    .venv/bin/python benchmarks/surrogate_speed.py [--model llama-3.1-8b-instruct] [--data-dir data]
+        [--parts surrogate placement]
 """
 
 from __future__ import annotations
@@ -90,16 +94,51 @@ def measure(surrogate: Surrogate, singles: int, rounds: int) -> dict[str, Any]:
     return report
 
 
+def placement_grid(model: str, data_dir: str, models_dir: str | None, repeats: int) -> dict[str, Any]:
+    """Seconds (wall and CPU, median of ``repeats``) to place every workload of params.yaml's
+    ``placement.grid`` with the greedy and its fast variant (models loaded and workloads generated before)."""
+    from adaptwin.params import load_params, shared_dir
+    from adaptwin.paths import resolve
+    from adaptwin.placement import make_context, place, workloads
+
+    data = resolve(data_dir)
+    context = make_context(model, models_dir=resolve(models_dir) if models_dir else data / "models",
+                           calibration_path=data / "calibration" / f"{model}.json",
+                           metrics_path=data / "metrics" / "surrogates.json", best_throughput=1.0)
+    params = load_params()
+    frames = [workloads.generate(spec, shared_dir(params)) for spec in workloads.expand_grid(params["placement"]["grid"])]
+    out: dict[str, Any] = {"workloads": len(frames)}
+    for method in ("greedy", "greedy-fast"):
+        wall, cpu = [], []
+        for _ in range(repeats):
+            w, c = time.perf_counter(), time.process_time()
+            gpus = sum(place(frame, context, method).num_gpus for frame in frames)
+            cpu.append(time.process_time() - c)
+            wall.append(time.perf_counter() - w)
+        out[method] = {"wall_s": float(np.median(wall)), "cpu_s": float(np.median(cpu)), "gpus": gpus}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="llama-3.1-8b-instruct")
-    parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--models-dir", default=None, help="surrogates folder (default: <data-dir>/models)")
     parser.add_argument("--singles", type=int, default=200, help="distinct one-row frames timed")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--parts", nargs="+", choices=["surrogate", "placement"], default=["surrogate"])
+    parser.add_argument("--repeats", type=int, default=3, help="placement runs per method (median)")
     args = parser.parse_args()
-    surrogate = load(args.model, args.models_dir)
-    report = {"model": args.model, "trees": {t: int(m.tree_count_) for t, m in surrogate.models.items()},
-              **measure(surrogate, args.singles, args.rounds)}
+    report: dict[str, Any] = {"model": args.model}
+    if "surrogate" in args.parts:
+        from adaptwin.paths import resolve
+
+        models_dir = args.models_dir or resolve(args.data_dir) / "models"
+        surrogate = load(args.model, models_dir)
+        report["trees"] = {t: int(m.tree_count_) for t, m in surrogate.models.items()}
+        report.update(measure(surrogate, args.singles, args.rounds))
+    if "placement" in args.parts:
+        report["placement_grid"] = placement_grid(args.model, args.data_dir, args.models_dir, args.repeats)
     print(json.dumps(report, indent=2))
 
 
