@@ -20,7 +20,16 @@ from adaptwin.surrogate.evaluate import (
     evaluate,
     unseen_configs,
 )
-from adaptwin.surrogate.features import capacity, features_frame, real_run_features
+from adaptwin.surrogate.features import (
+    capacity,
+    derived_features,
+    feature_names,
+    feature_row,
+    features_frame,
+    kv_capacity,
+    matrix_from_paper,
+    real_run_features,
+)
 from adaptwin.surrogate.model import OUTPUT_COLUMNS, SMALL_BATCH, inverse_transform
 from adaptwin.surrogate.train import train_surrogates, transform
 from adaptwin.sweep import load_dataset, run_sweep
@@ -164,3 +173,62 @@ def test_smape_conventions_and_classification_metrics():
     m = classification_metrics(np.array([True, False, False, True]), np.array([True, False, True, True]))
     assert m["accuracy"] == 0.75 and m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
     assert classification_metrics(np.array([False, False]), np.array([False, False]))["macro_f1"] == 0.5
+
+
+def random_gpus(n: int, seed: int) -> pl.DataFrame:
+    """``n`` random GPUs (the paper's seven features), edges included: no load, equal rates, one adapter,
+    more slots than adapters, fractional counts, integer columns."""
+    rng = np.random.default_rng(seed)
+    served = rng.integers(1, 700, n).astype(float)
+    served[::17] += 0.5
+    mean_rate = np.exp(rng.uniform(np.log(1e-4), np.log(5.0), n))
+    mean_rate[::11] = 0.0
+    frame = pl.DataFrame({
+        "sum_rate": mean_rate * served, "std_rate": mean_rate * rng.uniform(0, 2, n) * (np.arange(n) % 7 > 0),
+        "max_size": rng.choice([8.0, 16.0, 32.0, 64.0], n), "mean_size": rng.uniform(8, 32, n),
+        "std_size": rng.uniform(0, 8, n), "served_adapters": served,
+        "adapter_slots": rng.integers(1, 800, n).astype(float),
+    })
+    return frame.with_columns(pl.col("max_size").cast(pl.Int64))
+
+
+def test_one_row_path_gives_exactly_the_general_paths_numbers(trained):
+    """`predict` answers a one-row frame with plain-float features (`Surrogate.predict_row`), `predict_one` too:
+    both must give the very numbers of the frame path (feature matrix -> predictions -> frame), not close ones,
+    so that placement's answers do not depend on how many GPUs it asks about at once."""
+    s = trained[0].surrogate
+    frame = random_gpus(300, seed=5)
+    for i in range(frame.height):
+        row = frame[i:i + 1]
+        general = s.output_frame(s.predict_matrix(s.matrix(row)))
+        fast = s.predict(row)
+        assert fast.schema == general.schema and fast.rows() == general.rows(), i
+        assert s.predict_one(row.row(0, named=True)) == general.row(0, named=True), i
+    assert s.predict(frame[:0]).schema == s.output_frame(s.predict_matrix(s.matrix(frame[:1])))[:0].schema
+
+
+def test_one_row_features_equal_the_array_features_exactly():
+    """`feature_row` (plain floats) and `gpu_features` against `matrix_from_paper` on small arrays (at most 16
+    rows: the path a one-row frame took before it had its own), with and without a calibration: same numbers to
+    the bit. (Larger arrays take scipy's special functions for the physics features, equal to ~1e-15 only.)"""
+    values = random_gpus(200, seed=6).to_numpy().astype(float)
+    for calibration in (None, CALIBRATION):
+        names = feature_names(calibration is not None)
+        small = np.vstack([matrix_from_paper(values[i:i + 16], names, calibration) for i in range(0, 200, 16)])
+        rows = [feature_row(tuple(v), names, calibration) for v in values.tolist()]
+        assert np.array(rows).tobytes() == small.tobytes()
+    f = gpu_features([8, 16, 16, 32], [1.0, 2.0, 3.0, 2.0], 2, calibration=CALIBRATION)
+    array = derived_features({k: np.array([f[k]]) for k in PAPER_FEATURES}, CALIBRATION)
+    assert {k: f[k] for k in array} == {k: float(v[0]) for k, v in array.items()}
+
+
+def test_distinct_configurations_match_the_row_by_row_values():
+    """`capacity` / `kv_capacity` over large arrays (distinct configurations by integer keys) against the
+    per-row loop, fractional values (truncated, as `int` does) included."""
+    rng = np.random.default_rng(8)
+    slots, s_max = rng.integers(1, 200, 500).astype(float), rng.choice([8.0, 16.0, 32.0], 500)
+    served = rng.integers(1, 600, 500) + rng.choice([0.0, 0.25, 0.75], 500)
+    rows = [capacity(CALIBRATION, slots[i:i + 1], s_max[i:i + 1], served[i:i + 1])[0] for i in range(500)]
+    assert capacity(CALIBRATION, slots, s_max, served).tolist() == rows
+    assert kv_capacity(CALIBRATION, slots, s_max).tolist() == [
+        float(CALIBRATION.kv_capacity_tokens(int(a), int(r))) for a, r in zip(slots, s_max, strict=True)]

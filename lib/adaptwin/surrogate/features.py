@@ -36,7 +36,7 @@ because trees split on one variable at a time and cannot form ratios or the memo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -72,7 +72,13 @@ def feature_names(with_calibration: bool, physics: bool = True) -> tuple[str, ..
     return PAPER_FEATURES + RATIO_FEATURES + (KV_FEATURE, *CAPACITY_FEATURES) + (PHYSICS_FEATURES if physics else ())
 
 
-def _moments(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+def _moments(values: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
+    """Weighted mean and population std; ``weights`` None = all ones, without multiplying by them (x * 1.0
+    is x, and a sum of ones is exact: the same numbers, a third fewer array operations for placement)."""
+    if weights is None:
+        total = float(len(values))
+        mean = float(values.sum() / total)
+        return mean, float(np.sqrt(max(((values - mean) ** 2).sum() / total, 0.0)))
     total = weights.sum()
     mean = float((values * weights).sum() / total)
     return mean, float(np.sqrt(max((weights * (values - mean) ** 2).sum() / total, 0.0)))
@@ -84,10 +90,11 @@ def gpu_features(ranks: Sequence[int] | np.ndarray, rates: Sequence[float] | np.
     slots. ``counts`` (optional) repeats entry i ``counts[i]`` times (adapter groups of a scenario)."""
     ranks_a = np.asarray(ranks, dtype=float)
     rates_a = np.asarray(rates, dtype=float)
-    weights = np.ones(len(ranks_a)) if counts is None else np.asarray(counts, dtype=float)
-    if not len(ranks_a) == len(rates_a) == len(weights):
-        raise FeatureError(f"ranks/rates/counts: lengths {len(ranks_a)}/{len(rates_a)}/{len(weights)} differ")
-    if len(ranks_a) == 0 or weights.sum() <= 0:
+    weights = None if counts is None else np.asarray(counts, dtype=float)
+    n_weights = len(ranks_a) if weights is None else len(weights)
+    if not len(ranks_a) == len(rates_a) == n_weights:
+        raise FeatureError(f"ranks/rates/counts: lengths {len(ranks_a)}/{len(rates_a)}/{n_weights} differ")
+    if len(ranks_a) == 0 or (weights is not None and weights.sum() <= 0):
         raise FeatureError("ranks: no adapters on this GPU")
     if (rates_a < 0).any() or not np.isfinite(rates_a).all():
         raise FeatureError(f"rates: negative or non-finite value {rates_a[(rates_a < 0) | ~np.isfinite(rates_a)][0]!r}")
@@ -97,12 +104,12 @@ def gpu_features(ranks: Sequence[int] | np.ndarray, rates: Sequence[float] | np.
         raise FeatureError(f"max_loras: expected >= 1, got {max_loras!r}")
     mean_rate, std_rate = _moments(rates_a, weights)
     mean_size, std_size = _moments(ranks_a, weights)
-    served = float(weights.sum())
+    served = float(len(ranks_a)) if weights is None else float(weights.sum())
     base = {
-        "sum_rate": mean_rate * served, "std_rate": std_rate, "max_size": float(ranks_a[weights > 0].max()),
+        "sum_rate": mean_rate * served, "std_rate": std_rate, "max_size": float((ranks_a if weights is None else ranks_a[weights > 0]).max()),
         "mean_size": mean_size, "std_size": std_size, "served_adapters": served, "adapter_slots": float(max_loras),
     }
-    return {**base, **{k: float(v) for k, v in derived_features(base, calibration).items()}}
+    return {**base, **derived_row(tuple(base.values()), calibration)}
 
 
 def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[str, Any]:
@@ -122,6 +129,34 @@ def derived_features(base: Mapping[str, Any], calibration: Any = None) -> dict[s
         out["load_ratio"] = sum_rate / out["capacity_rate"]
         out.update(slot_physics(base, out[KV_FEATURE], out["load_ratio"]))
     return out
+
+
+def derived_row(values: Sequence[float], calibration: Any = None) -> dict[str, float]:
+    """`derived_features` of one GPU (its paper's seven values as floats, `PAPER_FEATURES` order) with plain
+    floats: the same IEEE operations in the same order, so the same numbers, without numpy's per-call cost on
+    one-element arrays (placement asks about one GPU at a time)."""
+    sum_rate, std_rate, s_max, _, _, served, slots = values
+    out = {"mean_rate": sum_rate / served, "rate_per_slot": sum_rate / slots, "slot_fraction": slots / served}
+    if calibration is None:
+        return out
+    kv, cap = _row_constants(calibration, int(slots), int(s_max), int(served))
+    if cap == 0:  # numpy's inf (and its warning) rather than a ZeroDivisionError
+        return {k: float(v) for k, v in derived_features(dict(zip(PAPER_FEATURES, values, strict=True)), calibration).items()}
+    load = sum_rate / cap
+    out.update({KV_FEATURE: kv, "capacity_rate": cap, "load_ratio": load})
+    out.update(zip(PHYSICS_FEATURES, _physics_row(served, slots, sum_rate, std_rate, kv, load), strict=True))
+    return out
+
+
+def feature_row(values: Sequence[float], names: Sequence[str], calibration: Any = None,
+                source: str = "features") -> list[float]:
+    """`matrix_from_paper` of one GPU as a list of floats in ``names`` order (``values``: its paper's seven,
+    finite, counts and ranks positive: `paper_row`)."""
+    cols = {**dict(zip(PAPER_FEATURES, values, strict=True)), **derived_row(values, calibration)}
+    unknown = [n for n in names if n not in cols]
+    if unknown:
+        raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
+    return [cols[n] for n in names]
 
 
 def expected_distinct(batch: np.ndarray, served: np.ndarray, cv2: np.ndarray) -> np.ndarray:
@@ -203,34 +238,61 @@ def _physics_rows(base: Mapping[str, Any], kv_tokens: Any, load_ratio: Any, shap
     return {name: np.array([r[i] for r in rows], dtype=float).reshape(shape) for i, name in enumerate(PHYSICS_FEATURES)}
 
 
-#: id(calibration) -> (calibration, {(A_max, S_max, served): capacity_rate}); the calibration is held so its id
-#: cannot be reused while cached (a Calibration holds dicts, so it cannot key a dict itself)
-_CAPACITY_CACHE: dict[int, tuple[Any, dict[tuple[int, int, int], float]]] = {}
+#: id(calibration) -> (calibration, {name: {configuration: value}}): constants of one calibration; the calibration
+#: is held so its id cannot be reused while cached (a Calibration holds dicts, so it cannot key a dict itself)
+_CALIBRATION_CACHE: dict[int, tuple[Any, dict[str, dict[tuple, Any]]]] = {}
 
 
-def _capacity_rate(calibration: Any, max_loras: int, s_max: int, served: int) -> float:
-    """`Calibration.capacity_rate` at the real runs' server settings, memoised per calibration (placement asks about the same few
-    (A_max, S_max, served) triples thousands of times; each costs ~15 us)."""
+def _constants(calibration: Any) -> dict[str, dict[tuple, Any]]:
+    """The memos of ``calibration``, by name."""
+    entry = _CALIBRATION_CACHE.get(id(calibration))
+    if entry is None or entry[0] is not calibration:
+        entry = _CALIBRATION_CACHE[id(calibration)] = (calibration, {})
+    return entry[1]
+
+
+def _memoised(calibration: Any, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(*key)`` memoised per calibration under ``name`` (placement and large batches ask about the same
+    configurations thousands of times; a capacity_rate costs ~15 us, a look-up well under 1 us)."""
+    memo = _constants(calibration).setdefault(name, {})
+
+    def lookup(*key: int) -> Any:
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = fn(*key)
+        return value
+
+    return lookup
+
+
+def _row_constants(calibration: Any, max_loras: int, s_max: int, served: int) -> tuple[float, float]:
+    """(``kv_capacity_tokens`` as a float, ``capacity_rate``) of one configuration, memoised together: one
+    look-up per GPU on placement's path."""
+    memo = _constants(calibration).setdefault("row", {})
+    key = (max_loras, s_max, served)
+    value = memo.get(key)
+    if value is None:
+        value = memo[key] = (float(_memoised(calibration, "kv", calibration.kv_capacity_tokens)(max_loras, s_max)),
+                             _capacity_lookup(calibration)(max_loras, s_max, served))
+    return value
+
+
+def _capacity_lookup(calibration: Any) -> Callable[[int, int, int], float]:
+    """Memoised `Calibration.capacity_rate` of ``calibration`` at the real runs' server settings."""
     from adaptwin.twin.scenario import MAX_NUM_SEQS
 
-    entry = _CAPACITY_CACHE.get(id(calibration))
-    if entry is None or entry[0] is not calibration:
-        entry = _CAPACITY_CACHE[id(calibration)] = (calibration, {})
-    key = (max_loras, s_max, served)
-    value = entry[1].get(key)
-    if value is None:
-        value = entry[1][key] = calibration.capacity_rate(max_loras, s_max, served, max_num_seqs=MAX_NUM_SEQS)
-    return value
+    return _memoised(calibration, "capacity",
+                     lambda a, r, n: calibration.capacity_rate(a, r, n, max_num_seqs=MAX_NUM_SEQS))
 
 
 def capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray, served: np.ndarray) -> np.ndarray:
     """`Calibration.capacity_rate` over arrays (once per distinct (A_max, S_max, served))."""
-    return _per_distinct(lambda a, r, n: _capacity_rate(calibration, a, r, n), slots, s_max, served)
+    return _per_distinct(_capacity_lookup(calibration), slots, s_max, served)
 
 
 def kv_capacity(calibration: Any, slots: np.ndarray, s_max: np.ndarray) -> np.ndarray:
     """`Calibration.kv_capacity_tokens` over arrays (once per distinct (A_max, S_max) pair when many rows)."""
-    return _per_distinct(calibration.kv_capacity_tokens, slots, s_max)
+    return _per_distinct(_memoised(calibration, "kv", calibration.kv_capacity_tokens), slots, s_max)
 
 
 def _per_distinct(fn: Any, *columns: np.ndarray) -> np.ndarray:
@@ -240,9 +302,32 @@ def _per_distinct(fn: Any, *columns: np.ndarray) -> np.ndarray:
     if cols[0].size <= 16:  # placement's single GPU: a plain loop beats np.unique by far
         flat = [fn(*(int(v) for v in args)) for args in zip(*(c.flat for c in cols), strict=True)]
         return np.array(flat, dtype=float).reshape(cols[0].shape)
-    keys, inverse = np.unique(np.stack([c.ravel() for c in cols], axis=1), axis=0, return_inverse=True)
-    values = np.array([fn(*(int(v) for v in k)) for k in keys], dtype=float)
+    stacked = np.stack([c.ravel() for c in cols], axis=1)
+    distinct = _distinct_int_rows(stacked)
+    if distinct is None:
+        keys, inverse = np.unique(stacked, axis=0, return_inverse=True)
+        values = np.array([fn(*(int(v) for v in k)) for k in keys], dtype=float)
+    else:
+        keys, inverse = distinct
+        values = np.array([fn(*k) for k in keys.tolist()], dtype=float)
     return values[inverse.ravel()].reshape(cols[0].shape)
+
+
+def _distinct_int_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distinct rows of ``values`` truncated to integers, as `int` does; index of each row's one), by a
+    one-dimensional unique of mixed-radix keys: ~10x cheaper than ``np.unique(axis=0)``, which sorts rows
+    field by field. None when a value is negative, non-finite or too large for the keys."""
+    if not (np.isfinite(values).all() and values.min(initial=0.0) >= 0 and values.max(initial=0.0) < 2.0**31):
+        return None
+    ints = values.astype(np.int64)
+    radix = ints.max(axis=0) + 1
+    if float(np.prod(radix.astype(float))) >= 2.0**62:
+        return None
+    key = ints[:, 0].copy()
+    for j in range(1, ints.shape[1]):
+        key = key * radix[j] + ints[:, j]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return ints[first], inverse
 
 
 def paper_matrix(frame: pl.DataFrame, source: str = "features frame") -> np.ndarray:
@@ -280,6 +365,30 @@ def matrix_from_paper(values: np.ndarray, names: Sequence[str], calibration: Any
     if unknown:
         raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
     return np.column_stack([cols[n] for n in names])
+
+
+def paper_row(frame: pl.DataFrame) -> tuple[float, ...] | None:
+    """The paper's seven values of a one-row frame as floats if present, finite and positive where required,
+    else None (the caller then takes `paper_matrix`, which names what is wrong): the one-GPU path without
+    numpy conversions."""
+    try:
+        columns = frame.columns
+        row = frame.row(0)
+        return checked_row([row[columns.index(c)] for c in PAPER_FEATURES])
+    except ValueError:  # a missing column
+        return None
+
+
+def checked_row(values: Sequence[Any]) -> tuple[float, ...] | None:
+    """``values`` (the paper's seven of one GPU) as floats if finite and positive where `check_paper_values`
+    requires it, else None (nulls and non-numbers too: the caller's general path raises, naming the field)."""
+    try:
+        row = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in row) or min(row[i] for i in _POSITIVE) <= 0:
+        return None
+    return row
 
 
 def feature_matrix(frame: pl.DataFrame, names: Sequence[str], calibration: Any = None,

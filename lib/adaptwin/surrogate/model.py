@@ -7,8 +7,11 @@ calibration the kv feature was computed with, metrics). `load(model)` returns a 
 Speed matters (placement asks thousands of times per second). CatBoost's own ``predict`` costs about 0.4 ms
 per call whatever the batch size, times four models, so small batches go through `ObliviousEnsemble`, a
 NumPy evaluation of the same oblivious trees (all four models' trees in one pass: float32 border tests,
-leaf index, gather, sum); large batches go through CatBoost's C++ evaluator. Both give the same numbers
-(tests compare them).
+leaf index, gather, sum); large batches go through CatBoost's C++ evaluator (one Pool for the four models).
+Both give the same numbers (tests compare them). A one-row frame (placement's usual question) skips the
+DataFrame-to-matrix conversion and computes its features with plain floats (`predict_row`): numpy costs
+microseconds per call on one-element arrays, and there are dozens of such calls per feature vector; the
+numbers are the very ones of the general path (a test compares them bit for bit).
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from adaptwin.surrogate.features import (
     PAPER_FEATURES,
     FeatureError,
     check_paper_values,
+    checked_row,
     feature_matrix,
+    feature_row,
     gpu_features,
     matrix_from_paper,
+    paper_row,
 )
 
 SURROGATE_VERSION = 1
@@ -51,7 +57,8 @@ class ObliviousEnsemble:
     """Several CatBoost oblivious-tree models evaluated together with NumPy, in one pass.
 
     Every tree is padded to the deepest tree's depth with never-taken splits (border +inf), so the whole
-    ensemble is four arrays: ``feature``/``border`` (trees, depth) of float32 border tests, ``leaf_offset``
+    ensemble is four arrays: ``feature``/``border`` (depth, trees) of float32 border tests (depth first: the
+    bits of one level are contiguous, so the leaf index is one small matrix product), ``leaf_offset``
     (trees,) into the flat ``leaves``, and ``model_start`` (models,) the first tree of each model (trees of a
     model are contiguous); ``scale``/``bias`` per model.
     """
@@ -80,7 +87,8 @@ class ObliviousEnsemble:
             sizes.append(len(tree["leaf_values"]))
         counts = [len(m["oblivious_trees"]) for m in models]
         scale_bias = [m.get("scale_and_bias", [1.0, [0.0]]) for m in models]
-        return cls(feature, border, np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64),
+        return cls(np.ascontiguousarray(feature.T), np.ascontiguousarray(border.T),
+                   np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64),
                    np.array([v for t in trees for v in t["leaf_values"]], dtype=np.float64),
                    np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64),
                    np.array([float(sb[0]) for sb in scale_bias]),
@@ -89,10 +97,10 @@ class ObliviousEnsemble:
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Raw model outputs (CatBoost's RawFormulaVal), shape (rows, models)."""
         x32 = np.asarray(x, dtype=np.float32)
-        bits = x32[:, self.feature] > self.border  # (rows, trees, depth)
-        # leaf index = sum of bit d x 2^d; a float64 product goes through BLAS (2x faster than int64 for one
-        # row) and is exact for every depth CatBoost allows (< 2^53)
-        index = (bits @ np.exp2(np.arange(self.feature.shape[1], dtype=np.float64))).astype(np.int64)
+        bits = x32.take(self.feature, axis=1) > self.border  # (rows, depth, trees); take: ~4x a fancy index
+        # leaf index = sum of bit d x 2^d; a float64 product goes through BLAS (faster than int64 or packbits)
+        # and is exact for every depth CatBoost allows (< 2^53)
+        index = (np.exp2(np.arange(self.feature.shape[0], dtype=np.float64)) @ bits).astype(np.int64)
         values = self.leaves[index + self.leaf_offset]  # (rows, trees)
         return np.add.reduceat(values, self.model_start, axis=1) * self.scale + self.bias
 
@@ -127,8 +135,13 @@ class Surrogate:
         """Raw outputs (rows, 4) in transformed space: NumPy trees for small batches, CatBoost for large."""
         if x.shape[0] <= SMALL_BATCH:
             return self._fast.raw(x)
+        from catboost import Pool
+
+        # one Pool for the four models (predict on an array builds one per call), from float32: CatBoost's own
+        # dtype, so it copies rather than converts (the same rounding numpy's cast does)
+        pool = Pool(np.asarray(x, dtype=np.float32))
         return np.column_stack([
-            self.models[t].predict(x, prediction_type="RawFormulaVal", thread_count=1) for t in self._order
+            self.models[t].predict(pool, prediction_type="RawFormulaVal", thread_count=1) for t in self._order
         ])
 
     def predict_matrix(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -143,11 +156,25 @@ class Surrogate:
     def predict(self, features: pl.DataFrame) -> pl.DataFrame:
         """``total_throughput`` (tok/s), ``itl_mean_ms``, ``ttft_mean_ms``, ``starvation_probability``,
         ``starved`` for every row of ``features`` (the paper's seven columns are enough)."""
-        out = self.predict_matrix(self.matrix(features))
-        if len(out["starved"]) <= ROW_FRAME_MAX:
+        if features.height == 1:
+            values = paper_row(features)
+            if values is not None:  # else the general path raises, naming the column or value
+                return self.predict_row(values)
+        return self.output_frame(self.predict_matrix(self.matrix(features)))
+
+    def predict_row(self, values: tuple[float, ...]) -> pl.DataFrame:
+        """`predict` of one GPU from its paper's seven values (checked: `paper_row`), features with plain
+        floats (`feature_row`): one-at-a-time placement's path, the same numbers as the general one."""
+        row = feature_row(values, self.feature_names, self.calibration, f"surrogate {self.model}")
+        return self.output_frame(self.predict_matrix(np.array([row])))
+
+    @staticmethod
+    def output_frame(out: dict[str, np.ndarray]) -> pl.DataFrame:
+        """The predictions frame: small ones from Python rows with inferred dtypes (Python floats are Float64,
+        bools Boolean: the schema, without the cost of casting to it), large ones from the arrays."""
+        if 0 < len(out["starved"]) <= ROW_FRAME_MAX:  # no rows: nothing to infer dtypes from
             columns = [out[c].tolist() for c in OUTPUT_COLUMNS]
-            return pl.from_dicts([dict(zip(OUTPUT_COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)],
-                                 schema=_OUTPUT_SCHEMA)
+            return pl.from_dicts([dict(zip(OUTPUT_COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)])
         return pl.DataFrame(out, schema=_OUTPUT_SCHEMA)
 
     def inverse(self, target: str, value: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -159,11 +186,16 @@ class Surrogate:
         """One GPU from a dict holding the paper's seven features (e.g. `gpu_features`): the same numbers as
         `predict`, without building DataFrames (placement's inner loop)."""
         try:
-            base = np.array([[features[c] for c in PAPER_FEATURES]], dtype=float)
+            given = [features[c] for c in PAPER_FEATURES]
         except KeyError as exc:
             raise FeatureError(f"surrogate {self.model}: features dict lacks {exc.args[0]!r}") from exc
         source = f"surrogate {self.model}"
-        x = matrix_from_paper(check_paper_values(base, source), self.feature_names, self.calibration, source)
+        values = checked_row(given)
+        if values is None:  # the general path raises, naming the field and value
+            base = np.array([given], dtype=float)
+            x = matrix_from_paper(check_paper_values(base, source), self.feature_names, self.calibration, source)
+        else:
+            x = np.array([feature_row(values, self.feature_names, self.calibration, source)])
         return {k: (bool(v[0]) if k == "starved" else float(v[0])) for k, v in self.predict_matrix(x).items()}
 
 
