@@ -20,7 +20,12 @@ vLLM does not print). Stock vLLM exposes less, so this builds the twin's calibra
 The scheduler's own time is part of the measured steps (scheduler cost 0). Every server is started once and
 shared by the runs of its A_max (one start costs about a minute of the core it computes on).
 
+Last, with a ``placement`` section, a small workload is placed with the live calibration, exported, and each
+GPU's exported script is served live with its routed traffic (`live_place`); the outcome is the ``placement``
+block of the validation JSON.
+
     python -m adaptwin.profiling.live_loop profiling/live_loop.yaml
+    python -m adaptwin.profiling.live_loop profiling/live_loop.yaml --from-runs [--place]
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from adaptwin.calibration.validation import STARVATION_FRACTION
 from adaptwin.io import atomic_write, write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import runner
+from adaptwin.profiling import live_place, runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
 from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
@@ -55,6 +60,7 @@ from adaptwin.twin.costs import from_dict
 #: the contract keys of the validation JSON
 METRIC_KEYS = ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starvation_agreement", "runs")
 TOP_KEYS = {"harness", "calibration", "validation"}
+OPTIONAL_KEYS = {"placement"}
 CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_input_len", "swap_requests",
                     "swap_rate_by_lora", "crowd_repeats"}
 VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out"}
@@ -73,6 +79,7 @@ class LoopConfig:
     calibration: dict[str, Any]
     validation: dict[str, Any]
     source: str
+    placement: dict[str, Any] | None = None
 
     @property
     def served(self) -> int:
@@ -96,8 +103,9 @@ def load_loop_config(path: str | Path) -> LoopConfig:
 
 def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopConfig:
     """Check the sections' keys and values (the harness section through the harness's own checks)."""
-    for section, allowed in ((data, TOP_KEYS), (data.get("calibration", {}), CALIBRATION_KEYS),
-                             (data.get("validation", {}), VALIDATION_KEYS)):
+    for section, allowed in ((data, TOP_KEYS | OPTIONAL_KEYS), (data.get("calibration", {}), CALIBRATION_KEYS),
+                             (data.get("validation", {}), VALIDATION_KEYS),
+                             (data.get("placement") or {}, live_place.PLACEMENT_KEYS)):
         unknown = sorted(set(section) - allowed)
         if unknown:
             raise LoopConfigError(f"{source}: unknown key {unknown[0]!r} (allowed: {sorted(allowed)})")
@@ -112,7 +120,8 @@ def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopC
     for key in ("max_cpu_loras", "max_lora_rank"):
         if len(grid.get(key, [])) != 1:
             raise LoopConfigError(f"{source}: harness.grid.{key}: one value expected, got {grid.get(key)!r}")
-    cfg = LoopConfig(data["harness"], data["calibration"], data["validation"], source)
+    cfg = LoopConfig(data["harness"], data["calibration"], data["validation"], source, data.get("placement"))
+    check_placement(cfg)
     for a_max in cfg.validation.get("max_loras", []):
         if not isinstance(a_max, int) or not 1 <= a_max <= cfg.served:
             raise LoopConfigError(f"{source}: validation.max_loras: {a_max!r} is not in 1..{cfg.served}")
@@ -123,6 +132,21 @@ def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopC
     if len(batches) < 2 or any(not isinstance(b, int) or b < 1 for b in batches):
         raise LoopConfigError(f"{source}: calibration.batches: {batches!r} needs two or more batch sizes >= 1")
     return cfg
+
+
+def check_placement(cfg: LoopConfig) -> None:
+    """The placement section's workload: [adapter_id, rank, rate] rows, ranks the harness makes adapters of."""
+    if cfg.placement is None:
+        return
+    rows = cfg.placement.get("adapters")
+    if not isinstance(rows, list) or not rows:
+        raise LoopConfigError(f"{cfg.source}: placement.adapters: a list of [adapter_id, rank, rate] is needed")
+    s_max = int(cfg.harness["grid"]["max_lora_rank"][0])
+    for row in rows:
+        ok = isinstance(row, list) and len(row) == 3 and isinstance(row[1], int) and 0 < row[1] <= s_max
+        if not ok or not isinstance(row[2], (int, float)) or row[2] <= 0:
+            raise LoopConfigError(f"{cfg.source}: placement.adapters: {row!r} is not [adapter_id, rank <= "
+                                  f"{s_max}, rate > 0]")
 
 
 # ---- runs on one shared server ---------------------------------------------------------------------------
@@ -302,15 +326,17 @@ def validation_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
 
 
 def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str, trace: Path) -> dict[str, Any]:
-    """The twin scenario of a live by-time run: the same server, adapters and rates, replaying its arrivals."""
+    """The twin scenario of a live by-time run: the same server (and vLLM release, ``server.vllm_version``),
+    adapters and rates, replaying its arrivals."""
     rates = [v for v, c in zip(row["adapter_rates"], row["adapter_rate_counts"], strict=True) for _ in range(c)]
     ranks = list(row["adapter_ranks"])
     server = loop.harness.get("server", {})
+    version = {"vllm_version": str(row["vllm_version"])} if row.get("vllm_version") else {}
     return {
         "model": model,
         "server": {"max_loras": int(row["max_loras"]), "max_cpu_loras": loop.served,
                    "max_lora_rank": int(row["max_lora_rank"]), "max_num_seqs": int(server.get("max_num_seqs", 256)),
-                   "max_num_batched_tokens": int(server.get("max_num_batched_tokens", 2048))},
+                   "max_num_batched_tokens": int(server.get("max_num_batched_tokens", 2048)), **version},
         "adapters": {"ranks": [ranks[i % len(ranks)] for i in range(len(rates))], "rates": rates},
         "arrivals": {"kind": "trace", "path": str(trace)},
         "lengths": {"kind": "trace", "path": str(trace)},
@@ -422,7 +448,10 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]))
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
     metrics = validate(rows, calibration, loop, work) | {"calibration": str(loop.calibration["out"])}
-    write_json(resolve(loop.validation["out"]), metrics)
+    previous = resolve(loop.validation["out"])
+    if previous.exists() and "placement" in (old := json.loads(previous.read_text())):
+        metrics["placement"] = old["placement"]  # the last live placement stays until served again
+    write_json(previous, metrics)
     spread = metrics["repeat_spread"]["total_throughput_pair_smape_pct"]
     print(f"live loop: calibration -> {cal_path}; throughput SMAPE {metrics['throughput_smape_pct']:.1f} %, "
           f"ITL {metrics['itl_smape_pct']:.1f} %, TTFT {metrics['ttft_smape_pct']:.1f} %, starvation agreement "
@@ -431,10 +460,31 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     return metrics
 
 
+def place_step(loop: LoopConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Place the configured workload with the live calibration and serve every GPU from its exported script
+    (`live_place.place_and_serve`); the outcome goes into the metrics JSON under ``placement``."""
+    if loop.placement is None:
+        return metrics
+    server = loop.harness.get("server", {})
+    python = str(resolve(server.get("python", ".venv-vllm/bin/python")))
+    check_environment(python)
+    calibration = from_dict(json.loads(resolve(loop.calibration["out"]).read_text()), "live calibration")
+    model = str(resolve(loop.harness["model"]))
+    token_ids = tuple(loop.harness.get("benchmark", {}).get("token_ids", [10, 2000]))
+    env = {k: str(v) for k, v in server.get("env", {}).items()}
+    block = live_place.place_and_serve(loop.placement, calibration, python, model, model_max_len(model),
+                                       (int(token_ids[0]), int(token_ids[1])), env)
+    metrics = metrics | {"placement": block}
+    write_json(resolve(loop.validation["out"]), metrics)
+    return metrics
+
+
 def run_loop(loop: LoopConfig, factory: runner.ServerFactory | None = None) -> dict[str, Any]:
-    """Profile, calibrate, serve and validate: the live runs, then the calibration and the metrics JSON."""
+    """Profile, calibrate, serve and validate: the live runs, then the calibration and the metrics JSON; with
+    a real server (no factory), then place and serve the placement workload live."""
     serve_and_measure(loop, factory)
-    return calibrate_and_validate(loop)
+    metrics = calibrate_and_validate(loop)
+    return place_step(loop, metrics) if factory is None else metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,10 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="loop YAML (profiling/live_loop.yaml)")
     parser.add_argument("--from-runs", action="store_true",
                         help="calibrate and validate from the recorded live runs, starting no server")
+    parser.add_argument("--place", action="store_true",
+                        help="with --from-runs: then place and serve the placement workload live")
     args = parser.parse_args(argv)
     try:
         loop = load_loop_config(resolve(args.config))
-        calibrate_and_validate(loop) if args.from_runs else run_loop(loop)
+        if not args.from_runs:
+            run_loop(loop)
+        elif args.place:
+            place_step(loop, calibrate_and_validate(loop))
+        else:
+            calibrate_and_validate(loop)
     except (LoopConfigError, ProfilingUnavailable) as exc:
         print(f"live loop: {exc}", file=sys.stderr)
         return 2
