@@ -86,3 +86,50 @@ def test_main_exits_2_on_a_file_that_is_not_a_mapping(tmp_path, capsys, text):
     assert live_loop.main([str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(path) in err
+
+
+# ---- the twin's vLLM release switch (server.vllm_version), as the live loop uses it ----------------------
+def release_scenario(**server) -> dict:
+    """A saturated server: 4 adapters far above capacity, every one resident."""
+    return {"model": "llama-3.1-8b-instruct",
+            "server": {"max_loras": 4, "max_lora_rank": 16, **server},
+            "adapters": {"ranks": [8, 16, 8, 16], "rates": [40.0, 40.0, 40.0, 40.0]},
+            "arrivals": {"kind": "poisson"}, "lengths": {"kind": "fixed", "input": 64, "output": 64},
+            "duration_s": 20.0, "seed": 3}
+
+
+def test_release_switch_defaults_to_the_twins_release_and_reads_the_live_runs_version():
+    from adaptwin.twin.scenario import ScenarioError, parse_scenario
+
+    assert parse_scenario(release_scenario(), check_model=False).server.vllm_version == "0.8.5"
+    assert parse_scenario(release_scenario(), check_model=False).server.max_num_seqs == 256
+    live = parse_scenario(release_scenario(vllm_version="0.32.0"), check_model=False).server  # as the harness records it
+    assert (live.vllm_version, live.max_num_seqs) == ("0.32", 128)
+    assert parse_scenario(release_scenario(vllm_version="0.32", max_num_seqs=64), check_model=False).server.max_num_seqs == 64
+    for bad in ("0.9", "0.320", "latest"):
+        with pytest.raises(ScenarioError, match=f"server.vllm_version: '{bad}' is not modelled"):
+            parse_scenario(release_scenario(vllm_version=bad), check_model=False)
+
+
+def test_releases_schedule_alike_with_explicit_arguments_and_differ_by_their_max_num_seqs_default():
+    from pathlib import Path
+
+    from adaptwin.twin import simulate
+    from adaptwin.twin.costs import load_calibration
+
+    cal = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")
+    explicit = [simulate(release_scenario(max_num_seqs=96, vllm_version=v), cal) for v in ("0.8.5", "0.32")]
+    keys = ("total_throughput", "itl_mean_ms", "ttft_mean_ms", "preemptions")
+    assert [explicit[0][k] for k in keys] == [explicit[1][k] for k in keys]
+    old, new = (simulate(release_scenario(vllm_version=v), cal) for v in ("0.8.5", "0.32"))
+    assert new["mean_batch_size"] <= 128 < old["mean_batch_size"]
+
+
+def test_loop_twin_scenario_carries_the_runs_vllm_version(tmp_path):
+    loop = live_loop.loop_config_from_dict(loop_dict(tmp_path), "loop.yaml")
+    row = {"adapter_rates": [1.0, 2.0], "adapter_rate_counts": [1, 1], "adapter_ranks": [8, 16], "max_loras": 1,
+           "max_lora_rank": 16, "total_time_s": 5.0, "vllm_version": "0.32.0"}
+    scenario = live_loop.twin_scenario(row, loop, "m", tmp_path / "trace.csv")
+    assert scenario["server"]["vllm_version"] == "0.32.0"
+    assert "vllm_version" not in live_loop.twin_scenario(row | {"vllm_version": None}, loop, "m",
+                                                         tmp_path / "t.csv")["server"]
