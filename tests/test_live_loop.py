@@ -133,3 +133,37 @@ def test_loop_twin_scenario_carries_the_runs_vllm_version(tmp_path):
     assert scenario["server"]["vllm_version"] == "0.32.0"
     assert "vllm_version" not in live_loop.twin_scenario(row | {"vllm_version": None}, loop, "m",
                                                          tmp_path / "t.csv")["server"]
+
+
+# ---- the shared CPU's contention (cpu_share) -----------------------------------------------------------
+def test_cpu_share_counts_a_process_groups_cpu_time_and_wait():
+    import subprocess
+    import sys
+    import time
+
+    from adaptwin.profiling import cpu_share
+
+    spin = "import time\ntime.sleep(0.3)\nt = time.time()\nwhile time.time() - t < 0.6: pass\ntime.sleep(60)\n"
+    child = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    try:
+        with cpu_share.measured(child.pid) as share:
+            time.sleep(1.5)  # the child spins inside the block and is still alive at its end
+    finally:
+        child.kill()
+        child.wait()
+    assert share.on_cpu_s > 0.2 and share.waiting_s >= 0 and share.slowdown >= 1.0
+    with cpu_share.measured(None) as nothing:
+        pass
+    assert (nothing.on_cpu_s, nothing.slowdown) == (0.0, 1.0)
+
+
+def test_contention_stretches_the_engines_cpu_work_and_profiling_takes_it_out():
+    from adaptwin.profiling import cpu_share
+
+    cal = {"step": {"form": "linear", "params": {"intercept": 0.004, "decode_seqs": 0.001, "prefill_tokens": 1e-4}},
+           "loading": {"form": "table", "params": {"16": {"8": 5.0}}}, "scheduler": {"params": {"intercept": 0.0}}}
+    slow = cpu_share.contended(cal, 2.0)
+    assert slow["step"]["params"] == {"intercept": 0.008, "decode_seqs": 0.002, "prefill_tokens": 2e-4}
+    assert slow["loading"]["params"] == {"16": {"8": 10.0}} and cal["step"]["params"]["intercept"] == 0.004
+    row = {"tpot_median_ms": 12.0, "ttft_median_ms": None, "run_id": "r"}
+    assert live_loop.uncontended(row, 1.5) == {"tpot_median_ms": 8.0, "ttft_median_ms": None, "run_id": "r"}

@@ -50,7 +50,7 @@ from adaptwin.calibration.validation import STARVATION_FRACTION
 from adaptwin.io import atomic_write, write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import live_place, runner
+from adaptwin.profiling import cpu_share, live_place, runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
 from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
@@ -63,8 +63,9 @@ TOP_KEYS = {"harness", "calibration", "validation"}
 OPTIONAL_KEYS = {"placement"}
 CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_input_len", "swap_requests",
                     "swap_rate_by_lora", "crowd_repeats"}
-VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out"}
+VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out", "cpu_share"}
 TRACE_NAME = "twin_trace.csv"
+CPU_SHARE_NAME = "cpu_share.json"  # per run: the engine core's CPU time and run-queue wait (`cpu_share`)
 
 
 class LoopConfigError(ValueError):
@@ -161,6 +162,7 @@ class SharedServer:
         self.spec = replace(base, server=replace(base.server, max_loras=max_loras), vllm_version=version)
         self.factory, self.server, self.log_dir = factory, None, work_dir / "servers" / f"amax{max_loras}"
         self.rows: list[dict[str, Any]] = []
+        self.shares: dict[str, dict[str, float]] = {}
 
     def _cfg(self, benchmark: dict[str, Any]) -> ProfileConfig:
         data = dict(self.loop.harness)
@@ -189,14 +191,18 @@ class SharedServer:
         cfg = self._cfg(benchmark)
         spec = replace(self._spec(cfg), server=self.spec.server, vllm_version=self.version,
                        run_id=f"live/loop/amax{self.spec.server.max_loras}/{name}")
-        outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
+        process = getattr(self.server, "process", None)
+        with cpu_share.measured(process.pid if process is not None else None) as share:
+            outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
+        self.shares[spec.run_id] = {"on_cpu_s": share.on_cpu_s, "waiting_s": share.waiting_s,
+                                    "slowdown": share.slowdown}
         if spec.benchmark.mode == "by_time":
             write_trace(spec, self.work_dir / "runs" / spec.run_id / TRACE_NAME)
         row = outcome.run
         if row.get("status") != "ok":
             raise RuntimeError(f"live run {spec.run_id} failed: {row.get('status')} {row.get('reason')}")
         print(f"  {spec.run_id}: {row['total_throughput']:.0f} tok/s, ITL {row['itl_median_ms']:.1f} ms, "
-              f"TTFT {row['ttft_median_ms']:.1f} ms", flush=True)
+              f"TTFT {row['ttft_median_ms']:.1f} ms, CPU slowdown {share.slowdown:.2f}", flush=True)
         self.rows.append(row)
         return row
 
@@ -251,8 +257,8 @@ def run_name(a_max: int, name: str) -> str:
     return f"live/loop/amax{a_max}/{name}"
 
 
-def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int
-                      ) -> dict[str, Any]:
+def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
+                      slowdown: dict[str, float] | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -262,8 +268,12 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     once whose prompts share one step: its extra time to first token over one request, less its prompt
     tokens; the median of ``crowd_repeats`` such batches, since one stall of the shared CPU (seen: 1 s) in a
     single batch sets this cost anywhere from 0 to 20 ms. One request's own time to first token also holds the
-    HTTP and tokenizer work outside the engine, which does not hold up steps."""
+    HTTP and tokenizer work outside the engine, which does not hold up steps.
+
+    ``slowdown`` (run id -> `cpu_share` factor) takes the shared CPU's contention out of every time measured,
+    so the calibration describes the engine with a core to itself (validation puts each run's back)."""
     served, plan = loop.served, loop.calibration
+    rows = {k: uncontended(r, (slowdown or {}).get(k, 1.0)) for k, r in rows.items()}
     run = lambda name, a_max=served: rows[run_name(a_max, name)]  # noqa: E731
     batches = sorted(int(n) for n in plan["batches"])
     step_s = [run(f"decode_{n}")["tpot_median_ms"] / 1000 for n in batches]
@@ -300,6 +310,20 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
         "sources": {"runs": sorted(r for r in rows if "/rates" not in r),
                     "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
     }
+
+
+def uncontended(row: dict[str, Any], slowdown: float) -> dict[str, Any]:
+    """A profiling row with its latencies divided by the run's CPU slowdown (the engine's own times)."""
+    times = ("tpot_median_ms", "ttft_median_ms")
+    return row | {k: row[k] / slowdown for k in times if row.get(k) is not None}
+
+
+def read_slowdowns(work: Path) -> dict[str, float]:
+    """Run id -> CPU slowdown recorded by the live runs (empty for runs recorded without it)."""
+    path = work / CPU_SHARE_NAME
+    if not path.exists():
+        return {}
+    return {k: float(v["slowdown"]) for k, v in json.loads(path.read_text()).items()}
 
 
 def crowd_batch(loop: LoopConfig) -> int:
@@ -350,21 +374,24 @@ def smape(a: float, b: float) -> float:
     return float(validation.smape(a, b))
 
 
-def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path
-             ) -> dict[str, Any]:
+def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path,
+             slowdown: dict[str, float] | None = None) -> dict[str, Any]:
     """The twin against every live by-time run, and the live runs against their own repeats. Both are called
-    starved by the twin's rule against the offered load of the replayed schedule."""
-    cal = from_dict(calibration, "live calibration")
+    starved by the twin's rule against the offered load of the replayed schedule. With ``slowdown`` (run id
+    -> `cpu_share` factor) each run is simulated on the engine that run had: the costs times its factor."""
     per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
     for a_max in loop.validation["max_loras"]:
         for i in range(len(loop.validation["rate_sets"])):
             for rep in range(int(loop.validation.get("repeats", 1))):
                 run_id = run_name(a_max, f"rates{i}_rep{rep}")
                 row = rows[run_id]
+                factor = (slowdown or {}).get(run_id, 1.0)
+                cal = from_dict(cpu_share.contended(calibration, factor), "live calibration")
                 twin = simulate(twin_scenario(row, loop, cal.model, work / "runs" / run_id / TRACE_NAME), cal)
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
                     "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
+                    "cpu_slowdown": factor,
                     "live_starved": bool(row["total_throughput"] < STARVATION_FRACTION * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
@@ -420,6 +447,7 @@ def serve_and_measure(loop: LoopConfig, factory: runner.ServerFactory | None = N
     work, served = work_dir(loop), loop.served
     a_maxes = [served] + sorted((set(loop.validation["max_loras"]) | {1}) - {served})
     rows: list[dict[str, Any]] = []
+    shares: dict[str, dict[str, float]] = {}
     for a_max in a_maxes:
         print(f"live loop: server A_max {a_max} of {served} adapters", flush=True)
         srv = SharedServer(loop, a_max, version, factory, work)
@@ -431,7 +459,9 @@ def serve_and_measure(loop: LoopConfig, factory: runner.ServerFactory | None = N
             if a_max in loop.validation["max_loras"]:
                 validation_runs(srv, loop.validation)
         rows += srv.rows
+        shares |= srv.shares
     write_tables(work, {"runs": to_frame("runs", rows)})
+    write_json(work / CPU_SHARE_NAME, shares)
 
 
 def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
@@ -445,9 +475,11 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     kv = kv_tokens(log_dir)
     if kv is None:
         raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
-    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]))
+    slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
-    metrics = validate(rows, calibration, loop, work) | {"calibration": str(loop.calibration["out"])}
+    metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
+                                                                  "cpu_share": bool(slowdown)}
     previous = resolve(loop.validation["out"])
     if previous.exists() and "placement" in (old := json.loads(previous.read_text())):
         metrics["placement"] = old["placement"]  # the last live placement stays until served again
