@@ -54,7 +54,6 @@ from adaptwin.profiling import cpu_share, live_place, runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
 from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
-from adaptwin.twin import simulate
 from adaptwin.twin.costs import from_dict
 
 #: the contract keys of the validation JSON
@@ -194,15 +193,15 @@ class SharedServer:
         process = getattr(self.server, "process", None)
         with cpu_share.measured(process.pid if process is not None else None) as share:
             outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
-        self.shares[spec.run_id] = {"on_cpu_s": share.on_cpu_s, "waiting_s": share.waiting_s,
-                                    "slowdown": share.slowdown}
+        self.shares[spec.run_id] = {"on_cpu_s": share.on_cpu_s, "waiting_s": share.waiting_s}
         if spec.benchmark.mode == "by_time":
             write_trace(spec, self.work_dir / "runs" / spec.run_id / TRACE_NAME)
         row = outcome.run
         if row.get("status") != "ok":
             raise RuntimeError(f"live run {spec.run_id} failed: {row.get('status')} {row.get('reason')}")
         print(f"  {spec.run_id}: {row['total_throughput']:.0f} tok/s, ITL {row['itl_median_ms']:.1f} ms, "
-              f"TTFT {row['ttft_median_ms']:.1f} ms, CPU slowdown {share.slowdown:.2f}", flush=True)
+              f"TTFT {row['ttft_median_ms']:.1f} ms, engine ran {share.on_cpu_s:.1f} s, waited for a core "
+              f"{share.waiting_s:.1f} s", flush=True)
         self.rows.append(row)
         return row
 
@@ -258,7 +257,7 @@ def run_name(a_max: int, name: str) -> str:
 
 
 def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
-                      slowdown: dict[str, float] | None = None) -> dict[str, Any]:
+                      waits: dict[str, float] | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -270,10 +269,11 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     single batch sets this cost anywhere from 0 to 20 ms. One request's own time to first token also holds the
     HTTP and tokenizer work outside the engine, which does not hold up steps.
 
-    ``slowdown`` (run id -> `cpu_share` factor) takes the shared CPU's contention out of every time measured,
-    so the calibration describes the engine with a core to itself (validation puts each run's back)."""
+    ``waits`` (run id -> seconds the engine waited for a core, `cpu_share`) takes the shared CPU's wait per
+    step out of every time measured, so the calibration describes the engine with a core to itself
+    (validation adds each run's own wait back)."""
     served, plan = loop.served, loop.calibration
-    rows = {k: uncontended(r, (slowdown or {}).get(k, 1.0)) for k, r in rows.items()}
+    rows = {k: uncontended(r, (waits or {}).get(k, 0.0) / profile_steps(r, served)) for k, r in rows.items()}
     run = lambda name, a_max=served: rows[run_name(a_max, name)]  # noqa: E731
     batches = sorted(int(n) for n in plan["batches"])
     step_s = [run(f"decode_{n}")["tpot_median_ms"] / 1000 for n in batches]
@@ -312,18 +312,29 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     }
 
 
-def uncontended(row: dict[str, Any], slowdown: float) -> dict[str, Any]:
-    """A profiling row with its latencies divided by the run's CPU slowdown (the engine's own times)."""
+def uncontended(row: dict[str, Any], step_wait_s: float) -> dict[str, Any]:
+    """A profiling row less the engine's wait for a core: one step's worth from its time per output token
+    and from its time to first token (one step when requests come alone or share one prefill step)."""
     times = ("tpot_median_ms", "ttft_median_ms")
-    return row | {k: row[k] / slowdown for k in times if row.get(k) is not None}
+    return row | {k: max(row[k] - 1000 * step_wait_s, 0.0) for k in times if row.get(k) is not None}
 
 
-def read_slowdowns(work: Path) -> dict[str, float]:
-    """Run id -> CPU slowdown recorded by the live runs (empty for runs recorded without it)."""
+def profile_steps(row: dict[str, Any], served: int) -> int:
+    """Engine steps of a fixed-count profiling run, warm-up included: each request takes its output length
+    plus one steps; requests sent at once share them, requests sent apart (about one in flight) do not."""
+    per_request = int(row.get("output_len") or 1) + 1
+    warmups = served if row.get("lora_pre_loading") else 1
+    at_once = math.isinf(float(row.get("request_rate") or math.inf))
+    requests = 1 if at_once else int(row.get("successful_requests") or 1)
+    return per_request * (requests + warmups)
+
+
+def read_waits(work: Path) -> dict[str, float]:
+    """Run id -> seconds the engine waited for a core, recorded by the live runs (empty when not recorded)."""
     path = work / CPU_SHARE_NAME
     if not path.exists():
         return {}
-    return {k: float(v["slowdown"]) for k, v in json.loads(path.read_text()).items()}
+    return {k: float(v["waiting_s"]) for k, v in json.loads(path.read_text()).items() if "waiting_s" in v}
 
 
 def crowd_batch(loop: LoopConfig) -> int:
@@ -375,23 +386,24 @@ def smape(a: float, b: float) -> float:
 
 
 def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path,
-             slowdown: dict[str, float] | None = None) -> dict[str, Any]:
+             waits: dict[str, float] | None = None) -> dict[str, Any]:
     """The twin against every live by-time run, and the live runs against their own repeats. Both are called
-    starved by the twin's rule against the offered load of the replayed schedule. With ``slowdown`` (run id
-    -> `cpu_share` factor) each run is simulated on the engine that run had: the costs times its factor."""
+    starved by the twin's rule against the offered load of the replayed schedule. With ``waits`` (run id ->
+    seconds the engine waited for a core) each run is simulated on the engine that run had: that wait
+    spread over its steps (`cpu_share.simulate_waiting`)."""
     per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
     for a_max in loop.validation["max_loras"]:
         for i in range(len(loop.validation["rate_sets"])):
             for rep in range(int(loop.validation.get("repeats", 1))):
                 run_id = run_name(a_max, f"rates{i}_rep{rep}")
                 row = rows[run_id]
-                factor = (slowdown or {}).get(run_id, 1.0)
-                cal = from_dict(cpu_share.contended(calibration, factor), "live calibration")
-                twin = simulate(twin_scenario(row, loop, cal.model, work / "runs" / run_id / TRACE_NAME), cal)
+                wait = (waits or {}).get(run_id, 0.0)
+                scenario = twin_scenario(row, loop, calibration["model"], work / "runs" / run_id / TRACE_NAME)
+                twin = cpu_share.simulate_waiting(scenario, calibration, wait)
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
                     "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
-                    "cpu_slowdown": factor,
+                    "engine_wait_s": wait, "step_wait_ms": float(twin.get("step_wait_ms", 0.0)),
                     "live_starved": bool(row["total_throughput"] < STARVATION_FRACTION * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
@@ -475,11 +487,11 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     kv = kv_tokens(log_dir)
     if kv is None:
         raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
-    slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
-    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown)
+    waits = read_waits(work) if loop.validation.get("cpu_share", True) else {}
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), waits)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
-    metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
-                                                                  "cpu_share": bool(slowdown)}
+    metrics = validate(rows, calibration, loop, work, waits) | {"calibration": str(loop.calibration["out"]),
+                                                               "cpu_share": bool(waits)}
     previous = resolve(loop.validation["out"])
     if previous.exists() and "placement" in (old := json.loads(previous.read_text())):
         metrics["placement"] = old["placement"]  # the last live placement stays until served again

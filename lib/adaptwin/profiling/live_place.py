@@ -29,7 +29,6 @@ from adaptwin.placement.core import Gpu, Placement
 from adaptwin.profiling import adapters as adapters_mod
 from adaptwin.profiling import client, cpu_share, runner, server
 from adaptwin.twin import simulate
-from adaptwin.twin.costs import from_dict
 from adaptwin.twin.lengths import mean_tokens, sample_lengths
 
 PLACEMENT_KEYS = {"adapters", "method", "twin_window_s", "predictor_window_s", "serve_time_s", "base_port",
@@ -178,8 +177,8 @@ def replay_scenario(placement: Placement, g: int, window_s: float, trace: Path) 
 def serve_gpu(placement: Placement, g: int, deploy: Path, env: dict[str, str], plan: dict[str, Any],
               calibration: Any, max_model_len: int, token_ids: tuple[int, int]) -> dict[str, Any]:
     """Start ``serve_gpu<g>.sh``, send its routed traffic for ``serve_time_s``, and compare with the twin
-    replaying the same requests on the engine the server had (the calibration stretched by the CPU
-    slowdown measured over the window, `cpu_share`)."""
+    replaying the same requests on the engine the server had (with the wait for a core its engine
+    measured over the window, `cpu_share`)."""
     routing = pl.read_csv(deploy / "routing.csv")
     endpoint = routing.filter(pl.col("gpu") == g)["endpoint"][0]
     window = float(plan.get("serve_time_s", 30.0))
@@ -194,11 +193,11 @@ def serve_gpu(placement: Placement, g: int, deploy: Path, env: dict[str, str], p
         with cpu_share.measured(srv.process.pid if srv.process else None) as share:
             result = client.run_benchmark(base_url, requests, window, timeout_s=window + 300)
     live = runner.summarize(result.outputs, result.duration_s)
-    engine = from_dict(cpu_share.contended(calibration.raw, share.slowdown), "live calibration")
-    twin = simulate(replay_scenario(placement, g, window, trace), engine)
+    twin = cpu_share.simulate_waiting(replay_scenario(placement, g, window, trace), calibration.raw,
+                                      share.waiting_s)
     done = Counter(o.model for o in result.outputs if o.success)
     return gpu_record(placement, g, requests, live, twin, result.cancelled) | {
-        "done_per_adapter": dict(done), "cpu_slowdown": share.slowdown}
+        "done_per_adapter": dict(done), "engine_wait_s": share.waiting_s}
 
 
 def warmup(placement: Placement, g: int, token_ids: tuple[int, int]) -> list[client.Request]:
