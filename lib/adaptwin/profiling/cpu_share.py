@@ -1,13 +1,15 @@
 """How long a shared CPU kept the engine waiting during a run, from the kernel's scheduler statistics.
 
-Why: the live engine shares two cores with its client, its API server and other people's jobs. Its steps run
-on the engine core's main thread, and every millisecond that thread spends runnable but waiting for a core
-(``/proc/<pid>/task/<pid>/schedstat``, second field) is a millisecond added to some step. The same engine
-therefore measured 14 % apart between two repeats of one run. Spread over the run's steps, that wait is an
-extra cost per step which profiling takes out of the measured step times and which the twin adds back to
-each validation run, from that run's own measurement: a run is compared with the engine it actually had.
-(Summing the wait over all of the engine's threads does not work: idle helper threads wake up often and
-wait long without holding any step up.)
+Why: the live engine shares two cores with its client, its API server and other people's jobs, and the same
+engine measured 14 % apart between two repeats of one run. The CPU build runs each step's forward pass in a
+worker process (``VLLM::Worker``) that the engine core (``VLLM::EngineCore``) hands the scheduled batch to;
+every millisecond the worker's main thread spends runnable but waiting for a core
+(``/proc/<pid>/task/<pid>/schedstat``, second field) is a millisecond added to some step. Spread over the
+run's steps, that wait is an extra cost per step which profiling takes out of the measured step times and
+which the twin adds back to each validation run, from that run's own measurement: a run is compared with
+the engine it actually had. The engine core's own wait is recorded beside it but not used: its main thread
+polls for the worker's output, so it waits for a core (up to 27 s of a 30 s run) mostly while idle-polling,
+as do the helper threads of both (summed over every thread the ratio read 2.5-16).
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ from typing import Any
 
 PROC = Path("/proc")
 ENGINE_NAME = "VLLM::EngineCor"  # the engine core's process title, cut to the kernel's 15 characters
+WORKER_NAME = "VLLM::Worker"  # the model runner's process (the forward passes)
 
 
 @dataclass
 class CpuShare:
-    """Seconds the engine core's main thread ran and waited for a core over one run."""
+    """Seconds the worker's main thread ran and waited for a core over one run (and the engine core's)."""
 
     on_cpu_s: float = 0.0
     waiting_s: float = 0.0
+    engine_on_cpu_s: float = 0.0
+    engine_waiting_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"on_cpu_s": self.on_cpu_s, "waiting_s": self.waiting_s, "engine_on_cpu_s": self.engine_on_cpu_s,
+                "engine_waiting_s": self.engine_waiting_s}
 
 
 def thread_stats(pid: int) -> tuple[int, int]:
@@ -39,8 +48,8 @@ def thread_stats(pid: int) -> tuple[int, int]:
     return 0, 0
 
 
-def engine_pids(group: int) -> list[int]:
-    """Processes of process group ``group`` named like vLLM's engine core."""
+def named_pids(group: int, wanted: str) -> list[int]:
+    """Processes of process group ``group`` whose name is ``wanted``."""
     engines = []
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -48,24 +57,28 @@ def engine_pids(group: int) -> list[int]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             stat = (entry / "stat").read_text()
             name, rest = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-            if int(rest[2]) == group and name == ENGINE_NAME:  # fields after the name: state, ppid, pgrp
+            if int(rest[2]) == group and name == wanted:  # fields after the name: state, ppid, pgrp
                 engines.append(int(entry.name))
     return engines
 
 
 @contextlib.contextmanager
 def measured(group: int | None) -> Iterator[CpuShare]:
-    """The engine core's `CpuShare` over the ``with`` block (zeros when ``group`` is None: no process)."""
+    """The `CpuShare` of process group ``group`` over the ``with`` block (zeros when ``group`` is None)."""
     share = CpuShare()
-    pids = engine_pids(group) if group is not None else []
-    before = {pid: thread_stats(pid) for pid in pids}
+    roles = {"": WORKER_NAME, "engine_": ENGINE_NAME}
+    pids = {role: named_pids(group, name) if group is not None else [] for role, name in roles.items()}
+    before = {role: [thread_stats(pid) for pid in found] for role, found in pids.items()}
     try:
         yield share
     finally:
-        for pid, (run, wait) in before.items():
-            run_after, wait_after = thread_stats(pid)
-            share.on_cpu_s += max(run_after - run, 0) / 1e9
-            share.waiting_s += max(wait_after - wait, 0) / 1e9
+        for role, found in pids.items():
+            for pid, (run, wait) in zip(found, before[role], strict=True):
+                run_after, wait_after = thread_stats(pid)
+                field = f"{role}on_cpu_s"
+                setattr(share, field, getattr(share, field) + max(run_after - run, 0) / 1e9)
+                field = f"{role}waiting_s"
+                setattr(share, field, getattr(share, field) + max(wait_after - wait, 0) / 1e9)
 
 
 def with_step_wait(calibration: dict[str, Any], wait_s: float) -> dict[str, Any]:

@@ -193,14 +193,14 @@ class SharedServer:
         process = getattr(self.server, "process", None)
         with cpu_share.measured(process.pid if process is not None else None) as share:
             outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
-        self.shares[spec.run_id] = {"on_cpu_s": share.on_cpu_s, "waiting_s": share.waiting_s}
+        self.shares[spec.run_id] = share.as_dict()
         if spec.benchmark.mode == "by_time":
             write_trace(spec, self.work_dir / "runs" / spec.run_id / TRACE_NAME)
         row = outcome.run
         if row.get("status") != "ok":
             raise RuntimeError(f"live run {spec.run_id} failed: {row.get('status')} {row.get('reason')}")
         print(f"  {spec.run_id}: {row['total_throughput']:.0f} tok/s, ITL {row['itl_median_ms']:.1f} ms, "
-              f"TTFT {row['ttft_median_ms']:.1f} ms, engine ran {share.on_cpu_s:.1f} s, waited for a core "
+              f"TTFT {row['ttft_median_ms']:.1f} ms, worker ran {share.on_cpu_s:.1f} s, waited for a core "
               f"{share.waiting_s:.1f} s", flush=True)
         self.rows.append(row)
         return row
@@ -269,7 +269,7 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     single batch sets this cost anywhere from 0 to 20 ms. One request's own time to first token also holds the
     HTTP and tokenizer work outside the engine, which does not hold up steps.
 
-    ``waits`` (run id -> seconds the engine waited for a core, `cpu_share`) takes the shared CPU's wait per
+    ``waits`` (run id -> seconds the worker waited for a core, `cpu_share`) takes the shared CPU's wait per
     step out of every time measured, so the calibration describes the engine with a core to itself
     (validation adds each run's own wait back)."""
     served, plan = loop.served, loop.calibration
@@ -330,7 +330,7 @@ def profile_steps(row: dict[str, Any], served: int) -> int:
 
 
 def read_waits(work: Path) -> dict[str, float]:
-    """Run id -> seconds the engine waited for a core, recorded by the live runs (empty when not recorded)."""
+    """Run id -> seconds the worker waited for a core, recorded by the live runs (empty when not recorded)."""
     path = work / CPU_SHARE_NAME
     if not path.exists():
         return {}
@@ -389,7 +389,7 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
              waits: dict[str, float] | None = None) -> dict[str, Any]:
     """The twin against every live by-time run, and the live runs against their own repeats. Both are called
     starved by the twin's rule against the offered load of the replayed schedule. With ``waits`` (run id ->
-    seconds the engine waited for a core) each run is simulated on the engine that run had: that wait
+    seconds the worker waited for a core) each run is simulated on the engine that run had: that wait
     spread over its steps (`cpu_share.simulate_waiting`)."""
     per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
     for a_max in loop.validation["max_loras"]:
@@ -403,7 +403,7 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
                     "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
-                    "engine_wait_s": wait, "step_wait_ms": float(twin.get("step_wait_ms", 0.0)),
+                    "worker_wait_s": wait, "step_wait_ms": float(twin.get("step_wait_ms", 0.0)),
                     "live_starved": bool(row["total_throughput"] < STARVATION_FRACTION * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})

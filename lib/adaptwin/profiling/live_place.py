@@ -177,7 +177,7 @@ def replay_scenario(placement: Placement, g: int, window_s: float, trace: Path) 
 def serve_gpu(placement: Placement, g: int, deploy: Path, env: dict[str, str], plan: dict[str, Any],
               calibration: Any, max_model_len: int, token_ids: tuple[int, int]) -> dict[str, Any]:
     """Start ``serve_gpu<g>.sh``, send its routed traffic for ``serve_time_s``, and compare with the twin
-    replaying the same requests on the engine the server had (with the wait for a core its engine
+    replaying the same requests on the engine the server had (with the wait for a core its worker
     measured over the window, `cpu_share`)."""
     routing = pl.read_csv(deploy / "routing.csv")
     endpoint = routing.filter(pl.col("gpu") == g)["endpoint"][0]
@@ -197,7 +197,8 @@ def serve_gpu(placement: Placement, g: int, deploy: Path, env: dict[str, str], p
                                       share.waiting_s)
     done = Counter(o.model for o in result.outputs if o.success)
     return gpu_record(placement, g, requests, live, twin, result.cancelled) | {
-        "done_per_adapter": dict(done), "engine_wait_s": share.waiting_s}
+        "done_per_adapter": dict(done), "worker_wait_s": share.waiting_s,
+        "cpu_share": share.as_dict()}
 
 
 def warmup(placement: Placement, g: int, token_ids: tuple[int, int]) -> list[client.Request]:
