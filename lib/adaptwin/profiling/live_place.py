@@ -32,7 +32,7 @@ from adaptwin.twin import simulate
 from adaptwin.twin.lengths import mean_tokens, sample_lengths
 
 PLACEMENT_KEYS = {"adapters", "method", "twin_window_s", "predictor_window_s", "serve_time_s", "base_port",
-                  "out_dir", "seed"}
+                  "out_dir", "seed", "load_gpus"}
 LENGTHS = {"kind": "sharegpt"}  # what the placement's twin checks assume (`verify.gpu_scenario`)
 TRACE_NAME = "twin_trace.csv"
 
@@ -93,7 +93,8 @@ def gpu_scenario(placement: Placement, gpu: Gpu, duration_s: float) -> dict[str,
 
 def place(workload: pl.DataFrame, calibration: Any, plan: dict[str, Any]) -> Placement:
     """The twin-verified placement of ``workload`` with the live calibration (`TwinPredictor` as surrogate,
-    no repository metrics or dataset: they describe the GPU corpus, not this engine)."""
+    no repository metrics or dataset: they describe the GPU corpus, not this engine). With ``load_gpus`` the
+    rates are first scaled to that many GPUs' worth of load (`sized`)."""
     from adaptwin.placement.api import make_context
     from adaptwin.placement.verified import place_verified
 
@@ -101,8 +102,19 @@ def place(workload: pl.DataFrame, calibration: Any, plan: dict[str, Any]) -> Pla
     predictor = TwinPredictor(calibration.model, calibration, window)
     context = make_context(calibration.model, predictor=predictor, calibration=calibration, metrics_path=None,
                            dataset_dir=None, twin_duration_s=window)
+    if plan.get("load_gpus"):
+        workload = sized(workload, float(plan["load_gpus"]), context.best_throughput, predictor.tokens_per_request)
     return place_verified(workload, context, str(plan.get("method", "greedy")),
                           float(plan.get("twin_window_s", 300.0)), workers=1)
+
+
+def sized(workload: pl.DataFrame, gpus: float, best_tok_s: float, tokens_per_request: float) -> pl.DataFrame:
+    """The workload with its rates scaled (proportions kept) to ``gpus`` x the best per-GPU throughput the
+    placement's own bound uses: the engine's speed is only known once calibrated, and a workload sized by
+    hand fits one GPU of a fast calibration and five of a slow one."""
+    offered = float(workload["rate"].sum()) * tokens_per_request
+    factor = gpus * best_tok_s / offered
+    return workload.with_columns((pl.col("rate") * factor).round(4))
 
 
 def workload_frame(plan: dict[str, Any]) -> pl.DataFrame:
@@ -245,7 +257,7 @@ def place_and_serve(plan: dict[str, Any], calibration: Any, python: str, model: 
     deploy = out / "deploy"
     write_placement(placement, deploy, base_port=int(plan.get("base_port", 18100)))
     script_vars = script_env(python, model, adapter_dir(workload, model, out / "adapters"), env)
-    print(f"live loop: placed {workload.height} adapters on {placement.num_gpus} GPUs "
+    print(f"live loop: placed {workload.height} adapters ({placement.workload['rate'].sum():.2f} req/s) on {placement.num_gpus} GPUs "
           f"(lower bound {placement.lower_bound_gpus}) -> {deploy}", flush=True)
     records = []
     for g in range(placement.num_gpus) if gpus is None else gpus:
@@ -257,7 +269,7 @@ def place_and_serve(plan: dict[str, Any], calibration: Any, python: str, model: 
     return {
         "method": placement.method, "num_gpus": placement.num_gpus,
         "lower_bound_gpus": placement.lower_bound_gpus, "verified": bool(placement.notes.get("verified")),
-        "deploy_dir": str(deploy), "workload": workload.to_dicts(), "gpus": records,
+        "deploy_dir": str(deploy), "workload": placement.workload.to_dicts(), "gpus": records,
         "any_live_starved": any(r["live_starved"] for r in records),
         "any_twin_starved": any(r["twin_starved"] for r in records),
         "throughput_smape_pct": mean_smape(records),
