@@ -159,18 +159,41 @@ def test_cpu_share_counts_the_engine_main_threads_cpu_time_and_wait(monkeypatch)
     assert (nothing.on_cpu_s, nothing.waiting_s) == (0.0, 0.0)
 
 
-def test_the_engines_wait_for_a_core_is_spread_over_its_steps(tmp_path):
+def fixture_calibration_dict() -> dict:
     from pathlib import Path
 
-    from adaptwin.profiling import cpu_share
+    return json.loads((Path(__file__).parent / "fixtures" / "calibration_llama_example.json").read_text())
 
-    cal = json.loads((Path(__file__).parent / "fixtures" / "calibration_llama_example.json").read_text())
+
+def test_the_engines_wait_for_a_core_is_spread_over_its_steps():
+    from adaptwin.profiling import cpu_share, replay
+
+    cal = fixture_calibration_dict()
     assert cpu_share.with_step_wait(cal, 0.01)["step"]["params"]["intercept"] == cal["step"]["params"]["intercept"] + 0.01
     scenario = release_scenario(max_num_seqs=96) | {"adapters": {"ranks": [8, 16], "rates": [1.0, 1.0]}}
     scenario["server"]["max_loras"] = 2
-    idle, waiting = (cpu_share.simulate_waiting(scenario, cal, w) for w in (0.0, 5.0))
+    idle, waiting = (replay.simulate_replay(scenario, cal, w) for w in (0.0, 5.0))
     assert "step_wait_ms" not in idle and waiting["step_wait_ms"] == pytest.approx(5000 / waiting["steps"], rel=0.2)
     assert waiting["itl_mean_ms"] > idle["itl_mean_ms"] + 0.8 * waiting["step_wait_ms"]
+
+
+def test_replay_sends_each_request_to_the_adapter_the_live_request_asked_for(tmp_path):
+    from adaptwin.profiling import replay
+
+    rows = [(0.05 * i, 64, 16, 1) for i in range(200)]  # every request to adapter 1, the rare one by rate
+    exact = replay.write_trace(tmp_path / "exact.csv", rows)
+    plain = tmp_path / "plain.csv"
+    plain.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n" + "".join(f"{t},{p},{o}\n" for t, p, o, _ in rows))
+    assert list(replay.trace_adapters(exact)) == [1] * 200 and replay.trace_adapters(plain) is None
+    results = {}
+    for name, path in (("exact", exact), ("plain", plain)):
+        scenario = release_scenario(max_num_seqs=96) | {"adapters": {"ranks": [8, 16], "rates": [9.0, 1.0]},
+                                                         "arrivals": {"kind": "trace", "path": str(path)},
+                                                         "lengths": {"kind": "trace", "path": str(path)}}
+        scenario["server"]["max_loras"] = 1
+        results[name] = replay.simulate_replay(scenario, fixture_calibration_dict())
+    assert results["exact"]["adapter_loads"] <= 1 < results["plain"]["adapter_loads"]
+    assert results["exact"]["finished_requests"] == 200
 
 
 def test_profiling_takes_one_steps_wait_out_of_each_latency():

@@ -86,18 +86,3 @@ def with_step_wait(calibration: dict[str, Any], wait_s: float) -> dict[str, Any]
     out = json.loads(json.dumps(calibration))
     out["step"]["params"]["intercept"] += wait_s
     return out
-
-
-def simulate_waiting(scenario: dict[str, Any], calibration: dict[str, Any], waiting_s: float,
-                     rounds: int = 2) -> dict[str, Any]:
-    """The twin's run of ``scenario`` on an engine that waited ``waiting_s`` for a core in all: that wait
-    spread over the steps the twin takes (a waiting engine takes fewer, larger steps, hence ``rounds``)."""
-    from adaptwin.twin import simulate
-    from adaptwin.twin.costs import from_dict
-
-    result = simulate(scenario, from_dict(calibration, "live calibration"))
-    for _ in range(rounds if waiting_s > 0 else 0):
-        per_step = waiting_s / max(int(result.get("steps") or 0), 1)
-        result = simulate(scenario, from_dict(with_step_wait(calibration, per_step), "live calibration"))
-        result["step_wait_ms"] = per_step * 1000
-    return result

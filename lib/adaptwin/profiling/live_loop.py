@@ -47,10 +47,10 @@ import yaml
 
 from adaptwin.calibration import validation
 from adaptwin.calibration.validation import STARVATION_FRACTION
-from adaptwin.io import atomic_write, write_json
+from adaptwin.io import write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import cpu_share, live_place, runner
+from adaptwin.profiling import cpu_share, live_place, replay, runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
 from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
@@ -185,11 +185,15 @@ class SharedServer:
             yield self
         self.server = None
 
+    def spec_for(self, name: str, benchmark: dict[str, Any]) -> tuple[ProfileConfig, RunSpec]:
+        """The harness config and run spec of run ``name`` on this server (no server needed)."""
+        cfg = self._cfg(benchmark)
+        return cfg, replace(self._spec(cfg), server=self.spec.server, vllm_version=self.version,
+                            run_id=f"live/loop/amax{self.spec.server.max_loras}/{name}")
+
     def run(self, name: str, benchmark: dict[str, Any]) -> dict[str, Any]:
         """One harness run (``runner.run_one``) on this server; returns its ``runs`` row (status checked)."""
-        cfg = self._cfg(benchmark)
-        spec = replace(self._spec(cfg), server=self.spec.server, vllm_version=self.version,
-                       run_id=f"live/loop/amax{self.spec.server.max_loras}/{name}")
+        cfg, spec = self.spec_for(name, benchmark)
         process = getattr(self.server, "process", None)
         with cpu_share.measured(process.pid if process is not None else None) as share:
             outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
@@ -208,15 +212,17 @@ class SharedServer:
 
 
 def write_trace(spec: RunSpec, path: Path) -> Path:
-    """The run's request schedule as a twin trace (``arrived_at,num_prefill_tokens,num_decode_tokens``).
+    """The run's request schedule as a twin trace with each request's adapter (`replay.write_trace`; the
+    index is the adapter's position in ``dummy-0 .. dummy-(n-1)``, the order of `twin_scenario`).
 
     The harness draws it from the run's seed, so it is drawn again here: the twin then replays the arrivals
     the server saw, not another Poisson sample (30 s of a few requests/s differ by 10 % from sample to
     sample, as much as the error being measured)."""
-    requests, _ = runner.plan_requests(spec, runner.adapter_names(spec), np.random.default_rng(spec.seed))
-    lines = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
-    lines += [f"{r.arrival_s!r},{r.prompt_len or spec.benchmark.input_len},{r.output_len}" for r in requests]
-    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    names = runner.adapter_names(spec)
+    requests, _ = runner.plan_requests(spec, names, np.random.default_rng(spec.seed))
+    index = {name: i for i, name in enumerate(names)}
+    return replay.write_trace(path, [(r.arrival_s, r.prompt_len or spec.benchmark.input_len, r.output_len,
+                                      index.get(r.model, 0)) for r in requests])
 
 
 def kv_tokens(log_dir: Path) -> int | None:
@@ -353,16 +359,31 @@ def swap_fraction(requests: int, served: int) -> float:
 # ---- validation ------------------------------------------------------------------------------------------
 def validation_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
     """By-time runs of every rate set, ``repeats`` times each (the same schedule), on this server's A_max."""
-    for i, rates in enumerate(plan["rate_sets"]):
-        for rep in range(int(plan.get("repeats", 1))):
-            bench = {"mode": "by_time", "total_time_s": float(plan["total_time_s"]),
-                     "adapter_rates": [float(r) for r in rates]}
-            srv.run(f"rates{i}_rep{rep}", bench)
+    for name, bench in validation_benchmarks(plan):
+        srv.run(name, bench)
+
+
+def validation_benchmarks(plan: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(run name, by-time benchmark) of every rate set and repeat."""
+    return [(f"rates{i}_rep{rep}", {"mode": "by_time", "total_time_s": float(plan["total_time_s"]),
+                                    "adapter_rates": [float(r) for r in rates]})
+            for i, rates in enumerate(plan["rate_sets"]) for rep in range(int(plan.get("repeats", 1)))]
+
+
+def write_validation_traces(loop: LoopConfig, work: Path) -> None:
+    """Every validation run's trace drawn again from its spec (deterministic): runs recorded before the
+    trace held each request's adapter are then replayed exactly too."""
+    for a_max in loop.validation["max_loras"]:
+        srv = SharedServer(loop, a_max, None, runner.vllm_server_factory, work)
+        for name, bench in validation_benchmarks(loop.validation):
+            _, spec = srv.spec_for(name, bench)
+            write_trace(spec, work / "runs" / spec.run_id / TRACE_NAME)
 
 
 def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str, trace: Path) -> dict[str, Any]:
     """The twin scenario of a live by-time run: the same server (and vLLM release, ``server.vllm_version``),
-    adapters and rates, replaying its arrivals."""
+    adapters and rates, replaying its arrivals (and, through `replay`, each request's adapter: the rates'
+    order then only matters to the twin's own mapping, which the replay does not use)."""
     rates = [v for v, c in zip(row["adapter_rates"], row["adapter_rate_counts"], strict=True) for _ in range(c)]
     ranks = list(row["adapter_ranks"])
     server = loop.harness.get("server", {})
@@ -399,7 +420,7 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
                 row = rows[run_id]
                 wait = (waits or {}).get(run_id, 0.0)
                 scenario = twin_scenario(row, loop, calibration["model"], work / "runs" / run_id / TRACE_NAME)
-                twin = cpu_share.simulate_waiting(scenario, calibration, wait)
+                twin = replay.simulate_replay(scenario, calibration, wait)
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
                     "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
@@ -487,6 +508,7 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     kv = kv_tokens(log_dir)
     if kv is None:
         raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
+    write_validation_traces(loop, work)
     waits = read_waits(work) if loop.validation.get("cpu_share", True) else {}
     calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), waits)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)

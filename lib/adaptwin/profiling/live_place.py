@@ -24,10 +24,9 @@ import numpy as np
 import polars as pl
 
 from adaptwin.calibration.validation import STARVATION_FRACTION
-from adaptwin.io import atomic_write
 from adaptwin.placement.core import Gpu, Placement
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import client, cpu_share, runner, server
+from adaptwin.profiling import client, cpu_share, replay, runner, server
 from adaptwin.twin import simulate
 from adaptwin.twin.lengths import mean_tokens, sample_lengths
 
@@ -170,20 +169,22 @@ def routed_schedule(routing: pl.DataFrame, workload: pl.DataFrame, g: int, windo
             for i, ((t, a), p, o) in enumerate(zip(arrivals, prompts, outputs, strict=True))]
 
 
-def write_trace(requests: list[client.Request], path: Path) -> Path:
-    """The requests as a twin trace (``arrived_at,num_prefill_tokens,num_decode_tokens``): the twin then
-    replays what the server was sent."""
-    lines = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
-    lines += [f"{r.arrival_s!r},{r.prompt_len},{r.output_len}" for r in requests]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+def write_trace(requests: list[client.Request], adapter_ids: list[str], path: Path) -> Path:
+    """The requests as a twin trace with each one's adapter (its position in ``adapter_ids``): the twin then
+    replays what the server was sent (`replay`)."""
+    index = {a: i for i, a in enumerate(adapter_ids)}
+    return replay.write_trace(path, [(r.arrival_s, int(r.prompt_len or 0), r.output_len, index[r.model])
+                                     for r in requests])
 
 
 def replay_scenario(placement: Placement, g: int, window_s: float, trace: Path) -> dict[str, Any]:
-    """GPU ``g``'s verification scenario with the live requests replayed (arrivals and lengths)."""
+    """GPU ``g``'s verification scenario with the live requests replayed (arrivals, lengths, adapters); its
+    adapters listed one by one in `Placement.gpu_adapters` order, the trace's adapter indices."""
     scenario = gpu_scenario(placement, placement.gpus[g], window_s)
+    adapters = placement.gpu_adapters(g)
     spec = {"kind": "trace", "path": str(trace)}
-    return scenario | {"arrivals": spec, "lengths": spec, "seed": 0}
+    return scenario | {"arrivals": spec, "lengths": spec, "seed": 0,
+                       "adapters": {"ranks": adapters["rank"].to_list(), "rates": adapters["rate"].to_list()}}
 
 
 def serve_gpu(placement: Placement, g: int, deploy: Path, env: dict[str, str], plan: dict[str, Any],
@@ -198,15 +199,15 @@ def serve_gpu(placement: Placement, g: int, deploy: Path, env: dict[str, str], p
     requests = routed_schedule(routing, placement.workload, g, window, placement.model, max_model_len, rng,
                                token_ids)
     run_dir = deploy / "live" / f"gpu{g}"
-    trace = write_trace(requests, run_dir / TRACE_NAME)
+    trace = write_trace(requests, placement.gpu_adapters(g)["adapter_id"].to_list(), run_dir / TRACE_NAME)
     base_url = endpoint.removesuffix("/v1")
     with exported_server(deploy / f"serve_gpu{g}.sh", base_url, run_dir / "server", env) as srv:
         client.run_benchmark(base_url, warmup(placement, g, token_ids), None, timeout_s=300)
         with cpu_share.measured(srv.process.pid if srv.process else None) as share:
             result = client.run_benchmark(base_url, requests, window, timeout_s=window + 300)
     live = runner.summarize(result.outputs, result.duration_s)
-    twin = cpu_share.simulate_waiting(replay_scenario(placement, g, window, trace), calibration.raw,
-                                      share.waiting_s)
+    twin = replay.simulate_replay(replay_scenario(placement, g, window, trace), calibration.raw,
+                                  share.waiting_s)
     done = Counter(o.model for o in result.outputs if o.success)
     return gpu_record(placement, g, requests, live, twin, result.cancelled) | {
         "done_per_adapter": dict(done), "worker_wait_s": share.waiting_s,
