@@ -165,16 +165,19 @@ def fixture_calibration_dict() -> dict:
     return json.loads((Path(__file__).parent / "fixtures" / "calibration_llama_example.json").read_text())
 
 
-def test_the_engines_wait_for_a_core_is_spread_over_its_steps():
+def test_a_slowed_engine_has_its_cpu_work_stretched_in_the_twin():
     from adaptwin.profiling import cpu_share, replay
 
     cal = fixture_calibration_dict()
-    assert cpu_share.with_step_wait(cal, 0.01)["step"]["params"]["intercept"] == cal["step"]["params"]["intercept"] + 0.01
+    slow = cpu_share.stretched(cal, 2.0)
+    assert slow["step"]["params"]["intercept"] == 2 * cal["step"]["params"]["intercept"]
+    rank_times = [v for ranks in slow["loading"]["params"].values() for v in ranks.values()]
+    assert rank_times == [2 * v for ranks in cal["loading"]["params"].values() for v in ranks.values()]
+    assert cpu_share.CpuShare(10.0, 5.0).slowdown == 1.5 and cpu_share.CpuShare().slowdown == 1.0
     scenario = release_scenario(max_num_seqs=96) | {"adapters": {"ranks": [8, 16], "rates": [1.0, 1.0]}}
     scenario["server"]["max_loras"] = 2
-    idle, waiting = (replay.simulate_replay(scenario, cal, w) for w in (0.0, 5.0))
-    assert "step_wait_ms" not in idle and waiting["step_wait_ms"] == pytest.approx(5000 / waiting["steps"], rel=0.2)
-    assert waiting["itl_mean_ms"] > idle["itl_mean_ms"] + 0.8 * waiting["step_wait_ms"]
+    idle, slowed = (replay.simulate_replay(scenario, cal, f) for f in (1.0, 2.0))
+    assert slowed["itl_mean_ms"] > 1.8 * idle["itl_mean_ms"] and slowed["cpu_slowdown"] == 2.0
 
 
 def test_replay_sends_each_request_to_the_adapter_the_live_request_asked_for(tmp_path):
@@ -196,9 +199,6 @@ def test_replay_sends_each_request_to_the_adapter_the_live_request_asked_for(tmp
     assert results["exact"]["finished_requests"] == 200
 
 
-def test_profiling_takes_one_steps_wait_out_of_each_latency():
+def test_profiling_divides_the_runs_slowdown_out_of_each_latency():
     row = {"tpot_median_ms": 12.0, "ttft_median_ms": None, "run_id": "r"}
-    assert live_loop.uncontended(row, 0.004) == {"tpot_median_ms": 8.0, "ttft_median_ms": None, "run_id": "r"}
-    at_once = {"output_len": 64, "request_rate": float("inf"), "successful_requests": 16}
-    apart = {"output_len": 4, "request_rate": 1.0, "successful_requests": 24, "lora_pre_loading": True}
-    assert live_loop.profile_steps(at_once, 3) == 65 * 2 and live_loop.profile_steps(apart, 3) == 5 * 27
+    assert live_loop.uncontended(row, 1.5) == {"tpot_median_ms": 8.0, "ttft_median_ms": None, "run_id": "r"}

@@ -1,15 +1,15 @@
-"""How long a shared CPU kept the engine waiting during a run, from the kernel's scheduler statistics.
+"""How much a shared CPU slowed the engine during a run, from the kernel's scheduler statistics.
 
 Why: the live engine shares two cores with its client, its API server and other people's jobs, and the same
 engine measured 14 % apart between two repeats of one run. The CPU build runs each step's forward pass in a
-worker process (``VLLM::Worker``) that the engine core (``VLLM::EngineCore``) hands the scheduled batch to;
-every millisecond the worker's main thread spends runnable but waiting for a core
-(``/proc/<pid>/task/<pid>/schedstat``, second field) is a millisecond added to some step. Spread over the
-run's steps, that wait is an extra cost per step which profiling takes out of the measured step times and
-which the twin adds back to each validation run, from that run's own measurement: a run is compared with
-the engine it actually had. The engine core's own wait is recorded beside it but not used: its main thread
-polls for the worker's output, so it waits for a core (up to 27 s of a 30 s run) mostly while idle-polling,
-as do the helper threads of both (summed over every thread the ratio read 2.5-16).
+worker process (``VLLM::Worker``) whose main thread polls for work between steps, so it is runnable for the
+whole run: on a core (``/proc/<pid>/task/<pid>/schedstat``, first field) or waiting for one (second field).
+Its share of a core is then on / (on + waiting), whether it computes or polls, and a forward pass that
+needs t seconds of a core takes t x (on + waiting) / on: the run's slowdown. Profiling divides it out of the
+measured times, and the twin multiplies each validation run's engine costs by that run's own factor, so a
+run is compared with the engine it actually had. (Spreading the wait over the steps instead charged the
+polling's wait too: 14 s of a light 30 s run. The engine core's main thread, recorded beside it, polls the
+worker the same way; summed over every thread of both, helper threads included, the ratio read 2.5-16.)
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ class CpuShare:
     waiting_s: float = 0.0
     engine_on_cpu_s: float = 0.0
     engine_waiting_s: float = 0.0
+
+    @property
+    def slowdown(self) -> float:
+        """(on a core + waiting) / on a core of the worker: 1 on an idle machine, and when nothing was measured."""
+        return (self.on_cpu_s + self.waiting_s) / self.on_cpu_s if self.on_cpu_s > 0 else 1.0
 
     def as_dict(self) -> dict[str, float]:
         return {"on_cpu_s": self.on_cpu_s, "waiting_s": self.waiting_s, "engine_on_cpu_s": self.engine_on_cpu_s,
@@ -81,8 +86,17 @@ def measured(group: int | None) -> Iterator[CpuShare]:
                 setattr(share, field, getattr(share, field) + max(wait_after - wait, 0) / 1e9)
 
 
-def with_step_wait(calibration: dict[str, Any], wait_s: float) -> dict[str, Any]:
-    """The calibration of an engine whose every step also waits ``wait_s`` for a core."""
+#: step-model terms of a calibration that are CPU work of the engine, stretched by contention (with loading)
+SCALED_STEP_TERMS = ("intercept", "decode_seqs", "prefill_tokens", "prefill_seqs", "context_tokens")
+
+
+def stretched(calibration: dict[str, Any], slowdown: float) -> dict[str, Any]:
+    """The calibration of an engine whose CPU work takes ``slowdown`` times as long (step terms, loading)."""
     out = json.loads(json.dumps(calibration))
-    out["step"]["params"]["intercept"] += wait_s
+    params = out["step"]["params"]
+    for key in SCALED_STEP_TERMS:
+        if key in params:
+            params[key] *= slowdown
+    table = out["loading"]["params"]
+    out["loading"]["params"] = {s: {r: v * slowdown for r, v in ranks.items()} for s, ranks in table.items()}
     return out

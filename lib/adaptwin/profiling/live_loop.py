@@ -204,8 +204,7 @@ class SharedServer:
         if row.get("status") != "ok":
             raise RuntimeError(f"live run {spec.run_id} failed: {row.get('status')} {row.get('reason')}")
         print(f"  {spec.run_id}: {row['total_throughput']:.0f} tok/s, ITL {row['itl_median_ms']:.1f} ms, "
-              f"TTFT {row['ttft_median_ms']:.1f} ms, worker ran {share.on_cpu_s:.1f} s, waited for a core "
-              f"{share.waiting_s:.1f} s", flush=True)
+              f"TTFT {row['ttft_median_ms']:.1f} ms, CPU slowdown {share.slowdown:.2f}", flush=True)
         self.rows.append(row)
         return row
 
@@ -263,7 +262,7 @@ def run_name(a_max: int, name: str) -> str:
 
 
 def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
-                      waits: dict[str, float] | None = None) -> dict[str, Any]:
+                      slowdown: dict[str, float] | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -275,11 +274,11 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     single batch sets this cost anywhere from 0 to 20 ms. One request's own time to first token also holds the
     HTTP and tokenizer work outside the engine, which does not hold up steps.
 
-    ``waits`` (run id -> seconds the worker waited for a core, `cpu_share`) takes the shared CPU's wait per
-    step out of every time measured, so the calibration describes the engine with a core to itself
-    (validation adds each run's own wait back)."""
+    ``slowdown`` (run id -> the shared CPU's slowdown of that run, `cpu_share`) is divided out of every time
+    measured, so the calibration describes the engine with a core to itself (validation puts each run's
+    own back)."""
     served, plan = loop.served, loop.calibration
-    rows = {k: uncontended(r, (waits or {}).get(k, 0.0) / profile_steps(r, served)) for k, r in rows.items()}
+    rows = {k: uncontended(r, (slowdown or {}).get(k, 1.0)) for k, r in rows.items()}
     run = lambda name, a_max=served: rows[run_name(a_max, name)]  # noqa: E731
     batches = sorted(int(n) for n in plan["batches"])
     step_s = [run(f"decode_{n}")["tpot_median_ms"] / 1000 for n in batches]
@@ -318,29 +317,19 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     }
 
 
-def uncontended(row: dict[str, Any], step_wait_s: float) -> dict[str, Any]:
-    """A profiling row less the engine's wait for a core: one step's worth from its time per output token
-    and from its time to first token (one step when requests come alone or share one prefill step)."""
+def uncontended(row: dict[str, Any], slowdown: float) -> dict[str, Any]:
+    """A profiling row with its latencies divided by the run's CPU slowdown: the engine's own times."""
     times = ("tpot_median_ms", "ttft_median_ms")
-    return row | {k: max(row[k] - 1000 * step_wait_s, 0.0) for k in times if row.get(k) is not None}
+    return row | {k: row[k] / slowdown for k in times if row.get(k) is not None}
 
 
-def profile_steps(row: dict[str, Any], served: int) -> int:
-    """Engine steps of a fixed-count profiling run, warm-up included: each request takes its output length
-    plus one steps; requests sent at once share them, requests sent apart (about one in flight) do not."""
-    per_request = int(row.get("output_len") or 1) + 1
-    warmups = served if row.get("lora_pre_loading") else 1
-    at_once = math.isinf(float(row.get("request_rate") or math.inf))
-    requests = 1 if at_once else int(row.get("successful_requests") or 1)
-    return per_request * (requests + warmups)
-
-
-def read_waits(work: Path) -> dict[str, float]:
-    """Run id -> seconds the worker waited for a core, recorded by the live runs (empty when not recorded)."""
+def read_slowdowns(work: Path) -> dict[str, float]:
+    """Run id -> the CPU slowdown recorded by the live runs (empty when not recorded)."""
     path = work / CPU_SHARE_NAME
     if not path.exists():
         return {}
-    return {k: float(v["waiting_s"]) for k, v in json.loads(path.read_text()).items() if "waiting_s" in v}
+    shares = json.loads(path.read_text())
+    return {k: cpu_share.CpuShare(v["on_cpu_s"], v["waiting_s"]).slowdown for k, v in shares.items()}
 
 
 def crowd_batch(loop: LoopConfig) -> int:
@@ -407,24 +396,24 @@ def smape(a: float, b: float) -> float:
 
 
 def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path,
-             waits: dict[str, float] | None = None) -> dict[str, Any]:
+             slowdown: dict[str, float] | None = None) -> dict[str, Any]:
     """The twin against every live by-time run, and the live runs against their own repeats. Both are called
-    starved by the twin's rule against the offered load of the replayed schedule. With ``waits`` (run id ->
-    seconds the worker waited for a core) each run is simulated on the engine that run had: that wait
-    spread over its steps (`cpu_share.simulate_waiting`)."""
+    starved by the twin's rule against the offered load of the replayed schedule. With ``slowdown`` (run id
+    -> the shared CPU's slowdown of that run) each run is simulated on the engine that run had: the costs
+    times its factor (`replay.simulate_replay`)."""
     per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
     for a_max in loop.validation["max_loras"]:
         for i in range(len(loop.validation["rate_sets"])):
             for rep in range(int(loop.validation.get("repeats", 1))):
                 run_id = run_name(a_max, f"rates{i}_rep{rep}")
                 row = rows[run_id]
-                wait = (waits or {}).get(run_id, 0.0)
+                factor = (slowdown or {}).get(run_id, 1.0)
                 scenario = twin_scenario(row, loop, calibration["model"], work / "runs" / run_id / TRACE_NAME)
-                twin = replay.simulate_replay(scenario, calibration, wait)
+                twin = replay.simulate_replay(scenario, calibration, factor)
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
                     "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
-                    "worker_wait_s": wait, "step_wait_ms": float(twin.get("step_wait_ms", 0.0)),
+                    "cpu_slowdown": factor,
                     "live_starved": bool(row["total_throughput"] < STARVATION_FRACTION * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
@@ -509,11 +498,11 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     if kv is None:
         raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
     write_validation_traces(loop, work)
-    waits = read_waits(work) if loop.validation.get("cpu_share", True) else {}
-    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), waits)
+    slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
-    metrics = validate(rows, calibration, loop, work, waits) | {"calibration": str(loop.calibration["out"]),
-                                                               "cpu_share": bool(waits)}
+    metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
+                                                                  "cpu_share": bool(slowdown)}
     previous = resolve(loop.validation["out"])
     if previous.exists() and "placement" in (old := json.loads(previous.read_text())):
         metrics["placement"] = old["placement"]  # the last live placement stays until served again

@@ -190,7 +190,7 @@ def replay_scenario(placement: Placement, g: int, window_s: float, trace: Path) 
 def serve_gpu(placement: Placement, g: int, deploy: Path, env: dict[str, str], plan: dict[str, Any],
               calibration: Any, max_model_len: int, token_ids: tuple[int, int]) -> dict[str, Any]:
     """Start ``serve_gpu<g>.sh``, send its routed traffic for ``serve_time_s``, and compare with the twin
-    replaying the same requests on the engine the server had (with the wait for a core its worker
+    replaying the same requests on the engine the server had (its costs stretched by the CPU slowdown
     measured over the window, `cpu_share`)."""
     routing = pl.read_csv(deploy / "routing.csv")
     endpoint = routing.filter(pl.col("gpu") == g)["endpoint"][0]
@@ -207,10 +207,10 @@ def serve_gpu(placement: Placement, g: int, deploy: Path, env: dict[str, str], p
             result = client.run_benchmark(base_url, requests, window, timeout_s=window + 300)
     live = runner.summarize(result.outputs, result.duration_s)
     twin = replay.simulate_replay(replay_scenario(placement, g, window, trace), calibration.raw,
-                                  share.waiting_s)
+                                  share.slowdown)
     done = Counter(o.model for o in result.outputs if o.success)
     return gpu_record(placement, g, requests, live, twin, result.cancelled) | {
-        "done_per_adapter": dict(done), "worker_wait_s": share.waiting_s,
+        "done_per_adapter": dict(done), "cpu_slowdown": share.slowdown,
         "cpu_share": share.as_dict()}
 
 

@@ -8,7 +8,7 @@ the 32 req/s adapter first, served that one (2,400 tok/s). The live schedule kno
 the trace keeps it in a fourth column (``adapter``: the index of the scenario's adapter) that the twin's own
 trace reader ignores, and `simulate_replay` runs the twin's engine on that workload.
 
-The engine's wait for a core (`cpu_share`) is added per step, spread over the steps the twin takes.
+A shared CPU's slowdown of the run (`cpu_share`) stretches the engine's costs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from adaptwin.io import atomic_write
-from adaptwin.profiling.cpu_share import with_step_wait
+from adaptwin.profiling.cpu_share import stretched
 
 HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens,adapter"
 
@@ -69,13 +69,8 @@ def in_workload_order(scenario: dict[str, Any], adapters: np.ndarray) -> np.ndar
     return adapters[rows][np.argsort(times[rows], kind="stable")]
 
 
-def simulate_replay(scenario: dict[str, Any], calibration: dict[str, Any], waiting_s: float = 0.0,
-                    rounds: int = 2) -> dict[str, Any]:
-    """The replay (`simulate_once`) on an engine that waited ``waiting_s`` for a core in all: that wait
-    spread over the steps the twin takes (a waiting engine takes fewer, larger steps, hence ``rounds``)."""
-    result = simulate_once(scenario, calibration)
-    for _ in range(rounds if waiting_s > 0 else 0):
-        per_step = waiting_s / max(int(result.get("steps") or 0), 1)
-        result = simulate_once(scenario, with_step_wait(calibration, per_step))
-        result["step_wait_ms"] = per_step * 1000
-    return result
+def simulate_replay(scenario: dict[str, Any], calibration: dict[str, Any], slowdown: float = 1.0
+                    ) -> dict[str, Any]:
+    """The replay (`simulate_once`) on an engine slowed ``slowdown`` times by a shared CPU (`cpu_share`)."""
+    result = simulate_once(scenario, stretched(calibration, slowdown) if slowdown != 1.0 else calibration)
+    return result | {"cpu_slowdown": slowdown}
