@@ -38,7 +38,7 @@ def loop_dict(tmp_path) -> dict:
             "poller": {"interval_s": 0.05, "tail_s": 0.2},
         },
         "calibration": {"model_name": "fake-live", "out": str(tmp_path / "cal.json"), "batches": [1, 4], "crowd_repeats": 2,
-                        "long_input_len": 24, "swap_requests": 4, "swap_rate_by_lora": 20.0},
+                        "scan_requests": 6, "long_input_len": 24, "swap_requests": 4, "swap_rate_by_lora": 20.0},
         "validation": {"max_loras": [1, 2], "rate_sets": [[4.0, 2.0]], "total_time_s": 1.0, "repeats": 2,
                        "out": str(tmp_path / "metrics" / "live_twin_validation.json")},
     }
@@ -202,3 +202,16 @@ def test_replay_sends_each_request_to_the_adapter_the_live_request_asked_for(tmp
 def test_profiling_divides_the_runs_slowdown_out_of_each_latency():
     row = {"tpot_median_ms": 12.0, "ttft_median_ms": None, "run_id": "r"}
     assert live_loop.uncontended(row, 1.5) == {"tpot_median_ms": 8.0, "ttft_median_ms": None, "run_id": "r"}
+
+
+def test_scan_cost_is_the_time_per_token_growth_with_the_queue_the_scheduler_walks():
+    import polars as pl
+
+    tpot = {"a": 0.030, "b": 0.020, "c": 0.010}  # a ran first (b's and c's 96 requests queued), c last (none)
+    rows = [{"model": m, "success": True, "output_tokens": 33, "ttft_s": start + 0.01 * i,
+             "latency_s": start + 0.01 * i + 32 * tpot[m]}
+            for m, start in (("b", 2.0), ("a", 0.5), ("c", 4.0)) for i in range(48)]
+    cost = live_loop.scan_cost(pl.DataFrame(rows))
+    assert cost == pytest.approx(0.020 / 96)
+    assert live_loop.scan_cost(pl.DataFrame(rows), slowdown=2.0) == pytest.approx(0.010 / 96)
+    assert live_loop.scan_cost(pl.DataFrame([r for r in rows if r["model"] == "a"])) is None

@@ -61,7 +61,7 @@ METRIC_KEYS = ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starv
 TOP_KEYS = {"harness", "calibration", "validation"}
 OPTIONAL_KEYS = {"placement"}
 CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_input_len", "swap_requests",
-                    "swap_rate_by_lora", "crowd_repeats"}
+                    "swap_rate_by_lora", "crowd_repeats", "scan_requests"}
 VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out", "cpu_share"}
 TRACE_NAME = "twin_trace.csv"
 CPU_SHARE_NAME = "cpu_share.json"  # per run: the engine core's CPU time and run-queue wait (`cpu_share`)
@@ -262,7 +262,7 @@ def run_name(a_max: int, name: str) -> str:
 
 
 def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
-                      slowdown: dict[str, float] | None = None) -> dict[str, Any]:
+                      slowdown: dict[str, float] | None = None, scan_s: float | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -308,7 +308,7 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
         "lora": {"form": "piecewise_linear", "params": {"x": [1, served], "y": [1.0, ratio]}},
         "loading": {"form": "table", "params": {str(s_max): {str(r): load_ms for r in ranks}}},
         "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": kv, "per_slot_rank_tokens": 0}},
-        "scheduler": {"form": "linear", "params": {"intercept": 0.0}},
+        "scheduler": {"form": "linear", "params": {"intercept": 0.0, **({"waiting": scan_s} if scan_s else {})}},
         "fit_quality": {"decode_step_ms": {str(n): v * 1000 for n, v in zip(batches, step_s, strict=True)},
                         "lora_spread_ratio": ratio, "swap_fraction": swaps, "crowd_batch": crowd_n,
                         "crowd_ttft_ms": crowds or [crowd_ms]},
@@ -330,6 +330,30 @@ def read_slowdowns(work: Path) -> dict[str, float]:
         return {}
     shares = json.loads(path.read_text())
     return {k: cpu_share.CpuShare(v["on_cpu_s"], v["waiting_s"]).slowdown for k, v in shares.items()}
+
+
+def scan_cost(requests: pl.DataFrame, slowdown: float = 1.0) -> float | None:
+    """Seconds the scheduler spends per waiting request it looks at, from the ``scan`` run at A_max 1.
+
+    Why: with A_max 1 the waiting loop walks past every queued request of another adapter at each step (it
+    skips them and puts them back), so an overloaded A_max 1 server whose other adapters pile up requests
+    slows down with its queue: a live overload at A_max 1 ran steps twice as long as at A_max 3. The scan run
+    sends requests of every adapter at once, interleaved; the adapters then run one after the other (phases),
+    the first with the other adapters' requests all waiting, the last with none. The difference of their
+    median times per output token over the difference of waiting requests is the cost per request looked
+    at (the twin's ``scheduler.waiting``). None when the run has fewer than two phases."""
+    ok = requests.filter(pl.col("success") & (pl.col("output_tokens") > 1))
+    if ok.is_empty():
+        return None
+    phases = (ok.with_columns(((pl.col("latency_s") - pl.col("ttft_s")) / (pl.col("output_tokens") - 1)).alias("tpot"))
+              .group_by("model").agg(pl.col("ttft_s").min().alias("start"), pl.col("tpot").median(), pl.len())
+              .sort("start"))
+    if phases.height < 2:
+        return None
+    counts, tpots = phases["len"].to_list(), phases["tpot"].to_list()
+    waiting = [sum(counts[k + 1:]) for k in range(len(counts))]  # requests of later phases, queued meanwhile
+    slope = float(np.polyfit(waiting, tpots, 1)[0]) / slowdown
+    return max(slope, 0.0)
 
 
 def crowd_batch(loop: LoopConfig) -> int:
@@ -478,6 +502,8 @@ def serve_and_measure(loop: LoopConfig, factory: runner.ServerFactory | None = N
                 profile_runs(srv, loop.calibration)
             elif a_max == 1:
                 srv.run("round_robin", swap_benchmark(loop.calibration))
+                if loop.calibration.get("scan_requests"):
+                    srv.run("scan", fixed(int(loop.calibration["scan_requests"]), output_len=32))
             if a_max in loop.validation["max_loras"]:
                 validation_runs(srv, loop.validation)
         rows += srv.rows
@@ -499,7 +525,9 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
         raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
     write_validation_traces(loop, work)
     slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
-    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown)
+    scan_file = work / "runs" / run_name(1, "scan") / "requests.parquet"
+    scan_s = scan_cost(pl.read_parquet(scan_file), slowdown.get(run_name(1, "scan"), 1.0)) if scan_file.exists() else None
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
     metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
                                                                   "cpu_share": bool(slowdown)}
