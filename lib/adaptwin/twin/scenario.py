@@ -5,6 +5,7 @@ A scenario is the dict (or YAML file) of ``adaptwin simulate``; its keys are a c
 ```yaml
 model: llama-3.1-8b-instruct      # picks data/calibration/<model>.json unless a calibration is given
 server: {max_loras: 32, max_cpu_loras: 128, max_lora_rank: 16, max_num_seqs: 2048, max_num_batched_tokens: 2048}
+                                  # (+ vllm_version: 0.8.5, the default, or 0.32: `VLLM_VERSIONS`)
 adapters:                         # groups {count, rank, rate}, or {ranks: [...], rates: [...]},
   - {count: 43, rank: 8, rate: 0.1}   # or `adapters_csv: file.csv` with columns adapter_id,rank,rate
 arrivals: {kind: poisson}         # poisson | unpredictable (period_s, sigma) | trace (path, mapping, speedup)
