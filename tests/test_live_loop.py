@@ -38,7 +38,7 @@ def loop_dict(tmp_path) -> dict:
             "poller": {"interval_s": 0.05, "tail_s": 0.2},
         },
         "calibration": {"model_name": "fake-live", "out": str(tmp_path / "cal.json"), "batches": [1, 4], "crowd_repeats": 2,
-                        "long_input_len": 24, "swap_requests": 4, "swap_rate_by_lora": 20.0},
+                        "scan_requests": 6, "long_input_len": 24, "swap_requests": 4, "swap_rate_by_lora": 20.0},
         "validation": {"max_loras": [1, 2], "rate_sets": [[4.0, 2.0]], "total_time_s": 1.0, "repeats": 2,
                        "out": str(tmp_path / "metrics" / "live_twin_validation.json")},
     }
@@ -86,3 +86,132 @@ def test_main_exits_2_on_a_file_that_is_not_a_mapping(tmp_path, capsys, text):
     assert live_loop.main([str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(path) in err
+
+
+# ---- the twin's vLLM release switch (server.vllm_version), as the live loop uses it ----------------------
+def release_scenario(**server) -> dict:
+    """A saturated server: 4 adapters far above capacity, every one resident."""
+    return {"model": "llama-3.1-8b-instruct",
+            "server": {"max_loras": 4, "max_lora_rank": 16, **server},
+            "adapters": {"ranks": [8, 16, 8, 16], "rates": [40.0, 40.0, 40.0, 40.0]},
+            "arrivals": {"kind": "poisson"}, "lengths": {"kind": "fixed", "input": 64, "output": 64},
+            "duration_s": 20.0, "seed": 3}
+
+
+def test_release_switch_defaults_to_the_twins_release_and_reads_the_live_runs_version():
+    from adaptwin.twin.scenario import ScenarioError, parse_scenario
+
+    assert parse_scenario(release_scenario(), check_model=False).server.vllm_version == "0.8.5"
+    assert parse_scenario(release_scenario(), check_model=False).server.max_num_seqs == 256
+    live = parse_scenario(release_scenario(vllm_version="0.32.0"), check_model=False).server  # as the harness records it
+    assert (live.vllm_version, live.max_num_seqs) == ("0.32", 128)
+    assert parse_scenario(release_scenario(vllm_version="0.32", max_num_seqs=64), check_model=False).server.max_num_seqs == 64
+    for bad in ("0.9", "0.320", "latest"):
+        with pytest.raises(ScenarioError, match=f"server.vllm_version: '{bad}' is not modelled"):
+            parse_scenario(release_scenario(vllm_version=bad), check_model=False)
+
+
+def test_releases_schedule_alike_with_explicit_arguments_and_differ_by_their_max_num_seqs_default():
+    from pathlib import Path
+
+    from adaptwin.calibration.costs import load_calibration
+    from adaptwin.twin import simulate
+
+    cal = load_calibration(Path(__file__).parent / "fixtures" / "calibration_llama_example.json")
+    explicit = [simulate(release_scenario(max_num_seqs=96, vllm_version=v), cal) for v in ("0.8.5", "0.32")]
+    keys = ("total_throughput", "itl_mean_ms", "ttft_mean_ms", "preemptions")
+    assert [explicit[0][k] for k in keys] == [explicit[1][k] for k in keys]
+    old, new = (simulate(release_scenario(vllm_version=v), cal) for v in ("0.8.5", "0.32"))
+    assert new["mean_batch_size"] <= 128 < old["mean_batch_size"]
+
+
+def test_loop_twin_scenario_carries_the_runs_vllm_version(tmp_path):
+    loop = live_loop.loop_config_from_dict(loop_dict(tmp_path), "loop.yaml")
+    row = {"adapter_rates": [1.0, 2.0], "adapter_rate_counts": [1, 1], "adapter_ranks": [8, 16], "max_loras": 1,
+           "max_lora_rank": 16, "total_time_s": 5.0, "vllm_version": "0.32.0"}
+    scenario = live_loop.twin_scenario(row, loop, "m", tmp_path / "trace.csv")
+    assert scenario["server"]["vllm_version"] == "0.32.0"
+    assert "vllm_version" not in live_loop.twin_scenario(row | {"vllm_version": None}, loop, "m",
+                                                         tmp_path / "t.csv")["server"]
+
+
+# ---- the shared CPU's contention (cpu_share) -----------------------------------------------------------
+def test_cpu_share_counts_the_engine_main_threads_cpu_time_and_wait(monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    from adaptwin.profiling import cpu_share
+
+    spin = "import time\ntime.sleep(0.3)\nt = time.time()\nwhile time.time() - t < 0.6: pass\ntime.sleep(60)\n"
+    child = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    monkeypatch.setattr(cpu_share, "WORKER_NAME", (cpu_share.PROC / str(child.pid) / "comm").read_text().strip())
+    try:
+        with cpu_share.measured(child.pid) as share:
+            time.sleep(1.5)  # the child spins inside the block and is still alive at its end
+    finally:
+        child.kill()
+        child.wait()
+    # runnable for the 0.6 s it spins (on a core or waiting for one: this machine is shared), not while it sleeps
+    assert share.on_cpu_s > 0.05 and 0.4 < share.on_cpu_s + share.waiting_s < 1.5
+    with cpu_share.measured(None) as nothing:
+        pass
+    assert (nothing.on_cpu_s, nothing.waiting_s) == (0.0, 0.0)
+
+
+def fixture_calibration_dict() -> dict:
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "fixtures" / "calibration_llama_example.json").read_text())
+
+
+def test_a_slowed_engine_has_its_cpu_work_stretched_in_the_twin():
+    from adaptwin.profiling import cpu_share, replay
+
+    cal = fixture_calibration_dict()
+    slow = cpu_share.stretched(cal, 2.0)
+    assert slow["step"]["params"]["intercept"] == 2 * cal["step"]["params"]["intercept"]
+    rank_times = [v for ranks in slow["loading"]["params"].values() for v in ranks.values()]
+    assert rank_times == [2 * v for ranks in cal["loading"]["params"].values() for v in ranks.values()]
+    assert cpu_share.CpuShare(10.0, 5.0).slowdown == 1.5 and cpu_share.CpuShare().slowdown == 1.0
+    scenario = release_scenario(max_num_seqs=96) | {"adapters": {"ranks": [8, 16], "rates": [1.0, 1.0]}}
+    scenario["server"]["max_loras"] = 2
+    idle, slowed = (replay.simulate_replay(scenario, cal, f) for f in (1.0, 2.0))
+    assert slowed["itl_mean_ms"] > 1.8 * idle["itl_mean_ms"] and slowed["cpu_slowdown"] == 2.0
+
+
+def test_replay_sends_each_request_to_the_adapter_the_live_request_asked_for(tmp_path):
+    from adaptwin.profiling import replay
+
+    rows = [(0.05 * i, 64, 16, 1) for i in range(200)]  # every request to adapter 1, the rare one by rate
+    exact = replay.write_trace(tmp_path / "exact.csv", rows)
+    plain = tmp_path / "plain.csv"
+    plain.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n" + "".join(f"{t},{p},{o}\n" for t, p, o, _ in rows))
+    assert list(replay.trace_adapters(exact)) == [1] * 200 and replay.trace_adapters(plain) is None
+    results = {}
+    for name, path in (("exact", exact), ("plain", plain)):
+        scenario = release_scenario(max_num_seqs=96) | {"adapters": {"ranks": [8, 16], "rates": [9.0, 1.0]},
+                                                         "arrivals": {"kind": "trace", "path": str(path)},
+                                                         "lengths": {"kind": "trace", "path": str(path)}}
+        scenario["server"]["max_loras"] = 1
+        results[name] = replay.simulate_replay(scenario, fixture_calibration_dict())
+    assert results["exact"]["adapter_loads"] <= 1 < results["plain"]["adapter_loads"]
+    assert results["exact"]["finished_requests"] == 200
+
+
+def test_profiling_divides_the_runs_slowdown_out_of_each_latency():
+    row = {"tpot_median_ms": 12.0, "ttft_median_ms": None, "run_id": "r"}
+    assert live_loop.uncontended(row, 1.5) == {"tpot_median_ms": 8.0, "ttft_median_ms": None, "run_id": "r"}
+
+
+def test_scan_cost_is_the_time_per_token_growth_with_the_queue_the_scheduler_walks():
+    import polars as pl
+
+    tpot = {"a": 0.030, "b": 0.020, "c": 0.010}  # a ran first (b's and c's 96 requests queued), c last (none)
+    rows = [{"model": m, "success": True, "output_tokens": 33, "ttft_s": start + 0.01 * i,
+             "latency_s": start + 0.01 * i + 32 * tpot[m]}
+            for m, start in (("b", 2.0), ("a", 0.5), ("c", 4.0)) for i in range(48)]
+    cost = live_loop.scan_cost(pl.DataFrame(rows))
+    assert cost == pytest.approx(0.020 / 96)
+    assert live_loop.scan_cost(pl.DataFrame(rows), slowdown=2.0) == pytest.approx(0.010 / 96)
+    assert live_loop.scan_cost(pl.DataFrame([r for r in rows if r["model"] == "a"])) is None

@@ -28,7 +28,7 @@ from adaptwin.measurements import schema
 from adaptwin.placement.core import Gpu, Placement
 from adaptwin.placement.export import write_placement
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import client, runner, server
+from adaptwin.profiling import client, live_place, runner, server
 from adaptwin.profiling.cli import run_from_config
 from adaptwin.profiling.config import config_from_dict, expand
 from adaptwin.profiling.writers import kv_capacity_row
@@ -253,18 +253,9 @@ def test_exported_serve_script_serves_the_traffic_routing_csv_sends(vllm_python,
     routing = pl.read_csv(tmp_path / "deploy" / "routing.csv")
     mine = routing.filter(pl.col("gpu") == 0)
     assert mine["endpoint"].unique().to_list() == [f"http://127.0.0.1:{port}/v1"]
-    shape = adapters_mod.resolve_model_shape(tiny_model)
-    ranks = adapters_mod.ensure_adapters(tmp_path / "ranks", [8, 16], tiny_model, shape)
-    for adapter_id, rank in placement.workload.select("adapter_id", "rank").iter_rows():
-        (tmp_path / "adapters" / adapter_id).parent.mkdir(exist_ok=True)
-        (tmp_path / "adapters" / adapter_id).symlink_to(ranks[rank])
-    env = {
-        "VLLM_PYTHON": vllm_python,
-        "VLLM_MODEL": tiny_model,
-        "ADAPTER_DIR": str(tmp_path / "adapters"),
-        "CUDA_VISIBLE_DEVICES": "0,1",
-        "VLLM_CPU_KVCACHE_SPACE": KV_SPACE_GIB,
-    }
+    adapters = live_place.adapter_dir(placement.workload, tiny_model, tmp_path / "adapters")
+    env = live_place.script_env(vllm_python, tiny_model, adapters,
+                                {"CUDA_VISIBLE_DEVICES": "0,1", "VLLM_CPU_KVCACHE_SPACE": KV_SPACE_GIB})
     script = tmp_path / "deploy" / "serve_gpu0.sh"
     base_url = mine["endpoint"][0].removesuffix("/v1")
     rates = dict(placement.workload.select("adapter_id", "rate").iter_rows())
@@ -274,8 +265,7 @@ def test_exported_serve_script_serves_the_traffic_routing_csv_sends(vllm_python,
     schedule = [
         client.Request(i, 0.05 * i, name, list(range(10, 34)), 24, 8) for i, name in enumerate(requests)
     ]
-    launched = server.VllmServer(["bash", str(script)], base_url, tmp_path / "logs", 600, 1.0, env)
-    with launched:
+    with live_place.exported_server(script, base_url, tmp_path / "logs", env) as launched:
         assert set(server.list_models(base_url)) >= set(mine["adapter_id"])
         result = client.run_benchmark(base_url, schedule, None, timeout_s=300)
     assert not server.group_alive(launched.process)
@@ -284,4 +274,41 @@ def test_exported_serve_script_serves_the_traffic_routing_csv_sends(vllm_python,
     counts = dict(served.iter_rows())
     assert counts == {"a0": 6, "a=1": 4, "a2": 4}
     command = (tmp_path / "logs" / "server_command.txt").read_text()
+    assert "serve_gpu0.sh" in command
+
+
+#: the tiny model on a shared CPU, roughly as the live loop calibrates it (a test must not wait for the loop)
+TINY_CALIBRATION = {
+    "schema_version": 1, "model": "tiny-llama-test", "max_model_len": 1024, "block_size": 16,
+    "step": {"form": "linear", "params": {"intercept": 0.006, "decode_seqs": 0.0006, "prefill_tokens": 5e-5,
+                                          "prefill_seqs": 0.002}},
+    "lora": {"form": "piecewise_linear", "params": {"x": [1, 3], "y": [1.0, 1.1]}},
+    "loading": {"form": "table", "params": {"16": {"8": 5.0, "16": 5.0}}},
+    "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": 4_194_304, "per_slot_rank_tokens": 0}},
+    "scheduler": {"form": "linear", "params": {"intercept": 0.0}},
+}
+
+
+def test_placed_workload_is_served_from_its_exported_script_by_routing_shares(vllm_python, tiny_model, tmp_path):
+    """The live loop's last step on one GPU: a workload too heavy for one GPU is placed by the library (twin
+    as surrogate, twin-verified), GPU 0's exported script is started and sent its routing.csv traffic, and
+    the record compares the live throughput with the twin's replay of the same requests."""
+    from adaptwin.calibration.costs import from_dict
+
+    calibration = from_dict(TINY_CALIBRATION, "test calibration")
+    plan = {"adapters": [["a0", 8, 2.0], ["a1", 16, 1.5], ["a2", 8, 1.0], ["a3", 16, 1.0], ["a4", 8, 0.5]],
+            "twin_window_s": 60, "predictor_window_s": 30, "serve_time_s": 8, "base_port": _free_port(),
+            "out_dir": str(tmp_path / "placement")}
+    block = live_place.place_and_serve(plan, calibration, vllm_python, tiny_model, 1024, (10, 2000),
+                                       {"VLLM_CPU_KVCACHE_SPACE": KV_SPACE_GIB}, gpus=[0])
+    assert block["num_gpus"] >= 2 and block["verified"]
+    (record,) = block["gpus"]
+    routing = pl.read_csv(tmp_path / "placement" / "deploy" / "routing.csv").filter(pl.col("gpu") == 0)
+    assert record["adapters"] == routing["adapter_id"].to_list()
+    assert set(record["done_per_adapter"]) <= set(routing["adapter_id"].to_list())
+    assert record["requests_done"] > 0 and record["live_tok_s"] > 0 and record["twin_tok_s"] > 0
+    assert record["offered_tok_s"] > 0 and isinstance(record["live_starved"], bool)
+    assert record["live_starved"] == (record["live_tok_s"] < 0.9 * record["offered_tok_s"])
+    assert record["verification"]["passed"] in (True, False)
+    command = (tmp_path / "placement" / "deploy" / "live" / "gpu0" / "server" / "server_command.txt").read_text()
     assert "serve_gpu0.sh" in command

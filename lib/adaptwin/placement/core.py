@@ -246,7 +246,7 @@ class Evaluator:
         return self._slot_keys
 
     def feature_rows(self, sets: Sequence[tuple[np.ndarray, np.ndarray]], max_loras: Sequence[Sequence[int]]) -> pl.DataFrame:
-        """One feature row per (set, A_max): ``sets[i]`` is (ranks, rates) and ``a_max[i]`` its A_max values.
+        """One feature row per (set, A_max): ``sets[i]`` is (ranks, rates) and ``max_loras[i]`` its A_max values.
 
         A set's features are computed once (`gpu_features`); across its A_max values only ``adapter_slots``
         changes. Other features that depend on A_max (ratios such as slot_fraction) are left out: the
@@ -418,7 +418,7 @@ def build_gpus(workload: pl.DataFrame, ev: Evaluator, groups: Sequence[Sequence[
                max_loras: Sequence[int] | None = None, shares: Sequence[Sequence[float]] | None = None) -> list[Gpu]:
     """`Gpu` records for fixed adapter groups, predicted in one surrogate call.
 
-    ``a_max[g]`` defaults to the largest A_max memory allows for the group; ``shares[g]`` are the fractions of
+    ``max_loras[g]`` defaults to the largest A_max memory allows for the group; ``shares[g]`` are the fractions of
     each member's rate routed to the group (default all 1)."""
     ranks = workload["rank"].to_numpy()
     rates = workload["rate"].to_numpy().astype(float)

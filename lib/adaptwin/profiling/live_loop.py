@@ -20,7 +20,12 @@ vLLM does not print). Stock vLLM exposes less, so this builds the twin's calibra
 The scheduler's own time is part of the measured steps (scheduler cost 0). Every server is started once and
 shared by the runs of its A_max (one start costs about a minute of the core it computes on).
 
+Last, with a ``placement`` section, a small workload is placed with the live calibration, exported, and each
+GPU's exported script is served live with its routed traffic (`live_place`); the outcome is the ``placement``
+block of the validation JSON.
+
     python -m adaptwin.profiling.live_loop profiling/live_loop.yaml
+    python -m adaptwin.profiling.live_loop profiling/live_loop.yaml --from-runs [--place]
 """
 
 from __future__ import annotations
@@ -41,24 +46,25 @@ import polars as pl
 import yaml
 
 from adaptwin.calibration.costs import from_dict
-from adaptwin.io import atomic_write, write_json
+from adaptwin.io import write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import runner
+from adaptwin.profiling import cpu_share, live_place, replay, runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
 from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
 from adaptwin.rules import STARVATION_RATIO
 from adaptwin.rules import smape as smape_terms
-from adaptwin.twin import simulate
 
 #: the contract keys of the validation JSON
 METRIC_KEYS = ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starvation_agreement", "runs")
 TOP_KEYS = {"harness", "calibration", "validation"}
+OPTIONAL_KEYS = {"placement"}
 CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_input_len", "swap_requests",
-                    "swap_rate_by_lora", "crowd_repeats"}
-VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out"}
+                    "swap_rate_by_lora", "crowd_repeats", "scan_requests"}
+VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out", "cpu_share"}
 TRACE_NAME = "twin_trace.csv"
+CPU_SHARE_NAME = "cpu_share.json"  # per run: the engine core's CPU time and run-queue wait (`cpu_share`)
 
 
 class LoopConfigError(ValueError):
@@ -73,6 +79,7 @@ class LoopConfig:
     calibration: dict[str, Any]
     validation: dict[str, Any]
     source: str
+    placement: dict[str, Any] | None = None
 
     @property
     def served(self) -> int:
@@ -96,8 +103,9 @@ def load_loop_config(path: str | Path) -> LoopConfig:
 
 def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopConfig:
     """Check the sections' keys and values (the harness section through the harness's own checks)."""
-    for section, allowed in ((data, TOP_KEYS), (data.get("calibration", {}), CALIBRATION_KEYS),
-                             (data.get("validation", {}), VALIDATION_KEYS)):
+    for section, allowed in ((data, TOP_KEYS | OPTIONAL_KEYS), (data.get("calibration", {}), CALIBRATION_KEYS),
+                             (data.get("validation", {}), VALIDATION_KEYS),
+                             (data.get("placement") or {}, live_place.PLACEMENT_KEYS)):
         unknown = sorted(set(section) - allowed)
         if unknown:
             raise LoopConfigError(f"{source}: unknown key {unknown[0]!r} (allowed: {sorted(allowed)})")
@@ -112,10 +120,11 @@ def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopC
     for key in ("max_cpu_loras", "max_lora_rank"):
         if len(grid.get(key, [])) != 1:
             raise LoopConfigError(f"{source}: harness.grid.{key}: one value expected, got {grid.get(key)!r}")
-    cfg = LoopConfig(data["harness"], data["calibration"], data["validation"], source)
-    for a_max in cfg.validation.get("max_loras", []):
-        if not isinstance(a_max, int) or not 1 <= a_max <= cfg.served:
-            raise LoopConfigError(f"{source}: validation.max_loras: {a_max!r} is not in 1..{cfg.served}")
+    cfg = LoopConfig(data["harness"], data["calibration"], data["validation"], source, data.get("placement"))
+    check_placement(cfg)
+    for max_loras in cfg.validation.get("max_loras", []):
+        if not isinstance(max_loras, int) or not 1 <= max_loras <= cfg.served:
+            raise LoopConfigError(f"{source}: validation.max_loras: {max_loras!r} is not in 1..{cfg.served}")
     for rates in cfg.validation.get("rate_sets", []):
         if not isinstance(rates, list) or not rates or any(not isinstance(r, (int, float)) or r <= 0 for r in rates):
             raise LoopConfigError(f"{source}: validation.rate_sets: {rates!r} is not a list of rates > 0")
@@ -123,6 +132,21 @@ def loop_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> LoopC
     if len(batches) < 2 or any(not isinstance(b, int) or b < 1 for b in batches):
         raise LoopConfigError(f"{source}: calibration.batches: {batches!r} needs two or more batch sizes >= 1")
     return cfg
+
+
+def check_placement(cfg: LoopConfig) -> None:
+    """The placement section's workload: [adapter_id, rank, rate] rows, ranks the harness makes adapters of."""
+    if cfg.placement is None:
+        return
+    rows = cfg.placement.get("adapters")
+    if not isinstance(rows, list) or not rows:
+        raise LoopConfigError(f"{cfg.source}: placement.adapters: a list of [adapter_id, rank, rate] is needed")
+    s_max = int(cfg.harness["grid"]["max_lora_rank"][0])
+    for row in rows:
+        ok = isinstance(row, list) and len(row) == 3 and isinstance(row[1], int) and 0 < row[1] <= s_max
+        if not ok or not isinstance(row[2], (int, float)) or row[2] <= 0:
+            raise LoopConfigError(f"{cfg.source}: placement.adapters: {row!r} is not [adapter_id, rank <= "
+                                  f"{s_max}, rate > 0]")
 
 
 # ---- runs on one shared server ---------------------------------------------------------------------------
@@ -137,6 +161,7 @@ class SharedServer:
         self.spec = replace(base, server=replace(base.server, max_loras=max_loras), vllm_version=version)
         self.factory, self.server, self.log_dir = factory, None, work_dir / "servers" / f"amax{max_loras}"
         self.rows: list[dict[str, Any]] = []
+        self.shares: dict[str, dict[str, float]] = {}
 
     def _cfg(self, benchmark: dict[str, Any]) -> ProfileConfig:
         data = dict(self.loop.harness)
@@ -160,34 +185,43 @@ class SharedServer:
             yield self
         self.server = None
 
+    def spec_for(self, name: str, benchmark: dict[str, Any]) -> tuple[ProfileConfig, RunSpec]:
+        """The harness config and run spec of run ``name`` on this server (no server needed)."""
+        cfg = self._cfg(benchmark)
+        return cfg, replace(self._spec(cfg), server=self.spec.server, vllm_version=self.version,
+                            run_id=f"live/loop/amax{self.spec.server.max_loras}/{name}")
+
     def run(self, name: str, benchmark: dict[str, Any]) -> dict[str, Any]:
         """One harness run (``runner.run_one``) on this server; returns its ``runs`` row (status checked)."""
-        cfg = self._cfg(benchmark)
-        spec = replace(self._spec(cfg), server=self.spec.server, vllm_version=self.version,
-                       run_id=f"live/loop/amax{self.spec.server.max_loras}/{name}")
-        outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
+        cfg, spec = self.spec_for(name, benchmark)
+        process = getattr(self.server, "process", None)
+        with cpu_share.measured(process.pid if process is not None else None) as share:
+            outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
+        self.shares[spec.run_id] = share.as_dict()
         if spec.benchmark.mode == "by_time":
             write_trace(spec, self.work_dir / "runs" / spec.run_id / TRACE_NAME)
         row = outcome.run
         if row.get("status") != "ok":
             raise RuntimeError(f"live run {spec.run_id} failed: {row.get('status')} {row.get('reason')}")
         print(f"  {spec.run_id}: {row['total_throughput']:.0f} tok/s, ITL {row['itl_median_ms']:.1f} ms, "
-              f"TTFT {row['ttft_median_ms']:.1f} ms", flush=True)
+              f"TTFT {row['ttft_median_ms']:.1f} ms, CPU slowdown {share.slowdown:.2f}", flush=True)
         self.rows.append(row)
         return row
 
 
 
 def write_trace(spec: RunSpec, path: Path) -> Path:
-    """The run's request schedule as a twin trace (``arrived_at,num_prefill_tokens,num_decode_tokens``).
+    """The run's request schedule as a twin trace with each request's adapter (`replay.write_trace`; the
+    index is the adapter's position in ``dummy-0 .. dummy-(n-1)``, the order of `twin_scenario`).
 
     The harness draws it from the run's seed, so it is drawn again here: the twin then replays the arrivals
     the server saw, not another Poisson sample (30 s of a few requests/s differ by 10 % from sample to
     sample, as much as the error being measured)."""
-    requests, _ = runner.plan_requests(spec, runner.adapter_names(spec), np.random.default_rng(spec.seed))
-    lines = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
-    lines += [f"{r.arrival_s!r},{r.prompt_len or spec.benchmark.input_len},{r.output_len}" for r in requests]
-    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    names = runner.adapter_names(spec)
+    requests, _ = runner.plan_requests(spec, names, np.random.default_rng(spec.seed))
+    index = {name: i for i, name in enumerate(names)}
+    return replay.write_trace(path, [(r.arrival_s, r.prompt_len or spec.benchmark.input_len, r.output_len,
+                                      index.get(r.model, 0)) for r in requests])
 
 
 def kv_tokens(log_dir: Path) -> int | None:
@@ -222,13 +256,13 @@ def swap_benchmark(plan: dict[str, Any]) -> dict[str, Any]:
             "request_rate_by_lora": float(plan["swap_rate_by_lora"]), "output_len": 4, "lora_pre_loading": True}
 
 
-def run_name(a_max: int, name: str) -> str:
-    """The run id of a loop run on the server with ``a_max`` slots."""
-    return f"live/loop/amax{a_max}/{name}"
+def run_name(max_loras: int, name: str) -> str:
+    """The run id of a loop run on the server with ``max_loras`` slots."""
+    return f"live/loop/amax{max_loras}/{name}"
 
 
-def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int
-                      ) -> dict[str, Any]:
+def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
+                      slowdown: dict[str, float] | None = None, scan_s: float | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -238,9 +272,14 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     once whose prompts share one step: its extra time to first token over one request, less its prompt
     tokens; the median of ``crowd_repeats`` such batches, since one stall of the shared CPU (seen: 1 s) in a
     single batch sets this cost anywhere from 0 to 20 ms. One request's own time to first token also holds the
-    HTTP and tokenizer work outside the engine, which does not hold up steps."""
+    HTTP and tokenizer work outside the engine, which does not hold up steps.
+
+    ``slowdown`` (run id -> the shared CPU's slowdown of that run, `cpu_share`) is divided out of every time
+    measured, so the calibration describes the engine with a core to itself (validation puts each run's
+    own back)."""
     served, plan = loop.served, loop.calibration
-    run = lambda name, a_max=served: rows[run_name(a_max, name)]  # noqa: E731
+    rows = {k: uncontended(r, (slowdown or {}).get(k, 1.0)) for k, r in rows.items()}
+    run = lambda name, max_loras=served: rows[run_name(max_loras, name)]  # noqa: E731
     batches = sorted(int(n) for n in plan["batches"])
     step_s = [run(f"decode_{n}")["tpot_median_ms"] / 1000 for n in batches]
     per_seq, intercept = np.polyfit(batches, step_s, 1, w=1 / np.asarray(step_s))  # relative errors
@@ -269,13 +308,52 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
         "lora": {"form": "piecewise_linear", "params": {"x": [1, served], "y": [1.0, ratio]}},
         "loading": {"form": "table", "params": {str(s_max): {str(r): load_ms for r in ranks}}},
         "kv_capacity": {"form": "linear_slots", "params": {"base_tokens": kv, "per_slot_rank_tokens": 0}},
-        "scheduler": {"form": "linear", "params": {"intercept": 0.0}},
+        "scheduler": {"form": "linear", "params": {"intercept": 0.0, **({"waiting": scan_s} if scan_s else {})}},
         "fit_quality": {"decode_step_ms": {str(n): v * 1000 for n, v in zip(batches, step_s, strict=True)},
                         "lora_spread_ratio": ratio, "swap_fraction": swaps, "crowd_batch": crowd_n,
                         "crowd_ttft_ms": crowds or [crowd_ms]},
         "sources": {"runs": sorted(r for r in rows if "/rates" not in r),
                     "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
     }
+
+
+def uncontended(row: dict[str, Any], slowdown: float) -> dict[str, Any]:
+    """A profiling row with its latencies divided by the run's CPU slowdown: the engine's own times."""
+    times = ("tpot_median_ms", "ttft_median_ms")
+    return row | {k: row[k] / slowdown for k in times if row.get(k) is not None}
+
+
+def read_slowdowns(work: Path) -> dict[str, float]:
+    """Run id -> the CPU slowdown recorded by the live runs (empty when not recorded)."""
+    path = work / CPU_SHARE_NAME
+    if not path.exists():
+        return {}
+    shares = json.loads(path.read_text())
+    return {k: cpu_share.CpuShare(v["on_cpu_s"], v["waiting_s"]).slowdown for k, v in shares.items()}
+
+
+def scan_cost(requests: pl.DataFrame, slowdown: float = 1.0) -> float | None:
+    """Seconds the scheduler spends per waiting request it looks at, from the ``scan`` run at A_max 1.
+
+    Why: with A_max 1 the waiting loop walks past every queued request of another adapter at each step (it
+    skips them and puts them back), so an overloaded A_max 1 server whose other adapters pile up requests
+    slows down with its queue: a live overload at A_max 1 ran steps twice as long as at A_max 3. The scan run
+    sends requests of every adapter at once, interleaved; the adapters then run one after the other (phases),
+    the first with the other adapters' requests all waiting, the last with none. The difference of their
+    median times per output token over the difference of waiting requests is the cost per request looked
+    at (the twin's ``scheduler.waiting``). None when the run has fewer than two phases."""
+    ok = requests.filter(pl.col("success") & (pl.col("output_tokens") > 1))
+    if ok.is_empty():
+        return None
+    phases = (ok.with_columns(((pl.col("latency_s") - pl.col("ttft_s")) / (pl.col("output_tokens") - 1)).alias("tpot"))
+              .group_by("model").agg(pl.col("ttft_s").min().alias("start"), pl.col("tpot").median(), pl.len())
+              .sort("start"))
+    if phases.height < 2:
+        return None
+    counts, tpots = phases["len"].to_list(), phases["tpot"].to_list()
+    waiting = [sum(counts[k + 1:]) for k in range(len(counts))]  # requests of later phases, queued meanwhile
+    slope = float(np.polyfit(waiting, tpots, 1)[0]) / slowdown
+    return max(slope, 0.0)
 
 
 def crowd_batch(loop: LoopConfig) -> int:
@@ -294,23 +372,40 @@ def swap_fraction(requests: int, served: int) -> float:
 # ---- validation ------------------------------------------------------------------------------------------
 def validation_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
     """By-time runs of every rate set, ``repeats`` times each (the same schedule), on this server's A_max."""
-    for i, rates in enumerate(plan["rate_sets"]):
-        for rep in range(int(plan.get("repeats", 1))):
-            bench = {"mode": "by_time", "total_time_s": float(plan["total_time_s"]),
-                     "adapter_rates": [float(r) for r in rates]}
-            srv.run(f"rates{i}_rep{rep}", bench)
+    for name, bench in validation_benchmarks(plan):
+        srv.run(name, bench)
+
+
+def validation_benchmarks(plan: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(run name, by-time benchmark) of every rate set and repeat."""
+    return [(f"rates{i}_rep{rep}", {"mode": "by_time", "total_time_s": float(plan["total_time_s"]),
+                                    "adapter_rates": [float(r) for r in rates]})
+            for i, rates in enumerate(plan["rate_sets"]) for rep in range(int(plan.get("repeats", 1)))]
+
+
+def write_validation_traces(loop: LoopConfig, work: Path) -> None:
+    """Every validation run's trace drawn again from its spec (deterministic): runs recorded before the
+    trace held each request's adapter are then replayed exactly too."""
+    for max_loras in loop.validation["max_loras"]:
+        srv = SharedServer(loop, max_loras, None, runner.vllm_server_factory, work)
+        for name, bench in validation_benchmarks(loop.validation):
+            _, spec = srv.spec_for(name, bench)
+            write_trace(spec, work / "runs" / spec.run_id / TRACE_NAME)
 
 
 def twin_scenario(row: dict[str, Any], loop: LoopConfig, model: str, trace: Path) -> dict[str, Any]:
-    """The twin scenario of a live by-time run: the same server, adapters and rates, replaying its arrivals."""
+    """The twin scenario of a live by-time run: the same server (and vLLM release, ``server.vllm_version``),
+    adapters and rates, replaying its arrivals (and, through `replay`, each request's adapter: the rates'
+    order then only matters to the twin's own mapping, which the replay does not use)."""
     rates = [v for v, c in zip(row["adapter_rates"], row["adapter_rate_counts"], strict=True) for _ in range(c)]
     ranks = list(row["adapter_ranks"])
     server = loop.harness.get("server", {})
+    version = {"vllm_version": str(row["vllm_version"])} if row.get("vllm_version") else {}
     return {
         "model": model,
         "server": {"max_loras": int(row["max_loras"]), "max_cpu_loras": loop.served,
                    "max_lora_rank": int(row["max_lora_rank"]), "max_num_seqs": int(server.get("max_num_seqs", 256)),
-                   "max_num_batched_tokens": int(server.get("max_num_batched_tokens", 2048))},
+                   "max_num_batched_tokens": int(server.get("max_num_batched_tokens", 2048)), **version},
         "adapters": {"ranks": [ranks[i % len(ranks)] for i in range(len(rates))], "rates": rates},
         "arrivals": {"kind": "trace", "path": str(trace)},
         "lengths": {"kind": "trace", "path": str(trace)},
@@ -324,21 +419,25 @@ def smape(a: float, b: float) -> float:
     return float(smape_terms(a, b))
 
 
-def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path
-             ) -> dict[str, Any]:
+def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop: LoopConfig, work: Path,
+             slowdown: dict[str, float] | None = None) -> dict[str, Any]:
     """The twin against every live by-time run, and the live runs against their own repeats. Both are called
-    starved by the twin's rule against the offered load of the replayed schedule."""
-    cal = from_dict(calibration, "live calibration")
+    starved by the twin's rule against the offered load of the replayed schedule. With ``slowdown`` (run id
+    -> the shared CPU's slowdown of that run) each run is simulated on the engine that run had: the costs
+    times its factor (`replay.simulate_replay`)."""
     per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
-    for a_max in loop.validation["max_loras"]:
+    for max_loras in loop.validation["max_loras"]:
         for i in range(len(loop.validation["rate_sets"])):
             for rep in range(int(loop.validation.get("repeats", 1))):
-                run_id = run_name(a_max, f"rates{i}_rep{rep}")
+                run_id = run_name(max_loras, f"rates{i}_rep{rep}")
                 row = rows[run_id]
-                twin = simulate(twin_scenario(row, loop, cal.model, work / "runs" / run_id / TRACE_NAME), cal)
+                factor = (slowdown or {}).get(run_id, 1.0)
+                scenario = twin_scenario(row, loop, calibration["model"], work / "runs" / run_id / TRACE_NAME)
+                twin = replay.simulate_replay(scenario, calibration, factor)
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
-                    "run_id": run_id, "max_loras": a_max, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
+                    "run_id": run_id, "max_loras": max_loras, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
+                    "cpu_slowdown": factor,
                     "live_starved": bool(row["total_throughput"] < STARVATION_RATIO * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
@@ -392,20 +491,25 @@ def serve_and_measure(loop: LoopConfig, factory: runner.ServerFactory | None = N
         factory = runner.vllm_server_factory
     version = vllm_version(python) if factory is runner.vllm_server_factory else None
     work, served = work_dir(loop), loop.served
-    a_maxes = [served] + sorted((set(loop.validation["max_loras"]) | {1}) - {served})
+    max_loras_values = [served] + sorted((set(loop.validation["max_loras"]) | {1}) - {served})
     rows: list[dict[str, Any]] = []
-    for a_max in a_maxes:
-        print(f"live loop: server A_max {a_max} of {served} adapters", flush=True)
-        srv = SharedServer(loop, a_max, version, factory, work)
+    shares: dict[str, dict[str, float]] = {}
+    for max_loras in max_loras_values:
+        print(f"live loop: server A_max {max_loras} of {served} adapters", flush=True)
+        srv = SharedServer(loop, max_loras, version, factory, work)
         with srv.started():
-            if a_max == served:
+            if max_loras == served:
                 profile_runs(srv, loop.calibration)
-            elif a_max == 1:
+            elif max_loras == 1:
                 srv.run("round_robin", swap_benchmark(loop.calibration))
-            if a_max in loop.validation["max_loras"]:
+                if loop.calibration.get("scan_requests"):
+                    srv.run("scan", fixed(int(loop.calibration["scan_requests"]), output_len=32))
+            if max_loras in loop.validation["max_loras"]:
                 validation_runs(srv, loop.validation)
         rows += srv.rows
+        shares |= srv.shares
     write_tables(work, {"runs": to_frame("runs", rows)})
+    write_json(work / CPU_SHARE_NAME, shares)
 
 
 def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
@@ -419,10 +523,18 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     kv = kv_tokens(log_dir)
     if kv is None:
         raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
-    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]))
+    write_validation_traces(loop, work)
+    slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
+    scan_file = work / "runs" / run_name(1, "scan") / "requests.parquet"
+    scan_s = scan_cost(pl.read_parquet(scan_file), slowdown.get(run_name(1, "scan"), 1.0)) if scan_file.exists() else None
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
-    metrics = validate(rows, calibration, loop, work) | {"calibration": str(loop.calibration["out"])}
-    write_json(resolve(loop.validation["out"]), metrics)
+    metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
+                                                                  "cpu_share": bool(slowdown)}
+    previous = resolve(loop.validation["out"])
+    if previous.exists() and "placement" in (old := json.loads(previous.read_text())):
+        metrics["placement"] = old["placement"]  # the last live placement stays until served again
+    write_json(previous, metrics)
     spread = metrics["repeat_spread"]["total_throughput_pair_smape_pct"]
     print(f"live loop: calibration -> {cal_path}; throughput SMAPE {metrics['throughput_smape_pct']:.1f} %, "
           f"ITL {metrics['itl_smape_pct']:.1f} %, TTFT {metrics['ttft_smape_pct']:.1f} %, starvation agreement "
@@ -431,10 +543,31 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     return metrics
 
 
+def place_step(loop: LoopConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Place the configured workload with the live calibration and serve every GPU from its exported script
+    (`live_place.place_and_serve`); the outcome goes into the metrics JSON under ``placement``."""
+    if loop.placement is None:
+        return metrics
+    server = loop.harness.get("server", {})
+    python = str(resolve(server.get("python", ".venv-vllm/bin/python")))
+    check_environment(python)
+    calibration = from_dict(json.loads(resolve(loop.calibration["out"]).read_text()), "live calibration")
+    model = str(resolve(loop.harness["model"]))
+    token_ids = tuple(loop.harness.get("benchmark", {}).get("token_ids", [10, 2000]))
+    env = {k: str(v) for k, v in server.get("env", {}).items()}
+    block = live_place.place_and_serve(loop.placement, calibration, python, model, model_max_len(model),
+                                       (int(token_ids[0]), int(token_ids[1])), env)
+    metrics = metrics | {"placement": block}
+    write_json(resolve(loop.validation["out"]), metrics)
+    return metrics
+
+
 def run_loop(loop: LoopConfig, factory: runner.ServerFactory | None = None) -> dict[str, Any]:
-    """Profile, calibrate, serve and validate: the live runs, then the calibration and the metrics JSON."""
+    """Profile, calibrate, serve and validate: the live runs, then the calibration and the metrics JSON; with
+    a real server (no factory), then place and serve the placement workload live."""
     serve_and_measure(loop, factory)
-    return calibrate_and_validate(loop)
+    metrics = calibrate_and_validate(loop)
+    return place_step(loop, metrics) if factory is None else metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,10 +576,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="loop YAML (profiling/live_loop.yaml)")
     parser.add_argument("--from-runs", action="store_true",
                         help="calibrate and validate from the recorded live runs, starting no server")
+    parser.add_argument("--place", action="store_true",
+                        help="with --from-runs: then place and serve the placement workload live")
     args = parser.parse_args(argv)
     try:
         loop = load_loop_config(resolve(args.config))
-        calibrate_and_validate(loop) if args.from_runs else run_loop(loop)
+        if not args.from_runs:
+            run_loop(loop)
+        elif args.place:
+            place_step(loop, calibrate_and_validate(loop))
+        else:
+            calibrate_and_validate(loop)
     except (LoopConfigError, ProfilingUnavailable) as exc:
         print(f"live loop: {exc}", file=sys.stderr)
         return 2

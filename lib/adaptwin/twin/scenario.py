@@ -5,6 +5,7 @@ A scenario is the dict (or YAML file) of ``adaptwin simulate``; its keys are a c
 ```yaml
 model: llama-3.1-8b-instruct      # picks data/calibration/<model>.json unless a calibration is given
 server: {max_loras: 32, max_cpu_loras: 128, max_lora_rank: 16, max_num_seqs: 2048, max_num_batched_tokens: 2048}
+                                  # (+ vllm_version: 0.8.5, the default, or 0.32: `VLLM_VERSIONS`)
 adapters:                         # groups {count, rank, rate}, or {ranks: [...], rates: [...]},
   - {count: 43, rank: 8, rate: 0.1}   # or `adapters_csv: file.csv` with columns adapter_id,rank,rate
 arrivals: {kind: poisson}         # poisson | unpredictable (period_s, sigma) | trace (path, mapping, speedup)
@@ -47,7 +48,12 @@ class ScenarioError(ValueError):
 
 TOP_KEYS = {"model", "server", "adapters", "adapters_csv", "arrivals", "lengths", "duration_s", "seed", "client"}
 CLIENT_KEYS = {"max_connections", "time_wait_s"}
-SERVER_KEYS = {"max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs", "max_num_batched_tokens"}
+SERVER_KEYS = {"max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs", "max_num_batched_tokens",
+               "vllm_version"}
+#: the vLLM releases the twin models (``server.vllm_version``) and each one's ``max_num_seqs`` when the
+#: scenario gives none: 0.8.5's API server default, and 0.32's on the CPU platform (``get_batch_defaults``)
+VLLM_VERSIONS = {"0.8.5": 256, "0.32": 128}
+DEFAULT_VLLM_VERSION = "0.8.5"
 GROUP_KEYS = {"count", "rank", "rate"}
 ARRIVAL_KEYS = {
     "poisson": {"kind"},
@@ -71,6 +77,7 @@ class Server:
     max_lora_rank: int
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
+    vllm_version: str = DEFAULT_VLLM_VERSION  # the scheduler's release (`VLLM_VERSIONS`, see `scheduler`)
 
 
 @dataclass(frozen=True)
@@ -210,14 +217,25 @@ def _server(obj: Any, served: int) -> Server:
         raise ScenarioError(f"server.max_cpu_loras: {cpu} < served adapters {served} (disk loads are not modelled)")
     if max_loras > served:
         raise ScenarioError(f"server.max_loras: {max_loras} > served adapters {served}")
-    seqs = _integer(obj.get("max_num_seqs", 256), "server.max_num_seqs")
+    version = vllm_release(obj.get("vllm_version", DEFAULT_VLLM_VERSION))
+    seqs = _integer(obj.get("max_num_seqs", VLLM_VERSIONS[version]), "server.max_num_seqs")
     budget = _integer(obj.get("max_num_batched_tokens", 2048), "server.max_num_batched_tokens")
     if seqs > budget:
         raise ScenarioError(
             f"server.max_num_seqs: {seqs} > max_num_batched_tokens {budget} is not modelled "
             "(decodes would not fit one step's token budget)"
         )
-    return Server(max_loras, cpu, _integer(obj["max_lora_rank"], "server.max_lora_rank"), seqs, budget)
+    return Server(max_loras, cpu, _integer(obj["max_lora_rank"], "server.max_lora_rank"), seqs, budget, version)
+
+
+def vllm_release(value: Any) -> str:
+    """The modelled release of a ``server.vllm_version`` value: an exact key of `VLLM_VERSIONS`, or a full
+    version of that release line (``0.32.0`` -> ``0.32``, as the live runs record it)."""
+    text = str(value)
+    for release in VLLM_VERSIONS:
+        if text == release or text.startswith(release + ".") and release.count(".") == 1:
+            return release
+    raise ScenarioError(f"server.vllm_version: {value!r} is not modelled (known: {', '.join(VLLM_VERSIONS)})")
 
 
 def _client(obj: Any) -> Client:

@@ -12,6 +12,15 @@
    are there is skipped (kept in place); otherwise it gets min(prompt + generated, budget) tokens if its
    blocks fit, else the scan stops.
 
+Releases (``server.vllm_version``): the CPU build of vLLM 0.32 that the live loop runs takes the same
+decisions on every path modelled here; its ``Scheduler.schedule`` was read against 0.8.5's. Running requests
+first under one token budget (chunked prefill on: async scheduling is forced off on the CPU platform, and
+``long_prefill_token_threshold`` defaults to 0), the newest running request preempted and prepended to the
+waiting queue, waiting requests skipped while A_max other adapters are scheduled and put back at the
+queue's head, the scan stopped on KV blocks, and the LoRA worker's set-order LRU activation
+(`adapter_cache`) are unchanged. What differs is a default: ``max_num_seqs`` is 128 on 0.32's CPU API
+server, 256 on 0.8.5 (`scenario.VLLM_VERSIONS`), which matters to every scenario that leaves it unset.
+
 Requests are decoded by a global step counter ``G`` so that a step in which nothing but decoding happens
 costs O(1) (see `kv_cache`); the engine then advances many such steps at once.
 """
