@@ -11,7 +11,8 @@ machine by default, or any running Dask scheduler (``scheduler_address``) to sca
 - With ``workers <= 1`` and no scheduler, or a single job, work runs in this process: no cluster start-up for
   the small checks the command line and the tests make.
 - The local cluster is started once per process and per worker count, and reused (placement's repair calls
-  the twin dozens of times); it is closed when the process exits or on an interrupt.
+  the twin dozens of times); it is closed when the process exits or on an interrupt. A remote scheduler is
+  connected to for one call at a time and left running.
 - ``progress`` is called with the number of jobs just finished (e.g. a tqdm bar's ``update``).
 - At most ``4 x workers`` jobs are in flight, so memory stays flat however many jobs there are.
 """
@@ -27,8 +28,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 Progress = Callable[[int], None] | None
 
-#: worker count (local cluster) or scheduler address -> (cluster or None, client) opened by this process
-_LOCAL: dict[int | str, tuple[Any, Any]] = {}
+#: worker count -> (local cluster, client) started by this process
+_LOCAL: dict[int, tuple[Any, Any]] = {}
 
 
 def map_ordered(fn: Callable[[T], R], jobs: Sequence[T], *, workers: int = 1, scheduler_address: str | None = None,
@@ -50,8 +51,13 @@ def map_unordered(fn: Callable[[T], R], jobs: Sequence[T], *, workers: int = 1,
             _tick(progress)
             yield i, result
         return
-    client = _client(workers, scheduler_address)
-    yield from _on_dask(client, fn, jobs, workers, progress)
+    if scheduler_address:  # someone else's cluster: connect for this call only, leave nothing behind
+        from distributed import Client
+
+        with Client(scheduler_address, set_as_default=False) as client:
+            yield from _on_dask(client, fn, jobs, workers, progress)
+        return
+    yield from _on_dask(_local_client(workers), fn, jobs, workers, progress)
 
 
 def _on_dask(client: Any, fn: Callable[[T], R], jobs: Sequence[T], workers: int,
@@ -60,7 +66,7 @@ def _on_dask(client: Any, fn: Callable[[T], R], jobs: Sequence[T], workers: int,
 
     n_workers = len(client.scheduler_info().get("workers", {})) or workers
     todo: Iterable[tuple[int, T]] = iter(enumerate(jobs))
-    queue = as_completed(with_results=False)
+    queue = as_completed(loop=client.loop, with_results=False)
     index: dict[str, int] = {}
 
     def submit(item: tuple[int, T]) -> None:
@@ -81,26 +87,23 @@ def _on_dask(client: Any, fn: Callable[[T], R], jobs: Sequence[T], workers: int,
     except BaseException:
         for future in list(queue.futures):
             future.cancel()
-        close_local()
+        if any(c is client for _, c in _LOCAL.values()):
+            close_local()
         raise
 
 
-def _client(workers: int, scheduler_address: str | None) -> Any:
-    """A client of the given scheduler, or of this process's local cluster of ``workers`` processes (both kept
-    for the process's lifetime, so repeated calls do not reconnect or restart workers)."""
+def _local_client(workers: int) -> Any:
+    """A client of this process's local cluster of ``workers`` single-threaded processes (started on first
+    use and kept for the process's lifetime, so repeated calls do not restart workers)."""
     from distributed import Client, LocalCluster
 
-    key: int | str = scheduler_address or workers
-    if key not in _LOCAL:
-        if scheduler_address:
-            _LOCAL[key] = (None, Client(scheduler_address))
-        else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.ERROR)
-            _LOCAL[key] = (cluster, Client(cluster))
+    if workers not in _LOCAL:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
+        _LOCAL[workers] = (cluster, Client(cluster, set_as_default=False))
         if len(_LOCAL) == 1:
             atexit.register(close_local)
-    return _LOCAL[key][1]
+    return _LOCAL[workers][1]
 
 
 def close_local() -> None:
@@ -109,8 +112,7 @@ def close_local() -> None:
         _, (cluster, client) = _LOCAL.popitem()
         try:
             client.close()
-            if cluster is not None:
-                cluster.close()
+            cluster.close()
         except Exception:  # noqa: BLE001 - shutting down: a cluster already gone is fine
             pass
 
