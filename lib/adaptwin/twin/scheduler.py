@@ -241,10 +241,10 @@ class Scheduler:
             self.waiting.activate(a)
             if self.slots.activate(a, self.active, self.G):
                 self.loads += 1
-                plan.load_s += self.cal.load_time(self.ranks[a], self.s_max)
+                plan.load_s += self.cal.swap_time(self.ranks[a], self.s_max)
                 for b in self.slots.reloaded:
                     self.reloads += 1
-                    plan.load_s += self.cal.load_time(self.ranks[b], self.s_max)
+                    plan.load_s += self.cal.swap_time(self.ranks[b], self.s_max)
 
     def _deactivate(self, a: int, last_step: int) -> None:
         self.active[a] -= 1
