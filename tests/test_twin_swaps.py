@@ -93,7 +93,7 @@ def test_fit_swap_recovers_a_known_per_slot_cost():
 
 
 def test_the_5_5_swap_loads_copy_in_7_to_8_ms_at_every_a_max():
-    """The tables' loading time counts the start-up activations too (one per served adapter, ~8-8.7 ms
+    """The tables' loading time counts the start-up activations too (one per served adapter, 7.7-8.8 ms
     each in the rows that never swap); without them a swap copies in 7.0-8.0 ms (median per A_max), at
     A_max 8 as at 448. Dividing the total by the serving loads alone instead gives 9-20 ms at
     A_max >= 128, where few loads follow many start-up ones."""
