@@ -182,7 +182,8 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
                     "other models: architecture ratios (fit_quality.lora.constants)",
             "loading": "adapter loading (5.3): mean of the per-request CPU->GPU loads in server_out.log",
             "swap": "scheduler overhead tables (5.5, busy rows without queue, swapping or not): mean step "
-                    "time (duration / steps) minus the twin's step, LoRA and 5.3 copy costs, against CPU->GPU "
+                    "time (duration / steps) minus the twin's step, LoRA (at the distinct adapters the twin "
+                    "forms) and 5.3 copy costs, against CPU->GPU "
                     "loads per step (x A_max + 1); candidate chosen by leave-one-A_max-out error "
                     "(fit_quality.swap); model not recorded",
             "kv_capacity": "available GPU memory (5.4): 'GPU KV cache size' and memory failures",
