@@ -23,6 +23,8 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                    # + per distinct adapter + per configured slot + per LoRA token + per (slot x token),
                    # slots = A_max + 1; absent terms are 0 (see Calibration.lora_extra),
   "loading":   {"form": "table", "params": {"<s_max>": {"<rank>": ms}}},   # CPU -> GPU slot load, ms
+  "swap":      {"form": "per_load_slots", "params": {"per_load_ms": ms, "per_slot_ms": ms}},
+               # optional (absent = 0): step time a swap costs beyond the copy, + per_slot_ms x (A_max + 1)
   "kv_capacity": {"form": "linear_slots" | "piecewise_slots",
                   "params": {"base_tokens": t, "per_slot_rank_tokens": t,
                              "points": {"<s_max>": {"max_loras": [...], "tokens": [...]}},   # piecewise only
@@ -136,6 +138,10 @@ class Calibration:
     #: LoRA slots of the server (A_max + 1: vLLM's kernels also launch a row for "no adapter"); 0 until
     #: `for_server` binds one. Only the ``slots`` LoRA form reads it.
     slots: int = 0
+    #: step time one adapter swap costs beyond the copy: a constant and a part per configured slot, in ms
+    #: (the ``swap`` block; 0 when absent)
+    swap_per_load_ms: float = 0.0
+    swap_per_slot_ms: float = 0.0
 
     def for_server(self, max_loras: int) -> Calibration:
         """This calibration bound to a server with ``max_loras`` GPU slots (the ``slots`` LoRA form's cost
@@ -218,6 +224,12 @@ class Calibration:
         r_key = max((r for r in ranks if r <= rank), default=ranks[0])
         return table[s_key][r_key] / 1000.0
 
+    def swap_time(self, rank: int, s_max: int) -> float:
+        """Seconds one CPU -> GPU adapter load adds to its step while serving: the copy (`load_time`) plus
+        the ``swap`` block's cost, which grows with the configured slots (bound by `for_server`)."""
+        extra_ms = self.swap_per_load_ms + self.swap_per_slot_ms * self.slots
+        return self.load_time(rank, s_max) + extra_ms / 1000.0
+
     # ---- memory ----------------------------------------------------------------------------------
     def kv_capacity_tokens(self, max_loras: int, max_lora_rank: int) -> int:
         """KV-cache tokens left after reserving ``max_loras`` slots of rank ``max_lora_rank`` (may be <= 0)."""
@@ -285,6 +297,7 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Calibration:
             for s, ranks in data["loading"]["params"].items()
         }
         kv = dict(data["kv_capacity"]["params"])
+        swap = data.get("swap", {}).get("params", {})
         kv["max_feasible"] = {int(k): int(v) for k, v in kv.get("max_feasible", {}).items()}
         kv["points"] = {int(k): {"max_loras": [float(a) for a in v["max_loras"]],
                                  "tokens": [float(t) for t in v["tokens"]]}
@@ -300,6 +313,8 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Calibration:
             scheduler=dict(data["scheduler"]["params"]),
             raw=data,
             lora_exempt=tuple(data["step"].get("lora_exempt", ())),
+            swap_per_load_ms=float(swap.get("per_load_ms", 0.0)),
+            swap_per_slot_ms=float(swap.get("per_slot_ms", 0.0)),
         )
     except KeyError as exc:
         raise CalibrationError(f"{source}: missing field {exc.args[0]!r}") from exc

@@ -23,7 +23,13 @@ import polars as pl
 from adaptwin.calibration import inputs
 from adaptwin.calibration.costs import SCHEMA_VERSION, Calibration, from_dict
 from adaptwin.calibration.inputs import Tables, load_tables
-from adaptwin.calibration.lora_forms import choose_form, compare_forms, lora_rows
+from adaptwin.calibration.lora_forms import (
+    TABLE_INPUT_TOKENS,
+    choose_form,
+    compare_forms,
+    lora_rows,
+    table_output_tokens,
+)
 from adaptwin.calibration.models import (
     LORA_TERMS,
     Fitted,
@@ -33,6 +39,7 @@ from adaptwin.calibration.models import (
     fit_lora,
     fit_scheduler,
     fit_step,
+    fit_swap,
 )
 from adaptwin.io import write_json
 from adaptwin.model_cards import CARDS, ModelCard, card
@@ -90,13 +97,40 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
     sched = fit_scheduler(inputs.scheduler_points(tables))
     sp = sched.block["params"]
     step = fit_step(inputs.decode_points(tables, model), inputs.prefill_points(tables, model), sp)
+    lora = _fit_lora(tables, model, lora_table_model, step.block["params"], sp, lora_form)
+    loading = fit_loading(inputs.loading_points(tables, model))
     return {
         "scheduler": sched,
         "step": Fitted({**step.block, "lora_exempt": []}, step.quality, step.points),
-        "lora": _fit_lora(tables, model, lora_table_model, step.block["params"], sp, lora_form),
-        "loading": fit_loading(inputs.loading_points(tables, model)),
+        "lora": lora,
+        "loading": loading,
+        "swap": _fit_swap(tables, model, lora_table_model, sp, lora_form,
+                          (step.block["params"], lora.block["params"], loading)),
         "kv_capacity": fit_kv(inputs.kv_points(tables, model), MAX_MODEL_LEN[model]),
     }
+
+
+#: adapter rank of the scheduler-overhead runs (data card 5.5) and the S_max their copy time is read at
+#: (the smallest measured slot size: the tables do not record S_max)
+TABLE_ADAPTER_RANK = 8
+
+
+def _fit_swap(tables: Tables, model: str, table_model: str, sched: dict[str, float], lora_form: str,
+              own: tuple[dict[str, float], dict[str, float], Fitted]) -> Fitted:
+    """The swap cost beyond the copy (`adaptwin.calibration.models.fit_swap`), fitted on the 5.5 tables
+    with the table model's step, LoRA and copy costs (``own`` = ``model``'s step params, LoRA params and
+    loading fit, used when it is the table model); every model gets the same per-load and per-slot
+    milliseconds (the tables name no model, as for the scheduler)."""
+    step, lora_params, loading = own
+    if model != table_model:
+        step = fit_step(inputs.decode_points(tables, table_model), inputs.prefill_points(tables, table_model),
+                        sched).block["params"]
+        lora_params = _fit_lora(tables, table_model, table_model, step, sched, lora_form).block["params"]
+        loading = fit_loading(inputs.loading_points(tables, table_model))
+    table = loading.block["params"]
+    copy_ms = table[min(table, key=int)][str(TABLE_ADAPTER_RANK)]
+    points = inputs.swap_table_points(tables, TABLE_INPUT_TOKENS, table_output_tokens(tables))
+    return fit_swap(points, step, sched, lora_params, copy_ms)
 
 
 #: which architecture count each LoRA step coefficient scales with when moved to another model: fixed
@@ -170,6 +204,11 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
                     "tokens; terms chosen by leave-one-A_max-out / leave-one-rate-group-out cross-validation; "
                     "other models: architecture ratios (fit_quality.lora.constants)",
             "loading": "adapter loading (5.3): mean of the per-request CPU->GPU loads in server_out.log",
+            "swap": "scheduler overhead tables (5.5, busy rows without queue, swapping or not): mean step "
+                    "time (duration / steps) minus the twin's step, LoRA (at the distinct adapters the twin "
+                    "forms) and 5.3 copy costs, against CPU->GPU "
+                    "loads per step (x A_max + 1); candidate chosen by leave-one-A_max-out error "
+                    "(fit_quality.swap); model not recorded",
             "kv_capacity": "available GPU memory (5.4): 'GPU KV cache size' and memory failures",
             "scheduler": "scheduler overhead tables (5.5): total_scheduling_time / steps; model not recorded",
             "excluded": "serving runs (real_results, heterogeneous_results, motivation) are never used for fitting",

@@ -191,3 +191,28 @@ def lora_table_points(tables: Tables, input_mean: float, output_mean: float) -> 
         pl.col("mean_itl_ms").cast(pl.Float64).alias("itl_mean_ms"),
         pl.lit(float(output_mean)).alias("output_tokens"),
     )
+
+
+def swap_table_points(tables: Tables, input_mean: float, output_mean: float) -> pl.DataFrame:
+    """Scheduler-overhead rows (5.5) as mean engine steps with and without adapter swaps, one per run.
+
+    Kept: no queue (``avg_waiting_queue < 1``) and a busy server (``avg_batch_size >= 5``, so the run's
+    duration / steps is the mean step time, not idle time). Rows with ``cpu_loras > gpu_loras`` swap
+    adapters: ``loads_per_step`` counts their CPU -> GPU loads while serving (start-up loads excluded).
+    Same per-step mix as `lora_table_points`."""
+    t = tables.scheduler_overhead.filter(
+        (pl.col("avg_waiting_queue") < 1.0) & (pl.col("avg_batch_size") >= 5.0) & (pl.col("steps") > 0))
+    per_step = pl.col("completed_requests") / pl.col("steps")
+    return t.select(
+        pl.col("source"),
+        pl.col("gpu_loras").cast(pl.Int64).alias("max_loras"),
+        pl.col("cpu_loras").cast(pl.Int64).alias("served"),
+        pl.col("avg_batch_size").cast(pl.Float64).alias("mean_running"),
+        pl.col("avg_waiting_queue").cast(pl.Float64).alias("mean_waiting"),
+        pl.col("mean_loras_by_batch").cast(pl.Float64).alias("distinct_adapters"),
+        (per_step * input_mean).alias("prefill_tokens"),
+        per_step.alias("prefill_seqs"),
+        (pl.col("avg_batch_size") * (input_mean + output_mean / 2.0)).alias("context_tokens"),
+        (pl.col("duration") / pl.col("steps")).alias("step_s"),
+        (pl.col("max_lora_loads_from_memory_corrected") / pl.col("steps")).alias("loads_per_step"),
+    )

@@ -2,8 +2,8 @@
 
 Every served adapter is held in CPU memory (``max_cpu_loras`` >= served, so no disk loads while serving);
 A_max GPU slots hold the adapters the batch can use. Each step vLLM activates the batch's adapters: one not
-in a slot is copied CPU -> GPU (``load_time(rank, S_max)``, added to that step) into a free slot or over the
-least recently used adapter that is not in the batch. Start-up: the server activates every registered
+in a slot is copied CPU -> GPU (``swap_time(rank, S_max)``: the copy plus the calibration's swap cost, added
+to that step) into a free slot or over the least recently used adapter that is not in the batch. Start-up: the server activates every registered
 adapter once, in order, so the slots start with the last A_max adapters (the lowest index is the LRU one).
 
 Adapters with running requests are used every step, so only inactive ones can be evicted; their recency

@@ -106,6 +106,8 @@ class Scheduler:
         self.max_loras = srv.max_loras
         self.s_max = srv.max_lora_rank
         self.ranks = scenario.ranks.tolist()
+        #: seconds a CPU -> GPU load of each adapter adds to its step (copy + swap cost), looked up per load
+        self.swap_s = [cal.swap_time(r, srv.max_lora_rank) for r in self.ranks]
         self.cal = cal
         self.track_visited = bool(cal.scheduler.get("waiting", 0.0))
         self.kv = KVCache(cal.kv_capacity_blocks(srv.max_loras, srv.max_lora_rank), cal.block_size)
@@ -250,10 +252,10 @@ class Scheduler:
             self.waiting.activate(a)
             if self.slots.activate(a, self.active, self.G):
                 self.loads += 1
-                plan.load_s += self.cal.load_time(self.ranks[a], self.s_max)
+                plan.load_s += self.swap_s[a]
                 for b in self.slots.reloaded:
                     self.reloads += 1
-                    plan.load_s += self.cal.load_time(self.ranks[b], self.s_max)
+                    plan.load_s += self.swap_s[b]
 
     def _deactivate(self, a: int, last_step: int) -> None:
         self.active[a] -= 1
