@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from test_twin_helpers import fixture_calibration, scenario, write_trace
+from twin_helpers import fixture_calibration, scenario, write_trace
 
 from adaptwin.io import dumps_json
 from adaptwin.twin import simulate
@@ -26,9 +26,9 @@ def test_without_a_swap_block_a_swap_costs_the_copy(tmp_path):
 
 def test_swap_cost_grows_with_the_configured_slots(tmp_path):
     _, cal = fixture_calibration(tmp_path, with_swap)
-    for a_max in (8, 128):
-        bound = cal.for_server(a_max)
-        assert bound.swap_time(16, 16) == pytest.approx(bound.load_time(16, 16) + (2.0 + 0.1 * (a_max + 1)) / 1000)
+    for max_loras in (8, 128):
+        bound = cal.for_server(max_loras)
+        assert bound.swap_time(16, 16) == pytest.approx(bound.load_time(16, 16) + (2.0 + 0.1 * (max_loras + 1)) / 1000)
 
 
 def test_one_swap_adds_its_cost_to_the_step_that_loads(tmp_path):
@@ -39,7 +39,7 @@ def test_one_swap_adds_its_cost_to_the_step_that_loads(tmp_path):
     ttft = {}
     for adapter in (0, 1):
         rates = [1.0 if a == adapter else 0.0 for a in (0, 1)]
-        sc = scenario(a_max=1, served=2, duration=10.0, adapters={"ranks": [8, 8], "rates": rates},
+        sc = scenario(max_loras=1, served=2, duration=10.0, adapters={"ranks": [8, 8], "rates": rates},
                       arrivals={"kind": "trace", "path": str(trace), "mapping": "weighted"},
                       lengths={"kind": "trace", "path": str(trace)})
         out = simulate(sc, cal)
@@ -53,10 +53,10 @@ def test_one_swap_adds_its_cost_to_the_step_that_loads(tmp_path):
 def test_swap_cost_slows_only_servers_that_swap(tmp_path):
     _, plain = fixture_calibration(tmp_path, None, "plain.json")
     _, swap = fixture_calibration(tmp_path, with_swap, "swap.json")
-    resident = scenario(a_max=24, served=24, duration=200.0)
+    resident = scenario(max_loras=24, served=24, duration=200.0)
     assert dumps_json(simulate(resident, plain, zero_wall_time=True)) == dumps_json(
         simulate(resident, swap, zero_wall_time=True))
-    swapping = scenario(a_max=8, served=48, duration=200.0)
+    swapping = scenario(max_loras=8, served=48, duration=200.0)
     before, after = simulate(swapping, plain), simulate(swapping, swap)
     assert before["adapter_loads"] > 50
     assert after["itl_mean_ms"] > before["itl_mean_ms"]
@@ -69,14 +69,14 @@ def test_fit_swap_recovers_a_known_per_slot_cost():
 
     rng = np.random.default_rng(0)
     n = 80
-    a_max = rng.choice([8, 16, 32, 64, 128, 256], n)
-    served = a_max * rng.choice([1, 2, 4], n)
+    max_loras = rng.choice([8, 16, 32, 64, 128, 256], n)
+    served = max_loras * rng.choice([1, 2, 4], n)
     points = pl.DataFrame({
-        "source": rng.choice(["adapter_rates", "aggregated_rate"], n), "max_loras": a_max, "served": served,
+        "source": rng.choice(["adapter_rates", "aggregated_rate"], n), "max_loras": max_loras, "served": served,
         "mean_running": rng.uniform(5, 100, n), "mean_waiting": np.zeros(n),
         "distinct_adapters": rng.uniform(2, 60, n), "prefill_tokens": rng.uniform(5, 50, n),
         "prefill_seqs": rng.uniform(0.02, 0.2, n), "context_tokens": rng.uniform(1e3, 3e4, n),
-        "step_s": np.zeros(n), "loads_per_step": np.where(served > a_max, rng.uniform(0.01, 0.2, n), 0.0)})
+        "step_s": np.zeros(n), "loads_per_step": np.where(served > max_loras, rng.uniform(0.01, 0.2, n), 0.0)})
     step = {"intercept": 0.011, "decode_seqs": 1.7e-5, "context_tokens": 1e-7, "prefill_tokens": 2e-5,
             "prefill_seqs": 1e-3}
     sched = {"intercept": 0.0, "running": 4e-6, "waiting": 1e-7}
@@ -84,7 +84,7 @@ def test_fit_swap_recovers_a_known_per_slot_cost():
     # the twin's costs (copies included) at the distinct adapters it forms
     base_ms = -swap_residual_ms(points, step, sched, lora, 7.0, twin_distinct(points))
     offset = np.where(points["source"] == "aggregated_rate", 6.0, 0.0)
-    extra = 0.2 * points["loads_per_step"].to_numpy() * (a_max + 1)
+    extra = 0.2 * points["loads_per_step"].to_numpy() * (max_loras + 1)
     fitted = fit_swap(points.with_columns(pl.Series("step_s", (base_ms + offset + extra) / 1000)),
                       step, sched, lora, copy_ms=7.0)
     assert fitted.quality["chosen"] in ("per_slot", "per_load+per_slot")

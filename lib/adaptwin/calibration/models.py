@@ -420,13 +420,13 @@ def swap_residual_ms(points: pl.DataFrame, step: dict[str, float], sched: dict[s
 
 def swap_candidates(points: pl.DataFrame, y: np.ndarray) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
     """Coefficients and in-sample / leave-one-A_max-out mean |error| (ms per step) of every candidate."""
-    a_max = points["max_loras"].to_numpy()
+    max_loras = points["max_loras"].to_numpy()
     scores, coefs = {}, {}
     for name, terms in SWAP_CANDIDATES.items():
         X = swap_design(points, terms)
         coefs[name] = {k: float(v) for k, v in zip(terms, _fit_swap_terms(X, y)[2:], strict=True)}
-        held = [np.abs(X[a_max == v] @ _fit_swap_terms(X[a_max != v], y[a_max != v]) - y[a_max == v])
-                for v in np.unique(a_max)]
+        held = [np.abs(X[max_loras == v] @ _fit_swap_terms(X[max_loras != v], y[max_loras != v]) - y[max_loras == v])
+                for v in np.unique(max_loras)]
         scores[name] = {"in_sample_mae_ms": float(np.abs(X @ _fit_swap_terms(X, y) - y).mean()),
                         "leave_one_a_max_out_mae_ms": float(np.concatenate(held).mean()), **coefs[name]}
     return coefs, scores
