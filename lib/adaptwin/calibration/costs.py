@@ -135,9 +135,9 @@ class Calibration:
     #: step terms the LoRA factor does not multiply (e.g. attention over the context: LoRA touches only the
     #: projection layers); from ``step.lora_exempt`` in the JSON, empty by default
     lora_exempt: tuple[str, ...] = ()
-    #: LoRA slots of the server (A_max + 1: vLLM's kernels also launch a row for "no adapter"); 0 until
-    #: `for_server` binds one. Only the ``slots`` LoRA form reads it.
-    slots: int = 0
+    #: rows vLLM's LoRA kernels launch per step: the server's A_max (``max_loras``) + 1 for "no adapter"; 0
+    #: until `for_server` binds a server. Only the ``slots`` LoRA form and the swap cost read it.
+    kernel_rows: int = 0
     #: step time one adapter swap costs beyond the copy: a constant and a part per configured slot, in ms
     #: (the ``swap`` block; 0 when absent)
     swap_per_load_ms: float = 0.0
@@ -146,7 +146,7 @@ class Calibration:
     def for_server(self, max_loras: int) -> Calibration:
         """This calibration bound to a server with ``max_loras`` GPU slots (the ``slots`` LoRA form's cost
         grows with them: vLLM 0.8.5's Triton LoRA kernels launch one block row per slot and let idle rows exit)."""
-        return dataclasses.replace(self, slots=int(max_loras) + 1)
+        return dataclasses.replace(self, kernel_rows=int(max_loras) + 1)
 
     # ---- step time -------------------------------------------------------------------------------
     def step_time(self, decode_seqs: int, prefill_tokens: int, context_tokens: int, distinct_adapters: int,
@@ -196,13 +196,13 @@ class Calibration:
             return 0.0
         p = self.lora.params
         if self.lora.form == "slots":
-            if self.slots <= 0:
+            if self.kernel_rows <= 0:
                 raise CalibrationError("lora form 'slots' needs the server's A_max: use Calibration.for_server")
             tokens = decode_seqs + prefill_tokens
             return (p.get("launch", 0.0) + p.get("distinct_adapters", 0.0) * distinct_adapters
-                    + p.get("slots", 0.0) * self.slots + p.get("tokens", 0.0) * tokens
-                    + p.get("slot_token", 0.0) * self.slots * tokens
-                    + p.get("slot_prefill_token", 0.0) * self.slots * prefill_tokens)
+                    + p.get("slots", 0.0) * self.kernel_rows + p.get("tokens", 0.0) * tokens
+                    + p.get("slot_token", 0.0) * self.kernel_rows * tokens
+                    + p.get("slot_prefill_token", 0.0) * self.kernel_rows * prefill_tokens)
         return (p["intercept"] + p.get("decode_seqs", 0.0) * decode_seqs
                 + p.get("prefill_tokens", 0.0) * prefill_tokens + p.get("distinct_adapters", 0.0) * distinct_adapters)
 
@@ -227,7 +227,7 @@ class Calibration:
     def swap_time(self, rank: int, s_max: int) -> float:
         """Seconds one CPU -> GPU adapter load adds to its step while serving: the copy (`load_time`) plus
         the ``swap`` block's cost, which grows with the configured slots (bound by `for_server`)."""
-        extra_ms = self.swap_per_load_ms + self.swap_per_slot_ms * self.slots
+        extra_ms = self.swap_per_load_ms + self.swap_per_slot_ms * self.kernel_rows
         return self.load_time(rank, s_max) + extra_ms / 1000.0
 
     # ---- memory ----------------------------------------------------------------------------------
