@@ -252,8 +252,11 @@ def twin_at_real_configs(result: TrainResult, real: EvalSet) -> dict[str, Any]:
     """Where the dataset holds a twin row with a real run's exact configuration (the real-run grid): the twin's
     own error against the real run (the floor under any surrogate of it) and the verdict agreement."""
     real = _keyed(pl.concat([real.features, real.truth], how="horizontal"))
-    twin = _keyed(result.data.frame.select(*PAPER_FEATURES, *REGRESSION_TARGETS, CLASS_TARGET)).unique("_key")
-    joined = real.join(twin.drop(PAPER_FEATURES), on="_key", suffix="_twin")
+    # first twin row per configuration (the dataset is sorted by scenario id), rows in key order: polars'
+    # multi-threaded unique and join keep no order, and a mean summed in another order differs in the last bit
+    twin = _keyed(result.data.frame.select(*PAPER_FEATURES, *REGRESSION_TARGETS, CLASS_TARGET)).unique(
+        "_key", keep="first", maintain_order=True)
+    joined = real.join(twin.drop(PAPER_FEATURES), on="_key", suffix="_twin").sort("_key", maintain_order=True)
     out: dict[str, Any] = {"n": joined.height}
     if joined.height:
         for target in REGRESSION_TARGETS:
