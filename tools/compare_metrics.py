@@ -3,8 +3,9 @@
     python tools/compare_metrics.py BEFORE/data/metrics AFTER/data/metrics [NAME.json ...]
 
 Prints, per metrics file, "identical (timings aside)" or each differing key with both values. A key counts
-as a timing (and is skipped) when its path names a wall time, a speed-up, a per-second rate or a prediction
-time: those differ between two runs of the same code. Exit 1 when any other value differs.
+as a timing (and is skipped) when its path names a wall or CPU time, a speed-up, a per-second rate, a
+prediction time or a peak memory: those differ between two runs of the same code. Of the twin speed benchmark
+only the work done is compared (configurations, steps, requests). Exit 1 when any other value differs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TIMING_WORDS = ("time", "wall", "speedup", "ms_per_prediction", "per_s", "seconds")
+TIMING_WORDS = ("time", "wall", "speedup", "ms_per_prediction", "per_s", "seconds", "cpu_s", "rss_mb")
+#: files whose every number but the work done is a speed: only these keys of theirs are compared
+SPEED_FILES = {"twin_speed.json": ("config", "finished_requests", "max_lora_rank", "max_loras", "rates", "served",
+                                   "simulated_s", "steps")}
 
 
 def differences(a: Any, b: Any, path: str = "") -> list[str]:
@@ -36,12 +40,20 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
     return [f"{path}: {a!r} -> {b!r}"]
 
 
+def work_done(speed: dict[str, Any], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rows of a speed benchmark without their timings: what was simulated, not how fast."""
+    return [{k: row.get(k) for k in keys} for row in speed.get("rows", [])]
+
+
 def main(argv: list[str]) -> int:
     before, after = Path(argv[0]), Path(argv[1])
     names = argv[2:] or sorted(p.name for p in before.glob("*.json"))
     changed = 0
     for name in names:
-        found = differences(json.loads((before / name).read_text()), json.loads((after / name).read_text()))
+        a, b = (json.loads((folder / name).read_text()) for folder in (before, after))
+        if name in SPEED_FILES:
+            a, b = (work_done(x, SPEED_FILES[name]) for x in (a, b))
+        found = differences(a, b)
         changed += bool(found)
         print(name, "identical (timings aside)" if not found else f"{len(found)} differences")
         for line in found[:20]:
