@@ -176,21 +176,30 @@ def lora_table_points(tables: Tables, input_mean: float, output_mean: float) -> 
     """
     t = tables.scheduler_overhead.filter(
         (pl.col("cpu_loras") == pl.col("gpu_loras")) & (pl.col("avg_waiting_queue") < 1.0) & (pl.col("steps") > 0))
-    per_step = pl.col("completed_requests") / pl.col("steps")
     return t.select(
         (pl.col("source") + ":" + pl.col("gpu_loras").cast(pl.Utf8) + "/" + pl.col("rate").cast(pl.Utf8)).alias("run_id"),
         pl.lit("table").alias("kind"),
         pl.col("gpu_loras").cast(pl.Int64).alias("max_loras"),
         pl.col("cpu_loras").cast(pl.Int64).alias("adapters_used"),
+        *step_mix(input_mean, output_mean),
+        pl.col("mean_itl_ms").cast(pl.Float64).alias("itl_mean_ms"),
+        pl.lit(float(output_mean)).alias("output_tokens"),
+    )
+
+
+def step_mix(input_mean: float, output_mean: float) -> list[pl.Expr]:
+    """The mean engine step of a scheduler-overhead row (5.5): running and waiting sequences, distinct adapters,
+    prompt tokens and prompts per step (completed requests / steps, each with ``input_mean`` tokens) and the
+    context the running sequences read (half their output generated, on average)."""
+    per_step = pl.col("completed_requests") / pl.col("steps")
+    return [
         pl.col("avg_batch_size").cast(pl.Float64).alias("mean_running"),
         pl.col("avg_waiting_queue").cast(pl.Float64).alias("mean_waiting"),
         pl.col("mean_loras_by_batch").cast(pl.Float64).alias("distinct_adapters"),
         (per_step * input_mean).alias("prefill_tokens"),
         per_step.alias("prefill_seqs"),
         (pl.col("avg_batch_size") * (input_mean + output_mean / 2.0)).alias("context_tokens"),
-        pl.col("mean_itl_ms").cast(pl.Float64).alias("itl_mean_ms"),
-        pl.lit(float(output_mean)).alias("output_tokens"),
-    )
+    ]
 
 
 def swap_table_points(tables: Tables, input_mean: float, output_mean: float) -> pl.DataFrame:
@@ -202,17 +211,11 @@ def swap_table_points(tables: Tables, input_mean: float, output_mean: float) -> 
     Same per-step mix as `lora_table_points`."""
     t = tables.scheduler_overhead.filter(
         (pl.col("avg_waiting_queue") < 1.0) & (pl.col("avg_batch_size") >= 5.0) & (pl.col("steps") > 0))
-    per_step = pl.col("completed_requests") / pl.col("steps")
     return t.select(
         pl.col("source"),
         pl.col("gpu_loras").cast(pl.Int64).alias("max_loras"),
         pl.col("cpu_loras").cast(pl.Int64).alias("served"),
-        pl.col("avg_batch_size").cast(pl.Float64).alias("mean_running"),
-        pl.col("avg_waiting_queue").cast(pl.Float64).alias("mean_waiting"),
-        pl.col("mean_loras_by_batch").cast(pl.Float64).alias("distinct_adapters"),
-        (per_step * input_mean).alias("prefill_tokens"),
-        per_step.alias("prefill_seqs"),
-        (pl.col("avg_batch_size") * (input_mean + output_mean / 2.0)).alias("context_tokens"),
+        *step_mix(input_mean, output_mean),
         (pl.col("duration") / pl.col("steps")).alias("step_s"),
         (pl.col("max_lora_loads_from_memory_corrected") / pl.col("steps")).alias("loads_per_step"),
     )
