@@ -167,7 +167,7 @@ def duration_check(model: str, knobs: DatasetKnobs, calibration: Any, data_dir: 
     long = sample_scenarios(sampler_config(model, knobs), n, knobs.seed, calibration)
     short = sample_scenarios(sampler_config(model, knobs, short_s), n, knobs.seed, calibration)
     run_sweep(short, short_dir, calibration=calibration, engine="serial", chunk_size=n, progress=progress)
-    joined = _paired(main_dir, long).join(_paired(short_dir, short), on="pair", suffix="_short")
+    joined = _paired(main_dir, long).join(_paired(short_dir, short), on="pair", suffix="_short", maintain_order="left")
     out: dict[str, Any] = {"duration_s": knobs.duration_s, "short_s": short_s, "scenarios": joined.height,
                            "starved_scenarios": int(joined["starved"].sum())}
     for target in ("total_throughput", "itl_mean_ms", "ttft_mean_ms"):
@@ -185,7 +185,8 @@ def duration_check(model: str, knobs: DatasetKnobs, calibration: Any, data_dir: 
 def _paired(out_dir: Path, scenarios: list[dict[str, Any]]) -> pl.DataFrame:
     """The rows of ``scenarios`` in the dataset at ``out_dir`` (memory errors dropped), numbered by draw."""
     pairs = pl.DataFrame({"scenario_id": [scenario_id(x) for x in scenarios], "pair": range(len(scenarios))})
-    return load_dataset(out_dir).join(pairs, on="scenario_id").filter(~pl.col("memory_error"))
+    return (load_dataset(out_dir).join(pairs, on="scenario_id", maintain_order="left")  # a join keeps no order
+            .filter(~pl.col("memory_error")))
 
 
 def run_stage(config: DatasetConfig, data_dir: str | Path, calibration_dir: str | Path, *,

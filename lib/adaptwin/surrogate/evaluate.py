@@ -232,7 +232,7 @@ def beside_twin(surrogate: Any, runs: pl.DataFrame, validation: pl.DataFrame | N
     if validation is None or not runs.height:
         return {"n": 0}
     twin = validation.filter(pl.col("twin_throughput").is_not_null() & pl.col("real_throughput").is_not_null())
-    both = runs.join(twin.select("run_id", "twin_throughput"), on="run_id")
+    both = runs.join(twin.select("run_id", "twin_throughput"), on="run_id", maintain_order="left")  # sums in run order
     if not both.height:
         return {"n": 0}
     real = both["total_throughput"].to_numpy()
