@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adaptwin.placement import verify
 from adaptwin.placement.core import Gpu, Placement
 from adaptwin.profiling import adapters as adapters_mod
 from adaptwin.profiling import client, cpu_share, replay, runner, server
-from adaptwin.rules import is_starved
+from adaptwin.rules import is_starved, smape_pct
 from adaptwin.twin import simulate
 from adaptwin.twin.lengths import mean_tokens, sample_lengths
 
@@ -69,19 +70,12 @@ class TwinPredictor:
             workload = pl.DataFrame({"adapter_id": [f"a{i}" for i in range(served)], "rank": [rank] * served,
                                      "rate": [sum_rate / served] * served})
             gpu = Gpu(tuple(range(served)), key[3], rank, {})
-            result = simulate(gpu_scenario(Placement(self.model, "probe", workload, [gpu], 1), gpu,
-                                           self.window_s), self.calibration)
+            result = simulate(verify.gpu_scenario(Placement(self.model, "probe", workload, [gpu], 1), gpu,
+                                                  self.window_s), self.calibration)
             self._cache[key] = {"total_throughput": float(result["total_throughput"] or 0.0),
                                 "itl_mean_ms": float(result["itl_mean_ms"] or 0.0),
                                 "starvation_probability": float(bool(result["starved"]))}
         return self._cache[key]
-
-
-def gpu_scenario(placement: Placement, gpu: Gpu, duration_s: float) -> dict[str, Any]:
-    """The twin scenario the placement's verification simulates for ``gpu`` (`verify.gpu_scenario`)."""
-    from adaptwin.placement import verify
-
-    return verify.gpu_scenario(placement, gpu, duration_s)
 
 
 def place(workload: pl.DataFrame, calibration: Any, plan: dict[str, Any]) -> Placement:
@@ -174,7 +168,7 @@ def write_trace(requests: list[client.Request], adapter_ids: list[str], path: Pa
 def replay_scenario(placement: Placement, g: int, window_s: float, trace: Path) -> dict[str, Any]:
     """GPU ``g``'s verification scenario with the live requests replayed (arrivals, lengths, adapters); its
     adapters listed one by one in `Placement.gpu_adapters` order, the trace's adapter indices."""
-    scenario = gpu_scenario(placement, placement.gpus[g], window_s)
+    scenario = verify.gpu_scenario(placement, placement.gpus[g], window_s)
     adapters = placement.gpu_adapters(g)
     spec = {"kind": "trace", "path": str(trace)}
     return scenario | {"arrivals": spec, "lengths": spec, "seed": 0,
@@ -273,7 +267,6 @@ def place_and_serve(plan: dict[str, Any], calibration: Any, python: str, model: 
 
 def mean_smape(records: list[dict[str, Any]]) -> float | None:
     """The twin's throughput SMAPE over the served GPUs, in % (validation's SMAPE)."""
-    from adaptwin.rules import smape
-
-    values = [float(smape(r["live_tok_s"], r["twin_tok_s"])) for r in records]
-    return float(np.mean(values)) if values else None
+    if not records:
+        return None
+    return smape_pct([r["live_tok_s"] for r in records], [r["twin_tok_s"] for r in records])
