@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+import pytest
 from test_sweep import toy_simulate
 
 from adaptwin.calibration.costs import load_calibration
@@ -52,6 +53,28 @@ def test_dataset_stage_sweeps_mixes_and_the_fresh_set_apart(tmp_path):
     assert entry["rows"] == 3 and entry["fresh"]["rows"] == 2
     train_ids = set(load_dataset(tmp_path / "dataset" / MODEL)["scenario_id"])
     assert train_ids.isdisjoint(load_dataset(tmp_path / "dataset" / "fresh" / MODEL)["scenario_id"])
+
+
+def test_short_mixes_are_the_hour_mixes_again_over_a_shorter_window(tmp_path):
+    config = DatasetConfig.from_params(dict(models=[MODEL], n_scenarios=[0], duration_s=40.0, seed=0,
+                                            include_real_grid=False, engine="serial", mix_scenarios=[3],
+                                            short_mix_scenarios=[5], short_window_s=10.0))
+    entry = run_stage(config, tmp_path, _calibration_dir(tmp_path), progress=False)[MODEL]
+    assert entry["rows"] == 8 and entry["rows_by_window_s"] == {"10": 5, "40": 3}
+    rows = load_dataset(tmp_path / "dataset" / MODEL)
+    long, short = (rows.filter(pl.col("duration_s") == w) for w in (40.0, 10.0))
+    # same draws: every hour mix has a short twin with the same adapters and A_max (the first three draws;
+    # rates may be raised to the short window's floor of requests)
+    def shape(frame: pl.DataFrame) -> list[tuple]:
+        return sorted((r["max_loras"], sorted(r for r, n in zip(r["group_ranks"], r["group_counts"], strict=True)
+                                              for _ in range(n))) for r in frame.iter_rows(named=True))
+
+    assert set(map(str, shape(long))) <= set(map(str, shape(short)))
+    assert entry["twin_cpu_s_by_window_s"]["10"] > 0
+    bad = DatasetConfig.from_params(dict(models=[MODEL], n_scenarios=[0], duration_s=40.0, include_real_grid=False,
+                                         engine="serial", short_mix_scenarios=[2], short_window_s=40.0))
+    with pytest.raises(ValueError, match="short_window_s: 40.0 is not shorter than duration_s 40.0"):
+        run_stage(bad, tmp_path / "bad", _calibration_dir(tmp_path / "bad"), progress=False)
 
 
 def test_surrogate_stage_writes_models_metrics_and_figures(tmp_path):

@@ -17,7 +17,9 @@ starvation boundary is dense, Poisson and unpredictable arrivals, ShareGPT lengt
 configurations of the real serving runs, and `grid_variants` scenarios on those runs' server configurations
 with other rates and ranks, and `mix_scenarios` shaped like placement's GPU groups (`adaptwin.dataset.mixes`:
 Zipf, 5.9-like hot-and-cold, Azure-trace-like and lognormal popularity, any A_max placement may pick, up to
-576 adapters). A *fresh* test set (`fresh_scenarios`, another seed and a popularity law never trained on) is
+576 adapters), and `short_mix_scenarios` of the same mix draws simulated over `short_window_s` only: a
+sixth of the twin's CPU each, their bias against the hour learnt by the surrogate, which takes the window as a
+feature and predicts the hour. A *fresh* test set (`fresh_scenarios`, another seed and a popularity law never trained on) is
 swept apart into `data/dataset/fresh/<model>/` for notebook 05. `adaptwin.sweep` runs them through the twin on a Dask cluster into a
 resumable Parquet dataset (`data/dataset/<model>/chunk-*.parquet`, one row per scenario, keyed by its hash).
 """),
@@ -35,7 +37,8 @@ config = DatasetConfig.from_params(dict(
     unpredictable_fraction=unpredictable_fraction, engine=engine, n_workers=n_workers,
     scheduler_address=scheduler_address, chunk_size=chunk_size, batch_size=batch_size,
     duration_check_scenarios=duration_check_scenarios, duration_check_short_s=duration_check_short_s,
-    mix_scenarios=mix_scenarios, mix_laws=mix_laws, fresh_scenarios=fresh_scenarios, fresh_seed=fresh_seed,
+    mix_scenarios=mix_scenarios, mix_laws=mix_laws, short_mix_scenarios=short_mix_scenarios,
+    short_window_s=short_window_s, fresh_scenarios=fresh_scenarios, fresh_seed=fresh_seed,
     fresh_laws=fresh_laws))
 summary = run_stage(config, resolve(data_dir), resolve(data_dir) / "calibration", progress=False)
 """),
@@ -47,7 +50,11 @@ own speed (simulated seconds per wall-clock second, median over rows).
     ("code", """
 columns = ["model", "rows", "usable_rows", "memory_errors", "errors", "starved_fraction", "evaluated_now",
            "wall_time_s", "scenarios_per_s", "twin_cpu_s_per_scenario", "simulated_s_per_wall_s"]
-pl.DataFrame([{c: entry[c] for c in columns} for entry in summary.values()])
+table = pl.DataFrame([{c: entry[c] for c in columns} for entry in summary.values()])
+for entry in summary.values():
+    print(f"{entry['model']}: {entry['rows']} scenarios ({entry['rows_by_window_s']} by simulated window, s), "
+          f"{entry['scenarios_per_s']} scenarios/s on this machine")
+table
 """),
     ("md", """
 **Would a shorter simulated window do?** Some dataset scenarios re-simulated at `duration_check_short_s`:

@@ -26,7 +26,7 @@ import polars as pl
 from adaptwin.rules import STARVATION_RATIO, smape_pct
 from adaptwin.surrogate.features import PAPER_FEATURES, feature_matrix, real_run_features
 from adaptwin.surrogate.model import CLASS_TARGET, REGRESSION_TARGETS, Surrogate, inverse_transform
-from adaptwin.surrogate.train import TrainResult, catboost_model, target_rows, transform
+from adaptwin.surrogate.train import TrainResult, catboost_model, prediction_window, target_rows, transform
 
 REAL_FAMILY = "real_results"
 
@@ -120,7 +120,8 @@ class SklearnSurrogate:
     def predict(self, features: pl.DataFrame) -> pl.DataFrame:
         """Same contract as `Surrogate.predict`."""
         ref = self.reference
-        return pl.DataFrame(self.predict_matrix(feature_matrix(features, ref.feature_names, ref.calibration)))
+        x = feature_matrix(features, ref.feature_names, ref.calibration, window_s=ref.window_s)
+        return pl.DataFrame(self.predict_matrix(x))
 
 
 # ---- evaluation --------------------------------------------------------------------------------------------
@@ -133,9 +134,20 @@ class EvalSet:
     truth: pl.DataFrame  # total_throughput, itl_mean_ms, ttft_mean_ms, starved
 
 
+def hour_rows(frame: pl.DataFrame, window_s: float | None) -> pl.DataFrame:
+    """The rows of a training frame simulated over the window the surrogate predicts for, ``window_s`` (all
+    rows when the dataset has one window: None)."""
+    from adaptwin.surrogate.features import WINDOW_FEATURE
+
+    if window_s is None:
+        return frame
+    return frame.filter(pl.col(WINDOW_FEATURE) == window_s)
+
+
 def heldout_set(result: TrainResult) -> EvalSet:
-    """The held-out twin rows (never seen in training or search)."""
-    frame = result.data.frame[result.test_idx]
+    """The held-out twin rows (never seen in training or search) of the hour's window: a shorter window's
+    truth is not what the surrogate predicts."""
+    frame = hour_rows(result.data.frame[result.test_idx], prediction_window(result.data))
     truth = frame.select(*REGRESSION_TARGETS, CLASS_TARGET, "finished_requests")
     for target in ("itl_mean_ms", "ttft_mean_ms"):  # undefined without finished requests
         truth = truth.with_columns(pl.when(pl.col("finished_requests") > 0).then(pl.col(target)).alias(target))
@@ -254,7 +266,7 @@ def twin_at_real_configs(result: TrainResult, real: EvalSet) -> dict[str, Any]:
     real = _keyed(pl.concat([real.features, real.truth], how="horizontal"))
     # first twin row per configuration (the dataset is sorted by scenario id), rows in key order: polars'
     # multi-threaded unique and join keep no order, and a mean summed in another order differs in the last bit
-    twin = _keyed(result.data.frame.select(*PAPER_FEATURES, *REGRESSION_TARGETS, CLASS_TARGET)).unique(
+    twin = _keyed(hour_rows(result.data.frame, prediction_window(result.data)).select(*PAPER_FEATURES, *REGRESSION_TARGETS, CLASS_TARGET)).unique(
         "_key", keep="first", maintain_order=True)
     joined = real.join(twin.drop(PAPER_FEATURES), on="_key", suffix="_twin").sort("_key", maintain_order=True)
     out: dict[str, Any] = {"n": joined.height}

@@ -31,6 +31,12 @@ because trees split on one variable at a time and cannot form ratios or the memo
   cause of starvation under vLLM's LoRA admission rule), ``resident_share``: share of the load carried by the
   A_max busiest adapters, ``hot_rate_ratio``: the busiest adapter's rate over the mean (these two from a
   lognormal law with the same moments: closed-form tails).
+* ``window_s`` (only in a surrogate trained on rows of more than one simulated window): the window the twin
+  simulated. Short windows are several times cheaper per scenario (a starved GPU's backlog makes each later
+  simulated second dearer), but they bias the targets (requests still running at the end are dropped, a
+  backlog is younger); trained on both, a tree learns that bias from this column, and every prediction is
+  made at the longest window trained on (the surrogate's ``predict_window_s``; the real runs' hour in the
+  default profile). The paper's seven columns are still enough to predict.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ PHYSICS_FEATURES: tuple[str, ...] = (
     "rate_cv2", "effective_adapters", "batch_demand", "distinct_demand", "distinct_full", "slot_pressure",
     "slot_pressure_full", "resident_share", "hot_rate_ratio",
 )
+WINDOW_FEATURE = "window_s"
+#: the window predictions are made for unless a surrogate says otherwise: the real serving runs' hour
+REFERENCE_WINDOW_S = 3600.0
 #: bounds of the squared coefficient of variation of the rates (gamma shape 1/cv^2 stays computable)
 _CV2_RANGE = (1e-4, 1e4)
 _NORMAL = NormalDist()
@@ -64,12 +73,14 @@ class FeatureError(ValueError):
     """Inputs a feature vector cannot be built from, naming the field and value."""
 
 
-def feature_names(with_calibration: bool, physics: bool = True) -> tuple[str, ...]:
+def feature_names(with_calibration: bool, physics: bool = True, window: bool = False) -> tuple[str, ...]:
     """Column order of the feature matrix (the models are trained on exactly this order); ``physics`` adds
-    `PHYSICS_FEATURES` (with a calibration only)."""
+    `PHYSICS_FEATURES` (with a calibration only), ``window`` the simulated window (`WINDOW_FEATURE`, last)."""
+    last = (WINDOW_FEATURE,) if window else ()
     if not with_calibration:
-        return PAPER_FEATURES + RATIO_FEATURES
-    return PAPER_FEATURES + RATIO_FEATURES + (KV_FEATURE, *CAPACITY_FEATURES) + (PHYSICS_FEATURES if physics else ())
+        return PAPER_FEATURES + RATIO_FEATURES + last
+    return (PAPER_FEATURES + RATIO_FEATURES + (KV_FEATURE, *CAPACITY_FEATURES) + (PHYSICS_FEATURES if physics else ())
+            + last)
 
 
 def _moments(values: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
@@ -149,10 +160,11 @@ def derived_row(values: Sequence[float], calibration: Any = None) -> dict[str, f
 
 
 def feature_row(values: Sequence[float], names: Sequence[str], calibration: Any = None,
-                source: str = "features") -> list[float]:
+                source: str = "features", window_s: float = REFERENCE_WINDOW_S) -> list[float]:
     """`matrix_from_paper` of one GPU as a list of floats in ``names`` order (``values``: its paper's seven,
     finite, counts and ranks positive: `paper_row`)."""
-    cols = {**dict(zip(PAPER_FEATURES, values, strict=True)), **derived_row(values, calibration)}
+    cols = {**dict(zip(PAPER_FEATURES, values, strict=True)), **derived_row(values, calibration),
+            WINDOW_FEATURE: window_s}
     unknown = [n for n in names if n not in cols]
     if unknown:
         raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
@@ -357,10 +369,13 @@ def check_paper_values(values: np.ndarray, source: str = "features") -> np.ndarr
 
 
 def matrix_from_paper(values: np.ndarray, names: Sequence[str], calibration: Any = None,
-                      source: str = "features") -> np.ndarray:
-    """(rows, 7 paper features) -> (rows, ``names``) with the extras computed by `derived_features`."""
+                      source: str = "features", window_s: float = REFERENCE_WINDOW_S) -> np.ndarray:
+    """(rows, 7 paper features) -> (rows, ``names``) with the extras computed by `derived_features` (and the
+    window predicted for, ``window_s``, if ``names`` holds `WINDOW_FEATURE`)."""
     base = {c: values[:, i] for i, c in enumerate(PAPER_FEATURES)}
     cols = {**base, **derived_features(base, calibration)}
+    if WINDOW_FEATURE in names:
+        cols[WINDOW_FEATURE] = np.full(values.shape[0], float(window_s))
     unknown = [n for n in names if n not in cols]
     if unknown:
         raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
@@ -392,21 +407,25 @@ def checked_row(values: Sequence[Any]) -> tuple[float, ...] | None:
 
 
 def feature_matrix(frame: pl.DataFrame, names: Sequence[str], calibration: Any = None,
-                   source: str = "features frame") -> np.ndarray:
+                   source: str = "features frame", window_s: float = REFERENCE_WINDOW_S) -> np.ndarray:
     """The (rows, features) float64 matrix in ``names`` order, extras recomputed from the paper's seven."""
-    return matrix_from_paper(paper_matrix(frame, source), names, calibration, source)
+    return matrix_from_paper(paper_matrix(frame, source), names, calibration, source, window_s)
 
 
-def features_frame(dataset: pl.DataFrame, calibration: Any = None) -> pl.DataFrame:
+def features_frame(dataset: pl.DataFrame, calibration: Any = None, window: bool = False) -> pl.DataFrame:
     """Feature columns for every row of a sweep dataset (groups in ``group_counts/ranks/rates``), via
-    `gpu_features` row by row so there is one definition of every feature."""
+    `gpu_features` row by row so there is one definition of every feature; ``window`` adds each row's own
+    simulated window (``duration_s``) as `WINDOW_FEATURE`."""
     rows = [
         gpu_features(ranks, rates, max_loras, counts=counts, calibration=calibration)
         for counts, ranks, rates, max_loras in zip(dataset["group_counts"].to_list(), dataset["group_ranks"].to_list(),
                                                dataset["group_rates"].to_list(), dataset["max_loras"].to_list(),
                                                strict=True)
     ]
-    return pl.DataFrame(rows, schema=dict.fromkeys(feature_names(calibration is not None), pl.Float64))
+    frame = pl.DataFrame(rows, schema=dict.fromkeys(feature_names(calibration is not None), pl.Float64))
+    if window:
+        frame = frame.with_columns(dataset["duration_s"].cast(pl.Float64).alias(WINDOW_FEATURE))
+    return frame
 
 
 def real_run_features(runs: pl.DataFrame, calibration: Any = None) -> pl.DataFrame:

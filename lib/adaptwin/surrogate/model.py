@@ -26,6 +26,7 @@ import polars as pl
 
 from adaptwin.surrogate.features import (
     PAPER_FEATURES,
+    REFERENCE_WINDOW_S,
     FeatureError,
     check_paper_values,
     checked_row,
@@ -115,6 +116,8 @@ class Surrogate:
         self.feature_names: tuple[str, ...] = tuple(metadata["feature_names"])
         self.tokens_per_request = float(metadata["tokens_per_request"])
         self.threshold = float(metadata.get("starvation_threshold", 0.5))
+        #: the simulated window predictions are for (a model trained on several has the window as a feature)
+        self.window_s = float(metadata.get("predict_window_s") or REFERENCE_WINDOW_S)
         self._order = (*REGRESSION_TARGETS, CLASS_TARGET)
         self._fast = ObliviousEnsemble.from_json([_json_dump(models[t]) for t in self._order])
 
@@ -129,7 +132,7 @@ class Surrogate:
 
     def matrix(self, frame: pl.DataFrame) -> np.ndarray:
         """The feature matrix of a frame holding at least the paper's seven feature columns."""
-        return feature_matrix(frame, self.feature_names, self.calibration, source=f"surrogate {self.model}")
+        return feature_matrix(frame, self.feature_names, self.calibration, f"surrogate {self.model}", self.window_s)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Raw outputs (rows, 4) in transformed space: NumPy trees for small batches, CatBoost for large."""
@@ -165,7 +168,7 @@ class Surrogate:
     def predict_row(self, values: tuple[float, ...]) -> pl.DataFrame:
         """`predict` of one GPU from its paper's seven values (checked: `paper_row`), features with plain
         floats (`feature_row`): one-at-a-time placement's path, the same numbers as the general one."""
-        row = feature_row(values, self.feature_names, self.calibration, f"surrogate {self.model}")
+        row = feature_row(values, self.feature_names, self.calibration, f"surrogate {self.model}", self.window_s)
         return self.output_frame(self.predict_matrix(np.array([row])))
 
     @staticmethod
@@ -193,9 +196,10 @@ class Surrogate:
         values = checked_row(given)
         if values is None:  # the general path raises, naming the field and value
             base = np.array([given], dtype=float)
-            x = matrix_from_paper(check_paper_values(base, source), self.feature_names, self.calibration, source)
+            x = matrix_from_paper(check_paper_values(base, source), self.feature_names, self.calibration, source,
+                                  self.window_s)
         else:
-            x = np.array([feature_row(values, self.feature_names, self.calibration, source)])
+            x = np.array([feature_row(values, self.feature_names, self.calibration, source, self.window_s)])
         return {k: (bool(v[0]) if k == "starved" else float(v[0])) for k, v in self.predict_matrix(x).items()}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from adaptwin.io import write_json
-from adaptwin.surrogate.features import feature_names, features_frame
+from adaptwin.surrogate.features import WINDOW_FEATURE, feature_names, features_frame
 from adaptwin.surrogate.model import CLASS_TARGET, REGRESSION_TARGETS, SURROGATE_VERSION, Surrogate
 
 TRANSFORMS: tuple[str, ...] = ("log", "ratio", "log_ratio")
@@ -52,18 +52,29 @@ class TrainingData:
 def prepare(dataset: pl.DataFrame, calibration: Any = None, physics: bool = True) -> TrainingData:
     """Features and targets of a sweep dataset; drops errored and memory-error rows (placement never asks
     about configurations that cannot start: it checks memory first). ``physics`` = False leaves out the
-    slot-physics features (the earlier feature set, kept to measure what they bring)."""
+    slot-physics features (the earlier feature set, kept to measure what they bring). Rows of more than one
+    simulated window add the window as a feature (`features.WINDOW_FEATURE`; predictions are for the longest,
+    `prediction_window`)."""
     usable = dataset.filter(pl.col("error").is_null() & ~pl.col("memory_error").fill_null(True))
     if usable.height == 0:
         raise TrainingError(f"dataset: no usable rows out of {dataset.height} (all errored or memory errors)")
-    feats = features_frame(usable, calibration)
+    window = usable["duration_s"].n_unique() > 1
+    feats = features_frame(usable, calibration, window)
     frame = pl.concat([usable.select("scenario_id", *REGRESSION_TARGETS, CLASS_TARGET, "ideal_throughput",
                                      "finished_requests"), feats], how="horizontal")
     positive = frame.filter((pl.col("sum_rate") > 0) & (pl.col("ideal_throughput") > 0))
     tpr = float((positive["ideal_throughput"] / positive["sum_rate"]).median()) if positive.height else float("nan")
     if not np.isfinite(tpr) or tpr <= 0:
         raise TrainingError(f"dataset: ideal_throughput / sum_rate has no positive median ({tpr!r})")
-    return TrainingData(frame, feature_names(calibration is not None, physics), tpr)
+    return TrainingData(frame, feature_names(calibration is not None, physics, window), tpr)
+
+
+def prediction_window(data: TrainingData) -> float | None:
+    """The window a surrogate trained on ``data`` predicts for: the longest it was trained on (None: one
+    window only, no window feature). The shorter ones are the cheap rows; the longest is what is wanted."""
+    if WINDOW_FEATURE not in data.feature_names:
+        return None
+    return float(data.frame[WINDOW_FEATURE].max())
 
 
 def transform(target: str, kind: str, y: np.ndarray, sum_rate: np.ndarray, tokens_per_request: float) -> np.ndarray:
@@ -206,7 +217,7 @@ def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | No
         "targets": targets_meta, "tokens_per_request": data.tokens_per_request, "starvation_threshold": 0.5,
         "calibration": getattr(calibration, "raw", None) or None, "dataset_rows": int(data.frame.height),
         "train_rows": int(len(train_idx)), "test_rows": int(len(test_idx)), "seed": seed, "n_search": n_search,
-        "cv_folds": cv_folds,
+        "cv_folds": cv_folds, "predict_window_s": prediction_window(data),
         "search": {t: s["trials"] for t, s in search.items()},
     }
     surrogate = Surrogate(metadata, models, calibration)
