@@ -41,7 +41,8 @@ config = SurrogateConfig.from_params(dict(
     seed=seed, threads=threads, throughput_transform=throughput_transform, baselines=baselines,
     real_runs_model=real_runs_model, timing_singles=timing_singles, physics_features=physics_features,
     placement_groups=placement_groups, placement_group_methods=placement_group_methods,
-    placement_groups_grid=placement_groups_grid))
+    placement_groups_grid=placement_groups_grid, active_rounds=active_rounds, active_scenarios=active_scenarios,
+    active_pool=active_pool, active_window_s=active_window_s))
 fig_dir = resolve(figures_dir) / "surrogates"
 metrics = run_stage(config, resolve(data_dir), placement_check=exam(config, resolve(shared_dir)),
                     draw=lambda outcome: model_figures(outcome, fig_dir))
@@ -54,6 +55,15 @@ pipeline run, wall time and scenarios per second, and the fresh test set's size.
 from adaptwin.surrogate.stage import dataset_summary
 
 dataset_summary(resolve(data_dir), models)
+"""),
+    ("md", """
+**Uncertainty sampling** (`active_rounds` rounds, `adaptwin.surrogate.active`): per round, how many
+placement-shaped candidates were scored, how many the twin then labelled, and the mean uncertainty of the pool
+and of the kept ones (p (1 - p) of the starvation verdict, classifier and regressor: 0 sure, 0.5 on the edge).
+The surrogates below are the last round's, trained on the dataset and every round's rows.
+"""),
+    ("code", """
+pl.DataFrame([{"model": m, "round": r, **a} for m in models for r, a in enumerate(metrics[m].get("active", []))])
 """),
     ("md", """
 **Table 4/5 of the paper, our version.** One row per learner, evaluation set and target: R2, SMAPE in the usual

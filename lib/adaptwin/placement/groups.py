@@ -59,18 +59,15 @@ def exam(config: Any, shared_dir: str | Path) -> Callable[[Any, Path], Any]:
 
 def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str | Path) -> Any:
     """The GPU groups the placement methods build with ``surrogate`` (see `exam`)."""
-    import json
-
     from adaptwin.placement.api import make_context
     from adaptwin.surrogate.evaluate import twin_set
+    from adaptwin.surrogate.stage import dataset_window
     from adaptwin.sweep import load_dataset, run_sweep
 
     limit = config.placement_groups
     if limit <= 0:
         return None
-    summary_path = Layout.at(data_dir).dataset_summary()
-    entry = json.loads(summary_path.read_text()).get(surrogate.model, {}) if summary_path.exists() else {}
-    duration = float(entry.get("knobs", {}).get("duration_s", 600.0))
+    duration = dataset_window(data_dir, surrogate.model)
     dataset = load_dataset(Layout.at(data_dir).dataset(surrogate.model))
     best = float(dataset.filter(~pl.col("starved") & ~pl.col("memory_error"))["total_throughput"].max())
     context = make_context(surrogate.model, predictor=surrogate, calibration=surrogate.calibration, margin="auto",

@@ -56,6 +56,10 @@ class SurrogateConfig:
     placement_groups: int = 0  # GPUs built by the placement methods and re-simulated by the twin (0 = skip)
     placement_group_methods: tuple[str, ...] = ()
     placement_groups_grid: dict[str, Any] | None = None  # None = the placement stage's own grid
+    active_rounds: int = 0  # rounds of uncertainty sampling (`adaptwin.surrogate.active`): pick, simulate, retrain
+    active_scenarios: int = 0  # GPUs the twin labels per round
+    active_pool: int = 20  # candidates scored per GPU kept
+    active_window_s: float | None = None  # simulated window of those GPUs; None = the dataset's
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> SurrogateConfig:
@@ -73,9 +77,10 @@ class SurrogateConfig:
         return load_params()["placement"]["grid"]
 
 
-def train_model(model: str, data_dir: str | Path, config: SurrogateConfig, calibration: Any) -> TrainResult:
-    """Train the four surrogates of ``model`` on ``<data>/dataset/<model>``."""
-    dataset = load_dataset(Layout.at(data_dir).dataset(model))
+def train_model(model: str, data_dir: str | Path, config: SurrogateConfig, calibration: Any,
+                extra: tuple[pl.DataFrame, ...] = ()) -> TrainResult:
+    """Train the four surrogates of ``model`` on ``<data>/dataset/<model>`` (plus ``extra`` twin rows)."""
+    dataset = pl.concat([load_dataset(Layout.at(data_dir).dataset(model)), *extra], how="vertical_relaxed")
     return train_surrogates(dataset, model, calibration=calibration, n_search=config.n_search,
                             max_iterations=config.max_iterations, test_fraction=config.test_fraction,
                             seed=config.seed, threads=config.threads,
@@ -131,7 +136,7 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
 
     data_dir = Path(data_dir)
     calibration = load_calibration(Layout.at(data_dir).calibration(model))
-    result = train_model(model, data_dir, config, calibration)
+    result, active = train_actively(model, data_dir, config, calibration)
     surrogate = result.surrogate
     runs = load_real_runs(data_dir, model, config.real_runs_model)
     hetero = load_real_runs(data_dir, model, config.real_runs_model, "heterogeneous_results")
@@ -148,6 +153,7 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
     by = pl.concat([breakdown(surrogate.predict, s, calibration) for s in extra_sets if s.name != "real_runs_heterogeneous"]
                    or [pl.DataFrame()], how="diagonal")
     metrics["breakdown"] = by.to_dicts()
+    metrics["active"] = active
     metrics.update({"dataset_rows": result.data.frame.height, "train_rows": len(result.train_idx),
                     "test_rows": len(result.test_idx), "train_time_s": round(result.train_time_s, 3),
                     "feature_names": list(surrogate.feature_names),
@@ -160,6 +166,36 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
 
     atomic_write(out_dir / "table.csv", lambda p: table.write_csv(p))
     return ModelOutcome(model, metrics, result, by, runs)
+
+
+def dataset_window(data_dir: str | Path, model: str) -> float:
+    """The simulated window of ``model``'s dataset design (``duration_s`` of the dataset stage's knobs; 600 s
+    when the summary is missing)."""
+    import json
+
+    path = Layout.at(data_dir).dataset_summary()
+    entry = json.loads(path.read_text()).get(model, {}) if path.exists() else {}
+    return float(entry.get("knobs", {}).get("duration_s", 600.0))
+
+
+def train_actively(model: str, data_dir: str | Path, config: SurrogateConfig,
+                   calibration: Any) -> tuple[TrainResult, list[dict[str, Any]]]:
+    """Train on the dataset, then ``active_rounds`` times: the twin labels the ``active_scenarios`` GPUs the
+    current surrogate is least sure about (`adaptwin.surrogate.active`, at the dataset's window, swept into
+    ``<models>/<model>/active/round-<r>``), and the surrogates are trained again on everything."""
+    from adaptwin.surrogate.active import active_round
+
+    result = train_model(model, data_dir, config, calibration)
+    extra: list[pl.DataFrame] = []
+    records = []
+    for r in range(config.active_rounds if config.active_scenarios > 0 else 0):
+        rows, record = active_round(result.surrogate, config.active_scenarios, config.active_pool,
+                                    config.active_window_s or dataset_window(data_dir, model), seed=1000 * (config.seed + 1) + r,
+                                    out_dir=Layout.at(data_dir).models(model) / "active" / f"round-{r}")
+        extra.append(rows)
+        result = train_model(model, data_dir, config, calibration, tuple(extra))
+        records.append(record)
+    return result, records
 
 
 def run_stage(config: SurrogateConfig, data_dir: str | Path,
@@ -211,6 +247,7 @@ def dataset_summary(data_dir: str | Path, models: list[str]) -> pl.DataFrame:
     return pl.DataFrame([
         {"model": m, "rows": e.get("rows"), "usable_rows": e.get("usable_rows"), "simulated_now": e.get("evaluated_now"),
          "wall_time_s": e.get("wall_time_s"), "scenarios_per_s": e.get("scenarios_per_s"),
-         "window_s": e.get("knobs", {}).get("duration_s"), "fresh_rows": e.get("fresh", {}).get("usable_rows")}
+         "window_s": e.get("knobs", {}).get("duration_s"),
+         "rows_by_window_s": json.dumps(e.get("rows_by_window_s", {})), "fresh_rows": e.get("fresh", {}).get("usable_rows")}
         for m, e in summary.items() if m in models
     ])
