@@ -60,12 +60,12 @@ def test_array_capacity_matches_the_scalar_proxy():
     assert got.tolist() == [capacity_rate(CALIBRATION, int(a), int(r), int(n)) for a, r, n in zip(slots, s_max, served, strict=True)]
 
 
-@pytest.mark.parametrize("kind", ["log", "ratio", "log_ratio"])
+@pytest.mark.parametrize("kind", ["log", "ratio", "log_ratio", "log_capacity_ratio"])
 def test_throughput_transforms_round_trip(kind):
     y, sum_rate = np.array([12.0, 400.0, 9000.0]), np.array([0.1, 2.0, 40.0])
     back = inverse_transform(kind, transform("total_throughput", kind, y, sum_rate, 420.0), sum_rate, 420.0)
     assert back == pytest.approx(y)
-    if kind == "log_ratio":  # a GPU serving exactly its ideal throughput maps to 0
+    if kind in ("log_ratio", "log_capacity_ratio"):  # a GPU serving exactly its ideal throughput maps to 0
         assert transform("total_throughput", kind, sum_rate * 420.0, sum_rate, 420.0) == pytest.approx(0.0)
 
 
@@ -232,3 +232,21 @@ def test_distinct_configurations_match_the_row_by_row_values():
     assert capacity(CALIBRATION, slots, s_max, served).tolist() == rows
     assert kv_capacity(CALIBRATION, slots, s_max).tolist() == [
         float(CALIBRATION.kv_capacity_tokens(int(a), int(r))) for a, r in zip(slots, s_max, strict=True)]
+
+
+def test_capacity_ratio_expresses_throughput_against_the_servable_load():
+    from adaptwin.surrogate.model import SurrogateError, basis_rate
+
+    names = feature_names(True)
+    base = [gpu_features([16] * 8, [r] * 8, 8, calibration=CALIBRATION) for r in (0.01, 50.0)]
+    x = np.array([[row[n] for n in names] for row in base])
+    cap = base[1]["capacity_rate"]
+    assert base[1]["sum_rate"] > cap > base[0]["sum_rate"]  # one light GPU, one far beyond its capacity
+    assert basis_rate("log_capacity_ratio", x, names).tolist() == [base[0]["sum_rate"], cap]
+    assert basis_rate("log_ratio", x, names).tolist() == [base[0]["sum_rate"], base[1]["sum_rate"]]
+    # a starved GPU serving its full-batch capacity maps to 0, as a light GPU serving its offered load does
+    served = np.array([base[0]["sum_rate"], cap]) * 420.0
+    assert transform("total_throughput", "log_capacity_ratio", served, basis_rate("log_capacity_ratio", x, names),
+                     420.0) == pytest.approx([0.0, 0.0])
+    with pytest.raises(SurrogateError, match="needs the capacity_rate feature"):
+        basis_rate("log_capacity_ratio", x[:, :10], feature_names(False))

@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=["200:0", "400:0", "200:1200"])
     parser.add_argument("--n-search", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1, help="training seeds averaged per condition")
+    parser.add_argument("--transform", default="log_ratio", help="throughput transform (surrogate.train.TRANSFORMS)")
     args = parser.parse_args()
     calibration = load_calibration(args.calibration)
     wanted = [tuple(int(v) for v in c.split(":")) for c in args.conditions]
@@ -67,10 +68,10 @@ def main() -> None:
         results = []
         for seed in range(args.seeds):
             result = train_surrogates(rows, args.model, calibration=calibration, n_search=args.n_search, threads=1,
-                                      throughput_transform="log_ratio", test_fraction=0.05, seed=seed)
+                                      throughput_transform=args.transform, test_fraction=0.05, seed=seed)
             results.append(headline(score(result.surrogate.predict, test)))
         mean = {k: round(sum(r[k] for r in results) / len(results), 3) for k in results[0]}
-        print(json.dumps({"hour": h, "short": s, "twin_cpu_s": round(cpu, 1), **mean}), flush=True)
+        print(json.dumps({"hour": h, "short": s, "transform": args.transform, "twin_cpu_s": round(cpu, 1), **mean}), flush=True)
 
 
 if __name__ == "__main__":

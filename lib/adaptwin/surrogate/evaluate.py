@@ -25,7 +25,13 @@ import polars as pl
 
 from adaptwin.rules import STARVATION_RATIO, smape_pct
 from adaptwin.surrogate.features import PAPER_FEATURES, feature_matrix, real_run_features
-from adaptwin.surrogate.model import CLASS_TARGET, REGRESSION_TARGETS, Surrogate, inverse_transform
+from adaptwin.surrogate.model import (
+    CLASS_TARGET,
+    REGRESSION_TARGETS,
+    Surrogate,
+    basis_rate,
+    inverse_transform,
+)
 from adaptwin.surrogate.train import TrainResult, catboost_model, prediction_window, target_rows, transform
 
 REAL_FAMILY = "real_results"
@@ -90,7 +96,7 @@ class SklearnSurrogate:
     def fit(cls, name: str, result: TrainResult, seed: int = 0) -> SklearnSurrogate:
         """Train on the rows, features and transformed targets CatBoost was trained on."""
         data, ref = result.data, result.surrogate
-        x, sum_rate = data.x, data.frame["sum_rate"].to_numpy()
+        x = data.x
         models = {}
         for target in (*REGRESSION_TARGETS, CLASS_TARGET):
             rows = result.train_idx[target_rows(data, target)[result.train_idx]]
@@ -99,17 +105,18 @@ class SklearnSurrogate:
                 y = y.astype(int)
             else:
                 kind = ref.metadata["targets"][target]["transform"]
-                y = transform(target, kind, y.astype(float), sum_rate[rows], data.tokens_per_request)
+                rate = basis_rate(kind, x, data.feature_names)[rows]
+                y = transform(target, kind, y.astype(float), rate, data.tokens_per_request)
             models[target] = _sklearn(name, target == CLASS_TARGET, seed).fit(x[rows], y)
         return cls(name, ref, models)
 
     def predict_matrix(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Predictions in natural units from a feature matrix."""
-        sum_rate = x[:, self.reference.feature_names.index("sum_rate")]
         out = {}
         for target in REGRESSION_TARGETS:
             kind = self.reference.metadata["targets"][target]["transform"]
-            out[target] = inverse_transform(kind, self.models[target].predict(x), sum_rate,
+            out[target] = inverse_transform(kind, self.models[target].predict(x),
+                                            basis_rate(kind, x, self.reference.feature_names),
                                             self.reference.tokens_per_request)
         clf = self.models[CLASS_TARGET]
         prob = clf.predict_proba(x)[:, list(clf.classes_).index(1)] if 1 in clf.classes_ else np.zeros(len(x))
@@ -292,7 +299,7 @@ def unseen_configs(result: TrainResult, real: EvalSet, folds: int = 3, seed: int
     configs = np.random.default_rng(seed).permutation(sorted(set(real_keys.to_list())))
     parts = np.array_split(configs, folds)
     row_keys = _keyed(data.frame.select(PAPER_FEATURES))["_key"].to_numpy()
-    x, sum_rate = data.x, data.frame["sum_rate"].to_numpy()
+    x = data.x
     predictions = {t: np.full(real.features.height, np.nan) for t in ("total_throughput", "starved")}
     for part in parts:
         held = set(part.tolist())
@@ -301,8 +308,10 @@ def unseen_configs(result: TrainResult, real: EvalSet, folds: int = 3, seed: int
         for target, classifier in (("total_throughput", False), (CLASS_TARGET, True)):
             rows = keep[target_rows(data, target)[keep]]
             y = data.frame[target].to_numpy()[rows]
-            y = y.astype(int) if classifier else transform(target, meta["targets"][target]["transform"],
-                                                           y.astype(float), sum_rate[rows], data.tokens_per_request)
+            kind = meta["targets"][target]["transform"]
+            y = y.astype(int) if classifier else transform(target, kind, y.astype(float),
+                                                           basis_rate(kind, x, data.feature_names)[rows],
+                                                           data.tokens_per_request)
             spec = meta["targets"][target]
             models[target] = catboost_model(classifier, spec["params"], spec["iterations"], int(meta["seed"]), 1)
             models[target].fit(x[rows], y)

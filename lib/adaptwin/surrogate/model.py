@@ -183,7 +183,7 @@ class Surrogate:
     def inverse(self, target: str, value: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Undo the target transform of ``target`` (see `inverse_transform`)."""
         kind = self.metadata["targets"][target]["transform"]
-        return inverse_transform(kind, value, x[:, self.feature_names.index("sum_rate")], self.tokens_per_request)
+        return inverse_transform(kind, value, basis_rate(kind, x, self.feature_names), self.tokens_per_request)
 
     def predict_one(self, features: dict[str, float]) -> dict[str, float]:
         """One GPU from a dict holding the paper's seven features (e.g. `gpu_features`): the same numbers as
@@ -203,17 +203,34 @@ class Surrogate:
         return {k: (bool(v[0]) if k == "starved" else float(v[0])) for k, v in self.predict_matrix(x).items()}
 
 
-def inverse_transform(kind: str, value: np.ndarray, sum_rate: np.ndarray, tokens_per_request: float) -> np.ndarray:
-    """Model space -> natural units: ``log`` -> exp; ``ratio`` (throughput / ideal) -> ratio x sum_rate x
-    tokens per request; ``log_ratio`` -> exp, then as ``ratio`` (the inverse of
-    `adaptwin.surrogate.train.transform`)."""
+def basis_rate(kind: str, x: np.ndarray, names: tuple[str, ...] | list[str]) -> np.ndarray:
+    """The request rate a throughput target is expressed against, per row of the feature matrix ``x``:
+    ``sum_rate`` (the offered load) for ``ratio`` / ``log_ratio`` (and ``log``, which ignores it);
+    min(sum_rate, capacity_rate) for ``log_capacity_ratio``, the rate the GPU can serve at its calibrated full
+    batch. Why the latter: a starved GPU serves about its capacity whatever it is offered, so its throughput over
+    the offered load spans decades (log-sd 0.9 on placement-shaped mixes) while over the served rate it stays
+    within a narrow band (log-sd 0.14): the trees learn a residual instead of the whole saturation curve."""
+    sum_rate = x[:, list(names).index("sum_rate")]
+    if kind != "log_capacity_ratio":
+        return sum_rate
+    if "capacity_rate" not in names:
+        raise SurrogateError("throughput transform log_capacity_ratio needs the capacity_rate feature "
+                             "(a calibration)")
+    return np.minimum(sum_rate, x[:, list(names).index("capacity_rate")])
+
+
+def inverse_transform(kind: str, value: np.ndarray, rate: np.ndarray, tokens_per_request: float) -> np.ndarray:
+    """Model space -> natural units: ``log`` -> exp; ``ratio`` (throughput / ideal) -> ratio x ``rate`` x
+    tokens per request; ``log_ratio`` and ``log_capacity_ratio`` -> exp, then as ``ratio`` (``rate`` is
+    `basis_rate`; the inverse of `adaptwin.surrogate.train.transform`)."""
     if kind == "log":
         return np.exp(value)
     if kind == "ratio":
-        return np.clip(value, 0.0, None) * sum_rate * tokens_per_request
-    if kind == "log_ratio":
-        return np.exp(value) * sum_rate * tokens_per_request
-    raise SurrogateError(f"metadata.json: target transform {kind!r} unknown (expected 'log', 'ratio' or 'log_ratio')")
+        return np.clip(value, 0.0, None) * rate * tokens_per_request
+    if kind in ("log_ratio", "log_capacity_ratio"):
+        return np.exp(value) * rate * tokens_per_request
+    raise SurrogateError(f"metadata.json: target transform {kind!r} unknown (expected 'log', 'ratio', "
+                         "'log_ratio' or 'log_capacity_ratio')")
 
 
 def _json_dump(model: Any) -> dict[str, Any]:

@@ -24,9 +24,15 @@ import polars as pl
 
 from adaptwin.io import write_json
 from adaptwin.surrogate.features import WINDOW_FEATURE, feature_names, features_frame
-from adaptwin.surrogate.model import CLASS_TARGET, REGRESSION_TARGETS, SURROGATE_VERSION, Surrogate
+from adaptwin.surrogate.model import (
+    CLASS_TARGET,
+    REGRESSION_TARGETS,
+    SURROGATE_VERSION,
+    Surrogate,
+    basis_rate,
+)
 
-TRANSFORMS: tuple[str, ...] = ("log", "ratio", "log_ratio")
+TRANSFORMS: tuple[str, ...] = ("log", "ratio", "log_ratio", "log_capacity_ratio")
 #: floor of log targets (a GPU that finished nothing has zero throughput; log needs a positive number)
 LOG_FLOOR = 1e-3
 
@@ -77,14 +83,15 @@ def prediction_window(data: TrainingData) -> float | None:
     return float(data.frame[WINDOW_FEATURE].max())
 
 
-def transform(target: str, kind: str, y: np.ndarray, sum_rate: np.ndarray, tokens_per_request: float) -> np.ndarray:
-    """Natural units -> the space the regressor fits (inverse: `Surrogate.inverse`)."""
+def transform(target: str, kind: str, y: np.ndarray, rate: np.ndarray, tokens_per_request: float) -> np.ndarray:
+    """Natural units -> the space the regressor fits (inverse: `Surrogate.inverse`); ``rate`` is
+    `model.basis_rate` of the rows (the offered load, or the servable load for ``log_capacity_ratio``)."""
     if kind == "log":
         return np.log(np.maximum(y, LOG_FLOOR))
     if kind == "ratio":
-        return y / np.maximum(sum_rate * tokens_per_request, LOG_FLOOR)
-    if kind == "log_ratio":  # log(throughput / ideal): 0 wherever nothing waits, exact at any offered load
-        return np.log(np.maximum(y, LOG_FLOOR) / np.maximum(sum_rate * tokens_per_request, LOG_FLOOR))
+        return y / np.maximum(rate * tokens_per_request, LOG_FLOOR)
+    if kind in ("log_ratio", "log_capacity_ratio"):  # log(throughput / ideal): 0 wherever nothing waits
+        return np.log(np.maximum(y, LOG_FLOOR) / np.maximum(rate * tokens_per_request, LOG_FLOOR))
     raise TrainingError(f"surrogates.{target} transform: unknown {kind!r}; known: {', '.join(TRANSFORMS)}")
 
 
@@ -195,7 +202,6 @@ def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | No
     data = prepare(dataset, calibration, physics)
     train_idx, test_idx = split_indices(data.frame.height, test_fraction, seed)
     x = data.x
-    sum_rate = data.frame["sum_rate"].to_numpy()
     transforms = {"total_throughput": throughput_transform, "itl_mean_ms": "log", "ttft_mean_ms": "log"}
     models, search, targets_meta = {}, {}, {}
     for i, target in enumerate((*REGRESSION_TARGETS, CLASS_TARGET)):
@@ -204,7 +210,8 @@ def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | No
         if target == CLASS_TARGET:
             y = y.astype(int)
         else:
-            y = transform(target, transforms[target], y.astype(float), sum_rate[rows], data.tokens_per_request)
+            rate = basis_rate(transforms[target], x, data.feature_names)[rows]
+            y = transform(target, transforms[target], y.astype(float), rate, data.tokens_per_request)
         models[target], search[target] = fit_target(
             x[rows], y, target == CLASS_TARGET, n_search=n_search, max_iterations=max_iterations,
             seed=seed + 17 * i, threads=threads, folds=cv_folds)
