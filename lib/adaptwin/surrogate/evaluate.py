@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from adaptwin.rules import STARVATION_RATIO, smape_pct
-from adaptwin.surrogate.features import PAPER_FEATURES, feature_matrix, real_run_features
+from adaptwin.surrogate.features import BURSTY_FEATURE, PAPER_FEATURES, feature_matrix, real_run_features
 from adaptwin.surrogate.model import (
     CLASS_TARGET,
     REGRESSION_TARGETS,
@@ -158,19 +158,22 @@ def heldout_set(result: TrainResult) -> EvalSet:
     truth = frame.select(*REGRESSION_TARGETS, CLASS_TARGET, "finished_requests")
     for target in ("itl_mean_ms", "ttft_mean_ms"):  # undefined without finished requests
         truth = truth.with_columns(pl.when(pl.col("finished_requests") > 0).then(pl.col(target)).alias(target))
-    return EvalSet("heldout", frame.select(PAPER_FEATURES), truth.drop("finished_requests"))
+    context = [c for c in (BURSTY_FEATURE,) if c in frame.columns]
+    return EvalSet("heldout", frame.select(*PAPER_FEATURES, *context), truth.drop("finished_requests"))
 
 
 def twin_set(dataset: pl.DataFrame, name: str) -> EvalSet:
     """Swept twin scenarios (`adaptwin.sweep.load_dataset`) as an evaluation set: the usable rows (no error,
-    no memory error), the paper's seven features and the twin's outputs as the truth."""
+    no memory error), the paper's seven features and the arrival kind (`BURSTY_FEATURE`, an input of the
+    scenario: the surrogate reads it if it was trained on both kinds), and the twin's outputs as the truth."""
     from adaptwin.surrogate.features import features_frame
 
     usable = dataset.filter(pl.col("error").is_null() & ~pl.col("memory_error").fill_null(True))
     truth = usable.select(*REGRESSION_TARGETS, CLASS_TARGET, "finished_requests")
     for target in ("itl_mean_ms", "ttft_mean_ms"):  # undefined without finished requests
         truth = truth.with_columns(pl.when(pl.col("finished_requests") > 0).then(pl.col(target)).alias(target))
-    return EvalSet(name, features_frame(usable).select(PAPER_FEATURES), truth.drop("finished_requests"))
+    features = features_frame(usable, bursty=True).select(*PAPER_FEATURES, BURSTY_FEATURE)
+    return EvalSet(name, features, truth.drop("finished_requests"))
 
 
 #: load-ratio bins of the breakdown (offered load over the capacity proxy; the verdict flips near 0.5)

@@ -37,6 +37,13 @@ because trees split on one variable at a time and cannot form ratios or the memo
   backlog is younger); trained on both, a tree learns that bias from this column, and every prediction is
   made at the longest window trained on (the surrogate's ``predict_window_s``; the real runs' hour in the
   default profile). The paper's seven columns are still enough to predict.
+* ``bursty_arrivals`` (only in a surrogate trained on both arrival kinds): 1 for the twin's ``unpredictable``
+  arrivals (rates that drift by x1.5 steps every 300 s: their realised load runs about 20 % above the nominal
+  rates), 0 for Poisson. Without it a tree averages the two populations and misses both. Absent from a frame
+  it is 0: placement, the real runs and `adaptwin place` all ask about Poisson arrivals.
+
+``window_s`` and ``bursty_arrivals`` are *context* columns: a frame given to `feature_matrix` may carry them
+(the twin's own rows do); otherwise they take their defaults.
 """
 
 from __future__ import annotations
@@ -60,6 +67,9 @@ PHYSICS_FEATURES: tuple[str, ...] = (
     "slot_pressure_full", "resident_share", "hot_rate_ratio",
 )
 WINDOW_FEATURE = "window_s"
+BURSTY_FEATURE = "bursty_arrivals"
+#: the twin's arrival kind that `BURSTY_FEATURE` marks
+BURSTY_KIND = "unpredictable"
 #: the window predictions are made for unless a surrogate says otherwise: the real serving runs' hour
 REFERENCE_WINDOW_S = 3600.0
 #: bounds of the squared coefficient of variation of the rates (gamma shape 1/cv^2 stays computable)
@@ -73,10 +83,12 @@ class FeatureError(ValueError):
     """Inputs a feature vector cannot be built from, naming the field and value."""
 
 
-def feature_names(with_calibration: bool, physics: bool = True, window: bool = False) -> tuple[str, ...]:
+def feature_names(with_calibration: bool, physics: bool = True, window: bool = False,
+                  bursty: bool = False) -> tuple[str, ...]:
     """Column order of the feature matrix (the models are trained on exactly this order); ``physics`` adds
-    `PHYSICS_FEATURES` (with a calibration only), ``window`` the simulated window (`WINDOW_FEATURE`, last)."""
-    last = (WINDOW_FEATURE,) if window else ()
+    `PHYSICS_FEATURES` (with a calibration only), ``bursty`` the arrival kind (`BURSTY_FEATURE`) and
+    ``window`` the simulated window (`WINDOW_FEATURE`, last)."""
+    last = ((BURSTY_FEATURE,) if bursty else ()) + ((WINDOW_FEATURE,) if window else ())
     if not with_calibration:
         return PAPER_FEATURES + RATIO_FEATURES + last
     return (PAPER_FEATURES + RATIO_FEATURES + (KV_FEATURE, *CAPACITY_FEATURES) + (PHYSICS_FEATURES if physics else ())
@@ -164,7 +176,7 @@ def feature_row(values: Sequence[float], names: Sequence[str], calibration: Any 
     """`matrix_from_paper` of one GPU as a list of floats in ``names`` order (``values``: its paper's seven,
     finite, counts and ranks positive: `paper_row`)."""
     cols = {**dict(zip(PAPER_FEATURES, values, strict=True)), **derived_row(values, calibration),
-            WINDOW_FEATURE: window_s}
+            WINDOW_FEATURE: window_s, BURSTY_FEATURE: 0.0}
     unknown = [n for n in names if n not in cols]
     if unknown:
         raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
@@ -376,6 +388,8 @@ def matrix_from_paper(values: np.ndarray, names: Sequence[str], calibration: Any
     cols = {**base, **derived_features(base, calibration)}
     if WINDOW_FEATURE in names:
         cols[WINDOW_FEATURE] = np.full(values.shape[0], float(window_s))
+    if BURSTY_FEATURE in names:
+        cols[BURSTY_FEATURE] = np.zeros(values.shape[0])
     unknown = [n for n in names if n not in cols]
     if unknown:
         raise FeatureError(f"{source}: feature(s) {unknown} need a calibration (none given)")
@@ -408,14 +422,28 @@ def checked_row(values: Sequence[Any]) -> tuple[float, ...] | None:
 
 def feature_matrix(frame: pl.DataFrame, names: Sequence[str], calibration: Any = None,
                    source: str = "features frame", window_s: float = REFERENCE_WINDOW_S) -> np.ndarray:
-    """The (rows, features) float64 matrix in ``names`` order, extras recomputed from the paper's seven."""
-    return matrix_from_paper(paper_matrix(frame, source), names, calibration, source, window_s)
+    """The (rows, features) float64 matrix in ``names`` order, extras recomputed from the paper's seven, context
+    columns (`CONTEXT_FEATURES`) taken from ``frame`` where it has them, else their defaults."""
+    x = matrix_from_paper(paper_matrix(frame, source), names, calibration, source, window_s)
+    for name in context_columns(frame, names):
+        x[:, list(names).index(name)] = frame[name].cast(pl.Float64).to_numpy()
+    return x
 
 
-def features_frame(dataset: pl.DataFrame, calibration: Any = None, window: bool = False) -> pl.DataFrame:
+#: feature columns that are not functions of the paper's seven: inputs of the scenario a frame may carry
+CONTEXT_FEATURES: tuple[str, ...] = (WINDOW_FEATURE, BURSTY_FEATURE)
+
+
+def context_columns(frame: pl.DataFrame, names: Sequence[str]) -> list[str]:
+    """The context features of ``names`` that ``frame`` carries itself."""
+    return [c for c in CONTEXT_FEATURES if c in names and c in frame.columns]
+
+
+def features_frame(dataset: pl.DataFrame, calibration: Any = None, window: bool = False,
+                   bursty: bool = False) -> pl.DataFrame:
     """Feature columns for every row of a sweep dataset (groups in ``group_counts/ranks/rates``), via
     `gpu_features` row by row so there is one definition of every feature; ``window`` adds each row's own
-    simulated window (``duration_s``) as `WINDOW_FEATURE`."""
+    simulated window (``duration_s``) as `WINDOW_FEATURE`, ``bursty`` its arrival kind as `BURSTY_FEATURE`."""
     rows = [
         gpu_features(ranks, rates, max_loras, counts=counts, calibration=calibration)
         for counts, ranks, rates, max_loras in zip(dataset["group_counts"].to_list(), dataset["group_ranks"].to_list(),
@@ -423,6 +451,8 @@ def features_frame(dataset: pl.DataFrame, calibration: Any = None, window: bool 
                                                strict=True)
     ]
     frame = pl.DataFrame(rows, schema=dict.fromkeys(feature_names(calibration is not None), pl.Float64))
+    if bursty:
+        frame = frame.with_columns((dataset["arrivals"] == BURSTY_KIND).cast(pl.Float64).alias(BURSTY_FEATURE))
     if window:
         frame = frame.with_columns(dataset["duration_s"].cast(pl.Float64).alias(WINDOW_FEATURE))
     return frame

@@ -30,6 +30,7 @@ from adaptwin.surrogate.features import (
     FeatureError,
     check_paper_values,
     checked_row,
+    context_columns,
     feature_matrix,
     feature_row,
     gpu_features,
@@ -159,7 +160,7 @@ class Surrogate:
     def predict(self, features: pl.DataFrame) -> pl.DataFrame:
         """``total_throughput`` (tok/s), ``itl_mean_ms``, ``ttft_mean_ms``, ``starvation_probability``,
         ``starved`` for every row of ``features`` (the paper's seven columns are enough)."""
-        if features.height == 1:
+        if features.height == 1 and not context_columns(features, self.feature_names):
             values = paper_row(features)
             if values is not None:  # else the general path raises, naming the column or value
                 return self.predict_row(values)

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from adaptwin.io import write_json
-from adaptwin.surrogate.features import WINDOW_FEATURE, feature_names, features_frame
+from adaptwin.surrogate.features import BURSTY_KIND, WINDOW_FEATURE, feature_names, features_frame
 from adaptwin.surrogate.model import (
     CLASS_TARGET,
     REGRESSION_TARGETS,
@@ -60,19 +60,20 @@ def prepare(dataset: pl.DataFrame, calibration: Any = None, physics: bool = True
     about configurations that cannot start: it checks memory first). ``physics`` = False leaves out the
     slot-physics features (the earlier feature set, kept to measure what they bring). Rows of more than one
     simulated window add the window as a feature (`features.WINDOW_FEATURE`; predictions are for the longest,
-    `prediction_window`)."""
+    `prediction_window`), rows of both arrival kinds the kind (`features.BURSTY_FEATURE`; default Poisson)."""
     usable = dataset.filter(pl.col("error").is_null() & ~pl.col("memory_error").fill_null(True))
     if usable.height == 0:
         raise TrainingError(f"dataset: no usable rows out of {dataset.height} (all errored or memory errors)")
     window = usable["duration_s"].n_unique() > 1
-    feats = features_frame(usable, calibration, window)
+    bursty = (usable["arrivals"] == BURSTY_KIND).any() and not (usable["arrivals"] == BURSTY_KIND).all()
+    feats = features_frame(usable, calibration, window, bursty)
     frame = pl.concat([usable.select("scenario_id", *REGRESSION_TARGETS, CLASS_TARGET, "ideal_throughput",
                                      "finished_requests"), feats], how="horizontal")
     positive = frame.filter((pl.col("sum_rate") > 0) & (pl.col("ideal_throughput") > 0))
     tpr = float((positive["ideal_throughput"] / positive["sum_rate"]).median()) if positive.height else float("nan")
     if not np.isfinite(tpr) or tpr <= 0:
         raise TrainingError(f"dataset: ideal_throughput / sum_rate has no positive median ({tpr!r})")
-    return TrainingData(frame, feature_names(calibration is not None, physics, window), tpr)
+    return TrainingData(frame, feature_names(calibration is not None, physics, window, bursty), tpr)
 
 
 def prediction_window(data: TrainingData) -> float | None:
