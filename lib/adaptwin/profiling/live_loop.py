@@ -17,6 +17,13 @@ vLLM does not print). Stock vLLM exposes less, so this builds the twin's calibra
   every adapter resident (A_max = served), per swap;
 - KV capacity: the server's startup line (the CPU backend's KV cache size does not depend on the slots).
 
+Those are the client's timings, the fallback. Every run also records what the engine's own histograms grew
+by over it (``engine_metrics.json``: scheduled-to-first-token, decode and queue times, stamped inside the
+engine core), and where the runs a term needs have them the term comes from those instead (`engine_terms`):
+the client's times to first token of a crowd hold the API server admitting the requests one after another,
+which made the per-request prefill cost several times what a step spends on a prompt. The calibration JSON's
+``sources.step_costs`` names the path each term took.
+
 The scheduler's own time is part of the measured steps (scheduler cost 0). Every server is started once and
 shared by the runs of its A_max (one start costs about a minute of the core it computes on).
 
@@ -262,7 +269,8 @@ def run_name(max_loras: int, name: str) -> str:
 
 
 def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
-                      slowdown: dict[str, float] | None = None, scan_s: float | None = None) -> dict[str, Any]:
+                      slowdown: dict[str, float] | None = None, scan_s: float | None = None,
+                      engine: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -276,8 +284,13 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
 
     ``slowdown`` (run id -> the shared CPU's slowdown of that run, `cpu_share`) is divided out of every time
     measured, so the calibration describes the engine with a core to itself (validation puts each run's
-    own back)."""
+    own back).
+
+    ``engine`` (run id -> `engine_times` of the run's ``engine_metrics.json``) replaces those client timings
+    term by term where the engine measured them (`engine_terms`); ``sources.step_costs`` says which path
+    each term took."""
     served, plan = loop.served, loop.calibration
+    engine = {k: uncontended_engine(v, (slowdown or {}).get(k, 1.0)) for k, v in (engine or {}).items()}
     rows = {k: uncontended(r, (slowdown or {}).get(k, 1.0)) for k, r in rows.items()}
     run = lambda name, max_loras=served: rows[run_name(max_loras, name)]  # noqa: E731
     batches = sorted(int(n) for n in plan["batches"])
@@ -296,6 +309,21 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     swaps = swap_fraction(int(plan["swap_requests"]), served)
     swapped = run("round_robin", 1)["ttft_median_ms"] - alone["ttft_median_ms"]
     load_ms = max(swapped / max(swaps, 1e-9), 0.1)
+    sources = dict.fromkeys(("decode", "lora", "prefill", "loading"), "client")
+    fit_engine: dict[str, Any] = {}
+    measured = engine_terms(engine, loop)
+    if "decode" in measured:
+        step_s, (per_seq, intercept) = measured["decode"]["step_s"], measured["decode"]["fit"]
+        ratio, sources["decode"], sources["lora"] = measured["decode"]["lora_ratio"], "engine", "engine"
+    if "prefill" in measured:
+        per_token = measured["prefill"]["per_token"]
+        per_request = max(measured["prefill"]["alone_s"] - per_token * prompt - intercept, 0.0)
+        sources["prefill"] = "engine"
+        fit_engine["prefill_alone_ms"] = measured["prefill"]["alone_s"] * 1000
+    if "loading" in measured:
+        load_ms, sources["loading"] = max(measured["loading"]["swapped_s"] * 1000 / max(swaps, 1e-9), 0.1), "engine"
+    if crowd_engine := [engine[k]["prefill_s"] * 1000 for k in sorted(engine) if k.startswith(run_name(served, "crowd_"))]:
+        fit_engine["crowd_prefill_ms"] = crowd_engine  # the crowd's own steps (diagnostic: arrivals are staggered)
     s_max = int(loop.harness["grid"]["max_lora_rank"][0])
     ranks = loop.harness.get("adapters", {}).get("ranks", [8])
     return {
@@ -311,10 +339,91 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
         "scheduler": {"form": "linear", "params": {"intercept": 0.0, **({"waiting": scan_s} if scan_s else {})}},
         "fit_quality": {"decode_step_ms": {str(n): v * 1000 for n, v in zip(batches, step_s, strict=True)},
                         "lora_spread_ratio": ratio, "swap_fraction": swaps, "crowd_batch": crowd_n,
-                        "crowd_ttft_ms": crowds or [crowd_ms]},
+                        "crowd_ttft_ms": crowds or [crowd_ms], **fit_engine},
         "sources": {"runs": sorted(r for r in rows if "/rates" not in r),
-                    "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
+                    "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM",
+                    "step_costs": sources},
     }
+
+
+#: engine histograms a run's step costs are read from (`engine_times`)
+PREFILL, DECODE, QUEUE = ("vllm:request_prefill_time_seconds", "vllm:request_decode_time_seconds",
+                          "vllm:request_queue_time_seconds")
+GENERATED, STEPS = "vllm:request_generation_tokens", "vllm:iteration_tokens_total"
+
+
+def engine_times(delta: dict[str, dict[str, Any]]) -> dict[str, float] | None:
+    """Per-request means of one run from the engine's histograms grown over it (`runner.write_engine_metrics`):
+    ``prefill_s`` (scheduled to first token: the step that computed the prompt), ``queue_s`` (queued to
+    scheduled), ``decode_step_s`` (decode time over the tokens after the first: the engine's step period
+    while the request decoded) and the run's ``requests`` and ``steps``. None without a prefill histogram
+    (a server that exports none, the fake one): the calibration then keeps the client's timings.
+
+    Why engine-side: the engine core stamps these times itself, so they hold neither the API server admitting
+    a crowd of requests one after another (16 at once took 60-200 ms more to first token than one alone)
+    nor HTTP and detokenizing, which the client's times to first token do and which do not hold up a step."""
+    prefill = delta.get(PREFILL)
+    if not prefill or prefill.get("count", 0) <= 0:
+        return None
+    n = float(prefill["count"])
+    out = {"requests": n, "prefill_s": prefill["sum"] / n}
+    if (queue := delta.get(QUEUE)) and queue.get("count", 0) > 0:
+        out["queue_s"] = queue["sum"] / queue["count"]
+    decode, generated = delta.get(DECODE), delta.get(GENERATED)
+    if decode and generated and generated["sum"] - generated["count"] > 0:
+        out["decode_step_s"] = decode["sum"] / (generated["sum"] - generated["count"])
+    if steps := delta.get(STEPS):
+        out["steps"] = float(steps["count"])
+    return out
+
+
+def uncontended_engine(times: dict[str, float], slowdown: float) -> dict[str, float]:
+    """Engine times of a run with the shared CPU's slowdown of that run divided out (counts stay)."""
+    return {k: v / slowdown if k.endswith("_s") else v for k, v in times.items()}
+
+
+def engine_terms(engine: dict[str, dict[str, float]], loop: LoopConfig) -> dict[str, dict[str, Any]]:
+    """The step terms the engine's histograms give, each only when every run it needs has them:
+
+    - ``decode``: the engine's decode step period of each decode batch (one adapter), fitted linear in the
+      batch (relative errors) as the client path does; ``lora_ratio`` the largest batch over every adapter
+      against one adapter.
+    - ``prefill``: a request alone has its prompt computed in a step of its own, so its prefill time is that
+      step: ``alone_s`` the round-robin run's (A_max = served, no load) and ``per_token`` the growth of it to
+      the long prompt's. The per-request prefill cost is then the alone step less its tokens and the step
+      intercept (`build_calibration`): what one more prompt adds to a step besides its tokens.
+    - ``loading``: the round-robin run at A_max 1 against A_max = served, queue plus prefill time (a swap
+      happens in the step that needs the adapter, or holds the request in the queue until a slot frees).
+    """
+    served, plan = loop.served, loop.calibration
+    times = lambda name, max_loras=served: engine.get(run_name(max_loras, name)) or {}  # noqa: E731
+    out: dict[str, dict[str, Any]] = {}
+    batches = sorted(int(n) for n in plan["batches"])
+    steps = [times(f"decode_{n}").get("decode_step_s") for n in batches]
+    if all(steps):
+        per_seq, intercept = np.polyfit(batches, steps, 1, w=1 / np.asarray(steps))
+        spread = times(f"spread_{batches[-1]}").get("decode_step_s")
+        out["decode"] = {"step_s": steps, "fit": (max(float(per_seq), 0.0), max(float(intercept), 1e-4)),
+                         "lora_ratio": max(spread / steps[-1], 1.0) if spread else 1.0}
+    alone, long = times("round_robin").get("prefill_s"), times("long_prompt").get("prefill_s")
+    prompt = int(loop.harness["benchmark"]["input_len"])
+    if alone and long and "decode" in out:
+        out["prefill"] = {"alone_s": alone, "per_token": max((long - alone) / (int(plan["long_input_len"]) - prompt), 0.0)}
+    one = times("round_robin", 1)
+    if alone and one.get("prefill_s"):
+        waited = lambda t: t.get("queue_s", 0.0) + t["prefill_s"]  # noqa: E731
+        out["loading"] = {"swapped_s": waited(one) - waited(times("round_robin"))}
+    return out
+
+
+def read_engine(work: Path, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Run id -> `engine_times` of the runs that recorded engine metrics (``<run>/engine_metrics.json``)."""
+    out = {}
+    for run_id in run_ids:
+        path = work / "runs" / run_id / runner.ENGINE_METRICS_NAME
+        if path.exists() and (times := engine_times(json.loads(path.read_text()))):
+            out[run_id] = times
+    return out
 
 
 def uncontended(row: dict[str, Any], slowdown: float) -> dict[str, Any]:
@@ -527,7 +636,8 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
     scan_file = work / "runs" / run_name(1, "scan") / "requests.parquet"
     scan_s = scan_cost(pl.read_parquet(scan_file), slowdown.get(run_name(1, "scan"), 1.0)) if scan_file.exists() else None
-    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s)
+    engine = read_engine(work, [r for r in rows if "/rates" not in r])  # no serving run enters the calibration
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s, engine)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
     metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
                                                                   "cpu_share": bool(slowdown)}
