@@ -56,7 +56,7 @@ from adaptwin.calibration.costs import from_dict
 from adaptwin.io import write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import cpu_share, live_place, replay, runner
+from adaptwin.profiling import cpu_share, engine_steps, live_place, replay, runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
 from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
@@ -72,6 +72,7 @@ CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_i
 VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out", "cpu_share"}
 TRACE_NAME = "twin_trace.csv"
 CPU_SHARE_NAME = "cpu_share.json"  # per run: the engine core's CPU time and run-queue wait (`cpu_share`)
+STEPS_NAME = "engine_steps.csv"  # per run: the engine's iteration log lines of the run (`engine_steps`)
 
 
 class LoopConfigError(ValueError):
@@ -202,9 +203,14 @@ class SharedServer:
         """One harness run (``runner.run_one``) on this server; returns its ``runs`` row (status checked)."""
         cfg, spec = self.spec_for(name, benchmark)
         process = getattr(self.server, "process", None)
+        sizes = engine_steps.log_sizes(self.log_dir)
         with cpu_share.measured(process.pid if process is not None else None) as share:
             outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
         self.shares[spec.run_id] = share.as_dict()
+        if len(steps := engine_steps.steps_since(self.log_dir, sizes)):
+            path = self.work_dir / "runs" / spec.run_id / STEPS_NAME
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savetxt(path, steps, delimiter=",", header=",".join(engine_steps.COLUMNS), comments="")
         if spec.benchmark.mode == "by_time":
             write_trace(spec, self.work_dir / "runs" / spec.run_id / TRACE_NAME)
         row = outcome.run
@@ -270,7 +276,8 @@ def run_name(max_loras: int, name: str) -> str:
 
 def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
                       slowdown: dict[str, float] | None = None, scan_s: float | None = None,
-                      engine: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+                      engine: dict[str, dict[str, float]] | None = None,
+                      steps: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -288,7 +295,8 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
 
     ``engine`` (run id -> `engine_times` of the run's ``engine_metrics.json``) replaces those client timings
     term by term where the engine measured them (`engine_terms`); ``sources.step_costs`` says which path
-    each term took."""
+    each term took. ``steps`` (run id -> the engine's logged steps of the run, `engine_steps`) take
+    precedence over both where present (`log_terms`)."""
     served, plan = loop.served, loop.calibration
     engine = {k: uncontended_engine(v, (slowdown or {}).get(k, 1.0)) for k, v in (engine or {}).items()}
     rows = {k: uncontended(r, (slowdown or {}).get(k, 1.0)) for k, r in rows.items()}
@@ -322,6 +330,12 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
         fit_engine["prefill_alone_ms"] = measured["prefill"]["alone_s"] * 1000
     if "loading" in measured:
         load_ms, sources["loading"] = max(measured["loading"]["swapped_s"] * 1000 / max(swaps, 1e-9), 0.1), "engine"
+    logged = log_terms(steps or {}, engine, loop, slowdown or {})
+    if logged:
+        intercept, per_seq = logged["intercept"], logged["decode_seqs"]
+        per_token, per_request = logged["prefill_tokens"], logged["prefill_seqs"]
+        sources["decode"], sources["prefill"] = logged["decode_source"], "engine iteration log"
+        fit_engine["iteration_fit"] = logged["fit"]
     if crowd_engine := [engine[k]["prefill_s"] * 1000 for k in sorted(engine) if k.startswith(run_name(served, "crowd_"))]:
         fit_engine["crowd_prefill_ms"] = crowd_engine  # the crowd's own steps (diagnostic: arrivals are staggered)
     s_max = int(loop.harness["grid"]["max_lora_rank"][0])
@@ -413,6 +427,51 @@ def engine_terms(engine: dict[str, dict[str, float]], loop: LoopConfig) -> dict[
     if alone and one.get("prefill_s"):
         waited = lambda t: t.get("queue_s", 0.0) + t["prefill_s"]  # noqa: E731
         out["loading"] = {"swapped_s": waited(one) - waited(times("round_robin"))}
+    return out
+
+
+def log_terms(steps: dict[str, np.ndarray], engine: dict[str, dict[str, float]], loop: LoopConfig,
+              slowdown: dict[str, float]) -> dict[str, Any] | None:
+    """Step terms from the engine's logged steps of the profiling runs on one adapter at a time (decode
+    batches, crowds, the long prompt, the round robin; A_max = served, so no load): the forward time fitted
+    over every step (`engine_steps.fit_steps`, each run's slowdown divided out), plus the engine loop around
+    the forward, which the log does not time: per decode run the histograms' decode period less the mean
+    logged forward time of its decode steps, linear in the batch. None without logged decode batches."""
+    served, plan = loop.served, loop.calibration
+    batches = sorted(int(n) for n in plan["batches"])
+    names = [f"decode_{n}" for n in batches] + ["long_prompt", "round_robin"] + [
+        f"crowd_{k}" for k in range(int(plan.get("crowd_repeats", 1)))]
+    runs = {run_name(served, n): steps[run_name(served, n)] for n in names if len(steps.get(run_name(served, n), []))}
+    if not all(run_name(served, f"decode_{n}") in runs for n in batches):
+        return None
+    scaled = {k: v * np.r_[np.ones(5), 1 / slowdown.get(k, 1.0)] for k, v in runs.items()}
+    fit = engine_steps.fit_steps(np.vstack(list(scaled.values())))
+    out = {k: max(fit[k], 0.0) for k in ("intercept", "decode_seqs", "prefill_tokens", "prefill_seqs")}
+    out["intercept"] = max(out["intercept"], 1e-4)
+    loop_s = []
+    for n in batches:
+        key = run_name(served, f"decode_{n}")
+        decoding = scaled[key][scaled[key][:, 1] == 0]
+        period = (engine.get(key) or {}).get("decode_step_s")
+        if period and len(decoding):
+            loop_s.append((n, period - float(decoding[:, 5].mean())))
+    out["decode_source"] = "engine iteration log"
+    if len(loop_s) >= 2:
+        per_seq, base = np.polyfit(*zip(*loop_s, strict=True), 1)
+        out["intercept"] += max(float(base), 0.0)
+        out["decode_seqs"] += max(float(per_seq), 0.0)
+        out["decode_source"] = "engine iteration log + histogram decode period (engine loop)"
+    out["fit"] = fit | {"engine_loop_s": {str(n): v for n, v in loop_s}, "runs": sorted(runs)}
+    return out
+
+
+def read_steps(work: Path, run_ids: list[str]) -> dict[str, np.ndarray]:
+    """Run id -> the engine's logged steps of the run (``<run>/engine_steps.csv``), runs that have them."""
+    out = {}
+    for run_id in run_ids:
+        path = work / "runs" / run_id / STEPS_NAME
+        if path.exists():
+            out[run_id] = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     return out
 
 
@@ -636,8 +695,10 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
     scan_file = work / "runs" / run_name(1, "scan") / "requests.parquet"
     scan_s = scan_cost(pl.read_parquet(scan_file), slowdown.get(run_name(1, "scan"), 1.0)) if scan_file.exists() else None
-    engine = read_engine(work, [r for r in rows if "/rates" not in r])  # no serving run enters the calibration
-    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s, engine)
+    profiling = [r for r in rows if "/rates" not in r]  # no serving run enters the calibration
+    engine, steps = read_engine(work, profiling), read_steps(work, profiling)
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s, engine,
+                                    steps)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
     metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
                                                                   "cpu_share": bool(slowdown)}
