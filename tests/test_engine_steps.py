@@ -83,3 +83,22 @@ def test_calibration_takes_the_logged_steps_first_and_adds_the_engine_loop_from_
     del steps[name("decode_16")]
     assert live_loop.build_calibration(rows, loop(), 10_000, 2048, engine=engine, steps=steps)[
         "sources"]["step_costs"]["prefill"] == "engine"
+
+
+def test_lora_ratio_compares_median_full_batch_steps_with_the_engine_loop_added_to_both():
+    from test_engine_metrics import loop, recorded
+
+    rows, engine = recorded()
+    name = lambda run: live_loop.run_name(2, run)  # noqa: E731
+    steps = {name(f"decode_{n}"): engine_steps.parse_steps(log_text([(0, 0, n)] * 40)) for n in (1, 4, 16)}
+    spread = engine_steps.parse_steps(log_text([(0, 0, 16)] * 40))
+    spread[:, 5] *= 1.5
+    spread[3, 5] = 5.0  # a stall: the median does not see it
+    steps[name("spread_16")] = spread
+    loop_s = 0.001
+    for n in (1, 4, 16):
+        engine[name(f"decode_{n}")]["decode_step_s"] = forward_ms(0, 0, n) / 1000 + loop_s
+    cal = live_loop.build_calibration(rows, loop(), 10_000, 2048, engine=engine, steps=steps)
+    full = forward_ms(0, 0, 16) / 1000
+    assert cal["lora"]["params"]["y"][1] == pytest.approx((1.5 * full + loop_s) / (full + loop_s), rel=1e-3)
+    assert cal["sources"]["step_costs"]["lora"].startswith("engine iteration log")

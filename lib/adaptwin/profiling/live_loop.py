@@ -336,6 +336,8 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
         per_token, per_request = logged["prefill_tokens"], logged["prefill_seqs"]
         sources["decode"], sources["prefill"] = logged["decode_source"], "engine iteration log"
         fit_engine["iteration_fit"] = logged["fit"]
+        if logged.get("lora_ratio"):
+            ratio, sources["lora"] = logged["lora_ratio"], "engine iteration log (median full-batch steps)"
     if crowd_engine := [engine[k]["prefill_s"] * 1000 for k in sorted(engine) if k.startswith(run_name(served, "crowd_"))]:
         fit_engine["crowd_prefill_ms"] = crowd_engine  # the crowd's own steps (diagnostic: arrivals are staggered)
     s_max = int(loop.harness["grid"]["max_lora_rank"][0])
@@ -462,7 +464,23 @@ def log_terms(steps: dict[str, np.ndarray], engine: dict[str, dict[str, float]],
         out["decode_seqs"] += max(float(per_seq), 0.0)
         out["decode_source"] = "engine iteration log + histogram decode period (engine loop)"
     out["fit"] = fit | {"engine_loop_s": {str(n): v for n, v in loop_s}, "runs": sorted(runs)}
+    top = batches[-1]
+    full = [full_batch_median(steps.get(run_name(served, f"{name}_{top}"), np.empty((0, 6))), top)
+            for name in ("decode", "spread")]
+    if all(full):
+        # the twin's LoRA factor multiplies the whole step, the engine loop included, which LoRA does not slow
+        around = max(out["intercept"] + out["decode_seqs"] * top - (fit["intercept"] + fit["decode_seqs"] * top), 0.0)
+        out["lora_ratio"] = max((full[1] + around) / (full[0] + around), 1.0)
     return out
+
+
+def full_batch_median(steps: np.ndarray, batch: int) -> float | None:
+    """Median forward time of the steps decoding ``batch`` requests and computing no prompt, None if none.
+
+    Why the median: the LoRA ratio compares two runs of about a second each, and a stall of the shared CPU in
+    either moves its mean a lot; the median of the ~60 full-batch steps of each does not move with a few."""
+    chosen = steps[(steps[:, 1] == 0) & (steps[:, 3] == batch)] if len(steps) else steps
+    return float(np.median(chosen[:, 5])) if len(chosen) else None
 
 
 def read_steps(work: Path, run_ids: list[str]) -> dict[str, np.ndarray]:
