@@ -21,8 +21,11 @@ Those are the client's timings, the fallback. Every run also records what the en
 by over it (``engine_metrics.json``: scheduled-to-first-token, decode and queue times, stamped inside the
 engine core), and where the runs a term needs have them the term comes from those instead (`engine_terms`):
 the client's times to first token of a crowd hold the API server admitting the requests one after another,
-which made the per-request prefill cost several times what a step spends on a prompt. The calibration JSON's
-``sources.step_costs`` names the path each term took.
+which made the per-request prefill cost several times what a step spends on a prompt. With the server's
+``--enable-logging-iteration-details`` every run also keeps the engine's log line of each of its steps
+(``engine_steps.csv``), and the step terms are fitted to those steps first (`log_terms`): the histograms
+only give per-request means of short runs, which one stall of the shared CPU moves by a factor of two. The
+calibration JSON's ``sources.step_costs`` names the path each term took.
 
 The scheduler's own time is part of the measured steps (scheduler cost 0). Every server is started once and
 shared by the runs of its A_max (one start costs about a minute of the core it computes on).
