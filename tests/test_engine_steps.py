@@ -102,3 +102,14 @@ def test_lora_ratio_compares_median_full_batch_steps_with_the_engine_loop_added_
     full = forward_ms(0, 0, 16) / 1000
     assert cal["lora"]["params"]["y"][1] == pytest.approx((1.5 * full + loop_s) / (full + loop_s), rel=1e-3)
     assert cal["sources"]["step_costs"]["lora"].startswith("engine iteration log")
+
+
+def test_step_inflation_is_the_runs_logged_forward_over_the_profiled_fit(tmp_path):
+    steps = engine_steps.parse_steps(log_text(mixes(np.random.default_rng(2), 50)))
+    steps[:, 5] *= 2.0  # a serving run whose steps took twice what profiling measured
+    path = tmp_path / live_loop.STEPS_NAME
+    np.savetxt(path, steps, delimiter=",", header=",".join(engine_steps.COLUMNS), comments="")
+    fit = {"intercept": C, "decode_seqs": DS, "prefill_tokens": PT, "prefill_seqs": PS}
+    assert live_loop.step_inflation(path, {"fit_quality": {"iteration_fit": fit}}) == pytest.approx(2.0)
+    assert live_loop.step_inflation(path, {"fit_quality": {}}) is None
+    assert live_loop.step_inflation(tmp_path / "none.csv", {"fit_quality": {"iteration_fit": fit}}) is None

@@ -626,7 +626,8 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
                     "run_id": run_id, "max_loras": max_loras, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
-                    "cpu_slowdown": factor,
+                    "cpu_slowdown": factor, "step_inflation": step_inflation(work / "runs" / run_id / STEPS_NAME,
+                                                                            calibration),
                     "live_starved": bool(row["total_throughput"] < STARVATION_RATIO * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
@@ -639,6 +640,20 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
         "runs": per_run,
         "repeat_spread": repeat_spread(per_run),
     }
+
+
+def step_inflation(path: Path, calibration: dict[str, Any]) -> float | None:
+    """A diagnostic, never fed to the twin: the run's logged forward time over what the profiled forward fit
+    (``fit_quality.iteration_fit``, one adapter, no CPU slowdown) gives for the same steps. Why: it shows how
+    much slower the engine stepped in a serving run than in profiling, against ``cpu_slowdown``, the part the
+    twin is told of. None without the run's step log or the fit."""
+    fit = calibration.get("fit_quality", {}).get("iteration_fit")
+    if fit is None or not path.exists():
+        return None
+    steps = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    model = (fit["intercept"] + fit["decode_seqs"] * steps[:, 3] + fit["prefill_tokens"] * steps[:, 2]
+             + max(fit["prefill_seqs"], 0.0) * steps[:, 1])
+    return float(steps[:, 5].sum() / model.sum()) if len(steps) and model.sum() > 0 else None
 
 
 def repeat_spread(per_run: list[dict[str, Any]]) -> dict[str, Any]:
