@@ -51,6 +51,9 @@ def test_loop_writes_a_loadable_calibration_and_the_metrics_contract(tmp_path):
     assert cal.model == "fake-live" and cal.kv_capacity_tokens(2, 16) == 50_000 - 50_000 % 16
     assert cal.step["intercept"] > 0 and cal.load_time(8, 16) > 0
     assert len(cal.raw["fit_quality"]["crowd_ttft_ms"]) == 2  # the median of the repeated crowds
+    # the fake exports counters but no timing histograms: every run records them, the client path is kept
+    assert (tmp_path / "work" / "runs" / "live/loop/amax2/decode_1" / "engine_metrics.json").exists()
+    assert set(cal.raw["sources"]["step_costs"].values()) == {"client"}
     saved = json.loads((tmp_path / "metrics" / "live_twin_validation.json").read_text())
     assert set(live_loop.METRIC_KEYS) <= set(saved) and saved == json.loads(json.dumps(metrics))
     assert len(saved["runs"]) == 4 and {r["max_loras"] for r in saved["runs"]} == {1, 2}

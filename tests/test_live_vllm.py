@@ -150,6 +150,20 @@ def check_bounded_conservation(row: dict, series: pl.DataFrame, run_dir: Path) -
         assert counted <= last[column] - first[column] <= counted + extra, column
 
 
+def check_engine_metrics(run_dir: Path, row: dict) -> None:
+    """The engine's histograms around the run count its requests and tokens (warm-up left out), and their
+    times fit inside the client's: scheduled-to-first-token within arrival-to-first-token."""
+    from adaptwin.profiling.live_loop import engine_times
+
+    delta = json.loads((run_dir / runner.ENGINE_METRICS_NAME).read_text())
+    assert delta["vllm:request_prefill_time_seconds"]["count"] == row["successful_requests"]
+    assert delta["vllm:request_generation_tokens"]["sum"] == row["total_output_tokens"]
+    assert delta["vllm:request_prompt_tokens"]["sum"] == row["total_input_tokens"]
+    times = engine_times(delta)
+    assert times is not None and 0 < times["prefill_s"] < row["ttft_mean_ms"] / 1000
+    assert 0 < times["decode_step_s"] and times["steps"] >= row["total_output_tokens"] / row["successful_requests"]
+
+
 def check_adapter_slots(series: pl.DataFrame, served: list[str]) -> set[str]:
     """At most A_max adapters run in any sample; returns every adapter seen running."""
     running = [set(r) for r in series["running_adapters"].to_list() if r is not None]
@@ -184,6 +198,7 @@ def test_fixed_count_and_by_time_runs_conserve_requests_and_tokens_and_swap_adap
     assert row["vllm_version"] == live_server["version"] and row["max_loras"] == A_MAX
     series = server_series(live_server, "live/fixed")
     check_conservation(row, series)
+    check_engine_metrics(live_server["work"] / "runs" / "live/fixed", row)
     seen = check_adapter_slots(series, served)
 
     timed = run_on(

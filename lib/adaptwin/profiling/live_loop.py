@@ -17,6 +17,16 @@ vLLM does not print). Stock vLLM exposes less, so this builds the twin's calibra
   every adapter resident (A_max = served), per swap;
 - KV capacity: the server's startup line (the CPU backend's KV cache size does not depend on the slots).
 
+Those are the client's timings, the fallback. Every run also records what the engine's own histograms grew
+by over it (``engine_metrics.json``: scheduled-to-first-token, decode and queue times, stamped inside the
+engine core), and where the runs a term needs have them the term comes from those instead (`engine_terms`):
+the client's times to first token of a crowd hold the API server admitting the requests one after another,
+which made the per-request prefill cost several times what a step spends on a prompt. With the server's
+``--enable-logging-iteration-details`` every run also keeps the engine's log line of each of its steps
+(``engine_steps.csv``), and the step terms are fitted to those steps first (`log_terms`): the histograms
+only give per-request means of short runs, which one stall of the shared CPU moves by a factor of two. The
+calibration JSON's ``sources.step_costs`` names the path each term took.
+
 The scheduler's own time is part of the measured steps (scheduler cost 0). Every server is started once and
 shared by the runs of its A_max (one start costs about a minute of the core it computes on).
 
@@ -49,7 +59,7 @@ from adaptwin.calibration.costs import from_dict
 from adaptwin.io import write_json
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import cpu_share, live_place, replay, runner
+from adaptwin.profiling import cpu_share, engine_steps, live_place, replay, runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
 from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
@@ -65,6 +75,7 @@ CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_i
 VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out", "cpu_share"}
 TRACE_NAME = "twin_trace.csv"
 CPU_SHARE_NAME = "cpu_share.json"  # per run: the engine core's CPU time and run-queue wait (`cpu_share`)
+STEPS_NAME = "engine_steps.csv"  # per run: the engine's iteration log lines of the run (`engine_steps`)
 
 
 class LoopConfigError(ValueError):
@@ -195,9 +206,14 @@ class SharedServer:
         """One harness run (``runner.run_one``) on this server; returns its ``runs`` row (status checked)."""
         cfg, spec = self.spec_for(name, benchmark)
         process = getattr(self.server, "process", None)
+        sizes = engine_steps.log_sizes(self.log_dir)
         with cpu_share.measured(process.pid if process is not None else None) as share:
             outcome = runner.run_one(spec, cfg, self.work_dir, lambda *_: contextlib.nullcontext(self.server))
         self.shares[spec.run_id] = share.as_dict()
+        if len(steps := engine_steps.steps_since(self.log_dir, sizes)):
+            path = self.work_dir / "runs" / spec.run_id / STEPS_NAME
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savetxt(path, steps, delimiter=",", header=",".join(engine_steps.COLUMNS), comments="")
         if spec.benchmark.mode == "by_time":
             write_trace(spec, self.work_dir / "runs" / spec.run_id / TRACE_NAME)
         row = outcome.run
@@ -262,7 +278,9 @@ def run_name(max_loras: int, name: str) -> str:
 
 
 def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
-                      slowdown: dict[str, float] | None = None, scan_s: float | None = None) -> dict[str, Any]:
+                      slowdown: dict[str, float] | None = None, scan_s: float | None = None,
+                      engine: dict[str, dict[str, float]] | None = None,
+                      steps: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -276,8 +294,14 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
 
     ``slowdown`` (run id -> the shared CPU's slowdown of that run, `cpu_share`) is divided out of every time
     measured, so the calibration describes the engine with a core to itself (validation puts each run's
-    own back)."""
+    own back).
+
+    ``engine`` (run id -> `engine_times` of the run's ``engine_metrics.json``) replaces those client timings
+    term by term where the engine measured them (`engine_terms`); ``sources.step_costs`` says which path
+    each term took. ``steps`` (run id -> the engine's logged steps of the run, `engine_steps`) take
+    precedence over both where present (`log_terms`)."""
     served, plan = loop.served, loop.calibration
+    engine = {k: uncontended_engine(v, (slowdown or {}).get(k, 1.0)) for k, v in (engine or {}).items()}
     rows = {k: uncontended(r, (slowdown or {}).get(k, 1.0)) for k, r in rows.items()}
     run = lambda name, max_loras=served: rows[run_name(max_loras, name)]  # noqa: E731
     batches = sorted(int(n) for n in plan["batches"])
@@ -296,6 +320,29 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     swaps = swap_fraction(int(plan["swap_requests"]), served)
     swapped = run("round_robin", 1)["ttft_median_ms"] - alone["ttft_median_ms"]
     load_ms = max(swapped / max(swaps, 1e-9), 0.1)
+    sources = dict.fromkeys(("decode", "lora", "prefill", "loading"), "client")
+    fit_engine: dict[str, Any] = {}
+    measured = engine_terms(engine, loop)
+    if "decode" in measured:
+        step_s, (per_seq, intercept) = measured["decode"]["step_s"], measured["decode"]["fit"]
+        ratio, sources["decode"], sources["lora"] = measured["decode"]["lora_ratio"], "engine", "engine"
+    if "prefill" in measured:
+        per_token = measured["prefill"]["per_token"]
+        per_request = max(measured["prefill"]["alone_s"] - per_token * prompt - intercept, 0.0)
+        sources["prefill"] = "engine"
+        fit_engine["prefill_alone_ms"] = measured["prefill"]["alone_s"] * 1000
+    if "loading" in measured:
+        load_ms, sources["loading"] = max(measured["loading"]["swapped_s"] * 1000 / max(swaps, 1e-9), 0.1), "engine"
+    logged = log_terms(steps or {}, engine, loop, slowdown or {})
+    if logged:
+        intercept, per_seq = logged["intercept"], logged["decode_seqs"]
+        per_token, per_request = logged["prefill_tokens"], logged["prefill_seqs"]
+        sources["decode"], sources["prefill"] = logged["decode_source"], "engine iteration log"
+        fit_engine["iteration_fit"] = logged["fit"]
+        if logged.get("lora_ratio"):
+            ratio, sources["lora"] = logged["lora_ratio"], "engine iteration log (median full-batch steps)"
+    if crowd_engine := [engine[k]["prefill_s"] * 1000 for k in sorted(engine) if k.startswith(run_name(served, "crowd_"))]:
+        fit_engine["crowd_prefill_ms"] = crowd_engine  # the crowd's own steps (diagnostic: arrivals are staggered)
     s_max = int(loop.harness["grid"]["max_lora_rank"][0])
     ranks = loop.harness.get("adapters", {}).get("ranks", [8])
     return {
@@ -311,10 +358,152 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
         "scheduler": {"form": "linear", "params": {"intercept": 0.0, **({"waiting": scan_s} if scan_s else {})}},
         "fit_quality": {"decode_step_ms": {str(n): v * 1000 for n, v in zip(batches, step_s, strict=True)},
                         "lora_spread_ratio": ratio, "swap_fraction": swaps, "crowd_batch": crowd_n,
-                        "crowd_ttft_ms": crowds or [crowd_ms]},
+                        "crowd_ttft_ms": crowds or [crowd_ms], **fit_engine},
         "sources": {"runs": sorted(r for r in rows if "/rates" not in r),
-                    "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM"},
+                    "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM",
+                    "step_costs": sources},
     }
+
+
+#: engine histograms a run's step costs are read from (`engine_times`)
+PREFILL, DECODE, QUEUE = ("vllm:request_prefill_time_seconds", "vllm:request_decode_time_seconds",
+                          "vllm:request_queue_time_seconds")
+GENERATED, STEPS = "vllm:request_generation_tokens", "vllm:iteration_tokens_total"
+
+
+def engine_times(delta: dict[str, dict[str, Any]]) -> dict[str, float] | None:
+    """Per-request means of one run from the engine's histograms grown over it (`runner.write_engine_metrics`):
+    ``prefill_s`` (scheduled to first token: the step that computed the prompt), ``queue_s`` (queued to
+    scheduled), ``decode_step_s`` (decode time over the tokens after the first: the engine's step period
+    while the request decoded) and the run's ``requests`` and ``steps``. None without a prefill histogram
+    (a server that exports none, the fake one): the calibration then keeps the client's timings.
+
+    Why engine-side: the engine core stamps these times itself, so they hold neither the API server admitting
+    a crowd of requests one after another (16 at once took 60-200 ms more to first token than one alone)
+    nor HTTP and detokenizing, which the client's times to first token do and which do not hold up a step."""
+    prefill = delta.get(PREFILL)
+    if not prefill or prefill.get("count", 0) <= 0:
+        return None
+    n = float(prefill["count"])
+    out = {"requests": n, "prefill_s": prefill["sum"] / n}
+    if (queue := delta.get(QUEUE)) and queue.get("count", 0) > 0:
+        out["queue_s"] = queue["sum"] / queue["count"]
+    decode, generated = delta.get(DECODE), delta.get(GENERATED)
+    if decode and generated and generated["sum"] - generated["count"] > 0:
+        out["decode_step_s"] = decode["sum"] / (generated["sum"] - generated["count"])
+    if steps := delta.get(STEPS):
+        out["steps"] = float(steps["count"])
+    return out
+
+
+def uncontended_engine(times: dict[str, float], slowdown: float) -> dict[str, float]:
+    """Engine times of a run with the shared CPU's slowdown of that run divided out (counts stay)."""
+    return {k: v / slowdown if k.endswith("_s") else v for k, v in times.items()}
+
+
+def engine_terms(engine: dict[str, dict[str, float]], loop: LoopConfig) -> dict[str, dict[str, Any]]:
+    """The step terms the engine's histograms give, each only when every run it needs has them:
+
+    - ``decode``: the engine's decode step period of each decode batch (one adapter), fitted linear in the
+      batch (relative errors) as the client path does; ``lora_ratio`` the largest batch over every adapter
+      against one adapter.
+    - ``prefill``: a request alone has its prompt computed in a step of its own, so its prefill time is that
+      step: ``alone_s`` the round-robin run's (A_max = served, no load) and ``per_token`` the growth of it to
+      the long prompt's. The per-request prefill cost is then the alone step less its tokens and the step
+      intercept (`build_calibration`): what one more prompt adds to a step besides its tokens.
+    - ``loading``: the round-robin run at A_max 1 against A_max = served, queue plus prefill time (a swap
+      happens in the step that needs the adapter, or holds the request in the queue until a slot frees).
+    """
+    served, plan = loop.served, loop.calibration
+    times = lambda name, max_loras=served: engine.get(run_name(max_loras, name)) or {}  # noqa: E731
+    out: dict[str, dict[str, Any]] = {}
+    batches = sorted(int(n) for n in plan["batches"])
+    steps = [times(f"decode_{n}").get("decode_step_s") for n in batches]
+    if all(steps):
+        per_seq, intercept = np.polyfit(batches, steps, 1, w=1 / np.asarray(steps))
+        spread = times(f"spread_{batches[-1]}").get("decode_step_s")
+        out["decode"] = {"step_s": steps, "fit": (max(float(per_seq), 0.0), max(float(intercept), 1e-4)),
+                         "lora_ratio": max(spread / steps[-1], 1.0) if spread else 1.0}
+    alone, long = times("round_robin").get("prefill_s"), times("long_prompt").get("prefill_s")
+    prompt = int(loop.harness["benchmark"]["input_len"])
+    if alone and long and "decode" in out:
+        out["prefill"] = {"alone_s": alone, "per_token": max((long - alone) / (int(plan["long_input_len"]) - prompt), 0.0)}
+    one = times("round_robin", 1)
+    if alone and one.get("prefill_s"):
+        waited = lambda t: t.get("queue_s", 0.0) + t["prefill_s"]  # noqa: E731
+        out["loading"] = {"swapped_s": waited(one) - waited(times("round_robin"))}
+    return out
+
+
+def log_terms(steps: dict[str, np.ndarray], engine: dict[str, dict[str, float]], loop: LoopConfig,
+              slowdown: dict[str, float]) -> dict[str, Any] | None:
+    """Step terms from the engine's logged steps of the profiling runs on one adapter at a time (decode
+    batches, crowds, the long prompt, the round robin; A_max = served, so no load): the forward time fitted
+    over every step (`engine_steps.fit_steps`, each run's slowdown divided out), plus the engine loop around
+    the forward, which the log does not time: per decode run the histograms' decode period less the mean
+    logged forward time of its decode steps, linear in the batch. None without logged decode batches."""
+    served, plan = loop.served, loop.calibration
+    batches = sorted(int(n) for n in plan["batches"])
+    names = [f"decode_{n}" for n in batches] + ["long_prompt", "round_robin"] + [
+        f"crowd_{k}" for k in range(int(plan.get("crowd_repeats", 1)))]
+    runs = {run_name(served, n): steps[run_name(served, n)] for n in names if len(steps.get(run_name(served, n), []))}
+    if not all(run_name(served, f"decode_{n}") in runs for n in batches):
+        return None
+    scaled = {k: v * np.r_[np.ones(5), 1 / slowdown.get(k, 1.0)] for k, v in runs.items()}
+    fit = engine_steps.fit_steps(np.vstack(list(scaled.values())))
+    out = {k: max(fit[k], 0.0) for k in ("intercept", "decode_seqs", "prefill_tokens", "prefill_seqs")}
+    out["intercept"] = max(out["intercept"], 1e-4)
+    loop_s = []
+    for n in batches:
+        key = run_name(served, f"decode_{n}")
+        decoding = scaled[key][scaled[key][:, 1] == 0]
+        period = (engine.get(key) or {}).get("decode_step_s")
+        if period and len(decoding):
+            loop_s.append((n, period - float(decoding[:, 5].mean())))
+    out["decode_source"] = "engine iteration log"
+    if len(loop_s) >= 2:
+        per_seq, base = np.polyfit(*zip(*loop_s, strict=True), 1)
+        out["intercept"] += max(float(base), 0.0)
+        out["decode_seqs"] += max(float(per_seq), 0.0)
+        out["decode_source"] = "engine iteration log + histogram decode period (engine loop)"
+    out["fit"] = fit | {"engine_loop_s": {str(n): v for n, v in loop_s}, "runs": sorted(runs)}
+    top = batches[-1]
+    full = [full_batch_median(steps.get(run_name(served, f"{name}_{top}"), np.empty((0, 6))), top)
+            for name in ("decode", "spread")]
+    if all(full):
+        # the twin's LoRA factor multiplies the whole step, the engine loop included, which LoRA does not slow
+        around = max(out["intercept"] + out["decode_seqs"] * top - (fit["intercept"] + fit["decode_seqs"] * top), 0.0)
+        out["lora_ratio"] = max((full[1] + around) / (full[0] + around), 1.0)
+    return out
+
+
+def full_batch_median(steps: np.ndarray, batch: int) -> float | None:
+    """Median forward time of the steps decoding ``batch`` requests and computing no prompt, None if none.
+
+    Why the median: the LoRA ratio compares two runs of about a second each, and a stall of the shared CPU in
+    either moves its mean a lot; the median of the ~60 full-batch steps of each does not move with a few."""
+    chosen = steps[(steps[:, 1] == 0) & (steps[:, 3] == batch)] if len(steps) else steps
+    return float(np.median(chosen[:, 5])) if len(chosen) else None
+
+
+def read_steps(work: Path, run_ids: list[str]) -> dict[str, np.ndarray]:
+    """Run id -> the engine's logged steps of the run (``<run>/engine_steps.csv``), runs that have them."""
+    out = {}
+    for run_id in run_ids:
+        path = work / "runs" / run_id / STEPS_NAME
+        if path.exists():
+            out[run_id] = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    return out
+
+
+def read_engine(work: Path, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Run id -> `engine_times` of the runs that recorded engine metrics (``<run>/engine_metrics.json``)."""
+    out = {}
+    for run_id in run_ids:
+        path = work / "runs" / run_id / runner.ENGINE_METRICS_NAME
+        if path.exists() and (times := engine_times(json.loads(path.read_text()))):
+            out[run_id] = times
+    return out
 
 
 def uncontended(row: dict[str, Any], slowdown: float) -> dict[str, Any]:
@@ -437,7 +626,8 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
                 ideal = float(twin["ideal_throughput"])
                 per_run.append({
                     "run_id": run_id, "max_loras": max_loras, "rate_set": i, "repeat": rep, "ideal_throughput": ideal,
-                    "cpu_slowdown": factor,
+                    "cpu_slowdown": factor, "step_inflation": step_inflation(work / "runs" / run_id / STEPS_NAME,
+                                                                            calibration),
                     "live_starved": bool(row["total_throughput"] < STARVATION_RATIO * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
@@ -450,6 +640,20 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
         "runs": per_run,
         "repeat_spread": repeat_spread(per_run),
     }
+
+
+def step_inflation(path: Path, calibration: dict[str, Any]) -> float | None:
+    """A diagnostic, never fed to the twin: the run's logged forward time over what the profiled forward fit
+    (``fit_quality.iteration_fit``, one adapter, no CPU slowdown) gives for the same steps. Why: it shows how
+    much slower the engine stepped in a serving run than in profiling, against ``cpu_slowdown``, the part the
+    twin is told of. None without the run's step log or the fit."""
+    fit = calibration.get("fit_quality", {}).get("iteration_fit")
+    if fit is None or not path.exists():
+        return None
+    steps = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    model = (fit["intercept"] + fit["decode_seqs"] * steps[:, 3] + fit["prefill_tokens"] * steps[:, 2]
+             + max(fit["prefill_seqs"], 0.0) * steps[:, 1])
+    return float(steps[:, 5].sum() / model.sum()) if len(steps) and model.sum() > 0 else None
 
 
 def repeat_spread(per_run: list[dict[str, Any]]) -> dict[str, Any]:
@@ -527,7 +731,10 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
     slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
     scan_file = work / "runs" / run_name(1, "scan") / "requests.parquet"
     scan_s = scan_cost(pl.read_parquet(scan_file), slowdown.get(run_name(1, "scan"), 1.0)) if scan_file.exists() else None
-    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s)
+    profiling = [r for r in rows if "/rates" not in r]  # no serving run enters the calibration
+    engine, steps = read_engine(work, profiling), read_steps(work, profiling)
+    calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s, engine,
+                                    steps)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
     metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
                                                                   "cpu_share": bool(slowdown)}

@@ -29,6 +29,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 #: timeseries column -> (metric name, alternatives joined by "|", how to reduce several series: "first"/"sum")
 VLLM_METRICS: dict[str, tuple[str, str]] = {
@@ -324,3 +325,47 @@ def fetch_text(url: str, timeout_s: float) -> str:
 
 # The server is the one this harness launched on this node: never route its scrapes through an HTTP proxy.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# ---- engine-side totals around a run ------------------------------------------------------------------------
+def engine_totals(metrics: Metrics, prefix: str = "vllm:") -> dict[str, dict[str, Any]]:
+    """Every ``prefix`` histogram's sum, count and cumulative buckets, and every counter's value, each summed
+    over its series (engines, adapters, finish reasons).
+
+    Why: the engine's own histograms (prefill time from scheduling to first token, decode time, queue time,
+    tokens per step) are timed inside the engine core, so they leave out what a client's timings also hold
+    (the API server admitting requests one after another, HTTP, detokenizing). A histogram only grows, so the
+    difference of two scrapes around a run is that run's part (`engine_delta`)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, kind in metrics.types.items():
+        if not name.startswith(prefix):
+            continue
+        if kind == "histogram":
+            buckets: dict[str, float] = {}
+            for s in metrics.series(name + "_bucket"):
+                le = s.labels.get("le", "")
+                buckets[le] = buckets.get(le, 0.0) + s.value
+            out[name] = {"kind": kind, "sum": metrics.total(name + "_sum") or 0.0,
+                         "count": metrics.total(name + "_count") or 0.0, "buckets": buckets}
+        elif kind == "counter":
+            value = metrics.total(name) if metrics.series(name) else metrics.total(name + "_total")
+            if value is not None:
+                out[name] = {"kind": kind, "value": value}
+    return out
+
+
+def engine_delta(before: str, after: str) -> dict[str, dict[str, Any]]:
+    """What the engine counted between two scrapes (texts of ``/metrics``): per histogram the sum, count and
+    bucket increments, per counter the increment. Families missing from either scrape are left out."""
+    first, last = engine_totals(parse(before)), engine_totals(parse(after))
+    out: dict[str, dict[str, Any]] = {}
+    for name, b in first.items():
+        a = last.get(name)
+        if a is None or a["kind"] != b["kind"]:
+            continue
+        if b["kind"] == "histogram":
+            out[name] = {"sum": a["sum"] - b["sum"], "count": a["count"] - b["count"],
+                         "buckets": {le: a["buckets"].get(le, 0.0) - n for le, n in b["buckets"].items()}}
+        else:
+            out[name] = {"value": a["value"] - b["value"]}
+    return out

@@ -26,12 +26,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from adaptwin.io import write_json
 from adaptwin.measurements.parse import classify_failure
 from adaptwin.paths import resolve
 from adaptwin.profiling import adapters as adapters_mod
 from adaptwin.profiling import client
 from adaptwin.profiling.config import ProfileConfig, RunSpec, expand, model_key
-from adaptwin.profiling.prometheus import MetricsPoller
+from adaptwin.profiling.prometheus import MetricsPoller, PrometheusParseError, engine_delta, fetch_text
 from adaptwin.profiling.server import (
     ServerStartError,
     VllmServer,
@@ -236,6 +237,7 @@ def _measure(
     setup.update(decided)
     if warm := warmup_requests(spec, names):
         client.run_benchmark(base_url, warm, None, bench.request_timeout_s)
+    before = scrape(base_url + "/metrics")
     poller = MetricsPoller(base_url + "/metrics", interval_s=spec.poller.interval_s).start()
     try:
         window_s = bench.total_time_s if bench.mode == "by_time" else None
@@ -243,6 +245,7 @@ def _measure(
         time.sleep(spec.poller.tail_s)  # keep polling while the server drains, as the corpus's poller did
     finally:
         samples = poller.stop()
+    write_engine_metrics(run_dir, before, scrape(base_url + "/metrics"))
     window = (result.start_time, result.end_time)
     summary = summarize(
         result.outputs, result.duration_s, failed_ttft_as_duration=bench.mode == "fixed_count"
@@ -262,6 +265,29 @@ def _measure(
         setup=setup,
     )
     return RunOutcome(row, timeseries_rows(spec.run_id, samples, window))
+
+
+ENGINE_METRICS_NAME = "engine_metrics.json"  # per run: what the engine's own counters grew by (`engine_delta`)
+
+
+def scrape(url: str, timeout_s: float = 30.0) -> str | None:
+    """One ``/metrics`` text, None when the server does not answer (the run goes on without engine totals)."""
+    try:
+        return fetch_text(url, timeout_s)
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_engine_metrics(run_dir: Path, before: str | None, after: str | None) -> Path | None:
+    """The engine's counters and histograms grown over the run (warm-up excluded, drain included) into
+    ``engine_metrics.json``: the calibration reads step costs from them rather than from client timings."""
+    if before is None or after is None:
+        return None
+    try:
+        delta = engine_delta(before, after)
+    except PrometheusParseError:
+        return None
+    return write_json(run_dir / ENGINE_METRICS_NAME, delta)
 
 
 def _first_error(result: client.BenchmarkResult) -> str:
