@@ -11,6 +11,27 @@ throughput SMAPE and starvation macro-F1 against the twin on the fresh set.
 
     PYTHONPATH=lib .venv/bin/python tools/experiments/surrogate_fidelity.py --work /tmp/fid \\
         --calibration data/calibration/llama-3.1-8b-instruct.json --conditions 200:0 400:0 200:1200
+
+``--uncertain N``: after the conditions, the first condition's surrogate picks N more short-window GPUs by
+uncertainty (`adaptwin.surrogate.active`, a pool of 20 N) and is compared with the same condition plus the
+next N short draws (random): is uncertainty sampling worth its twin time?
+
+Outcome (2026-12-02, Llama-3.1-8B, fresh set 100, 2-core machine shared with other jobs, ``--transform
+log_capacity_ratio``, with the arrival-kind feature), throughput SMAPE vs the twin:
+
+| hour : short rows | twin CPU s (contended wall) | fresh SMAPE |
+|---|---|---|
+| 200 : 0 | 771 | 6.58 % |
+| 400 : 0 | 1,633 | 5.30 % |
+| 200 : 1,200 | 1,658 | 5.26 % |
+| 400 : 1,200 | 2,520 | 4.95 % |
+
+Before the transform and the arrival-kind feature (``--transform log_ratio``): 200 : 0 gave 14.8 %, 100 : 0
+17.7 %; ``log_capacity_ratio`` alone 10.5 % and 11.4 %. Short rows are worth about as much as hour rows per twin
+CPU second for throughput, and more for ITL (8.7 % against 9.8 % at equal CPU). ``--conditions 200:600
+--uncertain 200``: 200 : 600 gave 4.91 % (F1 0.957); + 200 random short draws 4.21 % (F1 0.957); + 200 picked by
+uncertainty 5.00 % (F1 0.936), so uncertainty sampling did not pay on this set. The twin against itself
+reseeded on the same fresh set: 3.11 % (`twin_noise_floor.py --n 100 --duration 3600`).
 """
 
 from __future__ import annotations
@@ -50,10 +71,12 @@ def main() -> None:
     parser.add_argument("--n-search", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1, help="training seeds averaged per condition")
     parser.add_argument("--transform", default="log_ratio", help="throughput transform (surrogate.train.TRANSFORMS)")
+    parser.add_argument("--uncertain", type=int, default=0, help="GPUs picked by uncertainty vs as many random")
     args = parser.parse_args()
     calibration = load_calibration(args.calibration)
     wanted = [tuple(int(v) for v in c.split(":")) for c in args.conditions]
-    n_hour, n_short = max(h for h, _ in wanted), max(s for _, s in wanted)
+    n_hour = max(h for h, _ in wanted)
+    n_short = max(max(s for _, s in wanted), wanted[0][1] + args.uncertain)
     fresh = swept(mix_scenarios(SamplerConfig(args.model, duration_s=HOUR), args.fresh, seed=1, laws=TEST_LAWS,
                                 calibration=calibration), args.work / "fresh", calibration)
     hour = swept(mix_scenarios(SamplerConfig(args.model, duration_s=HOUR), n_hour, seed=0, laws=TRAIN_LAWS,
@@ -62,16 +85,34 @@ def main() -> None:
                                 laws=TRAIN_LAWS, calibration=calibration), args.work / "short", calibration) \
         if n_short else hour.head(0)
     test = twin_set(fresh, "fresh")
-    for h, s in wanted:
-        rows = pl.concat([hour.head(h), short.head(s)], how="vertical_relaxed").drop("draw")
-        cpu = float(rows["sweep_wall_time_s"].sum())
-        results = []
+
+    def scored(rows: pl.DataFrame, label: dict) -> object:
+        results, last = [], None
         for seed in range(args.seeds):
-            result = train_surrogates(rows, args.model, calibration=calibration, n_search=args.n_search, threads=1,
-                                      throughput_transform=args.transform, test_fraction=0.05, seed=seed)
-            results.append(headline(score(result.surrogate.predict, test)))
+            last = train_surrogates(rows, args.model, calibration=calibration, n_search=args.n_search, threads=1,
+                                    throughput_transform=args.transform, test_fraction=0.05, seed=seed)
+            results.append(headline(score(last.surrogate.predict, test)))
         mean = {k: round(sum(r[k] for r in results) / len(results), 3) for k in results[0]}
-        print(json.dumps({"hour": h, "short": s, "transform": args.transform, "twin_cpu_s": round(cpu, 1), **mean}), flush=True)
+        cpu = round(float(rows["sweep_wall_time_s"].sum()), 1)
+        print(json.dumps({**label, "transform": args.transform, "twin_cpu_s": cpu, **mean}), flush=True)
+        return last
+
+    first = None
+    for h, s in wanted:
+        result = scored(pl.concat([hour.head(h), short.head(s)], how="vertical_relaxed").drop("draw"),
+                        {"hour": h, "short": s})
+        first = first or (result, h, s)
+    if args.uncertain:
+        from adaptwin.surrogate.active import active_round
+
+        result, h, s = first
+        base = pl.concat([hour.head(h), short.head(s)], how="vertical_relaxed").drop("draw")
+        scored(pl.concat([base, short.drop("draw").slice(s, args.uncertain)], how="vertical_relaxed"),
+               {"hour": h, "short": s, "random_short": args.uncertain})
+        picked, record = active_round(result.surrogate, args.uncertain, 20, args.short_window, seed=1000,
+                                      out_dir=args.work / "uncertain")
+        print(json.dumps(record), flush=True)
+        scored(pl.concat([base, picked], how="vertical_relaxed"), {"hour": h, "short": s, "uncertain": args.uncertain})
 
 
 if __name__ == "__main__":
