@@ -199,6 +199,39 @@ def test_step_model_reproduces_decode_itl_within_eight_percent(model):
     assert fitted()[model]["lora"].quality["profiling_forms"]["itl_lora"]["max_abs_rel_err_pct"] < 8.0
 
 
+def test_scheduler_is_charged_per_visited_waiting_request():
+    """5.5: a step's scheduler time grows with the waiting requests the admission loop walks past (rows whose
+    batch holds A_max adapters while other adapters' requests queue: 5-7.5 ms at ~17k waiting and A_max <= 32),
+    not with the queue (rows at A_max >= 192 with the same queue stay near 1 ms). Regressing on the visited
+    estimate fits the tables far better than on the queue (r2 0.94 vs 0.66) and costs 0.2-0.4 us per visit."""
+    from adaptwin.calibration.models import fit_scheduler
+
+    points = inputs.scheduler_points(load_tables(measurements()))
+    fit = fit_scheduler(points)
+    assert 2e-7 < fit.block["params"]["waiting"] < 4e-7
+    assert fit.quality["r2"] > 0.9 and fit.quality["waiting_regressor"] == "visited"
+    queue = fit_linear(np.column_stack([np.ones(points.height), points["avg_batch_size"],
+                                        points["avg_waiting_queue"]]), points["sched_s"].to_numpy(),
+                       ("intercept", "running", "waiting"))
+    assert queue.quality["r2"] < fit.quality["r2"] - 0.2
+    # the data card's first aggregated-rate row (A_max 8 = served 8: nothing to skip) visits nobody
+    first = points.filter((pl.col("source") == "aggregated_rate") & (pl.col("gpu_loras") == 8)
+                          & (pl.col("cpu_loras") == 8)).row(0, named=True)
+    assert first["visited"] == 0.0
+
+
+def test_visited_estimate_rule():
+    """The whole queue when the run serves more adapters than slots and its batch is adapter-bound, else 0;
+    runs without LoRA (5.1) never skip anyone."""
+    frame = pl.DataFrame({"w": [100.0, 100.0, 100.0, 100.0], "served": [64, 64, 8, None],
+                          "slots": [8, 8, 8, None], "bound": [True, False, True, True]})
+    got = frame.select(inputs.visited_estimate(pl.col("w"), pl.col("served"), pl.col("slots"), pl.col("bound")))
+    assert got.to_series().to_list() == [100.0, 0.0, 0.0, 0.0]
+    tables = load_tables(measurements())
+    assert inputs.decode_points(tables, LLAMA)["mean_visited"].max() == 0.0
+    assert inputs.decode_points(tables, LLAMA)["mean_waiting"].max() > 100  # queued, but never walked past
+
+
 @pytest.mark.parametrize("model", [LLAMA, QWEN])
 def test_fit_never_reads_serving_runs(model):
     """No model's calibration reads a serving run of any model (its own or the one it borrows the LoRA
@@ -278,13 +311,14 @@ def _synthetic_runs(params: dict[str, float]) -> tuple[pl.DataFrame, pl.DataFram
     decode = pl.DataFrame({
         "run_id": [f"d{i}" for i in range(9)],
         "mean_running": [50.0, 100, 200, 400, 800, 50, 200, 400, 800],
-        "mean_waiting": [0.0] * 9,
+        "mean_waiting": [0.0] * 9, "mean_visited": [0.0] * 9,
         "input_tokens": [5.0] * 9,
         "output_tokens": [100.0] * 5 + [400.0] * 4,
     })
     truth = np.array([params[k] for k in STEP_TERMS])
     decode = decode.with_columns(pl.Series("itl_mean_ms", decode_design(decode) @ truth * 1000))
     prefill = pl.DataFrame({"run_id": ["p0", "p1", "p2"], "mean_running": [1.0] * 3, "mean_waiting": [0.0] * 3,
+                            "mean_visited": [0.0] * 3,
                             "input_tokens": [111.0, 209.0, 407.0], "output_tokens": [1.0] * 3,
                             "successful_requests": [4096] * 3,
                             "total_input_tokens": [4096 * 111, 4096 * 209, 4096 * 407]})
@@ -307,6 +341,7 @@ def test_fit_lora_recovers_a_known_linear_factor():
     used = [1, 32, 64, 128, 192, 256, 300]
     pts = pl.DataFrame({"run_id": [f"l{u}" for u in used], "kind": ["lora"] * len(used), "adapters_used": used,
                         "mean_running": [208.0] * len(used), "mean_waiting": [0.0] * len(used),
+                        "mean_visited": [0.0] * len(used),
                         "input_tokens": [5.0] * len(used), "output_tokens": [100.0] * len(used)})
     d = expected_distinct(np.array(used, float), 208.0)
     base = decode_design(pts) @ np.array([step[k] for k in STEP_TERMS])
@@ -323,7 +358,8 @@ def test_fit_lora_recovers_known_additive_costs():
     running = [208.0] * 7 + [1.0, 50.0, 247.0]
     inp = [5.0] * 7 + [111.0, 5.0, 407.0]
     pts = pl.DataFrame({"run_id": [f"l{i}" for i in range(10)], "kind": ["lora"] * 10, "adapters_used": used,
-                        "mean_running": running, "mean_waiting": [0.0] * 10, "input_tokens": inp,
+                        "mean_running": running, "mean_waiting": [0.0] * 10, "mean_visited": [0.0] * 10,
+                        "input_tokens": inp,
                         "output_tokens": [100.0] * 7 + [50.0, 100.0, 200.0]})
     X = decode_design(pts)
     d = expected_distinct(np.array(used, float), np.array(running))
@@ -341,7 +377,8 @@ def test_fit_lora_recovers_a_known_ramp():
     used = [1, 32, 64, 128, 192, 256, 300, 1, 1]
     pts = pl.DataFrame({"run_id": [f"l{i}" for i in range(9)], "kind": ["lora"] * 7 + ["lora_single"] * 2,
                         "adapters_used": used, "mean_running": [208.0] * 7 + [1.0, 1.0],
-                        "mean_waiting": [0.0] * 9, "input_tokens": [5.0] * 7 + [111.0, 111.0],
+                        "mean_waiting": [0.0] * 9, "mean_visited": [0.0] * 9,
+                        "input_tokens": [5.0] * 7 + [111.0, 111.0],
                         "output_tokens": [100.0] * 7 + [50.0, 50.0]})
     X = decode_design(pts)
     d = expected_distinct(np.array(used, float), pts["mean_running"].to_numpy())

@@ -30,6 +30,8 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                              "points": {"<s_max>": {"max_loras": [...], "tokens": [...]}},   # piecewise only
                              "max_feasible": {"<s_max>": max A_max that starts}}},
   "scheduler": {"form": "linear", "params": {"intercept": s, "running": s, "waiting": s}},
+               # per step: + per running request + per waiting request the admission loop examines
+               # (the twin's `visited` count; fitted on that, not on the queue length, since this commit)
   "fit_quality": {...}, "sources": {...}
 }
 ```

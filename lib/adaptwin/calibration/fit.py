@@ -210,7 +210,10 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
                     "loads per step (x A_max + 1); candidate chosen by leave-one-A_max-out error "
                     "(fit_quality.swap); model not recorded",
             "kv_capacity": "available GPU memory (5.4): 'GPU KV cache size' and memory failures",
-            "scheduler": "scheduler overhead tables (5.5): total_scheduling_time / steps; model not recorded",
+            "scheduler": "scheduler overhead tables (5.5): total_scheduling_time / steps against running "
+                         "requests and the waiting requests the admission loop examines (the whole queue in "
+                         "adapter-bound rows, none otherwise: calibration.inputs.visited_estimate); model not "
+                         "recorded",
             "excluded": "serving runs (real_results, heterogeneous_results, motivation) are never used for fitting",
             "lora_constants": copy.deepcopy(fitted["lora"].quality.get("constants", {})),
             "model_card": [f"adaptwin.model_cards: {model} ({card(model).hub_id}), {card(model).vllm_version}",

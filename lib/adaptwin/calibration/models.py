@@ -53,12 +53,19 @@ class Fitted:
 
 # ---- scheduler ---------------------------------------------------------------------------------------------
 def fit_scheduler(points: pl.DataFrame) -> Fitted:
-    """Scheduler seconds per step = intercept + running x a + waiting x b (non-negative)."""
-    X = np.column_stack([np.ones(points.height), points["avg_batch_size"], points["avg_waiting_queue"]])
+    """Scheduler seconds per step = intercept + running x a + visited x b (non-negative), ``visited`` = the
+    waiting requests the admission loop examines (`adaptwin.calibration.inputs.visited_estimate`), which is
+    what the twin charges b for; the JSON keeps the key ``waiting`` for b.
+
+    Why not the queue length (the previous regressor): in the 5.5 tables a queue costs ~0.3 us per request
+    per step when the loop walks all of it (adapter-bound rows) and nearly nothing when the loop stops at its
+    head, so a coefficient per queued request (0.125 us) undercharges every step of an adapter-bound serving
+    run (tools/experiments/scheduler_visits.py)."""
+    X = np.column_stack([np.ones(points.height), points["avg_batch_size"], points["visited"]])
     y = points["sched_s"].to_numpy()
     fit = fit_linear(X, y, ("intercept", "running", "waiting"))
     pts = points.with_columns(pl.Series("measured", y), pl.Series("predicted", fit.predict(X)))
-    return Fitted({"form": "linear", "params": fit.params()}, fit.quality, pts)
+    return Fitted({"form": "linear", "params": fit.params()}, {**fit.quality, "waiting_regressor": "visited"}, pts)
 
 
 def scheduler_seconds(params: dict[str, float], running: np.ndarray, waiting: np.ndarray) -> np.ndarray:
@@ -94,10 +101,10 @@ def fit_step(decode: pl.DataFrame, prefill: pl.DataFrame, sched: dict[str, float
         raise ValueError("step fit: no default-latency decode runs for this model (data card 5.1 output/)")
     Xd = decode_design(decode)
     yd = decode["itl_mean_ms"].to_numpy() / 1000.0 - scheduler_seconds(
-        sched, decode["mean_running"].to_numpy(), decode["mean_waiting"].to_numpy())
+        sched, decode["mean_running"].to_numpy(), decode["mean_visited"].to_numpy())
     Xp, steps = prefill_design(prefill)
     yp = prefill["duration_s"].to_numpy() / steps - scheduler_seconds(
-        sched, Xp[:, 4], prefill["mean_waiting"].to_numpy())
+        sched, Xp[:, 4], prefill["mean_visited"].to_numpy())
     fit = fit_linear(np.vstack([Xd, Xp]), np.concatenate([yd, yp]), STEP_TERMS, relative=True)
     pts = pl.concat([
         _step_points(decode, "decode", "ITL (ms)", Xd, yd, fit, sched),
@@ -156,7 +163,7 @@ def fit_lora(points: pl.DataFrame, step: dict[str, float], sched: dict[str, floa
     used = points["adapters_used"].to_numpy()
     d = np.where(used > 0, expected_distinct(np.maximum(used, 1), b), 0.0)
     X = decode_design(points)
-    sched_s = scheduler_seconds(sched, b, points["mean_waiting"].to_numpy())
+    sched_s = scheduler_seconds(sched, b, points["mean_visited"].to_numpy())
     measured = points["itl_mean_ms"].to_numpy() / 1000.0
     train = (points["kind"] != "base").to_numpy()
     if (points["kind"] == "lora").sum() < 3:
@@ -292,7 +299,7 @@ def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[s
     d = np.where(used > 0, expected_distinct(np.maximum(used, 1), b), 0.0)
     X = decode_design(points)
     measured = points["itl_mean_ms"].to_numpy() / 1000.0
-    fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_waiting"].to_numpy())
+    fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_visited"].to_numpy())
     slots = points["max_loras"].fill_null(0).to_numpy().astype(float) + 1.0
     extra = np.where(d > 0, lora_seconds(params, lora_design(d, slots, step_tokens(X), X[:, 3])), 0.0)
     quality = {f"itl_{kind}": fit_quality(measured[m], (fixed + extra)[m])
@@ -414,7 +421,7 @@ def swap_residual_ms(points: pl.DataFrame, step: dict[str, float], sched: dict[s
     b = points["mean_running"].to_numpy()
     slots = points["max_loras"].to_numpy().astype(float) + 1.0
     lora_s = lora_seconds(lora, lora_design(distinct, slots, step_tokens(X), X[:, 3]))
-    fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_waiting"].to_numpy()) + lora_s
+    fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_visited"].to_numpy()) + lora_s
     return (points["step_s"].to_numpy() - fixed) * 1000.0 - points["loads_per_step"].to_numpy() * copy_ms
 
 
