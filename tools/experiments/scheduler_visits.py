@@ -39,8 +39,21 @@ table alone, and scored with the twin's own visited counts.) The twin visits 77 
 real queue at A_max 8 / 16 / 32 / 64 and ~0 at A_max >= 192. The calibration now fits the scheduler on the
 0.8 proxy (commit d795ec7; the pipeline's absolute least squares gives 0.23 us per visit, r2 0.66 -> 0.94).
 Serving runs (never fitted), sampled validation (``sample_per_cell=2``, 140 runs, one worker): 5.6 throughput /
-ITL SMAPE 3.68 / 8.24 -> 3.10 / 7.60 %, 5.9 3.44 / 8.67 -> 3.16 / 8.31 %; the full-hour numbers are in the
-session's report. The ``visited+queue`` form would need a second scheduler term in the twin (0.016 us per
+ITL SMAPE 3.68 / 8.24 -> 3.10 / 7.60 %, 5.9 3.44 / 8.67 -> 3.16 / 8.31 %. Full hour, every run
+(tools/experiments/validate_full.py, 490 compared): 5.6 throughput / ITL / TTFT SMAPE 5.19 / 9.91 / 17.13 ->
+4.05 / 8.35 / 15.48 %, starvation agreement 98.5 -> 99.2 %; 5.9 5.04 / 8.50 / 20.70 -> 4.41 / 7.87 / 20.03 %,
+99.2 -> 99.4 %; better at every A_max <= 64 of both families (5.6 A_max 8: 5.29 / 10.20 -> 2.98 / 7.43 %),
+unchanged (+-0.05) at A_max >= 128; ITL better in all 13 rate groups, throughput in 11.
+
+What is left (twin vs real every 2 s after 600 s, this calibration): starved 5.6 run _32_384_16_ (1.6/0.8/0.4)
+running 673 / 672, waiting 25,343 / 25,710, KV 0.84 / 0.82, preemptions 1,743 / 1,678, ITL 119.8 / 109.7 ms;
+_32_64_16_ 770 / 789, 25,105 / 24,953, 0.98 / 0.98, 4,626 / 4,077, 124.8 / 120.5 ms. Same batch, queue and KV,
+but steps still short, and 6 ms more so with 384 served adapters (the twin's scan walks ~25k requests per step)
+than with 64 (the scan stops at the queue's head): the serving runs imply ~0.45 us per visit, the 5.5 tables
+0.21-0.28 us, and the 5.5 step times (duration / steps, tools/experiments/swap_queued_rows.py) do not carry an
+extra per-visit cost either (-0.4 ms per 1k visited). Not fitted: no profiling family supports it.
+
+The ``visited+queue`` form would need a second scheduler term in the twin (0.016 us per
 queued request, ~0.3 ms per step at 20k waiting): not worth a change of the JSON schema.
 """
 
