@@ -95,7 +95,8 @@ def _with_lengths(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 _POINT_COLS = ["run_id", "max_num_seqs", "num_prompts", "successful_requests", "duration_s", "total_input_tokens",
-               "input_tokens", "output_tokens", "itl_mean_ms", "ttft_mean_ms", "mean_running", "mean_waiting"]
+               "input_tokens", "output_tokens", "itl_mean_ms", "tpot_mean_ms", "ttft_mean_ms", "mean_running",
+               "mean_waiting"]
 
 
 def _points(tables: Tables, model: str, fragment: str, subfamily_prefix: str) -> pl.DataFrame:
@@ -112,8 +113,8 @@ def _points(tables: Tables, model: str, fragment: str, subfamily_prefix: str) ->
         pl.col("served_adapters"))
     out = out.with_columns(visited_estimate(pl.col("mean_waiting"), used, pl.col("max_loras"),
                                             pl.lit(True)).alias("mean_visited"))
-    return out.select([*_POINT_COLS, "mean_visited", "restrict_loras", "served_adapters", "max_loras"]
-                      ).sort("run_id")
+    return out.select([*_POINT_COLS, "mean_visited", "restrict_loras", "served_adapters", "max_loras",
+                       "max_lora_rank"]).sort("run_id")
 
 
 def decode_points(tables: Tables, model: str) -> pl.DataFrame:

@@ -290,6 +290,37 @@ def table_design(points: pl.DataFrame) -> np.ndarray:
                             points["prefill_tokens"].to_numpy(), points["prefill_seqs"].to_numpy()])
 
 
+def fit_rank_tile(points: pl.DataFrame) -> Fitted:
+    """Seconds each adapter in a step costs per extra rank tile of its slot (``rank_tile_adapter``), from a
+    model's own single-request loading runs (5.3: batch 1, one adapter, S_max 8 / 16 / 32, ranks <= S_max).
+
+    Why these runs: they are the only profiling runs that vary S_max with LoRA on, and at batch 1 every term
+    but the kernels' is fixed. vLLM 0.8.5's LoRA kernels tile the slot rank by `RANK_TILE` (16): S_max 8 and 16
+    run one tile, 32 two, and the runs show exactly that step (no change 8 -> 16, +0.16 ms at 32 for both
+    models). The per-step difference is charged per distinct adapter (each adapter present runs its own
+    tiles), which batch-1 runs cannot tell from a per-step cost; the serving runs at S_max 32 hold 10-60
+    adapters per batch. Mean TPOT per extra tile: (mean at >= 1 extra tile - mean at none) / tiles, >= 0.
+    TPOT, not the pooled ITL: at batch 1 it is the mean decode step, while the streamed gaps add chunking
+    jitter as large as the effect (ITL spread within one tile 0.20-0.25 ms, TPOT 0.10-0.14 ms; leaving one
+    model out, TPOT gives 0.16 ms for both models, ITL 0.23 vs 0.06 ms)."""
+    from adaptwin.calibration.costs import rank_tiles
+
+    single = points.filter(pl.col("kind") == "lora_single")
+    if single.height == 0:
+        return Fitted({"rank_tile_adapter": 0.0}, {"n": 0, "note": "no 5.3 runs: no rank-tile cost"}, single)
+    tiles = np.array([rank_tiles(int(s)) for s in single["max_lora_rank"]])
+    itl = single["tpot_mean_ms"].to_numpy() / 1000.0
+    if not (tiles == 0).any() or not (tiles > 0).any():
+        return Fitted({"rank_tile_adapter": 0.0}, {"n": int(single.height), "note": "one tile count only"}, single)
+    base = float(itl[tiles == 0].mean())
+    per_tile = float(np.mean((itl[tiles > 0] - base) / tiles[tiles > 0]))
+    by_s_max = {str(int(s)): float(g["tpot_mean_ms"].mean()) for (s,), g in single.group_by("max_lora_rank")}
+    quality = {"n": int(single.height), "mean_tpot_ms_by_s_max": by_s_max, "per_tile_ms": per_tile * 1000.0,
+               "spread_ms_within_one_tile": float((itl[tiles == 0].max() - itl[tiles == 0].min()) * 1000.0)}
+    return Fitted({"rank_tile_adapter": max(per_tile, 0.0)}, quality,
+                  single.with_columns(pl.Series("extra_tiles", tiles)))
+
+
 def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[str, float],
                      params: dict[str, float]) -> tuple[dict[str, Any], float, pl.DataFrame]:
     """The ``slots`` form on a model's LoRA profiling runs (`adaptwin.calibration.inputs.lora_points`):
