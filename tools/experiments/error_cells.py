@@ -31,6 +31,13 @@ adapters at a fixed A_max while the batch shrinks (5.6 S_max 16 A_max 32, 1.6/0.
 -11.1 % at 384): the waiting queue of other adapters' requests, which vLLM's admission loop walks every step,
 grows with them (tools/experiments/scheduler_visits.py). S_max 32 without swaps is -8.5 / -10.2 % ITL in runs
 that keep up (no profiling family has S_max 16/32 at a large batch: left alone).
+
+After commits d795ec7 (scheduler per visited request) and 2d4a93e (rank tiles of S_max 32 from 5.3), full hour,
+every run (tools/experiments/validate_full.py, one core, 752 s): 5.6 throughput / ITL / TTFT SMAPE 3.32 / 5.66 /
+12.24 %, starvation agreement 97.7 %; 5.9 3.25 / 6.98 / 19.01 %, 99.2 %. S_max 32 ITL bias 5.6 -11.2 -> -2.7 %,
+5.9 -7.9 -> +2.1 % (S_max 16 runs unchanged by the tiles, byte for byte). Still the largest cell: starved
+swapping runs, 2.77 of 3.32 throughput points (5.6, +6.0 % bias) and 2.72 of 3.25 (5.9, +4.2 %), with running,
+waiting, KV usage and preemptions within a few % of the real 2 s series (tools/experiments/scheduler_visits.py).
 """
 
 from __future__ import annotations
