@@ -73,7 +73,7 @@ def test_fit_swap_recovers_a_known_per_slot_cost():
     served = max_loras * rng.choice([1, 2, 4], n)
     points = pl.DataFrame({
         "source": rng.choice(["adapter_rates", "aggregated_rate"], n), "max_loras": max_loras, "served": served,
-        "mean_running": rng.uniform(5, 100, n), "mean_waiting": np.zeros(n),
+        "mean_running": rng.uniform(5, 100, n), "mean_waiting": np.zeros(n), "mean_visited": np.zeros(n),
         "distinct_adapters": rng.uniform(2, 60, n), "prefill_tokens": rng.uniform(5, 50, n),
         "prefill_seqs": rng.uniform(0.02, 0.2, n), "context_tokens": rng.uniform(1e3, 3e4, n),
         "step_s": np.zeros(n), "loads_per_step": np.where(served > max_loras, rng.uniform(0.01, 0.2, n), 0.0)})

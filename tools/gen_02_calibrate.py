@@ -23,9 +23,10 @@ scheduler-overhead tables (5.5: A_max 8-448, measured distinct adapters per batc
 (`adaptwin.model_cards`: per-kernel terms by layers x target modules, per-adapter and per-token terms by the
 adapter's width), each constant's source listed under `sources.lora_constants`, and its own 5.2-5.3 runs check
 them; the measured CPU->GPU load time per (S_max, rank); KV capacity
-piecewise-linear in A_max per S_max with the measured start failures; scheduler time linear in running and
-waiting requests. Output: `data/calibration/<model>.json` (schema in `adaptwin.calibration.costs`) and one residual
-figure per cost model in `<figures_dir>/calibration/`.
+piecewise-linear in A_max per S_max with the measured start failures; scheduler time linear in running requests
+and in the waiting requests the admission loop walks past (the whole queue while the batch holds A_max adapters
+and other adapters' requests wait, none otherwise). Output: `data/calibration/<model>.json` (schema in
+`adaptwin.calibration.costs`) and one residual figure per cost model in `<figures_dir>/calibration/`.
 """),
     ("code", parameters_cell("02_calibrate")),
     ("code", """

@@ -21,7 +21,9 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                                                  "slot_token": s, "slot_prefill_token": s}}
                    # explicit step coefficients: seconds LoRA adds to a step with >= 1 adapter = launch
                    # + per distinct adapter + per configured slot + per LoRA token + per (slot x token),
-                   # slots = A_max + 1; absent terms are 0 (see Calibration.lora_extra),
+                   # slots = A_max + 1; absent terms are 0 (see Calibration.lora_extra); optional
+                   # "rank_tile_adapter": s per distinct adapter per rank tile of S_max beyond the first
+                   # (RANK_TILE ranks per tile),
   "loading":   {"form": "table", "params": {"<s_max>": {"<rank>": ms}}},   # CPU -> GPU slot load, ms
   "swap":      {"form": "per_load_slots", "params": {"per_load_ms": ms, "per_slot_ms": ms}},
                # optional (absent = 0): step time a swap costs beyond the copy, + per_slot_ms x (A_max + 1)
@@ -30,6 +32,8 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                              "points": {"<s_max>": {"max_loras": [...], "tokens": [...]}},   # piecewise only
                              "max_feasible": {"<s_max>": max A_max that starts}}},
   "scheduler": {"form": "linear", "params": {"intercept": s, "running": s, "waiting": s}},
+               # per step: + per running request + per waiting request the admission loop examines
+               # (the twin's `visited` count; fitted on that, not on the queue length, since this commit)
   "fit_quality": {...}, "sources": {...}
 }
 ```
@@ -62,6 +66,15 @@ from typing import Any
 SCHEMA_VERSION = 1
 #: ShareGPT tokens per request (input + output) used only by the capacity estimate; the twin uses its own lengths
 PROXY_TOKENS_PER_REQUEST = 420.0
+#: ranks per tile of vLLM 0.8.5's Triton LoRA kernels (shrink BLOCK_N = expand BLOCK_K = 16 in their default
+#: configs): slots sized for S_max 8 or 16 run one tile per adapter, S_max 32 two. The 5.3 runs agree: at batch 1
+#: S_max 8 and 16 give the same ITL, S_max 32 adds ~0.16 ms (both models).
+RANK_TILE = 16
+
+
+def rank_tiles(max_lora_rank: int) -> int:
+    """Rank tiles of a slot sized for ``max_lora_rank`` beyond the first (0 for S_max <= 16, 1 for 32)."""
+    return max(0, math.ceil(int(max_lora_rank) / RANK_TILE) - 1)
 
 
 class CalibrationError(ValueError):
@@ -142,11 +155,17 @@ class Calibration:
     #: (the ``swap`` block; 0 when absent)
     swap_per_load_ms: float = 0.0
     swap_per_slot_ms: float = 0.0
+    #: rank tiles of the server's slots beyond the first (`rank_tiles` of S_max); 0 until `for_server` binds
+    #: an S_max. Only the ``slots`` form's ``rank_tile_adapter`` term reads it.
+    extra_rank_tiles: int = 0
 
-    def for_server(self, max_loras: int) -> Calibration:
+    def for_server(self, max_loras: int, max_lora_rank: int | None = None) -> Calibration:
         """This calibration bound to a server with ``max_loras`` GPU slots (the ``slots`` LoRA form's cost
-        grows with them: vLLM 0.8.5's Triton LoRA kernels launch one block row per slot and let idle rows exit)."""
-        return dataclasses.replace(self, kernel_rows=int(max_loras) + 1)
+        grows with them: vLLM 0.8.5's Triton LoRA kernels launch one block row per slot and let idle rows exit)
+        sized for ``max_lora_rank`` (each adapter present runs one kernel tile per `RANK_TILE` ranks of the slot,
+        whatever its own rank: the slot's padded weights are what the kernels read)."""
+        tiles = 0 if max_lora_rank is None else rank_tiles(max_lora_rank)
+        return dataclasses.replace(self, kernel_rows=int(max_loras) + 1, extra_rank_tiles=tiles)
 
     # ---- step time -------------------------------------------------------------------------------
     def step_time(self, decode_seqs: int, prefill_tokens: int, context_tokens: int, distinct_adapters: int,
@@ -190,7 +209,8 @@ class Calibration:
         ``slots``: launch + distinct_adapters x D + slots x (A_max + 1) + tokens x T + slot_token x (A_max + 1)
         x T + slot_prefill_token x (A_max + 1) x prefill tokens, T = decode sequences + prefill tokens (each
         adapter present is its own tile; every configured slot costs something per step, and possibly per
-        token, even when idle). Absent terms are 0, so the
+        token, even when idle), + rank_tile_adapter x distinct adapters x the slots' rank tiles beyond the first
+        (`rank_tiles`: S_max 32 runs two tiles per adapter). Absent terms are 0, so the
         calibration chooses the terms the profiling data can separate. Needs `for_server`."""
         if distinct_adapters <= 0:
             return 0.0
@@ -200,6 +220,7 @@ class Calibration:
                 raise CalibrationError("lora form 'slots' needs the server's A_max: use Calibration.for_server")
             tokens = decode_seqs + prefill_tokens
             return (p.get("launch", 0.0) + p.get("distinct_adapters", 0.0) * distinct_adapters
+                    + p.get("rank_tile_adapter", 0.0) * self.extra_rank_tiles * distinct_adapters
                     + p.get("slots", 0.0) * self.kernel_rows + p.get("tokens", 0.0) * tokens
                     + p.get("slot_token", 0.0) * self.kernel_rows * tokens
                     + p.get("slot_prefill_token", 0.0) * self.kernel_rows * prefill_tokens)
@@ -262,7 +283,7 @@ class Calibration:
         kv_tokens = max(self.kv_capacity_tokens(max_loras, s_max), PROXY_TOKENS_PER_REQUEST)
         batch = int(min(max_num_seqs, kv_tokens / PROXY_TOKENS_PER_REQUEST))
         distinct = min(max_loras, batch, served)
-        calibration = self.for_server(max_loras)  # the slot LoRA form needs A_max
+        calibration = self.for_server(max_loras, s_max)  # the slot LoRA form needs A_max (and S_max)
         out_share = 0.47  # output tokens per request token (ShareGPT about 197 / 420)
         step = calibration.step_time(batch, int(batch * (1 - out_share) / out_share), int(batch * 210), distinct)
         step += calibration.scheduler_time(batch, 0)

@@ -37,6 +37,7 @@ from adaptwin.calibration.models import (
     fit_kv,
     fit_loading,
     fit_lora,
+    fit_rank_tile,
     fit_scheduler,
     fit_step,
     fit_swap,
@@ -168,12 +169,16 @@ def _fit_lora(tables: Tables, model: str, table_model: str, step: dict[str, floa
                for t in LORA_TERMS}
     if model != table_model:
         params, sources = transfer_lora(params, card(table_model), card(model))
+    tile = fit_rank_tile(inputs.lora_points(tables, model))  # the model's own 5.3 runs
+    params["rank_tile_adapter"] = tile.block["rank_tile_adapter"]
+    sources["rank_tile_adapter"] = (f"{model}: its own 5.3 runs, TPOT at S_max 32 minus S_max 8-16 (batch 1, one "
+                                    f"adapter) per extra rank tile, {tile.block['rank_tile_adapter'] * 1000:.3f} ms")
     check, ratio, points = check_lora_slots(inputs.lora_points(tables, model), step, sched, params)
     quality = {**check, "form": "slots", "lora_exempt": [], "chosen_form": best["form"], "table_model": table_model,
                "chosen_by": "profiling cross-validation" if lora_form == "auto" else "calibration.lora_form",
                "profiling_choice": choose_form(comparison)["form"],
                "forms": comparison.to_dicts(), "constants": sources,
-               "profiling_measured_over_predicted": ratio,
+               "profiling_measured_over_predicted": ratio, "rank_tile": tile.quality,
                "profiling_forms": fit_lora(inputs.lora_points(tables, model), step, sched).quality}
     return Fitted({"form": "slots", "params": params}, quality, points)
 
@@ -210,7 +215,10 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
                     "loads per step (x A_max + 1); candidate chosen by leave-one-A_max-out error "
                     "(fit_quality.swap); model not recorded",
             "kv_capacity": "available GPU memory (5.4): 'GPU KV cache size' and memory failures",
-            "scheduler": "scheduler overhead tables (5.5): total_scheduling_time / steps; model not recorded",
+            "scheduler": "scheduler overhead tables (5.5): total_scheduling_time / steps against running "
+                         "requests and the waiting requests the admission loop examines (the whole queue in "
+                         "adapter-bound rows, none otherwise: calibration.inputs.visited_estimate); model not "
+                         "recorded",
             "excluded": "serving runs (real_results, heterogeneous_results, motivation) are never used for fitting",
             "lora_constants": copy.deepcopy(fitted["lora"].quality.get("constants", {})),
             "model_card": [f"adaptwin.model_cards: {model} ({card(model).hub_id}), {card(model).vllm_version}",

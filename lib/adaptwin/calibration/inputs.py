@@ -23,6 +23,25 @@ HELD_OUT = ("real_results", "motivation_figure", "ml_modelling")
 
 TABLES = ("runs", "timeseries", "kv_capacity", "adapter_loading", "scheduler_overhead")
 
+#: share of A_max the mean distinct adapters per batch must reach for a 5.5 row to count as adapter-bound (its
+#: admission scan then walks the whole waiting queue, see `visited_estimate`); chosen by leave-one-A_max-out and
+#: leave-one-rate-group-out error of the scheduler time among 0.8 / 0.9 / 0.95, with the twin's own visited
+#: counts as the held-out regressor (tools/experiments/scheduler_visits.py)
+ADAPTER_BOUND_SHARE = 0.8
+
+
+def visited_estimate(waiting: pl.Expr, served: pl.Expr, max_loras: pl.Expr, bound: pl.Expr) -> pl.Expr:
+    """Waiting requests vLLM 0.8.5's admission loop examines per step, estimated from a run's means.
+
+    Why not the queue length: the loop stops at the first request it cannot admit (token budget, KV blocks,
+    ``max_num_seqs``), so a queue of requests that merely wait for room costs nothing to scan; but while the
+    batch already holds A_max adapters it skips every request of another adapter, and a queue of those is
+    walked in full every step (5.5: 5-7.5 ms per step at ~17k waiting and A_max <= 32, 0.6-1 ms at A_max >= 192
+    with the same queue). So: the whole queue when the run serves more adapters than slots (``served >
+    max_loras``) and its batch is adapter-bound (``bound``), else none. The twin counts the examined requests
+    itself (`adaptwin.twin.scheduler.Scheduler._visited`); this estimate only gives the fit its regressor."""
+    return pl.when((served > max_loras) & bound).then(waiting).otherwise(0.0).fill_null(0.0)
+
 
 @dataclass(frozen=True)
 class Tables:
@@ -76,7 +95,8 @@ def _with_lengths(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 _POINT_COLS = ["run_id", "max_num_seqs", "num_prompts", "successful_requests", "duration_s", "total_input_tokens",
-               "input_tokens", "output_tokens", "itl_mean_ms", "ttft_mean_ms", "mean_running", "mean_waiting"]
+               "input_tokens", "output_tokens", "itl_mean_ms", "tpot_mean_ms", "ttft_mean_ms", "mean_running",
+               "mean_waiting"]
 
 
 def _points(tables: Tables, model: str, fragment: str, subfamily_prefix: str) -> pl.DataFrame:
@@ -88,7 +108,13 @@ def _points(tables: Tables, model: str, fragment: str, subfamily_prefix: str) ->
         pl.coalesce("mean_running_in_window", "ts_running").alias("mean_running"),
         pl.col("mean_waiting").fill_null(0.0),
     )
-    return out.select([*_POINT_COLS, "restrict_loras", "served_adapters", "max_loras"]).sort("run_id")
+    # a profiling run spreading its requests over more adapters than slots keeps its batch at A_max adapters
+    used = pl.when(pl.col("restrict_loras").fill_null(0) > 0).then(pl.col("restrict_loras")).otherwise(
+        pl.col("served_adapters"))
+    out = out.with_columns(visited_estimate(pl.col("mean_waiting"), used, pl.col("max_loras"),
+                                            pl.lit(True)).alias("mean_visited"))
+    return out.select([*_POINT_COLS, "mean_visited", "restrict_loras", "served_adapters", "max_loras",
+                       "max_lora_rank"]).sort("run_id")
 
 
 def decode_points(tables: Tables, model: str) -> pl.DataFrame:
@@ -155,14 +181,24 @@ def loading_points(tables: Tables, model: str) -> pl.DataFrame:
 
 
 def scheduler_points(tables: Tables) -> pl.DataFrame:
-    """Scheduler-overhead rows (5.5): scheduling seconds per step against running and waiting requests.
+    """Scheduler-overhead rows (5.5): scheduling seconds per step against running requests and the waiting
+    requests the admission loop examines (``visited``, `visited_estimate`; the queue is kept for figures).
 
     The CSVs do not record the model, so every model gets the same scheduler fit.
     """
     return tables.scheduler_overhead.select(
         "source", "gpu_loras", "cpu_loras", "avg_batch_size", "avg_waiting_queue", "mean_loras_by_batch",
+        _table_visited().alias("visited"),
         (pl.col("total_scheduling_time") / pl.col("steps")).alias("sched_s"),
     )
+
+
+def _table_visited() -> pl.Expr:
+    """`visited_estimate` of a 5.5 row: adapter-bound when its measured distinct adapters per batch reach
+    `ADAPTER_BOUND_SHARE` of its slots."""
+    bound = pl.col("mean_loras_by_batch") >= ADAPTER_BOUND_SHARE * pl.col("gpu_loras")
+    return visited_estimate(pl.col("avg_waiting_queue").cast(pl.Float64), pl.col("cpu_loras"),
+                            pl.col("gpu_loras"), bound)
 
 
 def lora_table_points(tables: Tables, input_mean: float, output_mean: float) -> pl.DataFrame:
@@ -195,6 +231,7 @@ def step_mix(input_mean: float, output_mean: float) -> list[pl.Expr]:
     return [
         pl.col("avg_batch_size").cast(pl.Float64).alias("mean_running"),
         pl.col("avg_waiting_queue").cast(pl.Float64).alias("mean_waiting"),
+        _table_visited().alias("mean_visited"),
         pl.col("mean_loras_by_batch").cast(pl.Float64).alias("distinct_adapters"),
         (per_step * input_mean).alias("prefill_tokens"),
         per_step.alias("prefill_seqs"),

@@ -94,7 +94,7 @@ def lora_rows(tables: Tables, model: str, step: dict[str, float], sched: dict[st
     distinct_p = expected_distinct(np.maximum(prof["adapters_used"].to_numpy(), 1), b)
     X = np.vstack([Xt, Xp])
     running = np.concatenate([table["mean_running"].to_numpy(), b])
-    waiting = np.concatenate([table["mean_waiting"].to_numpy(), prof["mean_waiting"].to_numpy()])
+    waiting = np.concatenate([table["mean_visited"].to_numpy(), prof["mean_visited"].to_numpy()])
     max_loras = np.concatenate([table["max_loras"].to_numpy(), prof["max_loras"].fill_null(1).to_numpy()])
     distinct = np.concatenate([table["distinct_adapters"].to_numpy(), distinct_p])
     frame = pl.DataFrame({

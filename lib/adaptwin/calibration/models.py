@@ -53,12 +53,19 @@ class Fitted:
 
 # ---- scheduler ---------------------------------------------------------------------------------------------
 def fit_scheduler(points: pl.DataFrame) -> Fitted:
-    """Scheduler seconds per step = intercept + running x a + waiting x b (non-negative)."""
-    X = np.column_stack([np.ones(points.height), points["avg_batch_size"], points["avg_waiting_queue"]])
+    """Scheduler seconds per step = intercept + running x a + visited x b (non-negative), ``visited`` = the
+    waiting requests the admission loop examines (`adaptwin.calibration.inputs.visited_estimate`), which is
+    what the twin charges b for; the JSON keeps the key ``waiting`` for b.
+
+    Why not the queue length (the previous regressor): in the 5.5 tables a queue costs ~0.3 us per request
+    per step when the loop walks all of it (adapter-bound rows) and nearly nothing when the loop stops at its
+    head, so a coefficient per queued request (0.125 us) undercharges every step of an adapter-bound serving
+    run (tools/experiments/scheduler_visits.py)."""
+    X = np.column_stack([np.ones(points.height), points["avg_batch_size"], points["visited"]])
     y = points["sched_s"].to_numpy()
     fit = fit_linear(X, y, ("intercept", "running", "waiting"))
     pts = points.with_columns(pl.Series("measured", y), pl.Series("predicted", fit.predict(X)))
-    return Fitted({"form": "linear", "params": fit.params()}, fit.quality, pts)
+    return Fitted({"form": "linear", "params": fit.params()}, {**fit.quality, "waiting_regressor": "visited"}, pts)
 
 
 def scheduler_seconds(params: dict[str, float], running: np.ndarray, waiting: np.ndarray) -> np.ndarray:
@@ -94,10 +101,10 @@ def fit_step(decode: pl.DataFrame, prefill: pl.DataFrame, sched: dict[str, float
         raise ValueError("step fit: no default-latency decode runs for this model (data card 5.1 output/)")
     Xd = decode_design(decode)
     yd = decode["itl_mean_ms"].to_numpy() / 1000.0 - scheduler_seconds(
-        sched, decode["mean_running"].to_numpy(), decode["mean_waiting"].to_numpy())
+        sched, decode["mean_running"].to_numpy(), decode["mean_visited"].to_numpy())
     Xp, steps = prefill_design(prefill)
     yp = prefill["duration_s"].to_numpy() / steps - scheduler_seconds(
-        sched, Xp[:, 4], prefill["mean_waiting"].to_numpy())
+        sched, Xp[:, 4], prefill["mean_visited"].to_numpy())
     fit = fit_linear(np.vstack([Xd, Xp]), np.concatenate([yd, yp]), STEP_TERMS, relative=True)
     pts = pl.concat([
         _step_points(decode, "decode", "ITL (ms)", Xd, yd, fit, sched),
@@ -156,7 +163,7 @@ def fit_lora(points: pl.DataFrame, step: dict[str, float], sched: dict[str, floa
     used = points["adapters_used"].to_numpy()
     d = np.where(used > 0, expected_distinct(np.maximum(used, 1), b), 0.0)
     X = decode_design(points)
-    sched_s = scheduler_seconds(sched, b, points["mean_waiting"].to_numpy())
+    sched_s = scheduler_seconds(sched, b, points["mean_visited"].to_numpy())
     measured = points["itl_mean_ms"].to_numpy() / 1000.0
     train = (points["kind"] != "base").to_numpy()
     if (points["kind"] == "lora").sum() < 3:
@@ -283,6 +290,37 @@ def table_design(points: pl.DataFrame) -> np.ndarray:
                             points["prefill_tokens"].to_numpy(), points["prefill_seqs"].to_numpy()])
 
 
+def fit_rank_tile(points: pl.DataFrame) -> Fitted:
+    """Seconds each adapter in a step costs per extra rank tile of its slot (``rank_tile_adapter``), from a
+    model's own single-request loading runs (5.3: batch 1, one adapter, S_max 8 / 16 / 32, ranks <= S_max).
+
+    Why these runs: they are the only profiling runs that vary S_max with LoRA on, and at batch 1 every term
+    but the kernels' is fixed. vLLM 0.8.5's LoRA kernels tile the slot rank by `RANK_TILE` (16): S_max 8 and 16
+    run one tile, 32 two, and the runs show exactly that step (no change 8 -> 16, +0.16 ms at 32 for both
+    models). The per-step difference is charged per distinct adapter (each adapter present runs its own
+    tiles), which batch-1 runs cannot tell from a per-step cost; the serving runs at S_max 32 hold 10-60
+    adapters per batch. Mean TPOT per extra tile: (mean at >= 1 extra tile - mean at none) / tiles, >= 0.
+    TPOT, not the pooled ITL: at batch 1 it is the mean decode step, while the streamed gaps add chunking
+    jitter as large as the effect (ITL spread within one tile 0.20-0.25 ms, TPOT 0.10-0.14 ms; leaving one
+    model out, TPOT gives 0.16 ms for both models, ITL 0.23 vs 0.06 ms)."""
+    from adaptwin.calibration.costs import rank_tiles
+
+    single = points.filter(pl.col("kind") == "lora_single")
+    if single.height == 0:
+        return Fitted({"rank_tile_adapter": 0.0}, {"n": 0, "note": "no 5.3 runs: no rank-tile cost"}, single)
+    tiles = np.array([rank_tiles(int(s)) for s in single["max_lora_rank"]])
+    itl = single["tpot_mean_ms"].to_numpy() / 1000.0
+    if not (tiles == 0).any() or not (tiles > 0).any():
+        return Fitted({"rank_tile_adapter": 0.0}, {"n": int(single.height), "note": "one tile count only"}, single)
+    base = float(itl[tiles == 0].mean())
+    per_tile = float(np.mean((itl[tiles > 0] - base) / tiles[tiles > 0]))
+    by_s_max = {str(int(s)): float(g["tpot_mean_ms"].mean()) for (s,), g in single.group_by("max_lora_rank")}
+    quality = {"n": int(single.height), "mean_tpot_ms_by_s_max": by_s_max, "per_tile_ms": per_tile * 1000.0,
+               "spread_ms_within_one_tile": float((itl[tiles == 0].max() - itl[tiles == 0].min()) * 1000.0)}
+    return Fitted({"rank_tile_adapter": max(per_tile, 0.0)}, quality,
+                  single.with_columns(pl.Series("extra_tiles", tiles)))
+
+
 def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[str, float],
                      params: dict[str, float]) -> tuple[dict[str, Any], float, pl.DataFrame]:
     """The ``slots`` form on a model's LoRA profiling runs (`adaptwin.calibration.inputs.lora_points`):
@@ -292,7 +330,7 @@ def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[s
     d = np.where(used > 0, expected_distinct(np.maximum(used, 1), b), 0.0)
     X = decode_design(points)
     measured = points["itl_mean_ms"].to_numpy() / 1000.0
-    fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_waiting"].to_numpy())
+    fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_visited"].to_numpy())
     slots = points["max_loras"].fill_null(0).to_numpy().astype(float) + 1.0
     extra = np.where(d > 0, lora_seconds(params, lora_design(d, slots, step_tokens(X), X[:, 3])), 0.0)
     quality = {f"itl_{kind}": fit_quality(measured[m], (fixed + extra)[m])
@@ -414,7 +452,7 @@ def swap_residual_ms(points: pl.DataFrame, step: dict[str, float], sched: dict[s
     b = points["mean_running"].to_numpy()
     slots = points["max_loras"].to_numpy().astype(float) + 1.0
     lora_s = lora_seconds(lora, lora_design(distinct, slots, step_tokens(X), X[:, 3]))
-    fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_waiting"].to_numpy()) + lora_s
+    fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_visited"].to_numpy()) + lora_s
     return (points["step_s"].to_numpy() - fixed) * 1000.0 - points["loads_per_step"].to_numpy() * copy_ms
 
 
