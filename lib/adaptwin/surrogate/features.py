@@ -452,7 +452,8 @@ def features_frame(dataset: pl.DataFrame, calibration: Any = None, window: bool 
     ]
     frame = pl.DataFrame(rows, schema=dict.fromkeys(feature_names(calibration is not None), pl.Float64))
     if bursty:
-        frame = frame.with_columns((dataset["arrivals"] == BURSTY_KIND).cast(pl.Float64).alias(BURSTY_FEATURE))
+        kinds = dataset["arrivals"] if "arrivals" in dataset.columns else pl.Series([None] * dataset.height, dtype=pl.String)
+        frame = frame.with_columns((kinds == BURSTY_KIND).fill_null(False).cast(pl.Float64).alias(BURSTY_FEATURE))
     if window:
         frame = frame.with_columns(dataset["duration_s"].cast(pl.Float64).alias(WINDOW_FEATURE))
     return frame

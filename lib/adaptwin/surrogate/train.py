@@ -64,8 +64,9 @@ def prepare(dataset: pl.DataFrame, calibration: Any = None, physics: bool = True
     usable = dataset.filter(pl.col("error").is_null() & ~pl.col("memory_error").fill_null(True))
     if usable.height == 0:
         raise TrainingError(f"dataset: no usable rows out of {dataset.height} (all errored or memory errors)")
-    window = usable["duration_s"].n_unique() > 1
-    bursty = (usable["arrivals"] == BURSTY_KIND).any() and not (usable["arrivals"] == BURSTY_KIND).all()
+    window = "duration_s" in usable.columns and usable["duration_s"].n_unique() > 1  # hand-made frames lack them
+    kinds = usable["arrivals"] if "arrivals" in usable.columns else pl.Series([], dtype=pl.String)
+    bursty = bool((kinds == BURSTY_KIND).any()) and not bool((kinds == BURSTY_KIND).all())
     feats = features_frame(usable, calibration, window, bursty)
     frame = pl.concat([usable.select("scenario_id", *REGRESSION_TARGETS, CLASS_TARGET, "ideal_throughput",
                                      "finished_requests"), feats], how="horizontal")
