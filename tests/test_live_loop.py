@@ -148,6 +148,7 @@ def test_cpu_share_counts_the_engine_main_threads_cpu_time_and_wait(monkeypatch)
 
     spin = "import time\ntime.sleep(0.3)\nt = time.time()\nwhile time.time() - t < 0.6: pass\ntime.sleep(60)\n"
     child = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    time.sleep(0.15)  # until the child has exec'd: before, its name is the forking test runner's ("pytest")
     monkeypatch.setattr(cpu_share, "WORKER_NAME", (cpu_share.PROC / str(child.pid) / "comm").read_text().strip())
     try:
         with cpu_share.measured(child.pid) as share:
