@@ -125,6 +125,22 @@ def fit(X: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return lsq_linear(X[mask] * w[mask, None], (y * w)[mask], bounds=(0.0, np.inf), method="bvls").x
 
 
+def held_out(x_fit: np.ndarray, x_score: np.ndarray, y: np.ndarray, df: pl.DataFrame) -> dict[str, float]:
+    """Mean relative error (%) of fits on ``x_fit`` that leave one A_max value (``gpu_loras``) or one rate group
+    out, scored on ``x_score`` for the rows left out; also over the rows with a queue above 1,000."""
+    out = {}
+    big = df["avg_waiting_queue"].to_numpy() > 1000
+    for by in ("gpu_loras", "group"):
+        labels = df[by].to_numpy()
+        err = np.empty(len(y))
+        for v in np.unique(labels):
+            m = labels == v
+            err[m] = np.abs(x_score[m] @ fit(x_fit, y, ~m) - y[m]) / y[m] * 100
+        out[f"held_out_{by}_pct"] = float(err.mean())
+        out[f"held_out_{by}_queue_rows_pct"] = float(err[big].mean())
+    return out
+
+
 def report(path: str) -> None:
     """In-sample and held-out mean |relative error| of each candidate; the coefficients."""
     df = pl.read_parquet(path).with_columns(
@@ -140,15 +156,7 @@ def report(path: str) -> None:
         err_in = np.abs(X @ coef - y) / y * 100
         out = {"form": name, **{f"coef_{t}": float(c) for t, c in zip(("intercept", *terms), coef, strict=True)},
                "in_sample_pct": float(err_in.mean())}
-        for by in ("gpu_loras", "group"):
-            labels = df[by].to_numpy()
-            err = np.empty(len(y))
-            for v in np.unique(labels):
-                m = labels == v
-                err[m] = np.abs(X[m] @ fit(X, y, ~m) - y[m]) / y[m] * 100
-            out[f"held_out_{by}_pct"] = float(err.mean())
-            big = df["avg_waiting_queue"].to_numpy() > 1000
-            out[f"held_out_{by}_queue_rows_pct"] = float(err[big].mean())
+        out.update(held_out(X, X, y, df))
         rows.append(out)
     # fitted on a proxy the calibration can compute from the table alone (the whole queue is visited in rows
     # that swap and whose batch holds >= theta x A_max adapters, none otherwise), scored with the twin's visits
@@ -162,14 +170,7 @@ def report(path: str) -> None:
         out = {"form": f"proxy>={theta}", **{f"coef_{t}": float(c) for t, c in
                                              zip(("intercept", "running", "visited"), coef, strict=True)},
                "in_sample_pct": float((np.abs(Xt @ coef - y) / y * 100).mean())}
-        for by in ("gpu_loras", "group"):
-            labels = df[by].to_numpy()
-            err = np.empty(len(y))
-            for v in np.unique(labels):
-                m = labels == v
-                err[m] = np.abs(Xt[m] @ fit(Xp, y, ~m) - y[m]) / y[m] * 100
-            out[f"held_out_{by}_pct"] = float(err.mean())
-            out[f"held_out_{by}_queue_rows_pct"] = float(err[df["avg_waiting_queue"].to_numpy() > 1000].mean())
+        out.update(held_out(Xp, Xt, y, df))
         rows.append(out)
     with pl.Config(tbl_width_chars=250, tbl_cols=20):
         print(pl.DataFrame(rows))
