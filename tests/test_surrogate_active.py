@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 from test_sweep import toy_simulate
 
 from adaptwin.calibration.costs import load_calibration
@@ -17,6 +18,7 @@ from adaptwin.rules import STARVATION_RATIO
 from adaptwin.surrogate.active import pick_uncertain, scenario_features, uncertainty
 from adaptwin.surrogate.stage import SurrogateConfig
 from adaptwin.surrogate.stage import run_stage as run_surrogate_stage
+from adaptwin.surrogate.train import TrainingError
 from adaptwin.sweep import load_dataset, run_sweep
 
 MODEL = "llama-3.1-8b-instruct"
@@ -78,3 +80,33 @@ def test_stage_retrains_on_the_active_rows(tmp_path):
     assert metrics["dataset_rows"] == 80 + 6  # retrained on the dataset and both rounds
     saved = json.loads((tmp_path / "metrics" / "surrogates.json").read_text())[MODEL]
     assert saved["active"][1]["seed"] != saved["active"][0]["seed"]
+
+
+def test_stage_retrains_on_the_placement_rows(tmp_path):
+    (tmp_path / "calibration").mkdir()
+    shutil.copy(FIXTURE, tmp_path / "calibration" / f"{MODEL}.json")
+    scenarios = sample_scenarios(SamplerConfig(MODEL, duration_s=60), 80, seed=4, calibration=CALIBRATION)
+    run_sweep(scenarios, tmp_path / "dataset" / MODEL, simulate=toy_simulate, progress=False)
+    extra = sample_scenarios(SamplerConfig(MODEL, duration_s=60), 7, seed=9, calibration=CALIBRATION)
+    run_sweep(extra, tmp_path / "extra", simulate=toy_simulate, progress=False)
+    seen = []
+
+    def placement_rows(surrogate, data_dir):
+        seen.append(surrogate.metadata["dataset_rows"])  # the first surrogate: trained on the dataset alone
+        return load_dataset(tmp_path / "extra")
+
+    grid = {"kinds": ["uniform"], "adapters": [30], "rank_mixes": ["8-16"], "multipliers": [3], "seed": 1}
+    config = SurrogateConfig.from_params(dict(
+        models=[MODEL], n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1, throughput_transform="log",
+        baselines=[], real_runs_model=MODEL, timing_singles=5, cv_folds=2, placement_train_groups=7,
+        placement_train_grid=grid, placement_groups_grid={**grid, "seed": 0}))
+    metrics = run_surrogate_stage(config, tmp_path, placement_rows=placement_rows)[MODEL]
+    assert seen == [80]
+    assert metrics["dataset_rows"] == 80 + 7 and metrics["placement_training"]["rows"] == 7
+    # the exam's own workloads cannot be trained on
+    same = SurrogateConfig.from_params(dict(
+        models=[MODEL], n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1, throughput_transform="log",
+        baselines=[], real_runs_model=MODEL, placement_train_groups=7, placement_train_grid=grid,
+        placement_groups_grid=grid))
+    with pytest.raises(TrainingError, match="placement_train_grid"):
+        same.train_grid()

@@ -33,7 +33,7 @@ from IPython.display import Image, display
 
 from adaptwin.figures.surrogates import model_figures
 from adaptwin.paths import resolve
-from adaptwin.placement.groups import exam
+from adaptwin.placement.groups import coach, exam
 from adaptwin.surrogate.stage import SurrogateConfig, run_stage, table
 
 config = SurrogateConfig.from_params(dict(
@@ -41,11 +41,13 @@ config = SurrogateConfig.from_params(dict(
     seed=seed, threads=threads, throughput_transform=throughput_transform, baselines=baselines,
     real_runs_model=real_runs_model, timing_singles=timing_singles, physics_features=physics_features,
     placement_groups=placement_groups, placement_group_methods=placement_group_methods,
-    placement_groups_grid=placement_groups_grid, active_rounds=active_rounds, active_scenarios=active_scenarios,
+    placement_groups_grid=placement_groups_grid, placement_train_groups=placement_train_groups,
+    placement_train_grid=placement_train_grid, active_rounds=active_rounds, active_scenarios=active_scenarios,
     active_pool=active_pool, active_window_s=active_window_s))
 fig_dir = resolve(figures_dir) / "surrogates"
 metrics = run_stage(config, resolve(data_dir), placement_check=exam(config, resolve(shared_dir)),
-                    draw=lambda outcome: model_figures(outcome, fig_dir))
+                    draw=lambda outcome: model_figures(outcome, fig_dir),
+                    placement_rows=coach(config, resolve(shared_dir)))
 """),
     ("md", """
 **Training data** (from the dataset stage's `summary.json`): rows, how many the twin simulated in this
@@ -55,6 +57,16 @@ pipeline run, wall time and scenarios per second, and the fresh test set's size.
 from adaptwin.surrogate.stage import dataset_summary
 
 dataset_summary(resolve(data_dir), models)
+"""),
+    ("md", """
+**Placement-driven training rows** (`placement_train_groups`, `adaptwin.placement.groups.coach`): a first
+surrogate, trained on the dataset, places every workload of `placement_train_grid` (other workloads than the
+exam's grid below: another seed, other sizes and multipliers, the other Azure trace) with the exam's methods;
+the twin re-simulates each distinct GPU they build, and the surrogates are trained again with those rows. How
+many rows, how many of them starved, and the wall time of placing and simulating them:
+"""),
+    ("code", """
+pl.DataFrame([{"model": m, **metrics[m].get("placement_training", {})} for m in models])
 """),
     ("md", """
 **Uncertainty sampling** (`active_rounds` rounds, `adaptwin.surrogate.active`): per round, how many

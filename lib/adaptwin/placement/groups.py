@@ -8,6 +8,10 @@ the surrogate under test; each GPU of each placement becomes the scenario the ve
 (`adaptwin.placement.verify.gpu_scenario`: routed rates, S_max, A_max, content seed). Re-simulated by the
 twin they show how far the surrogate is from its teacher exactly where placement relies on it. Only the
 placements' final GPUs are taken (the candidates a method rejected along the way are not recorded).
+
+The same machinery also teaches (`coach`): the GPUs the methods build with a first surrogate on a *training*
+grid of other workloads (other seed, sizes, multipliers, trace) are re-simulated and added to the training
+rows, so the surrogate learns the twin on the kind of GPU placement asks about; the exam grid stays unseen.
 """
 
 from __future__ import annotations
@@ -57,9 +61,30 @@ def exam(config: Any, shared_dir: str | Path) -> Callable[[Any, Path], Any]:
     return check
 
 
+def coach(config: Any, shared_dir: str | Path) -> Callable[[Any, Path], pl.DataFrame | None]:
+    """The surrogate stage's placement-driven training rows: for a first surrogate, the GPU groups the methods
+    ``placement_group_methods`` build with it on the config's ``train_grid()`` (at most
+    ``placement_train_groups``), re-simulated by the twin at the dataset's window (on ``threads`` processes)."""
+    def rows(surrogate: Any, data_dir: Path) -> pl.DataFrame | None:
+        return training_groups(surrogate, data_dir, config, shared_dir)
+
+    return rows
+
+
+def placement_context(surrogate: Any, data_dir: Path) -> Any:
+    """The placement context the pipeline's placement stage would build around ``surrogate`` (automatic
+    margin and headroom, the best unstarved throughput of the dataset)."""
+    from adaptwin.placement.api import make_context
+    from adaptwin.sweep import load_dataset
+
+    dataset = load_dataset(Layout.at(data_dir).dataset(surrogate.model))
+    best = float(dataset.filter(~pl.col("starved") & ~pl.col("memory_error"))["total_throughput"].max())
+    return make_context(surrogate.model, predictor=surrogate, calibration=surrogate.calibration, margin="auto",
+                        load_headroom="auto", best_throughput=best)
+
+
 def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str | Path) -> Any:
     """The GPU groups the placement methods build with ``surrogate`` (see `exam`)."""
-    from adaptwin.placement.api import make_context
     from adaptwin.surrogate.evaluate import twin_set
     from adaptwin.surrogate.stage import dataset_window
     from adaptwin.sweep import load_dataset, run_sweep
@@ -68,13 +93,28 @@ def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str |
     if limit <= 0:
         return None
     duration = dataset_window(data_dir, surrogate.model)
-    dataset = load_dataset(Layout.at(data_dir).dataset(surrogate.model))
-    best = float(dataset.filter(~pl.col("starved") & ~pl.col("memory_error"))["total_throughput"].max())
-    context = make_context(surrogate.model, predictor=surrogate, calibration=surrogate.calibration, margin="auto",
-                           load_headroom="auto", best_throughput=best)
-    scenarios = placement_group_scenarios(context, config.groups_grid(), shared_dir,
+    scenarios = placement_group_scenarios(placement_context(surrogate, data_dir), config.groups_grid(), shared_dir,
                                           list(config.placement_group_methods), duration, limit, config.seed)
     out = Layout.at(data_dir).models(surrogate.model) / "placement_groups"
     run_sweep(scenarios, out, calibration=surrogate.calibration, engine="serial", chunk_size=max(len(scenarios), 1),
               progress=False)
     return twin_set(load_dataset(out), "placement_groups")
+
+
+def training_groups(surrogate: Any, data_dir: Path, config: Any, shared_dir: str | Path) -> pl.DataFrame | None:
+    """The twin rows of the GPU groups of `coach` (swept into ``<models>/<model>/placement_train``, resumable);
+    None when ``placement_train_groups`` is 0."""
+    from adaptwin.surrogate.stage import dataset_window
+    from adaptwin.sweep import load_dataset, run_sweep
+
+    limit = config.placement_train_groups
+    if limit <= 0:
+        return None
+    duration = dataset_window(data_dir, surrogate.model)
+    scenarios = placement_group_scenarios(placement_context(surrogate, data_dir), config.train_grid(), shared_dir,
+                                          list(config.placement_group_methods), duration, limit, config.seed + 1)
+    out = Layout.at(data_dir).models(surrogate.model) / "placement_train"
+    engine = "dask" if config.threads > 1 and len(scenarios) > 4 * config.threads else "serial"
+    run_sweep(scenarios, out, calibration=surrogate.calibration, engine=engine, n_workers=config.threads,
+              chunk_size=50, batch_size=2, progress=False)
+    return load_dataset(out)

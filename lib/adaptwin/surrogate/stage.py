@@ -56,6 +56,8 @@ class SurrogateConfig:
     placement_groups: int = 0  # GPUs built by the placement methods and re-simulated by the twin (0 = skip)
     placement_group_methods: tuple[str, ...] = ()
     placement_groups_grid: dict[str, Any] | None = None  # None = the placement stage's own grid
+    placement_train_groups: int = 0  # GPUs the methods build with a first surrogate on placement_train_grid,
+    placement_train_grid: dict[str, Any] | None = None  # re-simulated and trained on (0 = skip)
     active_rounds: int = 0  # rounds of uncertainty sampling (`adaptwin.surrogate.active`): pick, simulate, retrain
     active_scenarios: int = 0  # GPUs the twin labels per round
     active_pool: int = 20  # candidates scored per GPU kept
@@ -75,6 +77,16 @@ class SurrogateConfig:
         from adaptwin.params import load_params
 
         return load_params()["placement"]["grid"]
+
+    def train_grid(self) -> dict[str, Any]:
+        """The workload grid of the placement-driven training groups; it must differ from the exam's
+        `groups_grid` (training on the exam's own workloads would make the exam in-sample)."""
+        if self.placement_train_grid is None:
+            raise TrainingError("surrogates.placement_train_grid: needed when placement_train_groups > 0")
+        if self.placement_train_grid == self.groups_grid():
+            raise TrainingError("surrogates.placement_train_grid: equals the exam's grid (placement_groups_grid or "
+                                "placement.grid); give the training groups other workloads")
+        return self.placement_train_grid
 
 
 def train_model(model: str, data_dir: str | Path, config: SurrogateConfig, calibration: Any,
@@ -127,16 +139,20 @@ class ModelOutcome:
 #: the caller's exam of a trained surrogate on the GPU groups placement builds with it (placement comes after
 #: the surrogates in the pipeline, so the stage takes it as a function instead of importing placement)
 PlacementCheck = Callable[[Surrogate, Path], EvalSet | None]
+#: the caller's training rows built with a first surrogate (the twin's rows of the GPUs placement builds with it
+#: on other workloads than the exam's; a function for the same reason)
+PlacementRows = Callable[[Surrogate, Path], pl.DataFrame | None]
 
 
 def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
-              placement_check: PlacementCheck | None = None) -> ModelOutcome:
+              placement_check: PlacementCheck | None = None,
+              placement_rows: PlacementRows | None = None) -> ModelOutcome:
     """Train, evaluate and save one model; returns its entry of surrogates.json and what its figures need."""
     from adaptwin.calibration.costs import load_calibration
 
     data_dir = Path(data_dir)
     calibration = load_calibration(Layout.at(data_dir).calibration(model))
-    result, active = train_actively(model, data_dir, config, calibration)
+    result, active, coached = train_actively(model, data_dir, config, calibration, placement_rows)
     surrogate = result.surrogate
     runs = load_real_runs(data_dir, model, config.real_runs_model)
     hetero = load_real_runs(data_dir, model, config.real_runs_model, "heterogeneous_results")
@@ -154,6 +170,7 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
                    or [pl.DataFrame()], how="diagonal")
     metrics["breakdown"] = by.to_dicts()
     metrics["active"] = active
+    metrics["placement_training"] = coached
     metrics.update({"dataset_rows": result.data.frame.height, "train_rows": len(result.train_idx),
                     "test_rows": len(result.test_idx), "train_time_s": round(result.train_time_s, 3),
                     "feature_names": list(surrogate.feature_names),
@@ -178,15 +195,29 @@ def dataset_window(data_dir: str | Path, model: str) -> float:
     return float(entry.get("knobs", {}).get("duration_s", 600.0))
 
 
-def train_actively(model: str, data_dir: str | Path, config: SurrogateConfig,
-                   calibration: Any) -> tuple[TrainResult, list[dict[str, Any]]]:
-    """Train on the dataset, then ``active_rounds`` times: the twin labels the ``active_scenarios`` GPUs the
-    current surrogate is least sure about (`adaptwin.surrogate.active`, at the dataset's window, swept into
-    ``<models>/<model>/active/round-<r>``), and the surrogates are trained again on everything."""
+def train_actively(model: str, data_dir: str | Path, config: SurrogateConfig, calibration: Any,
+                   placement_rows: PlacementRows | None = None
+                   ) -> tuple[TrainResult, list[dict[str, Any]], dict[str, Any]]:
+    """Train on the dataset; then, with ``placement_rows``, add the twin rows of the GPUs placement builds with
+    that first surrogate and train again; then ``active_rounds`` times: the twin labels the
+    ``active_scenarios`` GPUs the current surrogate is least sure about (`adaptwin.surrogate.active`, at the
+    dataset's window, swept into ``<models>/<model>/active/round-<r>``), and the surrogates are trained again on
+    everything. Returns the last result, the active rounds' records and the placement rows' record."""
+    import time
+
     from adaptwin.surrogate.active import active_round
 
     result = train_model(model, data_dir, config, calibration)
     extra: list[pl.DataFrame] = []
+    coached: dict[str, Any] = {"rows": 0}
+    if placement_rows is not None and config.placement_train_groups > 0:
+        start = time.perf_counter()
+        rows = placement_rows(result.surrogate, Path(data_dir))
+        if rows is not None and rows.height:
+            extra.append(rows)
+            coached = {"rows": rows.height, "starved": int(rows["starved"].sum()),
+                       "simulate_and_place_s": round(time.perf_counter() - start, 1)}
+            result = train_model(model, data_dir, config, calibration, tuple(extra))
     records = []
     for r in range(config.active_rounds if config.active_scenarios > 0 else 0):
         rows, record = active_round(result.surrogate, config.active_scenarios, config.active_pool,
@@ -195,17 +226,19 @@ def train_actively(model: str, data_dir: str | Path, config: SurrogateConfig,
         extra.append(rows)
         result = train_model(model, data_dir, config, calibration, tuple(extra))
         records.append(record)
-    return result, records
+    return result, records, coached
 
 
 def run_stage(config: SurrogateConfig, data_dir: str | Path,
               placement_check: PlacementCheck | None = None,
-              draw: Callable[[ModelOutcome], None] | None = None) -> dict:
+              draw: Callable[[ModelOutcome], None] | None = None,
+              placement_rows: PlacementRows | None = None) -> dict:
     """Every model; writes ``<data>/metrics/surrogates.json`` and returns it. ``draw`` gets each model's
-    outcome as soon as it is saved (the notebook passes `adaptwin.figures.surrogates.model_figures`)."""
+    outcome as soon as it is saved (the notebook passes `adaptwin.figures.surrogates.model_figures`);
+    ``placement_rows`` (the notebook passes `adaptwin.placement.groups.coach`) adds placement-driven rows."""
     results = {}
     for model in config.models:
-        outcome = run_model(model, data_dir, config, placement_check)
+        outcome = run_model(model, data_dir, config, placement_check, placement_rows)
         if draw is not None:
             draw(outcome)
         results[model] = outcome.metrics
