@@ -110,3 +110,18 @@ def test_stage_retrains_on_the_placement_rows(tmp_path):
         placement_groups_grid=grid))
     with pytest.raises(TrainingError, match="placement_train_grid"):
         same.train_grid()
+
+
+def test_a_reused_search_refits_its_best_configuration_once():
+    from adaptwin.surrogate.train import fit_target
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (120, 3))
+    y = 3 * x[:, 0] - x[:, 1] + rng.normal(0, 0.05, 120)
+    first, record = fit_target(x, y, False, n_search=2, max_iterations=80, seed=0, threads=1, folds=2)
+    assert len(record["trials"]) == 2 and "reused" not in record
+    again, reused = fit_target(np.vstack([x, x[:10]]), np.concatenate([y, y[:10]]), False, n_search=2,
+                               max_iterations=80, seed=0, threads=1, folds=2, searched=record)
+    assert reused["reused"] and reused["best"] == record["best"]
+    assert again.tree_count_ == record["best"]["iterations"]
+    assert again.get_params()["depth"] == first.get_params()["depth"]

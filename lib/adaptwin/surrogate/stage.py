@@ -90,14 +90,15 @@ class SurrogateConfig:
 
 
 def train_model(model: str, data_dir: str | Path, config: SurrogateConfig, calibration: Any,
-                extra: tuple[pl.DataFrame, ...] = ()) -> TrainResult:
-    """Train the four surrogates of ``model`` on ``<data>/dataset/<model>`` (plus ``extra`` twin rows)."""
+                extra: tuple[pl.DataFrame, ...] = (), searched: dict[str, Any] | None = None) -> TrainResult:
+    """Train the four surrogates of ``model`` on ``<data>/dataset/<model>`` (plus ``extra`` twin rows;
+    ``searched``: reuse that search's configurations)."""
     dataset = pl.concat([load_dataset(Layout.at(data_dir).dataset(model)), *extra], how="vertical_relaxed")
     return train_surrogates(dataset, model, calibration=calibration, n_search=config.n_search,
                             max_iterations=config.max_iterations, test_fraction=config.test_fraction,
                             seed=config.seed, threads=config.threads,
                             throughput_transform=config.throughput_transform, cv_folds=config.cv_folds,
-                            physics=config.physics_features)
+                            physics=config.physics_features, searched=searched)
 
 
 def load_real_runs(data_dir: str | Path, model: str, real_runs_model: str,
@@ -199,7 +200,7 @@ def train_actively(model: str, data_dir: str | Path, config: SurrogateConfig, ca
                    placement_rows: PlacementRows | None = None
                    ) -> tuple[TrainResult, list[dict[str, Any]], dict[str, Any]]:
     """Train on the dataset; then, with ``placement_rows``, add the twin rows of the GPUs placement builds with
-    that first surrogate and train again; then ``active_rounds`` times: the twin labels the
+    that first surrogate and train again (refitting the first search's configurations); then ``active_rounds`` times: the twin labels the
     ``active_scenarios`` GPUs the current surrogate is least sure about (`adaptwin.surrogate.active`, at the
     dataset's window, swept into ``<models>/<model>/active/round-<r>``), and the surrogates are trained again on
     everything. Returns the last result, the active rounds' records and the placement rows' record."""
@@ -217,7 +218,7 @@ def train_actively(model: str, data_dir: str | Path, config: SurrogateConfig, ca
             extra.append(rows)
             coached = {"rows": rows.height, "starved": int(rows["starved"].sum()),
                        "simulate_and_place_s": round(time.perf_counter() - start, 1)}
-            result = train_model(model, data_dir, config, calibration, tuple(extra))
+            result = train_model(model, data_dir, config, calibration, tuple(extra), searched=result.search)
     records = []
     for r in range(config.active_rounds if config.active_scenarios > 0 else 0):
         rows, record = active_round(result.surrogate, config.active_scenarios, config.active_pool,

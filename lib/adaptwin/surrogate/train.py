@@ -144,14 +144,22 @@ def catboost_model(classifier: bool, params: dict[str, Any], iterations: int, se
 
 
 def fit_target(x: np.ndarray, y: np.ndarray, classifier: bool, *, n_search: int, max_iterations: int,
-               seed: int, threads: int, folds: int = 3) -> tuple[Any, dict[str, Any]]:
+               seed: int, threads: int, folds: int = 3,
+               searched: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """K-fold search, then refit the best configuration on all of ``x``; returns (model, search record).
 
     Every candidate is trained ``folds`` times with early stopping on the held-out fold; its score is the mean
     validation loss, its tree count the mean best iteration (small datasets make a single split too noisy to
-    choose between configurations)."""
+    choose between configurations). With ``searched`` (the record of an earlier search on most of the same
+    rows) the search is skipped and its best configuration refitted: a retrain after adding a few hundred rows
+    costs one fit instead of ``n_search x folds``."""
     if len(y) < 10:
         raise TrainingError(f"surrogates: only {len(y)} training rows for a target (need >= 10)")
+    if searched is not None:
+        best = searched["best"]
+        final = catboost_model(classifier, best["params"], best["iterations"], seed, threads)
+        final.fit(x, y)
+        return final, {**searched, "reused": True}
     splits = cv_splits(len(y), folds, seed + 1)
     trials = []
     for params in candidate_params(n_search, seed):
@@ -197,9 +205,11 @@ class TrainResult:
 def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | None = None, *,
                      calibration: Any = None, n_search: int = 4, max_iterations: int = 600,
                      test_fraction: float = 0.2, seed: int = 0, threads: int = 2,
-                     throughput_transform: str = "log", cv_folds: int = 3, physics: bool = True) -> TrainResult:
+                     throughput_transform: str = "log", cv_folds: int = 3, physics: bool = True,
+                     searched: dict[str, Any] | None = None) -> TrainResult:
     """Train the four surrogates of ``model`` and, if ``out_dir`` is given, write them there
-    (``<target>.cbm`` + ``metadata.json``; metrics are added by `adaptwin.surrogate.evaluate`)."""
+    (``<target>.cbm`` + ``metadata.json``; metrics are added by `adaptwin.surrogate.evaluate`). ``searched``
+    (a `TrainResult.search` of an earlier call) reuses its configurations instead of searching again."""
     start = time.perf_counter()
     data = prepare(dataset, calibration, physics)
     train_idx, test_idx = split_indices(data.frame.height, test_fraction, seed)
@@ -216,7 +226,7 @@ def train_surrogates(dataset: pl.DataFrame, model: str, out_dir: str | Path | No
             y = transform(target, transforms[target], y.astype(float), rate, data.tokens_per_request)
         models[target], search[target] = fit_target(
             x[rows], y, target == CLASS_TARGET, n_search=n_search, max_iterations=max_iterations,
-            seed=seed + 17 * i, threads=threads, folds=cv_folds)
+            seed=seed + 17 * i, threads=threads, folds=cv_folds, searched=(searched or {}).get(target))
         targets_meta[target] = {
             "file": f"{target}.cbm", "transform": transforms.get(target, "logit"), "train_rows": int(len(rows)),
             "params": search[target]["best"]["params"], "iterations": int(models[target].tree_count_),
