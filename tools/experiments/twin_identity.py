@@ -8,7 +8,7 @@ The set: the ten `benchmarks/twin_speed.py` configurations, placement-shaped mix
 port limit, fixed and quantile-shaped lengths, unpredictable and trace arrivals, few sequences), each under
 several calibrations: the hand-made fixture, two variants of it that exercise the other step-time paths
 (additive ``slots`` LoRA cost with context, prefill-sequence and scheduler waiting terms; the multiplicative
-``factor_ramp`` form, not affine in the decode count), and the repository's calibration when present.
+``factor_ramp`` form, not affine in the decode count), and the repository's Llama and Qwen calibrations when present (``--real-dir``).
 Besides `simulate`'s result dict (with its time series), each case records a digest of the engine's raw
 outputs (every step duration, the finish order, the ITL step ranges), which the aggregates could hide.
 
@@ -39,7 +39,8 @@ from adaptwin.twin.engine import run_engine
 
 MODEL = "llama-3.1-8b-instruct"
 FIXTURE = Path("tests/fixtures/calibration_llama_example.json")
-REAL = Path("data/calibration/llama-3.1-8b-instruct.json")
+QWEN = "qwen-2.5-7b-instruct"
+REAL_DIR = Path("data/calibration")  # the repository's calibrations, each used when present (--real-dir)
 DURATION = 600.0
 LOW, HIGH = (0.1, 0.05, 0.025), (1.6, 0.8, 0.4)
 SPEED_CONFIGS = [(32, 128, LOW, 16), (128, 384, LOW, 16), (32, 128, HIGH, 16), (8, 384, HIGH, 16),
@@ -47,8 +48,9 @@ SPEED_CONFIGS = [(32, 128, LOW, 16), (128, 384, LOW, 16), (32, 128, HIGH, 16), (
                  (384, 384, LOW, 8), (128, 384, HIGH, 16)]
 
 
-def calibrations() -> dict[str, object]:
-    """The fixture, two variants of it on the other step-time paths, and the real calibration if present."""
+def calibrations(real_dir: Path = REAL_DIR) -> dict[str, object]:
+    """The fixture, two variants of it on the other step-time paths, and the real calibrations if present
+    (``real`` for Llama, ``qwen``)."""
     base = json.loads(paths.resolve(FIXTURE).read_text())
     slots = copy.deepcopy(base)
     slots["step"]["params"] = {"intercept": 0.0105, "decode_seqs": 4.4e-05, "prefill_tokens": 6e-05,
@@ -63,10 +65,16 @@ def calibrations() -> dict[str, object]:
                                                       "ramp_start": 0.4}}
     out = {"fixture": from_dict(base, "fixture"), "slots": from_dict(slots, "slots"),
            "ramp": from_dict(ramp, "ramp")}
-    real = paths.resolve(REAL)
-    if real.exists():
-        out["real"] = from_dict(json.loads(real.read_text()), str(REAL))
+    for name, model in (("real", MODEL), ("qwen", QWEN)):
+        path = paths.resolve(real_dir / f"{model}.json")
+        if path.exists():
+            out[name] = from_dict(json.loads(path.read_text()), str(path))
     return out
+
+
+def for_model(sc: dict, model: str) -> dict:
+    """``sc`` for another base model (the calibration's)."""
+    return {**sc, "model": model}
 
 
 def speed_scenario(a_max: int, served: int, rates: tuple[float, ...], s_max: int) -> dict:
@@ -135,29 +143,34 @@ def digest(sc: dict, cal) -> dict:
             "admissions": run.scheduler.admissions}
 
 
-def cases() -> list[tuple[str, dict, str]]:
+def cases(cals: dict[str, object]) -> list[tuple[str, dict, str]]:
     """(name, scenario, calibration name) of every case."""
-    cals = calibrations()
     out = []
     for cfg in SPEED_CONFIGS:
         name = f"speed {cfg[0]}/{cfg[1]}/{'low' if cfg[2] == LOW else 'high'} S{cfg[3]}"
         for cal in cals:
-            if cal == "fixture" or cfg in SPEED_CONFIGS[:6]:
-                out.append((name, speed_scenario(*cfg), cal))
+            if cal in ("fixture", "real", "qwen") or cfg in SPEED_CONFIGS[:6]:
+                out.append((name, for_model(speed_scenario(*cfg), cals[cal].model), cal))
+    llama = [name for name in cals if name != "qwen"]
     mixes = mix_scenarios(SamplerConfig(MODEL, duration_s=DURATION), 24, seed=11, calibration=cals["fixture"])
     for i, sc in enumerate(mixes):
         out.append((f"mix {i} {sc['server']['max_loras']}/{sc['server']['max_cpu_loras']} "
-                    f"{sc['arrivals']['kind']}", sc, list(cals)[i % len(cals)]))
+                    f"{sc['arrivals']['kind']}", sc, llama[i % len(llama)]))
+    if "qwen" in cals:
+        mixes = mix_scenarios(SamplerConfig(QWEN, duration_s=DURATION), 8, seed=12, calibration=cals["qwen"])
+        for i, sc in enumerate(mixes):
+            out.append((f"qwen mix {i} {sc['server']['max_loras']}/{sc['server']['max_cpu_loras']} "
+                        f"{sc['arrivals']['kind']}", sc, "qwen"))
     for name, sc in edge_scenarios().items():
         for cal in cals:
-            out.append((f"edge {name}", sc, cal))
+            out.append((f"edge {name}", for_model(sc, cals[cal].model), cal))
     return out
 
 
-def run_all() -> dict[str, dict]:
-    cals = calibrations()
+def run_all(real_dir: Path = REAL_DIR) -> dict[str, dict]:
+    cals = calibrations(real_dir)
     results = {}
-    for name, sc, cal_name in cases():
+    for name, sc, cal_name in cases(cals):
         key = f"{name} [{cal_name}]"
         cal = cals[cal_name]
         result = simulate(sc, cal, timeseries=True, zero_wall_time=True)
@@ -183,9 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="write every case's outputs here (JSON)")
     parser.add_argument("--compare", help="a previous --out file that every output must equal")
+    parser.add_argument("--real-dir", type=Path, default=REAL_DIR, help="folder of the real calibrations")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    results = run_all()
+    results = run_all(args.real_dir)
     Path(args.out).write_text(json.dumps(results, sort_keys=True, indent=1))
     starved = sum(r["result"]["starved"] for r in results.values())
     print(f"{len(results)} cases ({starved} starved) in {time.perf_counter() - started:.0f} s -> {args.out}")
