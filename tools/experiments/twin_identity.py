@@ -137,7 +137,9 @@ def digest(sc: dict, cal) -> dict:
             "ttft": h(np.asarray(done.ttft, dtype=np.float64).tobytes()),
             "runs": h(np.asarray([done.run_starts, done.run_ends], dtype=np.int64).tobytes()),
             "special": h(np.asarray(done.special, dtype=np.float64).tobytes()),
-            "series": h(repr(run.recorder.series).encode()), "end_time": run.end_time,
+            # values, not Python types: a clock starting at int 0 or 0.0 gives the same outputs
+            "series": h(np.asarray(run.recorder.series or [], dtype=np.float64).tobytes()),
+            "end_time": float(run.end_time),
             "busy": run.recorder.busy, "distinct_busy": run.recorder.distinct_busy,
             "loads": run.scheduler.loads, "reloads": run.scheduler.reloads,
             "admissions": run.scheduler.admissions}
