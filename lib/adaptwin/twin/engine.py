@@ -180,6 +180,8 @@ def steps_within(d0: float, beta: float, budget: float, cap: int) -> int:
     """Largest k <= cap with series_sum(d0, beta, k) <= budget (steps that END within ``budget``)."""
     if budget < d0:
         return 0
+    if cap <= 1:  # (the usual case on a busy server; what the corrections below give: step 0 lasts d0 + 0.0)
+        return cap
     if beta <= 0:
         k = cap if d0 <= 0 else min(cap, int(budget / d0))
     else:

@@ -56,7 +56,7 @@ class Request:
         self.emitted = self.computed = self.cbase = self.ebase = self.epoch = self.prefilled = 0
         self.first_time = self.last_emit = -1.0
         self.run_start = -1
-        self.runs: list[tuple[int, int]] = []  # inclusive step ranges whose durations are this request's ITLs
+        self.runs: list[tuple[int, int]] = []  # inclusive step ranges (ITLs) ended by a preemption; the last at `_finish`
         self.special: list[float] = []  # ITL gaps spanning a preemption
         self.decoding = False
 
@@ -158,7 +158,7 @@ class Scheduler:
         if now >= self.waiting.next_time:  # (usually the step's end already ingested everything up to now)
             self.ingest(now)
         kv = self.kv
-        need = kv.decode_need(self.G)
+        need = kv.phase[-self.G % kv.block_size]  # `kv.decode_need`, inlined (once per event)
         plan = StepPlan()
         if need > kv.capacity - kv.used:
             need = self._preempt_for(need, now)
@@ -234,8 +234,8 @@ class Scheduler:
         plan.prefill_tokens += prefill_tokens
         plan.prefill_seqs += admitted
         self.admissions += admitted
-        if self.track_visited:
-            plan.visited = self._visited(total, admitted, last, plan.blocked)
+        if self.track_visited:  # (`_visited` when the scan ran out: all of them, the usual case)
+            plan.visited = total if last is None else self._visited(total, admitted, last, plan.blocked)
 
     def _visited(self, total: int, admitted: int, last: int | None, blocked: bool) -> int:
         """Waiting requests vLLM's loop looked at: all of them if it ran out, else up to the last one."""
@@ -343,25 +343,31 @@ class Scheduler:
         req.ebase = req.emitted - G
         req.decoding = True
         kv = self.kv
-        kv.add_decode(cbase)
+        kv.phase[cbase % kv.block_size] += 1  # `kv.add_decode`, inlined (once per admitted request)
+        kv.decoding += 1
         self.sum_cbase += cbase
         heapq.heappush(self.fin_heap, (req.output - req.ebase, req.idx, req.epoch, req))
 
     def _finish_decoded(self, t_end: float) -> None:
         heap, G = self.fin_heap, self.G
+        kv = self.kv
+        phase, block_size = kv.phase, kv.block_size
         while heap and heap[0][0] <= G:
             _, _, epoch, req = heapq.heappop(heap)
             if epoch != req.epoch:
                 continue
-            req.computed = req.cbase + G
+            cbase = req.cbase
+            req.computed = cbase + G
             req.emitted = req.ebase + G
-            self._leave_decode(req)
+            phase[cbase % block_size] -= 1  # `_leave_decode`, inlined (once per finished request)
+            kv.decoding -= 1
+            self.sum_cbase -= cbase
+            req.decoding = False
+            req.epoch += 1
             self._finish(req, t_end)
 
     def _finish(self, req: Request, t_end: float) -> None:
         done, kv, last_step = self.done, self.kv, self.G - 1
-        if last_step >= req.run_start:
-            req.runs.append((req.run_start, last_step))
         del self.running[req.idx]
         self.client.close(t_end)
         kv.used -= -(-req.computed // kv.block_size)  # blocks_for(computed)
@@ -375,13 +381,17 @@ class Scheduler:
         done.prompt_tokens += req.prompt
         done.output_tokens += req.output
         done.per_adapter[req.adapter] += 1
-        for start, end in req.runs:
-            done.run_starts.append(start)
-            done.run_ends.append(end)
+        if req.runs:  # runs before preemptions, then the last one (not stored in ``req.runs``: one per request)
+            for start, end in req.runs:
+                done.run_starts.append(start)
+                done.run_ends.append(end)
+        if last_step >= req.run_start:
+            done.run_starts.append(req.run_start)
+            done.run_ends.append(last_step)
         if req.special:
             done.special.extend(req.special)
         if self.check:
-            gaps = sum(e - s + 1 for s, e in req.runs) + len(req.special)
+            gaps = sum(e - s + 1 for s, e in req.runs) + max(0, last_step - req.run_start + 1) + len(req.special)
             assert gaps == req.output - 1, f"request {req.idx}: {gaps} ITL gaps for {req.output} tokens"
             assert req.prefilled >= req.prompt, f"request {req.idx}: prefilled {req.prefilled} < {req.prompt}"
 
