@@ -34,6 +34,7 @@ class GpuSlots:
         self.in_slot = bytearray(served)
         self.last_used = [0] * served
         self.order = list(order) if order is not None else np.random.default_rng(seed).permutation(served).tolist()
+        self.by_place = sorted(range(served), key=self.order.__getitem__)  # adapters in visiting order
         self.loaded_at = [-1] * served  # step whose activation loaded the adapter
         self.joined_at = [-1] * served  # step at which the adapter last joined the batch
         self._heap: list[tuple[int, int, int]] = []
@@ -76,21 +77,26 @@ class GpuSlots:
 
         At each load the LRU entry among the adapters not yet touched this step is evicted: the batch
         adapters later in the visiting order (recency: the previous step if they were in its batch, else
-        their last use) and the idle ones (the oldest of which is ``victim``, as (recency, order))."""
-        order = self.order
-        later = [((step - 1 if self.joined_at[b] < step else self.last_used[b]), order[b], b)
-                 for b in range(len(active)) if active[b] and self.in_slot[b] and b != a
-                 and self.loaded_at[b] < step and order[b] > order[a]]
-        if not later:
-            return []
-        later.sort(key=lambda c: c[1])
-        chain, i = [], 0
-        while i < len(later):
-            key, place, b = min(later[i:])
-            if (key, place) > victim:
-                break
-            chain.append(b)
-            i = next(j for j, c in enumerate(later) if c[2] == b) + 1
+        their last use) and the idle ones (the oldest of which is ``victim``, as (recency, order)).
+
+        Walked literally, each eviction is the oldest entry after the previous one, until that is ``victim``:
+        the entries older than every entry after them, left to right, as long as they are older than
+        ``victim``. Entries newer than ``victim`` never take part, so they are skipped, and one pass from
+        the right finds the rest (one scan per load, not one per link)."""
+        order, in_slot, loaded_at = self.order, self.in_slot, self.loaded_at
+        joined_at, last_used = self.joined_at, self.last_used
+        later = []  # (recency, place) of the untouched batch adapters older than the victim, in visiting order
+        for b in self.by_place[order[a] + 1:]:
+            if active[b] and in_slot[b] and loaded_at[b] < step:
+                entry = (step - 1 if joined_at[b] < step else last_used[b], order[b])
+                if entry <= victim:
+                    later.append((entry, b))
+        chain, oldest_after = [], None
+        for entry, b in reversed(later):
+            if oldest_after is None or entry < oldest_after:
+                oldest_after = entry
+                chain.append(b)
+        chain.reverse()
         return chain
 
     def release(self, a: int, step: int) -> None:
