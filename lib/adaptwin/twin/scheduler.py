@@ -56,8 +56,11 @@ class Request:
         self.emitted = self.computed = self.cbase = self.ebase = self.epoch = self.prefilled = 0
         self.first_time = self.last_emit = -1.0
         self.run_start = -1
-        self.runs: list[tuple[int, int]] = []  # inclusive step ranges (ITLs) ended by a preemption; the last at `_finish`
-        self.special: list[float] = []  # ITL gaps spanning a preemption
+        # ITL history kept across preemptions (lists from the first one on: most requests never have one, so
+        # they share an empty tuple instead of allocating two lists): inclusive step ranges whose durations
+        # are this request's ITLs (the last range is written at the finish), and the gaps spanning a preemption
+        self.runs: list[tuple[int, int]] | tuple = ()
+        self.special: list[float] | tuple = ()
         self.decoding = False
 
 
@@ -277,6 +280,8 @@ class Scheduler:
     def _preempt(self, req: Request, now: float) -> None:
         """Preemption by recomputation: free everything, keep generated tokens, go to the queue's front."""
         kv = self.kv
+        if type(req.runs) is tuple:  # its first preemption: from now on the request keeps an ITL history
+            req.runs, req.special = [], []
         if req.decoding:
             req.computed = req.cbase + self.G
             req.emitted = req.ebase + self.G
@@ -317,7 +322,8 @@ class Scheduler:
     def advance(self, k: int, t_end: float) -> None:
         """Complete a steady step and k - 1 identical ones after it (blocks of the first already allocated)."""
         self.ingest(t_end)
-        self.kv.used += self.kv.decode_need_steps(self.G + 1, k - 1)
+        if k > 1:
+            self.kv.used += self.kv.decode_need_steps(self.G + 1, k - 1)
         self.G += k
         self._finish_decoded(t_end)
 
@@ -369,7 +375,10 @@ class Scheduler:
     def _finish(self, req: Request, t_end: float) -> None:
         done, kv, last_step = self.done, self.kv, self.G - 1
         del self.running[req.idx]
-        self.client.close(t_end)
+        client = self.client  # `client.close(t_end)`, inlined (once per finished request)
+        client.outstanding -= 1
+        if client.limit is not None:
+            client.closed.append(t_end)
         kv.used -= -(-req.computed // kv.block_size)  # blocks_for(computed)
         a = req.adapter
         if self.active[a] > 1:  # `_deactivate` when other requests of the adapter still run, inlined
