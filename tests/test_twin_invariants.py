@@ -234,7 +234,8 @@ def test_load_evicts_untouched_batch_adapters_first():
 
 def test_reload_chain_is_the_literal_walk():
     """`GpuSlots._chain` (one pass) evicts the same adapters, in the same order, as walking vLLM's loads one
-    by one: each time the oldest untouched entry after the previous eviction, until the victim."""
+    by one: each time the oldest untouched entry after the previous eviction, until the victim (the adapters
+    joined at this step listed as `activate` lists them)."""
     from adaptwin.twin.adapter_cache import GpuSlots
 
     def walk(slots: GpuSlots, a: int, victim: tuple[int, int], active: list[int], step: int) -> list[int]:
@@ -261,8 +262,11 @@ def test_reload_chain_is_the_literal_walk():
         slots.last_used = rng.integers(-5, step, served).tolist()
         slots.loaded_at = rng.integers(-1, step + 1, served).tolist()
         slots.in_slot = bytearray((rng.random(served) < 0.8).astype(np.uint8).tobytes())
+        slots.joined_step = step
+        slots.joined_now = [int(b) for b in rng.permutation(served) if slots.joined_at[b] == step]
         a = int(rng.integers(served))
-        victim = (int(rng.integers(-5, step + 2)), int(rng.integers(served)))
+        recency = step - 1 if rng.random() < 0.5 else int(rng.integers(-5, step))  # at most step - 1
+        victim = (recency, int(rng.integers(served)))
         chain = slots._chain(a, victim, active, step)
         assert chain == walk(slots, a, victim, active, step)
         long_chains += len(chain) > 1
