@@ -34,8 +34,10 @@ class ConnectionLimit:
         """Whether all of ``count`` arrivals from time ``first`` on get a port (the first is the tightest)."""
         if self.limit is None:
             return True
-        self._expire(first)
-        return self.outstanding + len(self.closed) + count <= self.limit
+        closed, horizon = self.closed, first - self.time_wait_s  # ports whose TIME_WAIT ended
+        while closed and closed[0] <= horizon:
+            closed.popleft()
+        return self.outstanding + len(closed) + count <= self.limit
 
     def reject_windows(self, times, lo: int, hi: int) -> list[tuple[int, int]]:
         """Send arrivals ``lo`` .. ``hi - 1`` (sorted ``times``: a sequence of Python floats, e.g. a
@@ -69,8 +71,3 @@ class ConnectionLimit:
         self.outstanding -= 1
         if self.limit is not None:
             self.closed.append(t)
-
-    def _expire(self, t: float) -> None:
-        closed, horizon = self.closed, t - self.time_wait_s
-        while closed and closed[0] <= horizon:
-            closed.popleft()

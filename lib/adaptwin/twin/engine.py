@@ -137,8 +137,8 @@ class StepTimer:
         self._coef[distinct] = coef if ok else None
         return self._coef[distinct]
 
-    def decode_series(self, plan: StepPlan, running: int, distinct: int) -> tuple[float, float]:
-        """(d0, beta): steady step j lasts d0 + beta * j (exact when step_time is affine in context)."""
+    def decode_series(self, plan: StepPlan, running: int, distinct: int) -> tuple[float, float, bool]:
+        """(d0, beta, affine): steady step j lasts d0 + beta * j, exact when ``affine`` (`context_affine`)."""
         decode, context = plan.decode_seqs, plan.context_tokens
         line = self._decode_line(decode, distinct)
         if line is None:
@@ -148,7 +148,15 @@ class StepTimer:
             base, slope = line
             first = base + slope * context
             beta = (base + slope * (context + decode)) - first
-        return first + self.scheduler(running, plan.visited) + plan.load_s, beta
+        if self._sched_affine:  # `scheduler`, inlined (once per jump)
+            s = self._sched
+            sched = s[0] + s[1] * running + s[2] * plan.visited
+        else:
+            sched = self.cal.scheduler_time(running, plan.visited)
+        affine = self._context_affine.get(distinct)
+        if affine is None:
+            affine = self.context_affine(distinct)
+        return first + sched + plan.load_s, beta, affine
 
     def _decode_line(self, decode: int, distinct: int) -> tuple[float, float] | None:
         """(base, slope) with ``model(decode, 0, context, distinct) == base + slope * context`` evaluated in
@@ -341,8 +349,8 @@ def _jump(plan: StepPlan, sched: Scheduler, timer: StepTimer, running: int, dist
 
     k is capped by the next finish, by KV exhaustion, by the steps that end before the horizon and by the
     steps that start before the next admissible arrival (that arrival is seen by the next schedule)."""
-    d0, beta = timer.decode_series(plan, running, distinct)
-    if not timer.context_affine(distinct):  # durations are not an arithmetic series: one step at a time (slow but exact)
+    d0, beta, affine = timer.decode_series(plan, running, distinct)
+    if not affine:  # durations are not an arithmetic series: one step at a time (slow but exact)
         return (1 if d0 <= horizon - now else 0), d0, d0, 0.0
     cap = _decode_cap(sched)
     if not timer.jumps:
