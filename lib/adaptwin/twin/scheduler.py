@@ -149,7 +149,7 @@ class Scheduler:
         waiting.ingested = hi
         waiting.next_time = times[hi] if hi < n else math.inf
         client = self.client
-        if client.admit_all(times[lo], hi - lo):
+        if client.limit is None:  # no port limit: every arrival is sent
             client.outstanding += hi - lo
             return
         for start, end in client.reject_windows(times, lo, hi):
