@@ -1,8 +1,8 @@
 """The discrete-event engine: one vLLM 0.8.5 (V1) server with LoRA, at the level of engine steps.
 
 One plain loop over a float clock runs the engine core's loop: schedule a step (`scheduler`), advance the
-clock by its duration, apply its outputs. Step duration = ``calibration.step_time(decode_seqs, prefill_tokens, context_tokens,
-distinct_adapters)`` + ``calibration.scheduler_time(running, waiting examined by the scan)`` + the load
+clock by its duration, apply its outputs. Step duration = ``calibration.step_time(decode_seqs, prefill_tokens,
+context_tokens, distinct_adapters)`` + ``calibration.scheduler_time(running, waiting examined by the scan)`` + the load
 time of every adapter copied into a GPU slot in that step. ``context_tokens`` is the sum over the step's
 requests of the tokens already in their KV cache (attention reads); ``distinct_adapters`` the batch's adapters;
 ``prefill_seqs`` (when the calibration takes it) the requests with prompt tokens in the step. Arrivals reach
