@@ -2,8 +2,8 @@
 
 One plain loop over a float clock runs the engine core's loop: schedule a step (`scheduler`), advance the
 clock by its duration, apply its outputs. Step duration = ``calibration.step_time(decode_seqs, prefill_tokens,
-context_tokens, distinct_adapters)`` + ``calibration.scheduler_time(running, waiting examined by the scan)`` + the load
-time of every adapter copied into a GPU slot in that step. ``context_tokens`` is the sum over the step's
+context_tokens, distinct_adapters)`` + ``calibration.scheduler_time(running, waiting examined by the scan)`` +
+the load time of every adapter copied into a GPU slot in that step. ``context_tokens`` is the sum over the step's
 requests of the tokens already in their KV cache (attention reads); ``distinct_adapters`` the batch's adapters;
 ``prefill_seqs`` (when the calibration takes it) the requests with prompt tokens in the step. Arrivals reach
 the queue through the benchmark client's port limit (`client`), as in the real runs.
