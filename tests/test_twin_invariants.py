@@ -230,3 +230,44 @@ def test_load_evicts_untouched_batch_adapters_first():
     assert after_leaving(3) == [1, 2]  # 0 evicts 1, 1 evicts 2, 2 evicts 3: three copies
     assert after_leaving(1) == []  # the adapter that left is the oldest untouched: one copy
     assert after_leaving(2) == [1]
+
+
+def test_reload_chain_is_the_literal_walk():
+    """`GpuSlots._chain` (one pass) evicts the same adapters, in the same order, as walking vLLM's loads one
+    by one: each time the oldest untouched entry after the previous eviction, until the victim (the adapters
+    joined at this step listed as `activate` lists them)."""
+    from adaptwin.twin.adapter_cache import GpuSlots
+
+    def walk(slots: GpuSlots, a: int, victim: tuple[int, int], active: list[int], step: int) -> list[int]:
+        later = sorted(((step - 1 if slots.joined_at[b] < step else slots.last_used[b]), slots.order[b], b)
+                       for b in range(len(active)) if active[b] and slots.in_slot[b] and b != a
+                       and slots.loaded_at[b] < step and slots.order[b] > slots.order[a])
+        later.sort(key=lambda c: c[1])
+        chain, i = [], 0
+        while i < len(later):
+            key, place, b = min(later[i:])
+            if (key, place) > victim:
+                break
+            chain.append(b)
+            i = next(j for j, c in enumerate(later) if c[2] == b) + 1
+        return chain
+
+    rng, long_chains = np.random.default_rng(5), 0
+    for _ in range(600):
+        served = int(rng.integers(2, 40))
+        slots = GpuSlots(served, served, seed=int(rng.integers(1000)))
+        step = int(rng.integers(2, 30))
+        active = (rng.random(served) < 0.6).astype(int).tolist()
+        slots.joined_at = rng.integers(0, step + 1, served).tolist()
+        slots.last_used = rng.integers(-5, step, served).tolist()
+        slots.loaded_at = rng.integers(-1, step + 1, served).tolist()
+        slots.in_slot = bytearray((rng.random(served) < 0.8).astype(np.uint8).tobytes())
+        slots.joined_step = step
+        slots.joined_now = [int(b) for b in rng.permutation(served) if slots.joined_at[b] == step]
+        a = int(rng.integers(served))
+        recency = step - 1 if rng.random() < 0.5 else int(rng.integers(-5, step))  # at most step - 1
+        victim = (recency, int(rng.integers(served)))
+        chain = slots._chain(a, victim, active, step)
+        assert chain == walk(slots, a, victim, active, step)
+        long_chains += len(chain) > 1
+    assert long_chains > 30  # the cases test something

@@ -34,8 +34,10 @@ class GpuSlots:
         self.in_slot = bytearray(served)
         self.last_used = [0] * served
         self.order = list(order) if order is not None else np.random.default_rng(seed).permutation(served).tolist()
+        self.by_place = sorted(range(served), key=self.order.__getitem__)  # adapters in visiting order
         self.loaded_at = [-1] * served  # step whose activation loaded the adapter
         self.joined_at = [-1] * served  # step at which the adapter last joined the batch
+        self.joined_step, self.joined_now = -1, []  # the adapters that joined the batch at step joined_step
         self._heap: list[tuple[int, int, int]] = []
         first = served - capacity
         for j, a in enumerate(range(first, served)):
@@ -54,6 +56,9 @@ class GpuSlots:
         adapters the load evicted and copied back in the same step (see the module docstring)."""
         self.reloaded = []
         self.joined_at[a] = step
+        if step != self.joined_step:
+            self.joined_step, self.joined_now = step, []
+        self.joined_now.append(a)
         if self.in_slot[a]:
             return False
         if self.used < self.capacity:
@@ -76,21 +81,39 @@ class GpuSlots:
 
         At each load the LRU entry among the adapters not yet touched this step is evicted: the batch
         adapters later in the visiting order (recency: the previous step if they were in its batch, else
-        their last use) and the idle ones (the oldest of which is ``victim``, as (recency, order))."""
-        order = self.order
-        later = [((step - 1 if self.joined_at[b] < step else self.last_used[b]), order[b], b)
-                 for b in range(len(active)) if active[b] and self.in_slot[b] and b != a
-                 and self.loaded_at[b] < step and order[b] > order[a]]
-        if not later:
-            return []
-        later.sort(key=lambda c: c[1])
-        chain, i = [], 0
-        while i < len(later):
-            key, place, b = min(later[i:])
-            if (key, place) > victim:
-                break
-            chain.append(b)
-            i = next(j for j, c in enumerate(later) if c[2] == b) + 1
+        their last use) and the idle ones (the oldest of which is ``victim``, as (recency, order)).
+
+        Walked literally, each eviction is the oldest entry after the previous one, until that is ``victim``:
+        the entries older than every entry after them, left to right, as long as they are older than
+        ``victim``. So only entries older than ``victim`` are looked at: adapters in the previous step's
+        batch (recency step - 1) only when the victim left at step - 1 too and comes later in the visiting
+        order (a range of `by_place`), and those that joined at this step (`joined_now`, a few). One pass
+        from the right then finds the chain (one short scan per load, not one over every adapter per link).
+        Steps never go back, so no adapter joined after ``step`` and no recency exceeds step - 1."""
+        order, in_slot, loaded_at = self.order, self.in_slot, self.loaded_at
+        joined_at, last_used = self.joined_at, self.last_used
+        start = order[a] + 1
+        if victim[0] < step - 1:  # the previous step's batch is newer than the victim: none of it counts
+            end = start
+        elif victim[0] == step - 1:
+            end = max(start, victim[1] + 1)
+        else:  # (not in a run: recencies are at most step - 1)
+            end = len(order)
+        candidates = self.by_place[start:end]
+        if self.joined_step == step:
+            candidates += sorted({b for b in self.joined_now if order[b] >= end}, key=order.__getitem__)
+        later = []  # (recency, place) of the untouched batch adapters older than the victim, in visiting order
+        for b in candidates:
+            if active[b] and in_slot[b] and loaded_at[b] < step:
+                entry = (step - 1 if joined_at[b] < step else last_used[b], order[b])
+                if entry <= victim:
+                    later.append((entry, b))
+        chain, oldest_after = [], None
+        for entry, b in reversed(later):
+            if oldest_after is None or entry < oldest_after:
+                oldest_after = entry
+                chain.append(b)
+        chain.reverse()
         return chain
 
     def release(self, a: int, step: int) -> None:

@@ -30,13 +30,6 @@ class ConnectionLimit:
         self.outstanding = 0
         self.closed: deque[float] = deque()  # close times still in TIME_WAIT
 
-    def admit_all(self, first: float, count: int) -> bool:
-        """Whether all of ``count`` arrivals from time ``first`` on get a port (the first is the tightest)."""
-        if self.limit is None:
-            return True
-        self._expire(first)
-        return self.outstanding + len(self.closed) + count <= self.limit
-
     def reject_windows(self, times, lo: int, hi: int) -> list[tuple[int, int]]:
         """Send arrivals ``lo`` .. ``hi - 1`` (sorted ``times``: a sequence of Python floats, e.g. a
         memoryview, all before any close still to come) and return the index ranges [start, end) that found
@@ -69,8 +62,3 @@ class ConnectionLimit:
         self.outstanding -= 1
         if self.limit is not None:
             self.closed.append(t)
-
-    def _expire(self, t: float) -> None:
-        closed, horizon = self.closed, t - self.time_wait_s
-        while closed and closed[0] <= horizon:
-            closed.popleft()

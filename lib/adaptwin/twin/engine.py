@@ -1,15 +1,15 @@
-"""The discrete-event engine: one vLLM 0.8.5 (V1) server with LoRA, at the level of engine steps, on SimPy.
+"""The discrete-event engine: one vLLM 0.8.5 (V1) server with LoRA, at the level of engine steps.
 
-One SimPy process runs the engine core's loop: schedule a step (`scheduler`), hold for its duration, apply
-its outputs. Step duration = ``calibration.step_time(decode_seqs, prefill_tokens, context_tokens,
-distinct_adapters)`` + ``calibration.scheduler_time(running, waiting examined by the scan)`` + the load
-time of every adapter copied into a GPU slot in that step. ``context_tokens`` is the sum over the step's
+One plain loop over a float clock runs the engine core's loop: schedule a step (`scheduler`), advance the
+clock by its duration, apply its outputs. Step duration = ``calibration.step_time(decode_seqs, prefill_tokens,
+context_tokens, distinct_adapters)`` + ``calibration.scheduler_time(running, waiting examined by the scan)`` +
+the load time of every adapter copied into a GPU slot in that step. ``context_tokens`` is the sum over the step's
 requests of the tokens already in their KV cache (attention reads); ``distinct_adapters`` the batch's adapters;
 ``prefill_seqs`` (when the calibration takes it) the requests with prompt tokens in the step. Arrivals reach
 the queue through the benchmark client's port limit (`client`), as in the real runs.
 
 Speed: a step in which nothing but decoding happens (no admission, no prefill chunk, no preemption, no
-load) is repeated identically until an event, so the engine advances k such steps in ONE SimPy timeout,
+load) is repeated identically until an event, so the engine advances k such steps in ONE event,
 with k the largest count before: the next decoding request finishes (smallest remaining output), the KV
 cache runs out of blocks (phase counts, `kv_cache`), the next arrival that the scan could admit (the
 queue's heaps, `waiting`; arrivals of inactive adapters while all slots are taken do not end a jump), or
@@ -51,7 +51,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import simpy
 
 from adaptwin.calibration.costs import Calibration
 from adaptwin.twin.arrivals import Workload
@@ -138,8 +137,8 @@ class StepTimer:
         self._coef[distinct] = coef if ok else None
         return self._coef[distinct]
 
-    def decode_series(self, plan: StepPlan, running: int, distinct: int) -> tuple[float, float]:
-        """(d0, beta): steady step j lasts d0 + beta * j (exact when step_time is affine in context)."""
+    def decode_series(self, plan: StepPlan, running: int, distinct: int) -> tuple[float, float, bool]:
+        """(d0, beta, affine): steady step j lasts d0 + beta * j, exact when ``affine`` (`context_affine`)."""
         decode, context = plan.decode_seqs, plan.context_tokens
         line = self._decode_line(decode, distinct)
         if line is None:
@@ -149,7 +148,15 @@ class StepTimer:
             base, slope = line
             first = base + slope * context
             beta = (base + slope * (context + decode)) - first
-        return first + self.scheduler(running, plan.visited) + plan.load_s, beta
+        if self._sched_affine:  # `scheduler`, inlined (once per jump)
+            s = self._sched
+            sched = s[0] + s[1] * running + s[2] * plan.visited
+        else:
+            sched = self.cal.scheduler_time(running, plan.visited)
+        affine = self._context_affine.get(distinct)
+        if affine is None:
+            affine = self.context_affine(distinct)
+        return first + sched + plan.load_s, beta, affine
 
     def _decode_line(self, decode: int, distinct: int) -> tuple[float, float] | None:
         """(base, slope) with ``model(decode, 0, context, distinct) == base + slope * context`` evaluated in
@@ -181,6 +188,8 @@ def steps_within(d0: float, beta: float, budget: float, cap: int) -> int:
     """Largest k <= cap with series_sum(d0, beta, k) <= budget (steps that END within ``budget``)."""
     if budget < d0:
         return 0
+    if cap <= 1:  # (the usual case on a busy server; what the corrections below give: step 0 lasts d0 + 0.0)
+        return cap
     if beta <= 0:
         k = cap if d0 <= 0 else min(cap, int(budget / d0))
     else:
@@ -236,21 +245,19 @@ def run_engine(scenario: Scenario, cal: Calibration, workload: Workload, *, time
                check: bool = False, jumps: bool = True) -> EngineRun:
     """Simulate ``workload`` on the server of ``scenario`` for ``duration_s`` seconds.
 
-    ``jumps=False`` advances one step per SimPy event (slow; for checking that jumps change nothing)."""
+    ``jumps=False`` advances one step per event (slow; for checking that jumps change nothing)."""
     if isinstance(cal, Calibration):  # stand-ins (experiments, tests) bring their own step time
         cal = cal.for_server(scenario.server.max_loras, scenario.server.max_lora_rank)
     sched = Scheduler(scenario, cal, workload, check=check)
     rec = Recorder(series=[] if timeseries else None)
-    env = simpy.Environment()
     timer = StepTimer(cal)
     timer.jumps = jumps
-    env.process(_engine_loop(env, sched, rec, timer, scenario.duration_s))
     with _cyclic_gc_paused():
-        env.run()
+        end_time = _engine_loop(sched, rec, timer, scenario.duration_s)
     durations = step_durations(np.asarray(rec.seg_start, dtype=np.int64), np.asarray(rec.seg_k, dtype=np.int64),
                                np.asarray(rec.seg_d0), np.asarray(rec.seg_beta))
     counts = itl_pairs(durations, sched.done.run_starts, sched.done.run_ends)
-    return EngineRun(sched, rec, durations, counts, env.now)
+    return EngineRun(sched, rec, durations, counts, end_time)
 
 
 @contextlib.contextmanager
@@ -258,7 +265,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector during the event loop (restored after, even on error).
 
     A run allocates hundreds of thousands of small acyclic objects (requests, heap entries, plans) that
-    reference counting frees; the collector's passes over them find almost nothing (a few dozen SimPy
+    reference counting frees; the collector's passes over them find almost nothing (a few dozen
     objects, collected once it is back on) yet cost 10-20 % of a saturated run. Timing only: no result
     depends on when garbage is collected."""
     was_enabled = gc.isenabled()
@@ -270,18 +277,23 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _engine_loop(env: simpy.Environment, sched: Scheduler, rec: Recorder, timer: StepTimer, horizon: float):
-    """The engine core's busy loop as a SimPy process (one timeout per step or per jump of steady steps)."""
+def _engine_loop(sched: Scheduler, rec: Recorder, timer: StepTimer, horizon: float) -> float:
+    """The engine core's busy loop: one iteration per step or per jump of steady steps; returns the clock
+    at the end.
+
+    A plain loop over a float clock: the engine is the only process, so an event queue (SimPy's, which the
+    twin used before) only added a heap push and pop and a generator resume per event. The clock advances
+    as ``now + delay``, the same addition SimPy's timeouts made, so every time is the same float."""
     waiting, kv, series = sched.waiting, sched.kv, rec.series
+    now = 0.0
     while True:
-        now = env.now
         if not sched.running:
             sched.ingest(now)
             if waiting.count() == 0:  # idle: sleep until the next arrival
                 nxt = waiting.next_time
                 if nxt >= horizon:
-                    return
-                yield env.timeout(nxt - now)
+                    return now
+                now = now + (nxt - now)  # (not nxt: the clock kept SimPy's arithmetic)
                 continue
         plan = sched.schedule(now)
         running = len(sched.running)
@@ -292,23 +304,24 @@ def _engine_loop(env: simpy.Environment, sched: Scheduler, rec: Recorder, timer:
             k, total, d0, beta = _jump(plan, sched, timer, running, distinct, now, horizon)
             if k == 0:
                 _cut(rec, running, now, horizon)
-                return
+                return now
             start = sched.G
-            yield env.timeout(total)
+            end = now + total
             rec.segment(start, k, d0, beta, now, total, running, distinct)
-            sched.advance(k, env.now)
+            sched.advance(k, end)
         else:
             d = timer.step(plan, running, distinct)
             if now + d > horizon:
                 _cut(rec, running, now, horizon)
-                return
+                return now
             start = sched.G
-            yield env.timeout(d)
+            end = now + d
             rec.segment(start, 1, d, 0.0, now, d, running, distinct)
-            sched.complete(plan, env.now)
+            sched.complete(plan, end)
+        now = end
         if series is not None:
             t0, _, r, w, u0, _ = series[-1]
-            series[-1] = (t0, env.now, r, w, u0, kv.used)
+            series[-1] = (t0, now, r, w, u0, kv.used)
 
 
 def _decode_cap(sched: Scheduler) -> int:
@@ -336,8 +349,8 @@ def _jump(plan: StepPlan, sched: Scheduler, timer: StepTimer, running: int, dist
 
     k is capped by the next finish, by KV exhaustion, by the steps that end before the horizon and by the
     steps that start before the next admissible arrival (that arrival is seen by the next schedule)."""
-    d0, beta = timer.decode_series(plan, running, distinct)
-    if not timer.context_affine(distinct):  # durations are not an arithmetic series: one step at a time (slow but exact)
+    d0, beta, affine = timer.decode_series(plan, running, distinct)
+    if not affine:  # durations are not an arithmetic series: one step at a time (slow but exact)
         return (1 if d0 <= horizon - now else 0), d0, d0, 0.0
     cap = _decode_cap(sched)
     if not timer.jumps:

@@ -56,8 +56,11 @@ class Request:
         self.emitted = self.computed = self.cbase = self.ebase = self.epoch = self.prefilled = 0
         self.first_time = self.last_emit = -1.0
         self.run_start = -1
-        self.runs: list[tuple[int, int]] = []  # inclusive step ranges whose durations are this request's ITLs
-        self.special: list[float] = []  # ITL gaps spanning a preemption
+        # ITL history kept across preemptions (lists from the first one on: most requests never have one, so
+        # they share an empty tuple instead of allocating two lists): inclusive step ranges whose durations
+        # are this request's ITLs (the last range is written at the finish), and the gaps spanning a preemption
+        self.runs: list[tuple[int, int]] | tuple = ()
+        self.special: list[float] | tuple = ()
         self.decoding = False
 
 
@@ -146,7 +149,7 @@ class Scheduler:
         waiting.ingested = hi
         waiting.next_time = times[hi] if hi < n else math.inf
         client = self.client
-        if client.admit_all(times[lo], hi - lo):
+        if client.limit is None:  # no port limit: every arrival is sent
             client.outstanding += hi - lo
             return
         for start, end in client.reject_windows(times, lo, hi):
@@ -158,7 +161,7 @@ class Scheduler:
         if now >= self.waiting.next_time:  # (usually the step's end already ingested everything up to now)
             self.ingest(now)
         kv = self.kv
-        need = kv.decode_need(self.G)
+        need = kv.phase[-self.G % kv.block_size]  # `kv.decode_need`, inlined (once per event)
         plan = StepPlan()
         if need > kv.capacity - kv.used:
             need = self._preempt_for(need, now)
@@ -234,8 +237,8 @@ class Scheduler:
         plan.prefill_tokens += prefill_tokens
         plan.prefill_seqs += admitted
         self.admissions += admitted
-        if self.track_visited:
-            plan.visited = self._visited(total, admitted, last, plan.blocked)
+        if self.track_visited:  # (`_visited` when the scan ran out: all of them, the usual case)
+            plan.visited = total if last is None else self._visited(total, admitted, last, plan.blocked)
 
     def _visited(self, total: int, admitted: int, last: int | None, blocked: bool) -> int:
         """Waiting requests vLLM's loop looked at: all of them if it ran out, else up to the last one."""
@@ -277,6 +280,8 @@ class Scheduler:
     def _preempt(self, req: Request, now: float) -> None:
         """Preemption by recomputation: free everything, keep generated tokens, go to the queue's front."""
         kv = self.kv
+        if type(req.runs) is tuple:  # its first preemption: from now on the request keeps an ITL history
+            req.runs, req.special = [], []
         if req.decoding:
             req.computed = req.cbase + self.G
             req.emitted = req.ebase + self.G
@@ -317,7 +322,8 @@ class Scheduler:
     def advance(self, k: int, t_end: float) -> None:
         """Complete a steady step and k - 1 identical ones after it (blocks of the first already allocated)."""
         self.ingest(t_end)
-        self.kv.used += self.kv.decode_need_steps(self.G + 1, k - 1)
+        if k > 1:
+            self.kv.used += self.kv.decode_need_steps(self.G + 1, k - 1)
         self.G += k
         self._finish_decoded(t_end)
 
@@ -343,27 +349,36 @@ class Scheduler:
         req.ebase = req.emitted - G
         req.decoding = True
         kv = self.kv
-        kv.add_decode(cbase)
+        kv.phase[cbase % kv.block_size] += 1  # `kv.add_decode`, inlined (once per admitted request)
+        kv.decoding += 1
         self.sum_cbase += cbase
         heapq.heappush(self.fin_heap, (req.output - req.ebase, req.idx, req.epoch, req))
 
     def _finish_decoded(self, t_end: float) -> None:
         heap, G = self.fin_heap, self.G
+        kv = self.kv
+        phase, block_size = kv.phase, kv.block_size
         while heap and heap[0][0] <= G:
             _, _, epoch, req = heapq.heappop(heap)
             if epoch != req.epoch:
                 continue
-            req.computed = req.cbase + G
+            cbase = req.cbase
+            req.computed = cbase + G
             req.emitted = req.ebase + G
-            self._leave_decode(req)
+            phase[cbase % block_size] -= 1  # `_leave_decode`, inlined (once per finished request)
+            kv.decoding -= 1
+            self.sum_cbase -= cbase
+            req.decoding = False
+            req.epoch += 1
             self._finish(req, t_end)
 
     def _finish(self, req: Request, t_end: float) -> None:
         done, kv, last_step = self.done, self.kv, self.G - 1
-        if last_step >= req.run_start:
-            req.runs.append((req.run_start, last_step))
         del self.running[req.idx]
-        self.client.close(t_end)
+        client = self.client  # `client.close(t_end)`, inlined (once per finished request)
+        client.outstanding -= 1
+        if client.limit is not None:
+            client.closed.append(t_end)
         kv.used -= -(-req.computed // kv.block_size)  # blocks_for(computed)
         a = req.adapter
         if self.active[a] > 1:  # `_deactivate` when other requests of the adapter still run, inlined
@@ -375,13 +390,17 @@ class Scheduler:
         done.prompt_tokens += req.prompt
         done.output_tokens += req.output
         done.per_adapter[req.adapter] += 1
-        for start, end in req.runs:
-            done.run_starts.append(start)
-            done.run_ends.append(end)
+        if req.runs:  # runs before preemptions, then the last one (not stored in ``req.runs``: one per request)
+            for start, end in req.runs:
+                done.run_starts.append(start)
+                done.run_ends.append(end)
+        if last_step >= req.run_start:
+            done.run_starts.append(req.run_start)
+            done.run_ends.append(last_step)
         if req.special:
             done.special.extend(req.special)
         if self.check:
-            gaps = sum(e - s + 1 for s, e in req.runs) + len(req.special)
+            gaps = sum(e - s + 1 for s, e in req.runs) + max(0, last_step - req.run_start + 1) + len(req.special)
             assert gaps == req.output - 1, f"request {req.idx}: {gaps} ITL gaps for {req.output} tokens"
             assert req.prefilled >= req.prompt, f"request {req.idx}: prefilled {req.prefilled} < {req.prompt}"
 
