@@ -96,20 +96,16 @@ def test_stage_retrains_on_the_placement_rows(tmp_path):
         return load_dataset(tmp_path / "extra")
 
     grid = {"kinds": ["uniform"], "adapters": [30], "rank_mixes": ["8-16"], "multipliers": [3], "seed": 1}
-    config = SurrogateConfig.from_params(dict(
-        models=[MODEL], n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1, throughput_transform="log",
-        baselines=[], real_runs_model=MODEL, timing_singles=5, cv_folds=2, placement_train_groups=7,
-        placement_train_grid=grid, placement_groups_grid={**grid, "seed": 0}))
+    base = dict(models=[MODEL], n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1,
+                throughput_transform="log", baselines=[], real_runs_model=MODEL, timing_singles=5, cv_folds=2,
+                placement_train_groups=7, placement_train_grid=grid)
+    config = SurrogateConfig.from_params(dict(base, placement_groups_grid={**grid, "seed": 0}))
     metrics = run_surrogate_stage(config, tmp_path, placement_rows=placement_rows)[MODEL]
     assert seen == [80]
     assert metrics["dataset_rows"] == 80 + 7 and metrics["placement_training"]["rows"] == 7
     # the exam's own workloads cannot be trained on
-    same = SurrogateConfig.from_params(dict(
-        models=[MODEL], n_search=1, max_iterations=60, test_fraction=0.2, seed=0, threads=1, throughput_transform="log",
-        baselines=[], real_runs_model=MODEL, placement_train_groups=7, placement_train_grid=grid,
-        placement_groups_grid=grid))
     with pytest.raises(TrainingError, match="placement_train_grid"):
-        same.train_grid()
+        SurrogateConfig.from_params(dict(base, placement_groups_grid=grid)).train_grid()
 
 
 def test_a_reused_search_refits_its_best_configuration_once():
