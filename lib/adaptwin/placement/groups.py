@@ -86,35 +86,37 @@ def placement_context(surrogate: Any, data_dir: Path) -> Any:
 def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str | Path) -> Any:
     """The GPU groups the placement methods build with ``surrogate`` (see `exam`)."""
     from adaptwin.surrogate.evaluate import twin_set
-    from adaptwin.surrogate.stage import dataset_window
-    from adaptwin.sweep import load_dataset, run_sweep
 
-    limit = config.placement_groups
-    if limit <= 0:
-        return None
-    duration = dataset_window(data_dir, surrogate.model)
-    scenarios = placement_group_scenarios(placement_context(surrogate, data_dir), config.groups_grid(), shared_dir,
-                                          list(config.placement_group_methods), duration, limit, config.seed)
-    out = Layout.at(data_dir).models(surrogate.model) / "placement_groups"
-    run_sweep(scenarios, out, calibration=surrogate.calibration, engine="serial", chunk_size=max(len(scenarios), 1),
-              progress=False)
-    return twin_set(load_dataset(out), "placement_groups")
+    rows = group_rows(surrogate, data_dir, config, shared_dir, config.groups_grid(), config.placement_groups,
+                      config.seed, "placement_groups", workers=1)
+    return None if rows is None else twin_set(rows, "placement_groups")
 
 
 def training_groups(surrogate: Any, data_dir: Path, config: Any, shared_dir: str | Path) -> pl.DataFrame | None:
     """The twin rows of the GPU groups of `coach` (swept into ``<models>/<model>/placement_train``, resumable);
     None when ``placement_train_groups`` is 0."""
+    return group_rows(surrogate, data_dir, config, shared_dir, config.train_grid(), config.placement_train_groups,
+                      config.seed + 1, "placement_train", workers=config.threads)
+
+
+def group_rows(surrogate: Any, data_dir: Path, config: Any, shared_dir: str | Path, grid: dict[str, Any],
+               limit: int, seed: int, name: str, workers: int) -> pl.DataFrame | None:
+    """The twin rows (at the dataset's window) of at most ``limit`` GPUs that the methods
+    ``placement_group_methods`` build with ``surrogate`` on ``grid``, swept into ``<models>/<model>/<name>``
+    (resumable) on ``workers`` processes; None when ``limit`` is 0."""
     from adaptwin.surrogate.stage import dataset_window
     from adaptwin.sweep import load_dataset, run_sweep
 
-    limit = config.placement_train_groups
     if limit <= 0:
         return None
     duration = dataset_window(data_dir, surrogate.model)
-    scenarios = placement_group_scenarios(placement_context(surrogate, data_dir), config.train_grid(), shared_dir,
-                                          list(config.placement_group_methods), duration, limit, config.seed + 1)
-    out = Layout.at(data_dir).models(surrogate.model) / "placement_train"
-    engine = "dask" if config.threads > 1 and len(scenarios) > 4 * config.threads else "serial"
-    run_sweep(scenarios, out, calibration=surrogate.calibration, engine=engine, n_workers=config.threads,
-              chunk_size=50, batch_size=2, progress=False)
+    scenarios = placement_group_scenarios(placement_context(surrogate, data_dir), grid, shared_dir,
+                                          list(config.placement_group_methods), duration, limit, seed)
+    out = Layout.at(data_dir).models(surrogate.model) / name
+    if workers > 1 and len(scenarios) > 4 * workers:
+        run_sweep(scenarios, out, calibration=surrogate.calibration, engine="dask", n_workers=workers,
+                  chunk_size=50, batch_size=2, progress=False)
+    else:
+        run_sweep(scenarios, out, calibration=surrogate.calibration, engine="serial",
+                  chunk_size=max(len(scenarios), 1), progress=False)
     return load_dataset(out)

@@ -200,10 +200,11 @@ def train_actively(model: str, data_dir: str | Path, config: SurrogateConfig, ca
                    placement_rows: PlacementRows | None = None
                    ) -> tuple[TrainResult, list[dict[str, Any]], dict[str, Any]]:
     """Train on the dataset; then, with ``placement_rows``, add the twin rows of the GPUs placement builds with
-    that first surrogate and train again (refitting the first search's configurations); then ``active_rounds`` times: the twin labels the
-    ``active_scenarios`` GPUs the current surrogate is least sure about (`adaptwin.surrogate.active`, at the
-    dataset's window, swept into ``<models>/<model>/active/round-<r>``), and the surrogates are trained again on
-    everything. Returns the last result, the active rounds' records and the placement rows' record."""
+    that first surrogate and train again (refitting the first search's configurations); then ``active_rounds``
+    times: the twin labels the ``active_scenarios`` GPUs the current surrogate is least sure about
+    (`adaptwin.surrogate.active`, at the dataset's window, swept into ``<models>/<model>/active/round-<r>``), and
+    the surrogates are trained again on everything. Returns the last result, the active rounds' records and the
+    placement rows' record."""
     import time
 
     from adaptwin.surrogate.active import active_round
