@@ -219,3 +219,23 @@ def test_scan_cost_is_the_time_per_token_growth_with_the_queue_the_scheduler_wal
     assert cost == pytest.approx(0.020 / 96)
     assert live_loop.scan_cost(pl.DataFrame(rows), slowdown=2.0) == pytest.approx(0.010 / 96)
     assert live_loop.scan_cost(pl.DataFrame([r for r in rows if r["model"] == "a"])) is None
+
+
+def test_scheduler_scan_prefers_the_in_process_timing_and_keeps_the_client_slope_beside_it(tmp_path):
+    import polars as pl
+
+    tpot = {"a": 0.030, "b": 0.020, "c": 0.010}
+    rows = [{"model": m, "success": True, "output_tokens": 33, "ttft_s": start + 0.01 * i,
+             "latency_s": start + 0.01 * i + 32 * tpot[m]}
+            for m, start in (("a", 0.5), ("b", 2.0), ("c", 4.0)) for i in range(48)]
+    scan_dir = tmp_path / "runs" / live_loop.run_name(1, "scan")
+    scan_dir.mkdir(parents=True)
+    pl.DataFrame(rows).write_parquet(scan_dir / "requests.parquet")
+    cost, source = live_loop.scheduler_scan(tmp_path, {})
+    assert cost == pytest.approx(0.020 / 96) and source["path"].startswith("client")
+    probe = {"seconds_per_waiting": 3e-6, "times_s": {"0": 0.001, "1000": 0.004}}
+    (tmp_path / live_loop.SCAN_PROBE_NAME).write_text(json.dumps(probe))
+    cost, source = live_loop.scheduler_scan(tmp_path, {})
+    assert cost == 3e-6 and "in-process" in source["path"]
+    assert source["client_slope_s"] == pytest.approx(0.020 / 96)
+    assert live_loop.scheduler_scan(tmp_path / "empty", {}) == (None, None)

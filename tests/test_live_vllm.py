@@ -28,7 +28,7 @@ from adaptwin.measurements import schema
 from adaptwin.placement.core import Gpu, Placement
 from adaptwin.placement.export import write_placement
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import client, live_place, runner, server
+from adaptwin.profiling import client, live_loop, live_place, runner, server
 from adaptwin.profiling.cli import run_from_config
 from adaptwin.profiling.config import config_from_dict, expand
 from adaptwin.profiling.writers import kv_capacity_row
@@ -327,3 +327,25 @@ def test_placed_workload_is_served_from_its_exported_script_by_routing_shares(vl
     assert record["verification"]["passed"] in (True, False)
     command = (tmp_path / "placement" / "deploy" / "live" / "gpu0" / "server" / "server_command.txt").read_text()
     assert "serve_gpu0.sh" in command
+
+
+def test_scan_probe_times_vllms_scheduler_walking_past_the_waiting_queue(vllm_python, tiny_model):
+    """vLLM's own scheduler, one slot taken: each ``schedule()`` looks at every waiting request of another
+    adapter, so its time grows linearly with them; the slope is a few microseconds of Python per request."""
+    probe = Path(live_loop.SCAN_PROBE)
+    done = subprocess.run([vllm_python, str(probe), tiny_model, "--waiting", "0", "400", "1600", "--repeats", "3"],
+                          capture_output=True, text=True, timeout=600, check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    times = {int(k): v for k, v in out["times_s"].items()}
+    assert times[0] < times[400] < times[1600]
+    # the slope against the two-point growth over the whole range (an independent calculation)
+    assert out["seconds_per_waiting"] == pytest.approx((times[1600] - times[0]) / 1600, rel=0.5)
+    assert 1e-7 < out["seconds_per_waiting"] < 5e-5
+    assert out["vllm_version"] == server.vllm_version(vllm_python)
+
+
+def test_scan_probe_refuses_a_single_waiting_count(vllm_python, tiny_model):
+    probe = Path(live_loop.SCAN_PROBE)
+    done = subprocess.run([vllm_python, str(probe), tiny_model, "--waiting", "5"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 2 and "--waiting needs at least two distinct counts" in done.stderr

@@ -27,7 +27,9 @@ which made the per-request prefill cost several times what a step spends on a pr
 only give per-request means of short runs, which one stall of the shared CPU moves by a factor of two. The
 calibration JSON's ``sources.step_costs`` names the path each term took.
 
-The scheduler's own time is part of the measured steps (scheduler cost 0). Every server is started once and
+The scheduler's fixed time per step is part of the measured steps; its walk past waiting requests it cannot
+admit (A_max taken by other adapters) grows with the queue, and is timed on vLLM's own scheduler in-process
+(`scan_probe`, run by the loop after the servers stop). Every server is started once and
 shared by the runs of its A_max (one start costs about a minute of the core it computes on).
 
 Last, with a ``placement`` section, a small workload is placed with the live calibration, exported, and each
@@ -76,6 +78,8 @@ VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out", "
 TRACE_NAME = "twin_trace.csv"
 CPU_SHARE_NAME = "cpu_share.json"  # per run: the engine core's CPU time and run-queue wait (`cpu_share`)
 STEPS_NAME = "engine_steps.csv"  # per run: the engine's iteration log lines of the run (`engine_steps`)
+SCAN_PROBE_NAME = "scan_probe.json"  # vLLM's scheduler timed in-process walking the waiting queue (`scan_probe`)
+SCAN_PROBE = Path(__file__).with_name("scan_probe.py")
 
 
 class LoopConfigError(ValueError):
@@ -280,7 +284,8 @@ def run_name(max_loras: int, name: str) -> str:
 def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int, max_model_len: int,
                       slowdown: dict[str, float] | None = None, scan_s: float | None = None,
                       engine: dict[str, dict[str, float]] | None = None,
-                      steps: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                      steps: dict[str, np.ndarray] | None = None,
+                      scan_source: dict[str, Any] | None = None) -> dict[str, Any]:
     """The twin's calibration JSON (schema 1) from the profiling rows (see the module docstring).
 
     Step times are medians of time per output token (decode time / (tokens - 1) of each request): the API
@@ -299,7 +304,8 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
     ``engine`` (run id -> `engine_times` of the run's ``engine_metrics.json``) replaces those client timings
     term by term where the engine measured them (`engine_terms`); ``sources.step_costs`` says which path
     each term took. ``steps`` (run id -> the engine's logged steps of the run, `engine_steps`) take
-    precedence over both where present (`log_terms`)."""
+    precedence over both where present (`log_terms`). ``scan_s`` is the scheduler's cost per waiting request
+    looked at (`scheduler_scan`), ``scan_source`` where it came from (``sources.scheduler``)."""
     served, plan = loop.served, loop.calibration
     engine = {k: uncontended_engine(v, (slowdown or {}).get(k, 1.0)) for k, v in (engine or {}).items()}
     rows = {k: uncontended(r, (slowdown or {}).get(k, 1.0)) for k, r in rows.items()}
@@ -361,7 +367,7 @@ def build_calibration(rows: dict[str, dict[str, Any]], loop: LoopConfig, kv: int
                         "crowd_ttft_ms": crowds or [crowd_ms], **fit_engine},
         "sources": {"runs": sorted(r for r in rows if "/rates" not in r),
                     "vllm_version": alone.get("vllm_version"), "engine": "live CPU build, stock vLLM",
-                    "step_costs": sources},
+                    "step_costs": sources, **({"scheduler": scan_source} if scan_source else {})},
     }
 
 
@@ -545,6 +551,24 @@ def scan_cost(requests: pl.DataFrame, slowdown: float = 1.0) -> float | None:
     return max(slope, 0.0)
 
 
+def scheduler_scan(work: Path, slowdown: dict[str, float]) -> tuple[float | None, dict[str, Any] | None]:
+    """The scheduler's cost per waiting request looked at, and where it came from: the in-process timing of
+    vLLM's scheduler (``scan_probe.json``) where the loop recorded one, else the client's slope over the scan
+    run's phases (`scan_cost`), which also holds the API server admitting the requests on the shared CPU and
+    so reads 20-60x the scheduler's own cost (59 and 187 us against 3 us measured in-process). The source
+    holds both numbers where both exist."""
+    scan_file = work / "runs" / run_name(1, "scan") / "requests.parquet"
+    client = scan_cost(pl.read_parquet(scan_file), slowdown.get(run_name(1, "scan"), 1.0)) if scan_file.exists() else None
+    probe_file = work / SCAN_PROBE_NAME
+    if probe_file.exists():
+        probe = json.loads(probe_file.read_text())
+        return float(probe["seconds_per_waiting"]), {"path": "vLLM Scheduler.schedule timed in-process (scan_probe)",
+                                                    "probe_times_s": probe["times_s"], "client_slope_s": client}
+    if client is None:
+        return None, None
+    return client, {"path": "client: scan run's time per output token against requests queued", "client_slope_s": client}
+
+
 def crowd_batch(loop: LoopConfig) -> int:
     """The largest profiled batch whose prompts fit one step's token budget (one prefill step for all)."""
     prompt = int(loop.harness["benchmark"]["input_len"])
@@ -714,6 +738,21 @@ def serve_and_measure(loop: LoopConfig, factory: runner.ServerFactory | None = N
         shares |= srv.shares
     write_tables(work, {"runs": to_frame("runs", rows)})
     write_json(work / CPU_SHARE_NAME, shares)
+    if factory is runner.vllm_server_factory and loop.calibration.get("scan_requests"):
+        write_json(work / SCAN_PROBE_NAME, run_scan_probe(python or sys.executable, loop.harness["model"]))
+
+
+def run_scan_probe(python: str, model: str) -> dict[str, Any]:
+    """`scan_probe` run by the vLLM environment's ``python`` on ``model`` (after the servers stopped, so the
+    core is free): the scheduler's own time per waiting request it walks past."""
+    import subprocess
+
+    done = subprocess.run([python, str(SCAN_PROBE), str(resolve(model))], capture_output=True, text=True,
+                          timeout=600, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{SCAN_PROBE.name} failed (exit {done.returncode}): {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
@@ -729,12 +768,11 @@ def calibrate_and_validate(loop: LoopConfig) -> dict[str, Any]:
         raise RuntimeError(f"no KV cache size line in the server logs of {log_dir}")
     write_validation_traces(loop, work)
     slowdown = read_slowdowns(work) if loop.validation.get("cpu_share", True) else {}
-    scan_file = work / "runs" / run_name(1, "scan") / "requests.parquet"
-    scan_s = scan_cost(pl.read_parquet(scan_file), slowdown.get(run_name(1, "scan"), 1.0)) if scan_file.exists() else None
+    scan_s, scan_source = scheduler_scan(work, slowdown)
     profiling = [r for r in rows if "/rates" not in r]  # no serving run enters the calibration
     engine, steps = read_engine(work, profiling), read_steps(work, profiling)
     calibration = build_calibration(rows, loop, kv, model_max_len(loop.harness["model"]), slowdown, scan_s, engine,
-                                    steps)
+                                    steps, scan_source)
     cal_path = write_json(resolve(loop.calibration["out"]), calibration)
     metrics = validate(rows, calibration, loop, work, slowdown) | {"calibration": str(loop.calibration["out"]),
                                                                   "cpu_share": bool(slowdown)}
