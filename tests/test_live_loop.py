@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 
+import polars as pl
 import pytest
 import yaml
 
@@ -38,7 +39,7 @@ def loop_dict(tmp_path) -> dict:
             "poller": {"interval_s": 0.05, "tail_s": 0.2},
         },
         "calibration": {"model_name": "fake-live", "out": str(tmp_path / "cal.json"), "batches": [1, 4], "crowd_repeats": 2,
-                        "scan_requests": 6, "long_input_len": 24, "swap_requests": 4, "swap_rate_by_lora": 20.0},
+                        "scan_requests": 6, "steady_requests": 4, "steady_rate": 40.0, "long_input_len": 24, "swap_requests": 4, "swap_rate_by_lora": 20.0},
         "validation": {"max_loras": [1, 2], "rate_sets": [[4.0, 2.0]], "total_time_s": 1.0, "repeats": 2,
                        "out": str(tmp_path / "metrics" / "live_twin_validation.json")},
     }
@@ -53,10 +54,14 @@ def test_loop_writes_a_loadable_calibration_and_the_metrics_contract(tmp_path):
     assert len(cal.raw["fit_quality"]["crowd_ttft_ms"]) == 2  # the median of the repeated crowds
     # the fake exports counters but no timing histograms: every run records them, the client path is kept
     assert (tmp_path / "work" / "runs" / "live/loop/amax2/decode_1" / "engine_metrics.json").exists()
+    runs = pl.read_parquet(tmp_path / "work" / "runs.parquet")
+    steady = runs.filter(pl.col("run_id") == "live/loop/amax2/steady").row(0, named=True)
+    assert steady["request_rate"] == 40.0  # steady_rate in all, on the one adapter (2 served)
     assert set(cal.raw["sources"]["step_costs"].values()) == {"client"}
     saved = json.loads((tmp_path / "metrics" / "live_twin_validation.json").read_text())
     assert set(live_loop.METRIC_KEYS) <= set(saved) and saved == json.loads(json.dumps(metrics))
     assert len(saved["runs"]) == 4 and {r["max_loras"] for r in saved["runs"]} == {1, 2}
+    assert {r["live_itl_source"] for r in saved["runs"]} == {"client"}  # the fake exports no histograms
     assert 0 <= saved["starvation_agreement"] <= 1 and saved["repeat_spread"]["pairs"] == 2
     assert (tmp_path / "work" / "runs.parquet").exists()
 
@@ -239,3 +244,15 @@ def test_scheduler_scan_prefers_the_in_process_timing_and_keeps_the_client_slope
     assert cost == 3e-6 and "in-process" in source["path"]
     assert source["client_slope_s"] == pytest.approx(0.020 / 96)
     assert live_loop.scheduler_scan(tmp_path / "empty", {}) == (None, None)
+
+
+def test_live_itl_is_the_engines_decode_period_with_the_clients_beside_it():
+    row = {"itl_mean_ms": 2.3}  # the client's: chunks of coalesced tokens read as gaps of ~0
+    engine = live_loop.engine_times({
+        live_loop.PREFILL: {"count": 4, "sum": 0.04},
+        live_loop.DECODE: {"count": 4, "sum": 4 * 31 * 0.005},
+        live_loop.GENERATED: {"count": 4, "sum": 4 * 32},
+    })
+    out = live_loop.live_itl(row, engine)
+    assert out["live_itl_mean_ms"] == pytest.approx(5.0) and out["live_client_itl_mean_ms"] == 2.3
+    assert live_loop.live_itl(row, None) == {"live_itl_source": "client", "live_client_itl_mean_ms": 2.3}

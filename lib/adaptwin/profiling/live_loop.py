@@ -24,8 +24,10 @@ the client's times to first token of a crowd hold the API server admitting the r
 which made the per-request prefill cost several times what a step spends on a prompt. With the server's
 ``--enable-logging-iteration-details`` every run also keeps the engine's log line of each of its steps
 (``engine_steps.csv``), and the step terms are fitted to those steps first (`log_terms`): the histograms
-only give per-request means of short runs, which one stall of the shared CPU moves by a factor of two. The
-calibration JSON's ``sources.step_costs`` names the path each term took.
+only give per-request means of short runs, which one stall of the shared CPU moves by a factor of two. A
+steady run (prompts arriving one by one at one adapter while others decode) gives the fit the steps of a busy
+engine, the regime the twin predicts. The calibration JSON's ``sources.step_costs`` names the path each term
+took.
 
 The scheduler's fixed time per step is part of the measured steps; its walk past waiting requests it cannot
 admit (A_max taken by other adapters) grows with the queue, and is timed on vLLM's own scheduler in-process
@@ -73,7 +75,7 @@ METRIC_KEYS = ("throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starv
 TOP_KEYS = {"harness", "calibration", "validation"}
 OPTIONAL_KEYS = {"placement"}
 CALIBRATION_KEYS = {"model_name", "out", "batches", "decode_output_len", "long_input_len", "swap_requests",
-                    "swap_rate_by_lora", "crowd_repeats", "scan_requests"}
+                    "swap_rate_by_lora", "crowd_repeats", "scan_requests", "steady_requests", "steady_rate"}
 VALIDATION_KEYS = {"max_loras", "rate_sets", "total_time_s", "repeats", "out", "cpu_share"}
 TRACE_NAME = "twin_trace.csv"
 CPU_SHARE_NAME = "cpu_share.json"  # per run: the engine core's CPU time and run-queue wait (`cpu_share`)
@@ -262,6 +264,22 @@ def profile_runs(srv: SharedServer, plan: dict[str, Any]) -> None:
         srv.run(f"crowd_{k}", fixed(crowd_batch(srv.loop), restrict=1, output_len=4))
     srv.run("long_prompt", swap_benchmark(plan) | {"input_len": int(plan["long_input_len"]), "restrict_loras": 1})
     srv.run("round_robin", swap_benchmark(plan))
+    if plan.get("steady_requests"):
+        srv.run("steady", steady_benchmark(plan, srv.loop.served))
+
+
+def steady_benchmark(plan: dict[str, Any], served: int) -> dict[str, Any]:
+    """Requests to one adapter at a steady rate (``steady_rate`` per second, ``steady_requests`` of them).
+
+    Why: every other profiling run has its prompts arrive at an idle engine (one request at a time) or in a
+    burst the API server admits on the shared CPU while the engine steps; a serving engine takes prompts one
+    by one while it keeps decoding others. The step log of this run holds hundreds of such steps (a prompt
+    beside a few decoding requests), so the step fit sees the prompts' cost in the regime the twin predicts
+    (forward times of a 64-token prompt step: ~13 ms after idle, ~9 ms on a busy engine)."""
+    # the harness sends a fixed-count run at request_rate_by_lora x the served adapters (the corpus's rule),
+    # whatever restrict_loras keeps
+    return {"mode": "fixed_count", "num_prompts": int(plan["steady_requests"]),
+            "request_rate_by_lora": float(plan.get("steady_rate", 20.0)) / max(served, 1), "restrict_loras": 1}
 
 
 def fixed(n: int, restrict: int | None = None, **lengths: int) -> dict[str, Any]:
@@ -444,13 +462,14 @@ def engine_terms(engine: dict[str, dict[str, float]], loop: LoopConfig) -> dict[
 def log_terms(steps: dict[str, np.ndarray], engine: dict[str, dict[str, float]], loop: LoopConfig,
               slowdown: dict[str, float]) -> dict[str, Any] | None:
     """Step terms from the engine's logged steps of the profiling runs on one adapter at a time (decode
-    batches, crowds, the long prompt, the round robin; A_max = served, so no load): the forward time fitted
+    batches, crowds, the long prompt, the round robin, the steady run; A_max = served, so no swaps): the forward time fitted
     over every step (`engine_steps.fit_steps`, each run's slowdown divided out), plus the engine loop around
     the forward, which the log does not time: per decode run the histograms' decode period less the mean
-    logged forward time of its decode steps, linear in the batch. None without logged decode batches."""
+    logged forward time of its decoding steps (`token_weighted`), linear in the batch. None without logged
+    decode batches."""
     served, plan = loop.served, loop.calibration
     batches = sorted(int(n) for n in plan["batches"])
-    names = [f"decode_{n}" for n in batches] + ["long_prompt", "round_robin"] + [
+    names = [f"decode_{n}" for n in batches] + ["long_prompt", "round_robin", "steady"] + [
         f"crowd_{k}" for k in range(int(plan.get("crowd_repeats", 1)))]
     runs = {run_name(served, n): steps[run_name(served, n)] for n in names if len(steps.get(run_name(served, n), []))}
     if not all(run_name(served, f"decode_{n}") in runs for n in batches):
@@ -459,16 +478,16 @@ def log_terms(steps: dict[str, np.ndarray], engine: dict[str, dict[str, float]],
     fit = engine_steps.fit_steps(np.vstack(list(scaled.values())))
     out = {k: max(fit[k], 0.0) for k in ("intercept", "decode_seqs", "prefill_tokens", "prefill_seqs")}
     out["intercept"] = max(out["intercept"], 1e-4)
-    loop_s = []
+    loop_s, loop_x = [], []
     for n in batches:
         key = run_name(served, f"decode_{n}")
-        decoding = scaled[key][scaled[key][:, 1] == 0]
         period = (engine.get(key) or {}).get("decode_step_s")
-        if period and len(decoding):
-            loop_s.append((n, period - float(decoding[:, 5].mean())))
+        if period and (weighted := token_weighted(scaled[key])):
+            loop_x.append(weighted[0])
+            loop_s.append((n, period - weighted[1]))
     out["decode_source"] = "engine iteration log"
     if len(loop_s) >= 2:
-        per_seq, base = np.polyfit(*zip(*loop_s, strict=True), 1)
+        per_seq, base = np.polyfit(loop_x, [v for _, v in loop_s], 1)
         out["intercept"] += max(float(base), 0.0)
         out["decode_seqs"] += max(float(per_seq), 0.0)
         out["decode_source"] = "engine iteration log + histogram decode period (engine loop)"
@@ -481,6 +500,22 @@ def log_terms(steps: dict[str, np.ndarray], engine: dict[str, dict[str, float]],
         around = max(out["intercept"] + out["decode_seqs"] * top - (fit["intercept"] + fit["decode_seqs"] * top), 0.0)
         out["lora_ratio"] = max((full[1] + around) / (full[0] + around), 1.0)
     return out
+
+
+def token_weighted(steps: np.ndarray) -> tuple[float, float] | None:
+    """The decoding batch and forward time of a run's steps, each step weighted by the requests it decodes
+    (None when no step decodes).
+
+    Why weighted: the histograms' decode period is a mean over output tokens, so a step counts once for every
+    request it decodes; the engine loop is that period less the forward time averaged the same way. A plain
+    mean over decode steps also counts the warm-up request's batch-1 steps (the step log's window holds them,
+    the histograms' does not) as much as the run's full-batch steps, which read the loop of a 64-request
+    batch as 11.6 ms where the weighted means give 4.6 ms (and serving runs show 3-4 ms at batch 45-60)."""
+    decoding = steps[steps[:, 3] > 0] if len(steps) else steps
+    if not len(decoding):
+        return None
+    weights = decoding[:, 3]
+    return float(np.average(weights, weights=weights)), float(np.average(decoding[:, 5], weights=weights))
 
 
 def full_batch_median(steps: np.ndarray, batch: int) -> float | None:
@@ -639,6 +674,8 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
     -> the shared CPU's slowdown of that run) each run is simulated on the engine that run had: the costs
     times its factor (`replay.simulate_replay`)."""
     per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
+    serving = [run_name(m, name) for m in loop.validation["max_loras"] for name, _ in validation_benchmarks(loop.validation)]
+    engine = read_engine(work, serving)
     for max_loras in loop.validation["max_loras"]:
         for i in range(len(loop.validation["rate_sets"])):
             for rep in range(int(loop.validation.get("repeats", 1))):
@@ -654,7 +691,8 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
                                                                             calibration),
                     "live_starved": bool(row["total_throughput"] < STARVATION_RATIO * ideal),
                     "twin_starved": bool(twin["starved"]),
-                    **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys}})
+                    **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys},
+                    **live_itl(row, engine.get(run_id))})
     mean = lambda key: float(np.mean([smape(r[f"live_{key}"], r[f"twin_{key}"]) for r in per_run]))  # noqa: E731
     return {
         "throughput_smape_pct": mean("total_throughput"),
@@ -664,6 +702,21 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
         "runs": per_run,
         "repeat_spread": repeat_spread(per_run),
     }
+
+
+def live_itl(row: dict[str, Any], engine: dict[str, float] | None) -> dict[str, Any]:
+    """A live run's mean inter-token latency as the engine stamped it (its decode time over the tokens after
+    the first, `engine_times`), with the client's beside it; the client's alone when the server exports no
+    histograms.
+
+    Why: the API server sends a request's tokens in one chunk when it lags, so the client sees gaps of ~0 and
+    a mean inter-token latency half the engine's step (seen: 2.3 ms for a 5 ms batch-1 step, medians of 0.0
+    ms); the twin's ITL is the gap between a request's tokens as the engine makes them."""
+    client_ms = float(row["itl_mean_ms"])
+    if not engine or not engine.get("decode_step_s"):
+        return {"live_itl_source": "client", "live_client_itl_mean_ms": client_ms}
+    return {"live_itl_mean_ms": engine["decode_step_s"] * 1000, "live_itl_source": "engine decode histogram",
+            "live_client_itl_mean_ms": client_ms}
 
 
 def step_inflation(path: Path, calibration: dict[str, Any]) -> float | None:
