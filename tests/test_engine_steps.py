@@ -85,6 +85,27 @@ def test_calibration_takes_the_logged_steps_first_and_adds_the_engine_loop_from_
         "sources"]["step_costs"]["prefill"] == "engine"
 
 
+def test_engine_loop_is_not_read_from_the_warm_up_requests_steps():
+    """The step log's window holds the warm-up request (batch-1 steps before the run), the histograms' does
+    not: weighting the decode steps by the requests they decode keeps the run's own batch in charge."""
+    from test_engine_metrics import loop, recorded
+
+    rows, engine = recorded()
+    name = lambda run: live_loop.run_name(2, run)  # noqa: E731
+    warm_up = [(1, 64, 0)] + [(0, 0, 1)] * 31
+    steps = {name(f"decode_{n}"): engine_steps.parse_steps(log_text(warm_up + [(n, 64 * n, 0)] + [(0, 0, n)] * 40))
+             for n in (1, 4, 16)}
+    loop_s = 0.001
+    for n in (1, 4, 16):
+        engine[name(f"decode_{n}")]["decode_step_s"] = forward_ms(0, 0, n) / 1000 + loop_s
+    step = live_loop.build_calibration(rows, loop(), 10_000, 2048, engine=engine, steps=steps)["step"]["params"]
+    assert step["intercept"] == pytest.approx(C + loop_s, rel=0.05)
+    assert step["decode_seqs"] == pytest.approx(DS, rel=0.05)
+    batch, forward = live_loop.token_weighted(steps[name("decode_16")])
+    assert batch == pytest.approx((31 + 40 * 16 ** 2) / (31 + 40 * 16))
+    assert forward == pytest.approx((31 * forward_ms(0, 0, 1) + 640 * forward_ms(0, 0, 16)) / 671 / 1000)
+
+
 def test_lora_ratio_compares_median_full_batch_steps_with_the_engine_loop_added_to_both():
     from test_engine_metrics import loop, recorded
 
