@@ -64,6 +64,12 @@ def test_loop_writes_a_loadable_calibration_and_the_metrics_contract(tmp_path):
     assert {r["live_itl_source"] for r in saved["runs"]} == {"client"}  # the fake exports no histograms
     assert 0 <= saved["starvation_agreement"] <= 1 and saved["repeat_spread"]["pairs"] == 2
     assert (tmp_path / "work" / "runs.parquet").exists()
+    # the twin replays the arrivals as the client really sent them (sent.parquet), in time order
+    run_dir = tmp_path / "work" / "runs" / "live/loop/amax2/rates0_rep0"
+    sent = pl.read_parquet(run_dir / "sent.parquet").sort("sent_s")
+    trace = pl.read_csv(run_dir / live_loop.TRACE_NAME)
+    assert trace["arrived_at"].to_list() == pytest.approx(sent["sent_s"].to_list())
+    assert (sent["sent_s"] >= sent["scheduled_s"] - 1e-9).all()
 
 
 @pytest.mark.parametrize(("edit", "message"), [

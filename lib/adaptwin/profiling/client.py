@@ -70,6 +70,9 @@ class BenchmarkResult:
     start_time: float
     end_time: float
     cancelled: int = 0
+    #: request index -> seconds after the start at which the client really sent it (every request sent,
+    #: cancelled ones included): a client sharing a busy CPU wakes late and sends the overdue ones together
+    sent_s: dict[int, float] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -215,11 +218,15 @@ def completion_payload(request: Request) -> dict:
     return payload
 
 
-async def send_request(base_url: str, request: Request, timeout_s: float | None = None) -> RequestOutput:
+async def send_request(base_url: str, request: Request, timeout_s: float | None = None,
+                       sent: dict[int, float] | None = None, origin: float = 0.0) -> RequestOutput:
     """Send one streaming completion and measure it; errors and timeouts give ``success=False``. ``timeout_s``
-    None: no limit (by-time runs end at their window)."""
+    None: no limit (by-time runs end at their window). ``sent`` records when it was sent (seconds after
+    ``origin``, the ``perf_counter`` time of the benchmark's start)."""
     out = RequestOutput(request.index, request.model, prompt_tokens=request.prompt_len or 0)
     start = time.perf_counter()
+    if sent is not None:
+        sent[request.index] = start - origin
     try:
         await asyncio.wait_for(_measure(base_url, request, out, start), timeout=timeout_s)
     except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
@@ -335,11 +342,12 @@ async def run_schedule(
         timeout_s = None
     start = time.perf_counter()
     tasks: list[asyncio.Task] = []
+    sent: dict[int, float] = {}
     for request in sorted(requests, key=lambda r: r.arrival_s):
         if window_s is not None and request.arrival_s >= window_s:
             break
         await asyncio.sleep(max(0.0, start + request.arrival_s - time.perf_counter()))
-        tasks.append(asyncio.create_task(send_request(base_url, request, timeout_s)))
+        tasks.append(asyncio.create_task(send_request(base_url, request, timeout_s, sent, start)))
     cancelled = 0
     if window_s is None:
         outputs = list(await asyncio.gather(*tasks))
@@ -352,7 +360,7 @@ async def run_schedule(
         await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.sleep(max(0.0, start + window_s - time.perf_counter()))  # the window is the duration
         outputs = sorted((t.result() for t in done), key=lambda o: o.index)
-    return BenchmarkResult(outputs, start, time.perf_counter(), cancelled)
+    return BenchmarkResult(outputs, start, time.perf_counter(), cancelled, sent)
 
 
 def run_benchmark(

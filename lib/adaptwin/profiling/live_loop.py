@@ -66,7 +66,7 @@ from adaptwin.profiling import adapters as adapters_mod
 from adaptwin.profiling import cpu_share, engine_steps, live_place, replay, runner
 from adaptwin.profiling.config import ProfileConfig, RunSpec, config_from_dict, expand, model_key
 from adaptwin.profiling.server import ProfilingUnavailable, check_environment, read_logs, vllm_version
-from adaptwin.profiling.writers import kv_capacity_row, to_frame, write_tables
+from adaptwin.profiling.writers import SENT_NAME, kv_capacity_row, to_frame, write_tables
 from adaptwin.rules import STARVATION_RATIO
 from adaptwin.rules import smape as smape_terms
 
@@ -238,12 +238,27 @@ def write_trace(spec: RunSpec, path: Path) -> Path:
 
     The harness draws it from the run's seed, so it is drawn again here: the twin then replays the arrivals
     the server saw, not another Poisson sample (30 s of a few requests/s differ by 10 % from sample to
-    sample, as much as the error being measured)."""
+    sample, as much as the error being measured). Where the run recorded when the client really sent each
+    request (``sent.parquet``, `writers.write_sent`), those times replace the schedule's: the client shares a
+    busy CPU, wakes late and sends the overdue requests together (requests due after the window were never
+    sent and are left out)."""
     names = runner.adapter_names(spec)
     requests, _ = runner.plan_requests(spec, names, np.random.default_rng(spec.seed))
     index = {name: i for i, name in enumerate(names)}
+    sent = sent_times(path.parent / SENT_NAME)
+    if sent is not None:
+        requests = sorted((replace(r, arrival_s=sent[r.index]) for r in requests if r.index in sent),
+                          key=lambda r: r.arrival_s)
     return replay.write_trace(path, [(r.arrival_s, r.prompt_len or spec.benchmark.input_len, r.output_len,
                                       index.get(r.model, 0)) for r in requests])
+
+
+def sent_times(path: Path) -> dict[int, float] | None:
+    """Request index -> seconds after the start at which the client sent it (None without the file)."""
+    if not path.exists():
+        return None
+    frame = pl.read_parquet(path)
+    return dict(zip(frame["index"].to_list(), frame["sent_s"].to_list(), strict=True))
 
 
 def kv_tokens(log_dir: Path) -> int | None:

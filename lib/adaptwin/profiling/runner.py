@@ -51,6 +51,7 @@ from adaptwin.profiling.writers import (
     timeseries_rows,
     write_requests,
     write_result_json,
+    write_sent,
     write_server_series,
 )
 
@@ -253,6 +254,7 @@ def _measure(
     status, reason = ("ok", None) if summary["successful_requests"] else ("no_summary", _first_error(result))
     write_result_json(run_dir, spec, summary, window, setup.get("request_rate"), _json_extra(result, setup))
     write_requests(run_dir, result.outputs)
+    write_sent(run_dir, result.sent_s, {r.index: r.arrival_s for r in requests})
     write_server_series(run_dir, samples, window)
     row = run_row(
         spec,

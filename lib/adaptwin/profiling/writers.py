@@ -226,6 +226,20 @@ def write_requests(run_dir: Path, outputs: list[RequestOutput]) -> Path:
     return write_parquet(run_dir / "requests.parquet", frame)
 
 
+SENT_NAME = "sent.parquet"
+
+
+def write_sent(run_dir: Path, sent: dict[int, float], scheduled: dict[int, float]) -> Path:
+    """When the client really sent each request against when it was due (``sent.parquet`` in the run folder:
+    ``index``, ``scheduled_s``, ``sent_s``, seconds after the benchmark's start), so a replay can use the
+    arrivals the server saw (not one of the ingest's tables)."""
+    keys = sorted(sent)
+    frame = pl.DataFrame({"index": keys, "scheduled_s": [scheduled.get(k, math.nan) for k in keys],
+                          "sent_s": [sent[k] for k in keys]}, schema={"index": pl.Int64, "scheduled_s": pl.Float64,
+                                                                     "sent_s": pl.Float64})
+    return write_parquet(run_dir / SENT_NAME, frame)
+
+
 def write_server_series(
     run_dir: Path, samples: list[PollSample], window: tuple[float, float] | None
 ) -> Path:
