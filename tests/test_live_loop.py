@@ -70,6 +70,7 @@ def test_loop_writes_a_loadable_calibration_and_the_metrics_contract(tmp_path):
     trace = pl.read_csv(run_dir / live_loop.TRACE_NAME)
     assert trace["arrived_at"].to_list() == pytest.approx(sent["sent_s"].to_list())
     assert (sent["sent_s"] >= sent["scheduled_s"] - 1e-9).all()
+    assert all(r["send_lag_p90_ms"] >= 0 for r in saved["runs"])
 
 
 @pytest.mark.parametrize(("edit", "message"), [

@@ -253,6 +253,15 @@ def write_trace(spec: RunSpec, path: Path) -> Path:
                                       index.get(r.model, 0)) for r in requests])
 
 
+def send_lag_p90_ms(path: Path) -> float | None:
+    """90th percentile of how late the client sent a run's requests against their schedule, in ms (None
+    without ``sent.parquet``): how far the replayed arrivals are from the drawn ones."""
+    if not path.exists():
+        return None
+    frame = pl.read_parquet(path)
+    return float(np.percentile((frame["sent_s"] - frame["scheduled_s"]).to_numpy(), 90) * 1000) if frame.height else None
+
+
 def sent_times(path: Path) -> dict[int, float] | None:
     """Request index -> seconds after the start at which the client sent it (None without the file)."""
     if not path.exists():
@@ -708,7 +717,8 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
                     "live_starved": bool(row["total_throughput"] < STARVATION_RATIO * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys},
-                    **live_itl(row, engine.get(run_id))})
+                    **live_itl(row, engine.get(run_id)),
+                    "send_lag_p90_ms": send_lag_p90_ms(work / "runs" / run_id / SENT_NAME)})
     mean = lambda key: float(np.mean([smape(r[f"live_{key}"], r[f"twin_{key}"]) for r in per_run]))  # noqa: E731
     return {
         "throughput_smape_pct": mean("total_throughput"),
