@@ -69,7 +69,7 @@ def test_loop_writes_a_loadable_calibration_and_the_metrics_contract(tmp_path):
     sent = pl.read_parquet(run_dir / "sent.parquet").sort("sent_s")
     trace = pl.read_csv(run_dir / live_loop.TRACE_NAME)
     assert trace["arrived_at"].to_list() == pytest.approx(sent["sent_s"].to_list())
-    assert (sent["sent_s"] >= sent["scheduled_s"] - 1e-9).all()
+    assert (sent["sent_s"] >= sent["scheduled_s"] - 0.005).all()  # (asyncio may wake a clock tick early)
     assert all(r["send_lag_p90_ms"] >= 0 for r in saved["runs"])
 
 
