@@ -256,18 +256,16 @@ def write_trace(spec: RunSpec, path: Path) -> Path:
 def send_lag_p90_ms(path: Path) -> float | None:
     """90th percentile of how late the client sent a run's requests against their schedule, in ms (None
     without ``sent.parquet``): how far the replayed arrivals are from the drawn ones."""
-    if not path.exists():
+    frame = pl.read_parquet(path) if path.exists() else None
+    if frame is None or not frame.height:
         return None
-    frame = pl.read_parquet(path)
-    return float(np.percentile((frame["sent_s"] - frame["scheduled_s"]).to_numpy(), 90) * 1000) if frame.height else None
+    return float(np.percentile((frame["sent_s"] - frame["scheduled_s"]).to_numpy(), 90) * 1000)
 
 
 def sent_times(path: Path) -> dict[int, float] | None:
     """Request index -> seconds after the start at which the client sent it (None without the file)."""
-    if not path.exists():
-        return None
-    frame = pl.read_parquet(path)
-    return dict(zip(frame["index"].to_list(), frame["sent_s"].to_list(), strict=True))
+    frame = pl.read_parquet(path) if path.exists() else None
+    return None if frame is None else dict(zip(frame["index"].to_list(), frame["sent_s"].to_list(), strict=True))
 
 
 def kv_tokens(log_dir: Path) -> int | None:
@@ -596,7 +594,9 @@ def scan_cost(requests: pl.DataFrame, slowdown: float = 1.0) -> float | None:
     sends requests of every adapter at once, interleaved; the adapters then run one after the other (phases),
     the first with the other adapters' requests all waiting, the last with none. The difference of their
     median times per output token over the difference of waiting requests is the cost per request looked
-    at (the twin's ``scheduler.waiting``). None when the run has fewer than two phases."""
+    at. None when the run has fewer than two phases. It also holds the API server admitting the burst on the
+    shared CPU, so it is the fallback for ``scheduler.waiting`` (`scheduler_scan`) and a diagnostic beside
+    the in-process timing of `scan_probe`, which the calibration takes where it exists."""
     ok = requests.filter(pl.col("success") & (pl.col("output_tokens") > 1))
     if ok.is_empty():
         return None
@@ -699,8 +699,6 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
     -> the shared CPU's slowdown of that run) each run is simulated on the engine that run had: the costs
     times its factor (`replay.simulate_replay`)."""
     per_run, keys = [], ("total_throughput", "itl_mean_ms", "ttft_mean_ms")
-    serving = [run_name(m, name) for m in loop.validation["max_loras"] for name, _ in validation_benchmarks(loop.validation)]
-    engine = read_engine(work, serving)
     for max_loras in loop.validation["max_loras"]:
         for i in range(len(loop.validation["rate_sets"])):
             for rep in range(int(loop.validation.get("repeats", 1))):
@@ -717,7 +715,7 @@ def validate(rows: dict[str, dict[str, Any]], calibration: dict[str, Any], loop:
                     "live_starved": bool(row["total_throughput"] < STARVATION_RATIO * ideal),
                     "twin_starved": bool(twin["starved"]),
                     **{f"live_{k}": float(row[k]) for k in keys}, **{f"twin_{k}": float(twin[k]) for k in keys},
-                    **live_itl(row, engine.get(run_id)),
+                    **live_itl(row, read_engine(work, [run_id]).get(run_id)),
                     "send_lag_p90_ms": send_lag_p90_ms(work / "runs" / run_id / SENT_NAME)})
     mean = lambda key: float(np.mean([smape(r[f"live_{key}"], r[f"twin_{key}"]) for r in per_run]))  # noqa: E731
     return {
