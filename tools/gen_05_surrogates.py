@@ -21,8 +21,9 @@ forest, KNN and one small tree are trained on the same rows. Scored on held-out 
 **Does it learn the twin where placement asks?** A surrogate is a distillation of the twin, so it is also judged
 against the twin on data it was not fitted to: the dataset stage's *fresh* heterogeneous set (another seed and
 a popularity law the training never drew), and the GPU groups the placement methods build with this very
-surrogate on the workload grid, re-simulated by the twin (targets: throughput SMAPE at most 4 %, starvation
-macro-F1 at least 0.97). The physics features (`adaptwin.surrogate.features.PHYSICS_FEATURES`: distinct
+surrogate on the workload grid, re-simulated by the twin: the placements' final GPUs (`placement_final`) and
+candidates the surrogate turned down on the way (`placement_rejected`), together `placement_groups` (targets:
+throughput SMAPE at most 4 %, starvation macro-F1 at least 0.97). The physics features (`adaptwin.surrogate.features.PHYSICS_FEATURES`: distinct
 adapters per batch against A_max, load share of the resident adapters, ...) are computed from the seven columns
 and the calibration, so `load(model).predict(frame)` still needs only the paper's seven.
 """),
@@ -41,7 +42,8 @@ config = SurrogateConfig.from_params(dict(
     seed=seed, threads=threads, throughput_transform=throughput_transform, baselines=baselines,
     real_runs_model=real_runs_model, timing_singles=timing_singles, physics_features=physics_features,
     placement_groups=placement_groups, placement_group_methods=placement_group_methods,
-    placement_groups_grid=placement_groups_grid, placement_train_groups=placement_train_groups,
+    placement_groups_grid=placement_groups_grid, placement_rejected_groups=placement_rejected_groups,
+    placement_train_groups=placement_train_groups,
     placement_train_grid=placement_train_grid, active_rounds=active_rounds, active_scenarios=active_scenarios,
     active_pool=active_pool, active_window_s=active_window_s))
 fig_dir = resolve(figures_dir) / "surrogates"

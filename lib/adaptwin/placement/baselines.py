@@ -26,11 +26,12 @@ we keep:
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import polars as pl
 
-from adaptwin.placement.core import Evaluator, Gpu, GroupStats, build_gpus
+from adaptwin.placement.core import Evaluator, Gpu, GroupStats, build_gpus, with_member
 
 
 # ---- first-fit decreasing ------------------------------------------------------------------------------
@@ -48,7 +49,8 @@ def place_ffd(workload: pl.DataFrame, ev: Evaluator) -> list[Gpu]:
             served = stats.count[open_].astype(int) + 1
             s_max = np.maximum(stats.max_rank[open_], ranks[i]).astype(int)
             options = [[ev.largest_a_max(int(n), int(r))] for n, r in zip(served, s_max, strict=True)]
-            res = ev.evaluate_features(stats.with_adapter(open_, ranks[i], rates[i]), options)
+            res = ev.evaluate_features(stats.with_adapter(open_, ranks[i], rates[i]), options,
+                                       sets=partial(with_member, groups, open_, i, ranks, rates))
             fits = np.flatnonzero(res["ok"])
             target = int(open_[fits[0]]) if len(fits) else None
         if target is None:

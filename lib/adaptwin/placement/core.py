@@ -280,8 +280,12 @@ class Evaluator:
         (`prefix_features`): what makes Algorithm 1 fast."""
         return self.evaluate_features(prefix_features(ranks, rates, np.asarray(ks, dtype=np.int64)), max_loras)
 
-    def evaluate_features(self, feats: dict[str, np.ndarray], max_loras: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        """`evaluate` for sets given by their features (`stats_features`, one entry per set)."""
+    def evaluate_features(self, feats: dict[str, np.ndarray], max_loras: Sequence[Sequence[int]],
+                          sets: Callable[[], Sequence[tuple[np.ndarray, np.ndarray]]] | None = None,
+                          ) -> dict[str, np.ndarray]:
+        """`evaluate` for sets given by their features (`stats_features`, one entry per set). ``sets`` builds the
+        (ranks, rates) behind the features; only an evaluator that records its questions calls it
+        (`adaptwin.placement.questions`), so the inner loops never build them otherwise."""
         if not any(max_loras):
             return _empty_evaluation()
         counts = np.array([len(v) for v in max_loras])
@@ -395,6 +399,14 @@ class GroupStats:
         return stats_features(self.count[groups] + 1, self.sum_rate[groups] + rate,
                               self.sumsq_rate[groups] + rate * rate, self.sum_rank[groups] + rank,
                               self.sumsq_rank[groups] + rank * rank, np.maximum(self.max_rank[groups], rank))
+
+
+def with_member(groups: Sequence[Sequence[int]], which: np.ndarray, i: int, ranks: np.ndarray,
+                rates: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (ranks, rates) of each group in ``which`` with adapter ``i`` added: the sets behind
+    `GroupStats.with_adapter`, built only when an evaluator records its questions."""
+    members = [np.append(np.asarray(groups[g], dtype=np.int64), i) for g in which]
+    return [(ranks[m], rates[m]) for m in members]
 
 
 def _empty_evaluation() -> dict[str, np.ndarray]:

@@ -34,10 +34,12 @@ probes per surrogate call (a few calls per GPU instead of one row block per adap
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import polars as pl
 
-from adaptwin.placement.core import Evaluator, Gpu, GroupStats, PlacementError, make_gpu
+from adaptwin.placement.core import Evaluator, Gpu, GroupStats, PlacementError, make_gpu, with_member
 
 PROBES = 12  # prefixes per surrogate call in the fast variant
 PATIENCE = 8  # unsafe prefixes in a row before the exact walk closes a GPU (with extensions)
@@ -222,7 +224,8 @@ def _move_all(members: list[int], groups: list[list[int]], ranks, rates, ev: Eva
             return False
         s_max = np.maximum(stats.max_rank[room], ranks[i]).astype(int)
         options = [ev.a_max_options(int(n) + 1, int(r)) for n, r in zip(stats.count[room], s_max, strict=True)]
-        res = ev.evaluate_features(stats.with_adapter(room, ranks[i], rates[i]), options)
+        res = ev.evaluate_features(stats.with_adapter(room, ranks[i], rates[i]), options,
+                                   sets=partial(with_member, groups, room, i, ranks, rates))
         fits = np.flatnonzero(res["ok"])
         if not len(fits):
             return False

@@ -15,10 +15,12 @@ while both stay safe. Both paths end feasible, so the variant never does worse t
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import polars as pl
 
-from adaptwin.placement.core import Evaluator, Gpu, GroupStats, stats_features
+from adaptwin.placement.core import Evaluator, Gpu, GroupStats, stats_features, with_member
 from adaptwin.placement.greedy import configure
 
 
@@ -35,7 +37,7 @@ def place_latency(workload: pl.DataFrame, ev: Evaluator, greedy_gpus: list[Gpu])
     groups: list[list[int]] = [[] for _ in range(count)]
     stats = GroupStats.empty(count)
     for i in heaviest_first(ranks, rates):
-        g = _best_gpu(stats, int(i), ranks, rates, ev)
+        g = _best_gpu(stats, groups, int(i), ranks, rates, ev)
         if g is None:
             return rebalance(workload, ev, [list(gpu.members) for gpu in greedy_gpus])
         groups[g].append(int(i))
@@ -43,7 +45,8 @@ def place_latency(workload: pl.DataFrame, ev: Evaluator, greedy_gpus: list[Gpu])
     return retune(workload, ev, [members for members in groups if members])
 
 
-def _best_gpu(stats: GroupStats, i: int, ranks: np.ndarray, rates: np.ndarray, ev: Evaluator) -> int | None:
+def _best_gpu(stats: GroupStats, groups: list[list[int]], i: int, ranks: np.ndarray, rates: np.ndarray,
+              ev: Evaluator) -> int | None:
     """The GPU of lowest predicted ITL with adapter ``i`` added (at its best safe A_max), or None if no GPU
     stays safe. Empty GPUs are interchangeable: only the first is tried."""
     room = stats.count < ev.max_served
@@ -54,7 +57,8 @@ def _best_gpu(stats: GroupStats, i: int, ranks: np.ndarray, rates: np.ndarray, e
         return None
     s_max = np.maximum(stats.max_rank[candidates], ranks[i]).astype(int)
     options = [ev.a_max_options(int(n) + 1, int(r)) for n, r in zip(stats.count[candidates], s_max, strict=True)]
-    res = ev.evaluate_features(stats.with_adapter(candidates, ranks[i], rates[i]), options)
+    res = ev.evaluate_features(stats.with_adapter(candidates, ranks[i], rates[i]), options,
+                               sets=partial(with_member, groups, candidates, i, ranks, rates))
     safe = np.flatnonzero(res["ok"])
     if len(safe) == 0:
         return None
@@ -117,7 +121,11 @@ def _best_move(src: list[int], dst: list[int], ranks: np.ndarray, rates: np.ndar
                           ranks[d].sum() + r, (ranks[d] ** 2).sum() + r**2, np.maximum(ranks[d].max(), r))
     feats = {k: np.concatenate([minus[k], plus[k]]) for k in minus}
     options = [ev.a_max_options(int(c), int(s)) for c, s in zip(feats["served_adapters"], feats["max_size"], strict=True)]
-    itl, _ = _best_itl(ev.evaluate_features(feats, options), 2 * n)
+    def sets() -> list[tuple[np.ndarray, np.ndarray]]:
+        return ([(np.delete(r, j), np.delete(q, j)) for j in range(n)]
+                + [(np.append(ranks[d], r[j]), np.append(rates[d], q[j])) for j in range(n)])
+
+    itl, _ = _best_itl(ev.evaluate_features(feats, options, sets=sets), 2 * n)
     worse = np.maximum(itl[:n], itl[n:])
     j = int(np.argmin(worse))
     return None if not np.isfinite(worse[j]) else (j, float(worse[j]))

@@ -6,7 +6,8 @@ the headline keys the claims report reads: ``real_runs.throughput_smape_pct``,
 ``real_runs.starvation_macro_f1``, ``ms_per_prediction_single``, ``ms_per_prediction_batched``, ``heldout.*``,
 ``learners.<name>.*``), plus the distillation sets: ``fresh_heterogeneous`` (the dataset stage's fresh test
 set: another seed, another popularity law), ``placement_groups`` (the GPUs the placement methods build with
-this surrogate on the workload grid, re-simulated by the twin), ``real_runs_heterogeneous`` (data card 5.9),
+this surrogate on the workload grid and candidates they turned down, re-simulated by the twin; its two parts
+are ``placement_final`` and ``placement_rejected``), ``real_runs_heterogeneous`` (data card 5.9),
 ``beside_twin`` (surrogate and twin vs the same real runs) and ``breakdown`` (by A_max and by load).
 """
 
@@ -56,6 +57,7 @@ class SurrogateConfig:
     placement_groups: int = 0  # GPUs built by the placement methods and re-simulated by the twin (0 = skip)
     placement_group_methods: tuple[str, ...] = ()
     placement_groups_grid: dict[str, Any] | None = None  # None = the placement stage's own grid
+    placement_rejected_groups: int = 0  # candidate GPUs the methods turned down, added to the exam (0 = none)
     placement_train_groups: int = 0  # GPUs the methods build with a first surrogate on placement_train_grid,
     placement_train_grid: dict[str, Any] | None = None  # re-simulated and trained on (0 = skip)
     active_rounds: int = 0  # rounds of uncertainty sampling (`adaptwin.surrogate.active`): pick, simulate, retrain
@@ -139,7 +141,7 @@ class ModelOutcome:
 
 #: the caller's exam of a trained surrogate on the GPU groups placement builds with it (placement comes after
 #: the surrogates in the pipeline, so the stage takes it as a function instead of importing placement)
-PlacementCheck = Callable[[Surrogate, Path], EvalSet | None]
+PlacementCheck = Callable[[Surrogate, Path], EvalSet | tuple[EvalSet, ...] | None]
 #: the caller's training rows built with a first surrogate (the twin's rows of the GPUs placement builds with it
 #: on other workloads than the exam's; a function for the same reason)
 PlacementRows = Callable[[Surrogate, Path], pl.DataFrame | None]
@@ -157,7 +159,8 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
     surrogate = result.surrogate
     runs = load_real_runs(data_dir, model, config.real_runs_model)
     hetero = load_real_runs(data_dir, model, config.real_runs_model, "heterogeneous_results")
-    extra = [fresh_set(data_dir, model), placement_check(surrogate, data_dir) if placement_check else None,
+    exam = placement_check(surrogate, data_dir) if placement_check else None
+    extra = [fresh_set(data_dir, model), *(exam if isinstance(exam, tuple) else (exam,)),
              real_set(hetero, surrogate.tokens_per_request, "real_runs_heterogeneous") if hetero is not None
              and hetero.height else None]
     extra_sets = tuple(s for s in extra if s is not None)
@@ -254,8 +257,8 @@ def table(data_dir: str | Path, model: str) -> pl.DataFrame:
 
 
 #: evaluation sets of the distillation table, in display order
-DISTILLATION_SETS: tuple[str, ...] = ("heldout", "fresh_heterogeneous", "placement_groups", "real_runs",
-                                      "real_runs_heterogeneous")
+DISTILLATION_SETS: tuple[str, ...] = ("heldout", "fresh_heterogeneous", "placement_groups", "placement_final",
+                                      "placement_rejected", "real_runs", "real_runs_heterogeneous")
 
 
 def distillation_table(metrics: dict[str, Any], models: list[str]) -> pl.DataFrame:
