@@ -152,3 +152,27 @@ def test_committed_notebooks_equal_their_generators(generator, tmp_path, monkeyp
     fresh = module.write_notebook(tmp_path / name, module.CELLS)
     assert fresh.read_text() == (ROOT / "notebooks" / name).read_text(), (
         f"notebooks/{name} differs from tools/{generator.name}: run `python tools/{generator.name}`")
+
+
+def test_stage_kernels_are_pinned_so_outputs_do_not_depend_on_the_cpu():
+    """A stage's kernel runs NumPy without AVX-512 paths and OpenBLAS with its Haswell kernels, whatever the
+    machine offers (a child process given the pinned variables reports both)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **notebook.pinned_kernel_env({}, "x86_64")}
+    probe = ("import json\n"
+             "from numpy._core._multiarray_umath import __cpu_features__ as f\n"
+             "from threadpoolctl import threadpool_info\n"
+             "print(json.dumps({'x86_v4': f['X86_V4'], 'blas': [i.get('architecture') for i in threadpool_info()"
+             " if i.get('internal_api') == 'openblas']}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out == {"x86_v4": False, "blas": ["Haswell"]}
+
+
+def test_kernel_pinning_keeps_a_users_choice_and_skips_other_architectures():
+    assert notebook.pinned_kernel_env({"OPENBLAS_CORETYPE": "Zen"}, "x86_64") == {
+        "NPY_DISABLE_CPU_FEATURES": notebook.PINNED_KERNELS["NPY_DISABLE_CPU_FEATURES"]}
+    assert notebook.pinned_kernel_env({}, "aarch64") == {}

@@ -44,6 +44,7 @@ config = SurrogateConfig.from_params(dict(
     placement_groups=placement_groups, placement_group_methods=placement_group_methods,
     placement_groups_grid=placement_groups_grid, placement_rejected_groups=placement_rejected_groups,
     placement_train_groups=placement_train_groups,
+    placement_train_rejected_groups=placement_train_rejected_groups,
     placement_train_grid=placement_train_grid, active_rounds=active_rounds, active_scenarios=active_scenarios,
     active_pool=active_pool, active_window_s=active_window_s))
 fig_dir = resolve(figures_dir) / "surrogates"
@@ -64,8 +65,9 @@ dataset_summary(resolve(data_dir), models)
 **Placement-driven training rows** (`placement_train_groups`, `adaptwin.placement.groups.coach`): a first
 surrogate, trained on the dataset, places every workload of `placement_train_grid` (other workloads than the
 exam's grid below: another seed, other sizes and multipliers, the other Azure trace) with the exam's methods;
-the twin re-simulates each distinct GPU they build, and the surrogates are trained again with those rows. How
-many rows, how many of them starved, and the wall time of placing and simulating them:
+the twin re-simulates each distinct GPU they build (and `placement_train_rejected_groups` candidates they turned
+down), and the surrogates are trained again with those rows. How many rows, how many of them starved, and the
+wall time of placing and simulating them:
 """),
     ("code", """
 pl.DataFrame([{"model": m, **metrics[m].get("placement_training", {})} for m in models])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import platform
 import sys
 from typing import Any
 
@@ -63,6 +65,25 @@ def notebook_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+#: CPU kernels every stage runs with on x86-64: NumPy dispatches to AVX2 code at most (no AVX-512 paths) and
+#: OpenBLAS uses its Haswell kernels. Both otherwise pick kernels by CPU, and the kernels round differently:
+#: the calibration written on an AVX-512 machine differed in the last digits from the same fit with AVX2
+#: kernels, so outputs (and DVC's hashes of them) changed from machine to machine.
+PINNED_KERNELS: dict[str, str] = {
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+
+
+def pinned_kernel_env(environ: dict[str, str] | None = None, machine: str | None = None) -> dict[str, str]:
+    """The variables of `PINNED_KERNELS` to add to ``environ`` (default ``os.environ``): none off x86-64, and
+    none the user already set (an explicit choice wins)."""
+    environ = os.environ if environ is None else environ
+    if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
+        return {}
+    return {k: v for k, v in PINNED_KERNELS.items() if k not in environ}
+
+
 def run(name: str, output_dir: str = "data/notebooks") -> None:
     """Execute ``notebooks/<name>.ipynb`` into ``<output_dir>/<name>.ipynb`` with params.yaml values."""
     import papermill as pm
@@ -74,6 +95,7 @@ def run(name: str, output_dir: str = "data/notebooks") -> None:
     check_section(SECTIONS[name], params.get(SECTIONS[name]) or {})
     out = root / output_dir / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.update(pinned_kernel_env())  # the kernel and its Dask workers inherit them
     pm.execute_notebook(
         str(root / "notebooks" / f"{name}.ipynb"),
         str(out),

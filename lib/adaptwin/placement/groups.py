@@ -126,10 +126,12 @@ def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str |
 
 
 def training_groups(surrogate: Any, data_dir: Path, config: Any, shared_dir: str | Path) -> pl.DataFrame | None:
-    """The twin rows of the GPU groups of `coach` (swept into ``<models>/<model>/placement_train``, resumable);
-    None when ``placement_train_groups`` is 0."""
+    """The twin rows of the GPU groups of `coach` (swept into ``<models>/<model>/placement_train``, resumable):
+    final GPUs and ``placement_train_rejected_groups`` candidates turned down; None when
+    ``placement_train_groups`` is 0."""
     found = group_rows(surrogate, data_dir, config, shared_dir, config.train_grid(), config.placement_train_groups,
-                       config.seed + 1, "placement_train", workers=config.threads)
+                       config.seed + 1, "placement_train", workers=config.threads,
+                       turned_down=config.placement_train_rejected_groups)
     return None if found is None else found[0]
 
 

@@ -60,6 +60,7 @@ class SurrogateConfig:
     placement_rejected_groups: int = 0  # candidate GPUs the methods turned down, added to the exam (0 = none)
     placement_train_groups: int = 0  # GPUs the methods build with a first surrogate on placement_train_grid,
     placement_train_grid: dict[str, Any] | None = None  # re-simulated and trained on (0 = skip)
+    placement_train_rejected_groups: int = 0  # plus candidates the methods turned down there (0 = none)
     active_rounds: int = 0  # rounds of uncertainty sampling (`adaptwin.surrogate.active`): pick, simulate, retrain
     active_scenarios: int = 0  # GPUs the twin labels per round
     active_pool: int = 20  # candidates scored per GPU kept
