@@ -49,18 +49,20 @@ def placement_questions(context: Any, grid: dict[str, Any], shared_dir: str | Pa
     from adaptwin.placement.verify import gpu_scenario
     from adaptwin.placement.workloads import expand_grid, generate
 
-    asked, recorder = recording(context)
+    asked, recorder = recording(context) if turned_down > 0 else (context, None)
     scenarios = []
     for spec in expand_grid(grid):
         workload = generate(spec, shared_dir)
         for method in methods:
-            placement = place(workload, asked if turned_down > 0 else context, method)
+            placement = place(workload, asked, method)
             scenarios += [gpu_scenario(placement, gpu, duration_s) for gpu in placement.gpus]
     final = _subset(unique(scenarios), finals, seed)
+    if recorder is None:
+        return final, []
     final_ids = {scenario_id(s) for s in scenarios}
     declined = [question_scenario(context.model, q, duration_s) for q in rejected(recorder.questions)]
     declined = [s for s in unique(declined) if scenario_id(s) not in final_ids]
-    return final, _subset(declined, turned_down, seed + 1) if turned_down > 0 else []
+    return final, _subset(declined, turned_down, seed + 1)
 
 
 def _subset(scenarios: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:

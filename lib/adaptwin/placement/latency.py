@@ -121,6 +121,7 @@ def _best_move(src: list[int], dst: list[int], ranks: np.ndarray, rates: np.ndar
                           ranks[d].sum() + r, (ranks[d] ** 2).sum() + r**2, np.maximum(ranks[d].max(), r))
     feats = {k: np.concatenate([minus[k], plus[k]]) for k in minus}
     options = [ev.a_max_options(int(c), int(s)) for c, s in zip(feats["served_adapters"], feats["max_size"], strict=True)]
+
     def sets() -> list[tuple[np.ndarray, np.ndarray]]:
         return ([(np.delete(r, j), np.delete(q, j)) for j in range(n)]
                 + [(np.append(ranks[d], r[j]), np.append(rates[d], q[j])) for j in range(n)])
