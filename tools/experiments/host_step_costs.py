@@ -26,7 +26,8 @@ out of the Llama 5.2-5.3 LoRA rows (5.2 serves 300 registered adapters, 5.3 serv
 the 0.5 fork, so none), refits the LoRA form, then charges it. ``--profiling`` scores a calibration (with the
 term) on the model's own 5.2-5.3 runs.
 
-Outcome (2026-12-03, calibration and validation of ``make repro`` at 18646de; one core, 312 s per variant):
+Outcome (2026-12-03, calibration and validation of the ``make repro`` run at cc3f293, whose outputs the
+submitted 18646de reproduced; one core, ~300 s per variant):
 
 * ``--micro`` on this machine: registry copy 0.17-0.18 us per registered adapter per adapter in the batch (the
   0.8.5 classes, extracted from the wheel, and vLLM 0.32's give the same); skip loop 0.19-0.20 us per visited
@@ -45,9 +46,10 @@ Outcome (2026-12-03, calibration and validation of ``make repro`` at 18646de; on
 
 * ``--profiling``: the pipeline's calibration is 1.45 % off Llama's own 5.2 runs (ITL); ``add`` makes that
   7.41 % (it over-predicts their LoRA seconds by 9 %: those runs already carry the copy of 300 registered
-  adapters, which the fitted per-adapter cost absorbed); ``refit`` keeps 1.58 % but moves the cost to the token
-  and prompt-token terms (5.2 ``find_max_batch_small`` 17.1 -> 24.8 %), which overshoots the big batches of the
-  serving runs.
+  adapters, which the fitted per-adapter cost absorbed); ``refit`` keeps 1.58 % but moves cost to the token and
+  prompt-token terms (5.2 ``find_max_batch_small`` 17.1 -> 24.8 %; per token 5.3 -> 7.5 us, per slot and prompt
+  token 0.43 -> 0.49 us, per adapter 0.35 -> 0.30 ms) and its swap fit then picks 17 ms per load: on 5.6 the
+  starved runs at A_max >= 128 come out 26 % too slow (ITL) where they were 0.4 % too fast.
 
 So the one variant that meets every 5.6 target contradicts a profiling family the calibration is fitted on, and
 the variant consistent with it is worse on the serving runs. Neither is adopted. The registry copy is real but
