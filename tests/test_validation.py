@@ -138,3 +138,43 @@ def test_error_figure_is_written(runs, tmp_path):
                        "twin_mean_distinct_adapters": [3.0, 5.0, 40.0, 0.0]})
     paths = error_vs_slots(df, tmp_path)
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
+
+
+def _relabel(src, dst, old: str, new: str) -> None:
+    """Copy the run folder ``src`` to ``dst`` with every ``old`` model name in its texts replaced by ``new``."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    for path in dst.iterdir():
+        if path.suffix in (".out", ".err", ".log"):
+            path.write_text(path.read_text(errors="replace").replace(old, new))
+
+
+@pytest.mark.filterwarnings("ignore:.*missing; table left empty")  # a corpus of two run folders
+def test_another_models_serving_runs_are_validated_with_its_own_calibration_and_reported_apart(tmp_path):
+    """A corpus holding the other model's by-time runs (checked outside with real ones) is ingested under that
+    model, simulated with that model's calibration, and scored apart in ``models`` of the metrics."""
+    from corpus_paths import DEF, SOURCE
+    from test_calibration import QWEN
+
+    from adaptwin.measurements.corpus import ingest, read_table
+
+    folder = "digital_twin_modelling/real_results/{}/rank_32_rates_1.6_0.8_0.4/_32_64_32_"
+    corpus = tmp_path / "corpus"
+    src = SOURCE / DEF / folder.format(LLAMA)
+    _relabel(src, corpus / DEF / folder.format(LLAMA), LLAMA, LLAMA)  # as recorded
+    _relabel(src, corpus / DEF / folder.format(QWEN), LLAMA, QWEN)
+    ingest(corpus, tmp_path / "measurements")
+    runs = read_table(tmp_path / "measurements", "runs")
+    assert sorted(runs["model"]) == [LLAMA, QWEN] and set(runs["family"]) == {"real_results"}
+    cal = {m: str(write_json(tmp_path / "calibration" / f"{m}.json", to_json(m, fitted()[m]))) for m in (LLAMA, QWEN)}
+    df, summary = val.validate(runs, cal, ["real_results"], val.ValidationConfig(duration_scale=0.05, workers=1))
+    by_model = {r["model"]: r for r in df.iter_rows(named=True)}
+    # the same recorded run, simulated twice: only the calibration differs, so the twin's answers do
+    assert by_model[LLAMA]["real_throughput"] == by_model[QWEN]["real_throughput"]
+    assert by_model[LLAMA]["twin_itl"] != by_model[QWEN]["twin_itl"]
+    assert summary["families"]["real_results"]["n_runs"] == 2
+    for model in (LLAMA, QWEN):
+        part = summary["models"][model]
+        assert part["n_runs"] == 1 and part["families"]["real_results"]["n_runs"] == 1
+        assert part["itl_smape_pct"] == pytest.approx(by_model[model]["itl_smape_pct"])

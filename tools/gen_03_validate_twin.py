@@ -83,13 +83,14 @@ val.table(df)
 **Result.** Table-1-style rows per family: by (S_max, rate group), by A_max, the family and all runs: mean
 SMAPE of total throughput, ITL and TTFT over the runs that both real and twin could run, the same without
 the /2, and the agreement (%) of the starvation verdict and of memory errors. Headline numbers and, per
-family, `a_max_gap` (mean SMAPE at A_max >= 128 minus at A_max <= 64):
+model and family, `a_max_gap` (mean SMAPE at A_max >= 128 minus at A_max <= 64):
 """),
     ("code", """
-print(json.dumps({k: v for k, v in summary.items() if k not in ("groups", "families", "lora_forms")}, indent=1))
-print(json.dumps({f: {k: v[k] for k in ("n_runs", "throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct",
-                                        "starvation_agreement_pct", "a_max_gap")}
-                  for f, v in summary["families"].items()}, indent=1))
+print(json.dumps({k: v for k, v in summary.items() if k not in ("groups", "families", "models", "lora_forms")}, indent=1))
+# per model and family (a family folder may hold several models' runs; summary["families"] pools them)
+keys = ("n_runs", "throughput_smape_pct", "itl_smape_pct", "ttft_smape_pct", "starvation_agreement_pct", "a_max_gap")
+print(json.dumps({f"{m}/{f}": {k: v[k] for k in keys}
+                  for m, part in summary["models"].items() for f, v in part["families"].items()}, indent=1))
 """),
     ("md", """
 **Recorded at full scale** (one worker, 3600 s, calibration with `lora_form: auto`, i.e.

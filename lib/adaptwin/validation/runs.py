@@ -242,13 +242,20 @@ def _mean(s: pl.Series) -> float | None:
 
 def summarize(df: pl.DataFrame) -> dict[str, Any]:
     """Headline numbers (keys of data/metrics/twin_validation.json), the per-group breakdown, and per family
-    the breakdowns by S_max, rate group and A_max with the gap between many and few slots."""
+    the breakdowns by S_max, rate group and A_max with the gap between many and few slots; the same per model
+    under ``models.<model>`` (``families`` pools the models whose runs share a family folder)."""
     out = _summary(df)
     out["groups"] = {
         f"{model}/S_max={s}/{rs}": _summary(g)
         for (model, s, rs), g in df.group_by("model", "max_lora_rank", "rate_set", maintain_order=True)
     }
     out["families"] = {fam: family_summary(g) for (fam,), g in df.group_by("family", maintain_order=True)}
+    # a family folder may hold several models' runs: "families" pools them, "models" keeps each model apart
+    out["models"] = {
+        model: {**_summary(g), "families": {fam: family_summary(f)
+                                            for (fam,), f in g.group_by("family", maintain_order=True)}}
+        for (model,), g in df.group_by("model", maintain_order=True)
+    }
     sim = df.filter(~pl.col("twin_memory_error") & (pl.col("twin_wall_time_s") > 0))
     if sim.height:
         speed = (sim["simulated_s"] / sim["twin_wall_time_s"]).to_numpy()
