@@ -2,8 +2,8 @@
 served and with the queue, timed on vLLM's own code, and what they would do to the twin.
 
 Why: on starved 5.6 runs at a fixed A_max the twin's throughput error grows with the adapters served (A_max 64,
-S_max 16: +5.2 % at 64 served, +14.2 % at 384; its ITL falls short by 1.9 % and 7.4 %), so some per-step cost
-grows with them. Two code paths of the 0.8.5 engine process do (read in the 0.8.5 wheel, ``pip download
+S_max 16: +5.2 % at 64 served, +14.2 % at 384; its ITL falls short by 1.9 % and 7.4 %; ``--diagnose``), so some
+per-step cost grows with them. Two code paths of the 0.8.5 engine process do (read in the 0.8.5 wheel, ``pip download
 vllm==0.8.5``):
 
 1. **Registry copy.** Every step, for every adapter in the batch, ``LRUCacheWorkerLoRAManager.add_adapter`` runs
@@ -16,6 +16,7 @@ vllm==0.8.5``):
    tables' fit (``scheduler.waiting``, 0.23 us). The serving runs' gap would need about 0.45 us.
 
     .venv-vllm/bin/python tools/experiments/host_step_costs.py --micro
+    PYTHONPATH=lib .venv/bin/python tools/experiments/host_step_costs.py --diagnose data/validation/runs.parquet
     PYTHONPATH=lib .venv/bin/python tools/experiments/host_step_costs.py --profiling CAL.json [--coef S]
     PYTHONPATH=lib .venv/bin/python tools/experiments/host_step_costs.py --validate CAL.json OUT.parquet \
         --variant add|refit [--coef S] [--measurements data/measurements]
@@ -226,10 +227,35 @@ def profiling(calibration: str, coef: float, measurements: str) -> None:
             print(f"{label}: {kind} mean |ITL error| {err.mean():.2f} % ({int(m.sum())} runs)")
 
 
+def diagnose(runs_path: str) -> None:
+    """From a validation frame (``data/validation/runs.parquet``): the starved 5.6 runs' twin bias by A_max and
+    served adapters, and the light-load TTFT gap (runs without swaps or starvation, < 40 running) by A_max."""
+    import polars as pl
+
+    runs = pl.read_parquet(runs_path).filter(pl.col("real_itl").is_not_null())
+    bias = {"thr_bias_pct": (pl.col("twin_throughput") / pl.col("real_throughput") - 1) * 100,
+            "itl_bias_pct": (pl.col("twin_itl") / pl.col("real_itl") - 1) * 100}
+    starved = (runs.filter((pl.col("family") == "real_results") & pl.col("real_starved"))
+               .group_by("max_loras", "served_adapters", "max_lora_rank")
+               .agg(pl.len().alias("runs"), *(e.mean().round(1).alias(k) for k, e in bias.items()))
+               .sort("max_loras", "max_lora_rank", "served_adapters"))
+    light = (runs.filter(~pl.col("real_starved") & (pl.col("served_adapters") == pl.col("max_loras"))
+                         & (pl.col("real_mean_running") < 40))
+             .group_by("family", "max_loras")
+             .agg(pl.len().alias("runs"), pl.col("real_ttft").mean().round(1), pl.col("twin_ttft").mean().round(1),
+                  (pl.col("real_ttft") - pl.col("twin_ttft")).mean().round(1).alias("gap_ms"),
+                  pl.col("real_itl").mean().round(1))
+             .sort("family", "max_loras"))
+    with pl.Config(tbl_rows=100, tbl_width_chars=200):
+        print(starved)
+        print(light)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--micro", action="store_true")
     ap.add_argument("--profiling", metavar="CAL")
+    ap.add_argument("--diagnose", metavar="RUNS")
     ap.add_argument("--validate", nargs=2, metavar=("CAL", "OUT"))
     ap.add_argument("--variant", choices=("add", "refit"), default="add")
     ap.add_argument("--coef", type=float, default=REGISTERED_ADAPTER_S)
@@ -238,6 +264,8 @@ def main() -> None:
     if args.micro:
         time_registry_copy()
         time_skip_loop()
+    if args.diagnose:
+        diagnose(args.diagnose)
     if args.profiling:
         profiling(args.profiling, args.coef, args.measurements)
     if args.validate:
