@@ -140,12 +140,9 @@ def test_error_figure_is_written(runs, tmp_path):
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
 
 
-def _relabel(src, dst, old: str, new: str) -> None:
-    """Copy the run folder ``src`` to ``dst`` with every ``old`` model name in its texts replaced by ``new``."""
-    import shutil
-
-    shutil.copytree(src, dst)
-    for path in dst.iterdir():
+def _relabel(run, old: str, new: str) -> None:
+    """Replace every ``old`` model name in the texts of the run folder ``run`` by ``new``."""
+    for path in run.iterdir():
         if path.suffix in (".out", ".err", ".log"):
             path.write_text(path.read_text(errors="replace").replace(old, new))
 
@@ -154,16 +151,16 @@ def _relabel(src, dst, old: str, new: str) -> None:
 def test_another_models_serving_runs_are_validated_with_its_own_calibration_and_reported_apart(tmp_path):
     """A corpus holding the other model's by-time runs (checked outside with real ones) is ingested under that
     model, simulated with that model's calibration, and scored apart in ``models`` of the metrics."""
-    from corpus_paths import DEF, SOURCE
+    from corpus_paths import DEF
     from test_calibration import QWEN
+    from test_measurements_bad_input import copy_run
 
     from adaptwin.measurements.corpus import ingest, read_table
 
-    folder = "digital_twin_modelling/real_results/{}/rank_32_rates_1.6_0.8_0.4/_32_64_32_"
+    folder = DEF + "digital_twin_modelling/real_results/{}/rank_32_rates_1.6_0.8_0.4/_32_64_32_"
     corpus = tmp_path / "corpus"
-    src = SOURCE / DEF / folder.format(LLAMA)
-    _relabel(src, corpus / DEF / folder.format(LLAMA), LLAMA, LLAMA)  # as recorded
-    _relabel(src, corpus / DEF / folder.format(QWEN), LLAMA, QWEN)
+    copy_run(corpus, folder.format(LLAMA))  # as recorded
+    _relabel(copy_run(corpus, folder.format(LLAMA), folder.format(QWEN)), LLAMA, QWEN)
     ingest(corpus, tmp_path / "measurements")
     runs = read_table(tmp_path / "measurements", "runs")
     assert sorted(runs["model"]) == [LLAMA, QWEN] and set(runs["family"]) == {"real_results"}

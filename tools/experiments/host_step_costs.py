@@ -108,7 +108,8 @@ class _LoRARequest:
 
 
 class _Request:
-    """The attributes the 0.8.5 loop reads (a plain class there too)."""
+    """The attributes the 0.8.5 loop reads (a plain class there too), and a prompt, so that a request is about
+    as large in memory as a server's."""
 
     def __init__(self, i: int, lora: _LoRARequest) -> None:
         self.request_id, self.status, self.lora_request = str(i), RequestStatus.WAITING, lora
