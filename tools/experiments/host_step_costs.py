@@ -16,7 +16,9 @@ vllm==0.8.5``):
    tables' fit (``scheduler.waiting``, 0.23 us). The serving runs' gap would need about 0.45 us.
 
     .venv-vllm/bin/python tools/experiments/host_step_costs.py --micro
-    PYTHONPATH=lib .venv/bin/python tools/experiments/host_step_costs.py --diagnose data/validation/runs.parquet
+    PYTHON tools/experiments/host_step_costs.py --skip-loop        # any interpreter, no packages needed
+    PYTHONPATH=lib .venv/bin/python tools/experiments/host_step_costs.py --diagnose data/validation/runs.parquet \
+        [--measurements data/measurements]
     PYTHONPATH=lib .venv/bin/python tools/experiments/host_step_costs.py --profiling CAL.json [--coef S]
     PYTHONPATH=lib .venv/bin/python tools/experiments/host_step_costs.py --validate CAL.json OUT.parquet \
         --variant add|refit [--coef S] [--measurements data/measurements]
@@ -56,6 +58,21 @@ So the one variant that meets every 5.6 target contradicts a profiling family th
 the variant consistent with it is worse on the serving runs. Neither is adopted. The registry copy is real but
 only identifiable at one registered count (300) in the 0.8.5 profiling data; a GPU host running 0.8.5 could
 time it (and the per-step cost at many served adapters) directly.
+
+Follow-up (2026-12-03, same validation frame):
+
+* Which interpreter. The 0.8.5 serving runs' tracebacks show ``/usr/local/lib/python3.12/dist-packages/vllm``
+  (5.6 and 5.9); the 0.5 fork of the Llama-2 runs ran ``python3.10``. ``--skip-loop`` under pyenv's 3.10.13 and
+  3.12.1 (both built without PGO/LTO) on this machine: 377-427 ns per visit on 3.10, 157-181 ns on 3.12 (150-199
+  ns on the system 3.11). 3.11's specialising interpreter makes this loop 2.4x faster, so the serving runs'
+  Python pays less per visit than the 0.23 us the twin charges, not the 0.45 us their gap would need.
+* Where the starved runs' throughput bias comes from (``--diagnose``, last table; "high" = some adapter at
+  >= 1 req/s, `validation.runs.rate_set`). On starved runs it is the
+  twin's step time, not its batch and not the client: 5.6 starved high-rate runs (58): throughput +6.24 %,
+  ITL -4.49 %, batch +1.74 %, unexplained rest +0.01 %; 5.9 starved high (74): +5.71 / -2.53 / +1.53 / +1.34 %.
+  (On runs that are not starved throughput follows the arrivals, so their rest is not a step-time measure.)
+  The starved runs whose step time the twin misses most are the high-rate ones, whose mean waiting queue is
+  23-24k; the 5.9 starved low-rate runs (17.6k waiting) have ITL -0.24 %.
 """
 
 from __future__ import annotations
@@ -68,8 +85,6 @@ import sys
 import timeit
 from collections import deque
 from pathlib import Path
-
-import numpy as np
 
 #: registry-copy seconds per (adapter in the batch x registered adapter), measured by ``--micro`` here
 REGISTERED_ADAPTER_S = 1.8e-7
@@ -188,6 +203,7 @@ def charge_registry(coef: float) -> None:
 
 def refit(calibration: str, coef: float, measurements: str, out: Path) -> Path:
     """``calibration``'s model refitted with the registry copy taken out of its 5.2-5.3 LoRA rows."""
+    import numpy as np
     import polars as pl
 
     from adaptwin.calibration import fit, lora_forms
@@ -212,6 +228,8 @@ def refit(calibration: str, coef: float, measurements: str, out: Path) -> Path:
 
 def profiling(calibration: str, coef: float, measurements: str) -> None:
     """ITL error (%) of the model's own 5.2-5.3 runs, as fitted and with the registry copy charged on top."""
+    import numpy as np
+
     from adaptwin.calibration.inputs import load_tables, lora_points
     from adaptwin.calibration.models import check_lora_slots
 
@@ -228,9 +246,10 @@ def profiling(calibration: str, coef: float, measurements: str) -> None:
             print(f"{label}: {kind} mean |ITL error| {err.mean():.2f} % ({int(m.sum())} runs)")
 
 
-def diagnose(runs_path: str) -> None:
+def diagnose(runs_path: str, measurements: str) -> None:
     """From a validation frame (``data/validation/runs.parquet``): the starved 5.6 runs' twin bias by A_max and
-    served adapters, and the light-load TTFT gap (runs without swaps or starvation, < 40 running) by A_max."""
+    served adapters, the light-load TTFT gap (runs without swaps or starvation, < 40 running) by A_max, and the
+    throughput bias split into step time and batch (below)."""
     import polars as pl
 
     runs = pl.read_parquet(runs_path).filter(pl.col("real_itl").is_not_null())
@@ -247,14 +266,38 @@ def diagnose(runs_path: str) -> None:
                   (pl.col("real_ttft") - pl.col("twin_ttft")).mean().round(1).alias("gap_ms"),
                   pl.col("real_itl").mean().round(1))
              .sort("family", "max_loras"))
-    with pl.Config(tbl_rows=100, tbl_width_chars=200):
+    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=250):
         print(starved)
         print(light)
+        print(bias_split(runs, measurements))
+
+
+def bias_split(runs, measurements: str):
+    """Throughput bias against the ITL and batch biases, by family, starvation and rate set (`validation.runs.rate_set`).
+
+    Tokens per second are about batch / step time, so (1 + throughput bias) x (1 + ITL bias) / (1 + batch bias)
+    - 1 (``rest_pct``) is what neither the twin's step time nor its batch explains: a client-side loss of
+    tokens would show there. ``real_waiting`` is the mean of the time series' waiting gauge in the window."""
+    import polars as pl
+
+    series = (pl.scan_parquet(Path(measurements) / "timeseries.parquet").filter(pl.col("in_window"))
+              .group_by("run_id").agg(pl.col("num_waiting").mean().alias("real_waiting")).collect())
+    ratio = {"thr": pl.col("twin_throughput") / pl.col("real_throughput"),
+             "itl": pl.col("twin_itl") / pl.col("real_itl"),
+             "batch": pl.col("twin_mean_batch_size") / pl.col("real_mean_running")}
+    frame = (runs.filter(pl.col("real_throughput").is_not_null() & ~pl.col("twin_memory_error"))
+             .join(series, on="run_id", how="left").with_columns(**ratio)
+             .with_columns(rest=pl.col("thr") * pl.col("itl") / pl.col("batch")))
+    pct = [((pl.col(k) - 1) * 100).mean().round(2).alias(f"{k}_bias_pct") for k in (*ratio, "rest")]
+    return (frame.group_by("family", "real_starved", "rate_set")
+            .agg(pl.len().alias("runs"), *pct, pl.col("real_waiting").mean().round(0))
+            .sort("family", "real_starved", "rate_set"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--micro", action="store_true")
+    ap.add_argument("--skip-loop", action="store_true", help="only the skip loop: any Python, no packages")
     ap.add_argument("--profiling", metavar="CAL")
     ap.add_argument("--diagnose", metavar="RUNS")
     ap.add_argument("--validate", nargs=2, metavar=("CAL", "OUT"))
@@ -264,9 +307,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.micro:
         time_registry_copy()
+    if args.micro or args.skip_loop:
+        print(f"Python {sys.version.split()[0]}")
         time_skip_loop()
     if args.diagnose:
-        diagnose(args.diagnose)
+        diagnose(args.diagnose, args.measurements)
     if args.profiling:
         profiling(args.profiling, args.coef, args.measurements)
     if args.validate:
