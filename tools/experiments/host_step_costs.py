@@ -62,10 +62,11 @@ time it (and the per-step cost at many served adapters) directly.
 Follow-up (2026-12-03, same validation frame):
 
 * Which interpreter. The 0.8.5 serving runs' tracebacks show ``/usr/local/lib/python3.12/dist-packages/vllm``
-  (5.6 and 5.9); the 0.5 fork of the Llama-2 runs ran ``python3.10``. ``--skip-loop`` under pyenv's 3.10.13 and
-  3.12.1 (both built without PGO/LTO) on this machine: 377-427 ns per visit on 3.10, 157-181 ns on 3.12 (150-199
-  ns on the system 3.11). 3.11's specialising interpreter makes this loop 2.4x faster, so the serving runs'
-  Python pays less per visit than the 0.23 us the twin charges, not the 0.45 us their gap would need.
+  (5.6 and 5.9); the 0.5 fork of the Llama-2 runs (5.7, 5.8; the 5.5 tables do not record theirs) ran
+  ``python3.10``. ``--skip-loop`` under pyenv's 3.10.13 and 3.12.1 (both built without PGO/LTO) on this machine:
+  377-427 ns per visit on 3.10, 157-181 ns on 3.12 (150-199 ns on the system 3.11): 3.12 runs this loop 2.4x
+  faster (the specialising interpreter of 3.11 on). So on a CPU like this one the serving runs' Python pays less
+  per visit than the 0.23 us the twin charges, not the 0.45 us their gap would need.
 * Where the starved runs' throughput bias comes from (``--diagnose``, last table; "high" = some adapter at
   >= 1 req/s, `validation.runs.rate_set`). On starved runs it is the
   twin's step time, not its batch and not the client: 5.6 starved high-rate runs (58): throughput +6.24 %,
