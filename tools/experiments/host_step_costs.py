@@ -65,8 +65,9 @@ Follow-up (2026-12-03, same validation frame):
   (5.6 and 5.9); the 0.5 fork of the Llama-2 runs (5.7, 5.8; the 5.5 tables do not record theirs) ran
   ``python3.10``. ``--skip-loop`` under pyenv's 3.10.13 and 3.12.1 (both built without PGO/LTO) on this machine:
   377-427 ns per visit on 3.10, 157-181 ns on 3.12 (150-199 ns on the system 3.11): 3.12 runs this loop 2.4x
-  faster (the specialising interpreter of 3.11 on). So on a CPU like this one the serving runs' Python pays less
-  per visit than the 0.23 us the twin charges, not the 0.45 us their gap would need.
+  faster (the specialising interpreter of 3.11 on). So the serving runs' Python pays 0.16-0.18 us per visit
+  here; the 0.23 us the twin charges (the 5.5 fit) is 1.3-1.4x that, which a slower host CPU explains; the
+  0.45 us their gap would need takes a host 2.5-3x slower than this machine, or Python 3.10.
 * Where the starved runs' throughput bias comes from (``--diagnose``, last table; "high" = some adapter at
   >= 1 req/s, `validation.runs.rate_set`). On starved runs it is the
   twin's step time, not its batch and not the client: 5.6 starved high-rate runs (58): throughput +6.24 %,
@@ -86,6 +87,10 @@ import sys
 import timeit
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: registry-copy seconds per (adapter in the batch x registered adapter), measured by ``--micro`` here
 REGISTERED_ADAPTER_S = 1.8e-7
@@ -273,8 +278,9 @@ def diagnose(runs_path: str, measurements: str) -> None:
         print(bias_split(runs, measurements))
 
 
-def bias_split(runs, measurements: str):
-    """Throughput bias against the ITL and batch biases, by family, starvation and rate set (`validation.runs.rate_set`).
+def bias_split(runs: pl.DataFrame, measurements: str) -> pl.DataFrame:
+    """Throughput bias against the ITL and batch biases, by family, starvation and rate set
+    (`adaptwin.validation.runs.rate_set`).
 
     Tokens per second are about batch / step time, so (1 + throughput bias) x (1 + ITL bias) / (1 + batch bias)
     - 1 (``rest_pct``) is what neither the twin's step time nor its batch explains: a client-side loss of
