@@ -12,7 +12,7 @@ x TPOT + switch. From the summary alone (independent of the twin):
     mean TTFT = t0 + (n - 1) / 2 x cycle,   duration = t0 + (n - 1) x cycle + (output - 1) x TPOT
     cycle = (duration - mean TTFT - (output - 1) x TPOT) / ((n - 1) / 2),   switch = cycle - (output - 1) x TPOT
 
-(the median spacing of the per-adapter TTFTs in the runs' JSON gives the same cycle within 1.5 ms). The twin's
+(the median spacing of the per-adapter TTFTs in the runs' JSON gives the same cycle within 3 ms). The twin's
 switch step: one prefill of the run's prompt with LoRA at A_max 1, its scheduler time and the copy (`swap_time`).
 
     PYTHONPATH=lib .venv/bin/python tools/experiments/switch_steps.py data/measurements data/calibration
