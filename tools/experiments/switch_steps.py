@@ -1,9 +1,9 @@
 """Experiment (not part of the pipeline): what one adapter switch costs in a model's own loading runs (5.3),
 against what the twin charges for it, and whether that difference is a per-load cost of serving.
 
-Why: on the unstarved 5.6 / 5.9 runs at A_max 8-32 that swap often, the twin's ITL is 5-15 % short while its
-batch matches (``host_step_costs.py --diagnose``); spread over their loads, the gap would be tens of ms per
-load, against the 6-8 ms copy the twin charges (5.3's logged "loads from memory").
+Why: on the unstarved 5.6 runs at A_max 8-32 that serve more adapters than slots (``--runs``), the twin's ITL is
+3-15 % short in 28 of 37 runs, whose batch is within 6 %; spread over their loads, the gap would be
+tens of ms per load, against the 6-8 ms copy the twin charges (5.3's logged "loads from memory").
 
 The 5.3 runs time a switch directly. A_max 1, one request per adapter, all sent at once, so the server runs
 them one after the other and every request starts with a load: TTFT_k = t0 + k x cycle, cycle = (output - 1)
@@ -15,7 +15,8 @@ x TPOT + switch. From the summary alone (independent of the twin):
 (the median spacing of the per-adapter TTFTs in the runs' JSON gives the same cycle within 3 ms). The twin's
 switch step: one prefill of the run's prompt with LoRA at A_max 1, its scheduler time and the copy (`swap_time`).
 
-    PYTHONPATH=lib .venv/bin/python tools/experiments/switch_steps.py data/measurements data/calibration
+    PYTHONPATH=lib .venv/bin/python tools/experiments/switch_steps.py data/measurements data/calibration \
+        [--runs data/validation/runs.parquet]
     PYTHONPATH=lib .venv/bin/python tools/experiments/switch_steps.py data/measurements data/calibration \
         --variant OUT.json --model llama-3.1-8b-instruct --per-load-ms 19.2
     PYTHONPATH=lib .venv/bin/python tools/experiments/validate_full.py OUT.json OUT.parquet
@@ -76,6 +77,19 @@ def twin_switch_ms(points: pl.DataFrame, calibration_dir: str) -> pl.DataFrame:
         (pl.col("switch_ms") - pl.col("twin_ms")).alias("excess_ms"))
 
 
+def swapping_runs(runs_path: str) -> pl.DataFrame:
+    """The unstarved 5.6 runs at A_max <= 32 that serve more adapters than slots: the twin's ITL and batch
+    bias (%) and its loads per hour."""
+    runs = pl.read_parquet(runs_path).filter(
+        (pl.col("family") == "real_results") & pl.col("real_itl").is_not_null() & ~pl.col("real_starved")
+        & (pl.col("max_loras") <= 32) & (pl.col("served_adapters") > pl.col("max_loras")))
+    return runs.select(
+        "max_loras", "served_adapters", "max_lora_rank",
+        ((pl.col("twin_itl") / pl.col("real_itl") - 1) * 100).alias("itl_bias_pct"),
+        ((pl.col("twin_mean_batch_size") / pl.col("real_mean_running") - 1) * 100).alias("batch_bias_pct"),
+        "twin_adapter_loads").sort("max_loras", "max_lora_rank", "served_adapters")
+
+
 def write_variant(calibration_dir: str, model: str, per_load_ms: float, out: str) -> None:
     """A copy of ``model``'s calibration that charges ``per_load_ms`` with every load (``swap.per_load_ms``)."""
     data = json.loads((Path(calibration_dir) / f"{model}.json").read_text())
@@ -88,6 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("measurements")
     ap.add_argument("calibration_dir")
+    ap.add_argument("--runs", metavar="RUNS.parquet", help="a validation frame: print its swapping runs")
     ap.add_argument("--variant", metavar="OUT.json")
     ap.add_argument("--model", default="llama-3.1-8b-instruct")
     ap.add_argument("--per-load-ms", type=float)
@@ -97,6 +112,8 @@ def main() -> None:
         print(table)
         print(table.group_by("model").agg(pl.col("excess_ms").mean().alias("mean_excess_ms"),
                                           pl.col("excess_ms").min().alias("min"), pl.col("excess_ms").max().alias("max")))
+        if args.runs:
+            print(swapping_runs(args.runs))
     if args.variant:
         per_load = args.per_load_ms
         if per_load is None:
