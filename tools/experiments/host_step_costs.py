@@ -253,8 +253,8 @@ def profiling(calibration: str, coef: float, measurements: str) -> None:
 
 
 def diagnose(runs_path: str, measurements: str) -> None:
-    """From a validation frame (``data/validation/runs.parquet``): the starved 5.6 runs' twin bias by A_max and
-    served adapters, the light-load TTFT gap (runs without swaps or starvation, < 40 running) by A_max, and the
+    """From a validation frame (``data/validation/runs.parquet``): the 5.6 runs' twin bias by starvation and
+    A_max, the starved ones' by A_max and served adapters, the light-load TTFT gap (runs without swaps or starvation, < 40 running) by A_max, and the
     throughput bias split into step time and batch (below)."""
     import polars as pl
 
@@ -272,7 +272,13 @@ def diagnose(runs_path: str, measurements: str) -> None:
                   (pl.col("real_ttft") - pl.col("twin_ttft")).mean().round(1).alias("gap_ms"),
                   pl.col("real_itl").mean().round(1))
              .sort("family", "max_loras"))
+    by_a_max = (runs.filter((pl.col("family") == "real_results") & pl.col("real_throughput").is_not_null()
+                            & ~pl.col("twin_memory_error"))
+                .group_by("real_starved", "max_loras")
+                .agg(pl.len().alias("runs"), *(e.mean().round(2).alias(k) for k, e in bias.items()))
+                .sort("real_starved", "max_loras"))
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=250):
+        print(by_a_max)
         print(starved)
         print(light)
         print(bias_split(runs, measurements))
