@@ -40,10 +40,11 @@ from adaptwin.figures.twin import calibration_figures
 from adaptwin.model_cards import card
 from adaptwin.paths import resolve
 
-config = CalibrationConfig.from_params(dict(models=models, lora_table_model=lora_table_model, lora_form=lora_form))
+config = CalibrationConfig.from_params(dict(models=models, lora_table_model=lora_table_model, lora_form=lora_form,
+                                            registry_copy_s=registry_copy_s))
 fig_dir = resolve(figures_dir) / "calibration"
 fitted = fit_models(resolve(data_dir) / "measurements", list(config.models), config.lora_table_model,
-                    config.lora_form)
+                    config.lora_form, config.registry_copy_s)
 paths = write_calibrations(fitted, resolve(data_dir) / "calibration")
 for model, fits in fitted.items():
     calibration_figures(fits, model, card(model).max_model_len, fig_dir)

@@ -16,6 +16,7 @@ vllm==0.8.5``):
    tables' fit (``scheduler.waiting``, 0.23 us). The serving runs' gap would need about 0.45 us.
 
     .venv-vllm/bin/python tools/experiments/host_step_costs.py --micro
+    PYTHON tools/experiments/host_step_costs.py --registry-copy    # any interpreter with cachetools
     PYTHON tools/experiments/host_step_costs.py --skip-loop        # any interpreter, no packages needed
     PYTHONPATH=lib .venv/bin/python tools/experiments/host_step_costs.py --diagnose data/validation/runs.parquet \
         [--measurements data/measurements]
@@ -25,9 +26,9 @@ vllm==0.8.5``):
     PYTHONPATH=lib .venv/bin/python tools/experiments/validate_full.py --compare BASE.parquet OUT.parquet
 
 ``--variant add`` charges c x distinct x served on top of the calibration; ``refit`` first takes the same cost
-out of the Llama 5.2-5.3 LoRA rows (5.2 serves 300 registered adapters, 5.3 serves 50; the 5.5 tables come from
-the 0.5 fork, so none), refits the LoRA form, then charges it. ``--profiling`` scores a calibration (with the
-term) on the model's own 5.2-5.3 runs.
+out of the Llama 5.2-5.3 LoRA rows (5.2 serves 300 registered adapters, 5.3 serves 50; taking the 5.5 tables for
+the 0.5 fork's, none there), refits the LoRA form, then charges it; ``refit_all`` also takes it out of the 5.5
+rows. ``--profiling`` scores a calibration (with the term) on the model's own 5.2-5.3 runs.
 
 Outcome (2026-12-03, calibration and validation of the ``make repro`` run at cc3f293, whose outputs the
 submitted 18646de reproduced; one core, ~300 s per variant):
@@ -59,7 +60,18 @@ the variant consistent with it is worse on the serving runs. Neither is adopted.
 only identifiable at one registered count (300) in the 0.8.5 profiling data; a GPU host running 0.8.5 could
 time it (and the per-step cost at many served adapters) directly.
 
-Follow-up (2026-12-03, same validation frame):
+Follow-up (2026-12-03, same validation frame). Adopted since: the ``refit_all`` variant, with c timed on vLLM
+0.8.5's own classes under the runs' Python 3.12 (``--registry-copy``: 180-181 ns per registered adapter, the
+slope between 256 and 512; 161 ns under 3.11). The pipeline's calibration now does what it does
+(`adaptwin.calibration.fit.REGISTRY_COPY_S`), so do not run ``--variant`` on a calibration it wrote.
+
+* ``refit_all`` (``--validate CAL OUT --variant refit_all --coef 1.8e-7``): like ``refit``, but the copy also
+  comes out of the 5.5 rows (LoRA rows: ``cpu_loras`` registered; swap rows likewise), which the calibration
+  takes as 0.8.5 Llama-3.1-8B runs (`adaptwin.calibration.fit.LORA_TABLE_MODEL`; last session's ``refit``
+  assumed the 0.5 fork, so left them alone and moved their copy to other terms). Same LoRA form chosen
+  (slot_step_prefill+offset); per adapter 0.35 -> 0.29 ms, per token 5.3 -> 10.2 us; swap stays copy only;
+  Llama's 5.2 runs 1.46 % ITL with the copy charged (1.45 % before). 5.6 throughput / ITL / TTFT / starvation /
+  ITL gap: 1.89 / 5.09 / 13.08 / 96.9 / -1.65; 5.9: 2.32 / 6.99 / 20.09 / 99.2 / +0.83.
 
 * Which interpreter. The 0.8.5 serving runs' tracebacks show ``/usr/local/lib/python3.12/dist-packages/vllm``
   (5.6 and 5.9); the 0.5 fork of the Llama-2 runs (5.7, 5.8; the 5.5 tables do not record theirs) ran
@@ -111,6 +123,54 @@ def time_registry_copy(sizes: tuple[int, ...] = (8, 64, 256, 512)) -> None:
         seconds = min(timeit.repeat(lambda c=cache, k=n + 5: k in set(dict(c.cache)), number=200, repeat=5)) / 200
         print(f"registry copy, {n} registered: {seconds * 1e6:.1f} us per adapter in the batch, "
               f"{seconds / n * 1e9:.0f} ns per registered adapter")
+
+
+def time_registry_copy_085(sizes: tuple[int, ...] = (8, 64, 256, 512)) -> None:
+    """The same copy with vLLM 0.8.5's own view class (``vllm/utils.py``, verbatim below) on ``cachetools``
+    alone, so any interpreter can run it: the 0.8.5 runs used Python 3.12 (``calibration.registry_copy_s``)."""
+    try:
+        import cachetools
+    except ImportError:
+        print("registry copy (0.8.5 classes): needs cachetools (pip install cachetools)")
+        return
+    from collections import UserDict
+    from types import MappingProxyType
+
+    class _MappingOrderCacheView(UserDict):  # vllm 0.8.5 vllm/utils.py, verbatim
+        def __init__(self, data, ordered_keys):
+            super().__init__(data)
+            self.ordered_keys = ordered_keys
+
+        def __iter__(self):
+            return iter(self.ordered_keys)
+
+        def keys(self):
+            return KeysView(self.ordered_keys)
+
+    class LRUCache(cachetools.LRUCache):  # the two properties of vllm 0.8.5's LRUCache that list_adapters reads
+        @property
+        def cache(self):
+            return _MappingOrderCacheView(self._Cache__data, self.order)
+
+        @property
+        def order(self):
+            return MappingProxyType(self._LRUCache__order)
+
+    from collections.abc import KeysView
+
+    per_call = {}
+    for n in sizes:
+        cache = LRUCache(1024)
+        for i in range(n):
+            cache[i + 1] = object()
+        # LRUCacheWorkerLoRAManager.add_adapter: id not in set(dict(registered.cache))
+        seconds = min(timeit.repeat(lambda c=cache, k=n + 5: k in set(dict(c.cache)), number=200, repeat=5)) / 200
+        per_call[n] = seconds
+        print(f"registry copy (0.8.5 classes), {n} registered: {seconds * 1e6:.1f} us per adapter in the batch, "
+              f"{seconds / n * 1e9:.0f} ns per registered adapter")
+    lo, hi = sizes[-2], sizes[-1]  # the twin's term is per registered adapter: the slope, not the call's fixed part
+    print(f"registry copy (0.8.5 classes): {(per_call[hi] - per_call[lo]) / (hi - lo) * 1e9:.0f} ns per registered "
+          f"adapter between {lo} and {hi}")
 
 
 class RequestStatus(enum.IntEnum):
@@ -207,23 +267,34 @@ def charge_registry(coef: float) -> None:
     Calibration.lora_extra, api.run_engine = lora_extra, run_engine
 
 
-def refit(calibration: str, coef: float, measurements: str, out: Path) -> Path:
-    """``calibration``'s model refitted with the registry copy taken out of its 5.2-5.3 LoRA rows."""
+def refit(calibration: str, coef: float, measurements: str, out: Path, tables_too: bool = False) -> Path:
+    """``calibration``'s model refitted with the registry copy taken out of its 5.2-5.3 LoRA rows, and with
+    ``tables_too`` also out of the 5.5 rows (LoRA rows: ``cpu_loras`` registered; swap rows likewise), for
+    when those tables are 0.8.5 runs (`adaptwin.calibration.fit.LORA_TABLE_MODEL` takes them as such)."""
     import numpy as np
     import polars as pl
 
-    from adaptwin.calibration import fit, lora_forms
+    from adaptwin.calibration import fit, lora_forms, models
 
-    original_rows = lora_forms.lora_rows
+    original_rows, original_swap = lora_forms.lora_rows, models.swap_residual_ms
 
     def lora_rows(tables, model, step, sched):
         rows = original_rows(tables, model, step, sched)
         prof = lora_forms.inputs.lora_points(tables, model).filter(pl.col("kind") != "base")
-        served = np.concatenate([np.zeros(rows.frame.height - prof.height), prof["served_adapters"].to_numpy()])
+        table = (lora_forms.inputs.lora_table_points(tables, lora_forms.TABLE_INPUT_TOKENS,
+                                                     lora_forms.table_output_tokens(tables))["adapters_used"]
+                 .to_numpy() if tables_too else np.zeros(rows.frame.height - prof.height))
+        served = np.concatenate([table, prof["served_adapters"].to_numpy()])
         copy_s = coef * rows.frame["distinct_adapters"].to_numpy() * served
         return lora_forms.LoraRows(rows.frame.with_columns(pl.col("fixed_s") + pl.Series(copy_s)), rows.design)
 
+    def swap_residual_ms(points, step, sched, lora, copy_ms, distinct):
+        copy = coef * distinct * points["served"].to_numpy() * 1000.0
+        return original_swap(points, step, sched, lora, copy_ms, distinct) - copy
+
     lora_forms.lora_rows, fit.lora_rows = lora_rows, lora_rows
+    if tables_too:
+        models.swap_residual_ms = swap_residual_ms
     model = json.loads(Path(calibration).read_text())["model"]
     written = fit.calibrate(measurements, out, [model])[model]
     data = json.loads(written.read_text())
@@ -311,17 +382,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--micro", action="store_true")
     ap.add_argument("--skip-loop", action="store_true", help="only the skip loop: any Python, no packages")
+    ap.add_argument("--registry-copy", action="store_true", help="the copy on 0.8.5's classes: any Python + cachetools")
     ap.add_argument("--profiling", metavar="CAL")
     ap.add_argument("--diagnose", metavar="RUNS")
     ap.add_argument("--validate", nargs=2, metavar=("CAL", "OUT"))
-    ap.add_argument("--variant", choices=("add", "refit"), default="add")
+    ap.add_argument("--variant", choices=("add", "refit", "refit_all"), default="add")
     ap.add_argument("--coef", type=float, default=REGISTERED_ADAPTER_S)
     ap.add_argument("--measurements", default="data/measurements")
     args = ap.parse_args()
     if args.micro:
         time_registry_copy()
-    if args.micro or args.skip_loop:
+    if args.micro or args.skip_loop or args.registry_copy:
         print(f"Python {sys.version.split()[0]}")
+    if args.micro or args.registry_copy:
+        time_registry_copy_085()
+    if args.micro or args.skip_loop:
         time_skip_loop()
     if args.diagnose:
         diagnose(args.diagnose, args.measurements)
@@ -329,8 +404,9 @@ def main() -> None:
         profiling(args.profiling, args.coef, args.measurements)
     if args.validate:
         calibration, out = args.validate
-        if args.variant == "refit":
-            calibration = str(refit(calibration, args.coef, args.measurements, Path(out).with_suffix(".cal")))
+        if args.variant in ("refit", "refit_all"):
+            calibration = str(refit(calibration, args.coef, args.measurements, Path(out).with_suffix(".cal"),
+                                    tables_too=args.variant == "refit_all"))
             print(f"refitted calibration: {calibration}")
         charge_registry(args.coef)
         sys.path.insert(0, str(Path(__file__).parent))

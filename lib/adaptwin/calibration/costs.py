@@ -23,7 +23,8 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                    # + per distinct adapter + per configured slot + per LoRA token + per (slot x token),
                    # slots = A_max + 1; absent terms are 0 (see Calibration.lora_extra); optional
                    # "rank_tile_adapter": s per distinct adapter per rank tile of S_max beyond the first
-                   # (RANK_TILE ranks per tile),
+                   # (RANK_TILE ranks per tile); optional "registered_adapter": s per distinct adapter per
+                   # adapter registered in the worker's CPU cache (the served ones: Calibration.lora_extra),
   "loading":   {"form": "table", "params": {"<s_max>": {"<rank>": ms}}},   # CPU -> GPU slot load, ms
   "swap":      {"form": "per_load_slots", "params": {"per_load_ms": ms, "per_slot_ms": ms}},
                # optional (absent = 0): step time a swap costs beyond the copy, + per_slot_ms x (A_max + 1)
@@ -158,14 +159,20 @@ class Calibration:
     #: rank tiles of the server's slots beyond the first (`rank_tiles` of S_max); 0 until `for_server` binds
     #: an S_max. Only the ``slots`` form's ``rank_tile_adapter`` term reads it.
     extra_rank_tiles: int = 0
+    #: adapters registered in the LoRA worker's CPU cache (every served adapter: the twin keeps them all in CPU
+    #: memory); 0 until `for_server` binds them. Only the ``slots`` form's ``registered_adapter`` term reads it.
+    registered_adapters: int = 0
 
-    def for_server(self, max_loras: int, max_lora_rank: int | None = None) -> Calibration:
+    def for_server(self, max_loras: int, max_lora_rank: int | None = None, registered_adapters: int = 0
+                   ) -> Calibration:
         """This calibration bound to a server with ``max_loras`` GPU slots (the ``slots`` LoRA form's cost
         grows with them: vLLM 0.8.5's Triton LoRA kernels launch one block row per slot and let idle rows exit)
         sized for ``max_lora_rank`` (each adapter present runs one kernel tile per `RANK_TILE` ranks of the slot,
-        whatever its own rank: the slot's padded weights are what the kernels read)."""
+        whatever its own rank: the slot's padded weights are what the kernels read) and holding
+        ``registered_adapters`` in the CPU cache (its served adapters)."""
         tiles = 0 if max_lora_rank is None else rank_tiles(max_lora_rank)
-        return dataclasses.replace(self, kernel_rows=int(max_loras) + 1, extra_rank_tiles=tiles)
+        return dataclasses.replace(self, kernel_rows=int(max_loras) + 1, extra_rank_tiles=tiles,
+                                   registered_adapters=int(registered_adapters))
 
     # ---- step time -------------------------------------------------------------------------------
     def step_time(self, decode_seqs: int, prefill_tokens: int, context_tokens: int, distinct_adapters: int,
@@ -210,7 +217,9 @@ class Calibration:
         x T + slot_prefill_token x (A_max + 1) x prefill tokens, T = decode sequences + prefill tokens (each
         adapter present is its own tile; every configured slot costs something per step, and possibly per
         token, even when idle), + rank_tile_adapter x distinct adapters x the slots' rank tiles beyond the first
-        (`rank_tiles`: S_max 32 runs two tiles per adapter). Absent terms are 0, so the
+        (`rank_tiles`: S_max 32 runs two tiles per adapter), + registered_adapter x distinct adapters x
+        registered adapters (vLLM 0.8.5's LoRA worker checks each adapter of the batch against
+        ``list_adapters()``, which copies the whole CPU cache in Python every time). Absent terms are 0, so the
         calibration chooses the terms the profiling data can separate. Needs `for_server`."""
         if distinct_adapters <= 0:
             return 0.0
@@ -221,6 +230,7 @@ class Calibration:
             tokens = decode_seqs + prefill_tokens
             return (p.get("launch", 0.0) + p.get("distinct_adapters", 0.0) * distinct_adapters
                     + p.get("rank_tile_adapter", 0.0) * self.extra_rank_tiles * distinct_adapters
+                    + p.get("registered_adapter", 0.0) * self.registered_adapters * distinct_adapters
                     + p.get("slots", 0.0) * self.kernel_rows + p.get("tokens", 0.0) * tokens
                     + p.get("slot_token", 0.0) * self.kernel_rows * tokens
                     + p.get("slot_prefill_token", 0.0) * self.kernel_rows * prefill_tokens)
@@ -283,7 +293,7 @@ class Calibration:
         kv_tokens = max(self.kv_capacity_tokens(max_loras, s_max), PROXY_TOKENS_PER_REQUEST)
         batch = int(min(max_num_seqs, kv_tokens / PROXY_TOKENS_PER_REQUEST))
         distinct = min(max_loras, batch, served)
-        calibration = self.for_server(max_loras, s_max)  # the slot LoRA form needs A_max (and S_max)
+        calibration = self.for_server(max_loras, s_max, served)  # the slot LoRA form: A_max, S_max, served
         out_share = 0.47  # output tokens per request token (ShareGPT about 197 / 420)
         step = calibration.step_time(batch, int(batch * (1 - out_share) / out_share), int(batch * 210), distinct)
         step += calibration.scheduler_time(batch, 0)

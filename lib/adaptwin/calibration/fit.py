@@ -54,6 +54,13 @@ BLOCK_SIZE = 16
 #: their saturated batches (~153 at A_max 384, ~128 at 448) shrink as Llama-3.1-8B's KV cache does
 #: (154k -> 131k tokens; Qwen-2.5-7B keeps 430k -> 381k). An assumption, stated in params.yaml.
 LORA_TABLE_MODEL = "llama-3.1-8b-instruct"
+#: seconds per registered adapter each time vLLM 0.8.5's LoRA worker checks a batch adapter against its CPU
+#: cache (``LRUCacheWorkerLoRAManager.add_adapter`` -> ``list_adapters()``, a Python-level copy of the cache
+#: through ``_MappingOrderCacheView``): 0.18 us, the slope between 256 and 512 registered adapters timed on
+#: vLLM 0.8.5's own classes under Python 3.12, the interpreter of the 0.8.5 runs' tracebacks
+#: (tools/experiments/host_step_costs.py --registry-copy; 0.16 us under 3.11). A host constant, the same for
+#: every model; ``calibration.registry_copy_s`` in params.yaml sets it.
+REGISTRY_COPY_S = 1.8e-7
 
 __all__ = ["MAX_MODEL_LEN", "CalibrationConfig", "Tables", "calibrate", "fit_model", "fit_models", "load", "load_tables",
            "quality_table", "to_json", "write_calibrations"]
@@ -67,6 +74,7 @@ class CalibrationConfig:
     models: tuple[str, ...]
     lora_table_model: str = LORA_TABLE_MODEL
     lora_form: str = "auto"
+    registry_copy_s: float = REGISTRY_COPY_S
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> CalibrationConfig:
@@ -80,7 +88,7 @@ class CalibrationConfig:
 
 
 def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL,
-              lora_form: str = "auto") -> dict[str, Fitted]:
+              lora_form: str = "auto", registry_copy_s: float = REGISTRY_COPY_S) -> dict[str, Fitted]:
     """Every cost model of ``model`` fitted from the profiling families (scheduler first: the step fit
     subtracts its share).
 
@@ -90,7 +98,8 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
     by its architecture (`transfer_lora`), and its own 5.2-5.3 runs check the result. ``lora_form`` names a
     candidate to use instead of the profiling cross-validation's choice (``auto``), e.g. the one chosen by
     leaving whole serving-run configurations out (`adaptwin.validation.forms`); it is still fitted on
-    profiling rows only.
+    profiling rows only. ``registry_copy_s`` is the measured cost of the LoRA worker's cache copy
+    (`REGISTRY_COPY_S`): taken out of every fitting row that carries it, and charged by the twin.
     """
     for name in (model, lora_table_model):
         if name not in MAX_MODEL_LEN:
@@ -98,7 +107,7 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
     sched = fit_scheduler(inputs.scheduler_points(tables))
     sp = sched.block["params"]
     step = fit_step(inputs.decode_points(tables, model), inputs.prefill_points(tables, model), sp)
-    lora = _fit_lora(tables, model, lora_table_model, step.block["params"], sp, lora_form)
+    lora = _fit_lora(tables, model, lora_table_model, step.block["params"], sp, lora_form, registry_copy_s)
     loading = fit_loading(inputs.loading_points(tables, model))
     return {
         "scheduler": sched,
@@ -106,7 +115,7 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
         "lora": lora,
         "loading": loading,
         "swap": _fit_swap(tables, model, lora_table_model, sp, lora_form,
-                          (step.block["params"], lora.block["params"], loading)),
+                          (step.block["params"], lora.block["params"], loading), registry_copy_s),
         "kv_capacity": fit_kv(inputs.kv_points(tables, model), MAX_MODEL_LEN[model]),
     }
 
@@ -117,7 +126,7 @@ TABLE_ADAPTER_RANK = 8
 
 
 def _fit_swap(tables: Tables, model: str, table_model: str, sched: dict[str, float], lora_form: str,
-              own: tuple[dict[str, float], dict[str, float], Fitted]) -> Fitted:
+              own: tuple[dict[str, float], dict[str, float], Fitted], registry_copy_s: float) -> Fitted:
     """The swap cost beyond the copy (`adaptwin.calibration.models.fit_swap`), fitted on the 5.5 tables
     with the table model's step, LoRA and copy costs (``own`` = ``model``'s step params, LoRA params and
     loading fit, used when it is the table model); every model gets the same per-load and per-slot
@@ -126,7 +135,8 @@ def _fit_swap(tables: Tables, model: str, table_model: str, sched: dict[str, flo
     if model != table_model:
         step = fit_step(inputs.decode_points(tables, table_model), inputs.prefill_points(tables, table_model),
                         sched).block["params"]
-        lora_params = _fit_lora(tables, table_model, table_model, step, sched, lora_form).block["params"]
+        lora_params = _fit_lora(tables, table_model, table_model, step, sched, lora_form,
+                                registry_copy_s).block["params"]
         loading = fit_loading(inputs.loading_points(tables, table_model))
     table = loading.block["params"]
     copy_ms = table[min(table, key=int)][str(TABLE_ADAPTER_RANK)]
@@ -157,11 +167,11 @@ def transfer_lora(params: dict[str, float], source: ModelCard, target: ModelCard
 
 
 def _fit_lora(tables: Tables, model: str, table_model: str, step: dict[str, float],
-              sched: dict[str, float], lora_form: str = "auto") -> Fitted:
+              sched: dict[str, float], lora_form: str = "auto", registry_copy_s: float = REGISTRY_COPY_S) -> Fitted:
     """The ``slots`` LoRA form of ``model`` (see `fit_model`), with its checks on the profiling runs."""
     own = step if model == table_model else fit_step(
         inputs.decode_points(tables, table_model), inputs.prefill_points(tables, table_model), sched).block["params"]
-    rows = lora_rows(tables, table_model, own, sched)
+    rows = lora_rows(tables, table_model, own, sched, registry_copy_s)
     comparison = compare_forms(rows)
     best = choose_form(comparison) if lora_form == "auto" else _named_form(comparison, lora_form)
     params = {t: float(best[f"coef_{t}"]) for t in LORA_TERMS}
@@ -169,6 +179,10 @@ def _fit_lora(tables: Tables, model: str, table_model: str, step: dict[str, floa
                for t in LORA_TERMS}
     if model != table_model:
         params, sources = transfer_lora(params, card(table_model), card(model))
+    params["registered_adapter"] = registry_copy_s
+    sources["registered_adapter"] = (f"host: vLLM 0.8.5's LoRA worker copies its CPU cache per batch adapter, "
+                                     f"{registry_copy_s * 1e6:.2f} us per registered adapter, timed on its own "
+                                     f"classes under Python 3.12 (calibration.fit.REGISTRY_COPY_S)")
     tile = fit_rank_tile(inputs.lora_points(tables, model))  # the model's own 5.3 runs
     params["rank_tile_adapter"] = tile.block["rank_tile_adapter"]
     sources["rank_tile_adapter"] = (f"{model}: its own 5.3 runs, TPOT at S_max 32 minus S_max 8-16 (batch 1, one "
@@ -206,7 +220,9 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
                     "runs input/ (duration per token-budget step)",
             "lora": "scheduler overhead tables (5.5, rows without offloading or queue) and the LoRA profiling "
                     "runs (5.2-5.3) of the table model: LoRA seconds per step vs distinct adapters, A_max and "
-                    "tokens; terms chosen by leave-one-A_max-out / leave-one-rate-group-out cross-validation; "
+                    "tokens, once the measured registry copy (registered_adapter x distinct x registered: 5.5 "
+                    "cpu_loras, 5.2-5.3 served) is taken out; terms chosen by leave-one-A_max-out / "
+                    "leave-one-rate-group-out cross-validation; "
                     "other models: architecture ratios (fit_quality.lora.constants)",
             "loading": "adapter loading (5.3): mean of the per-request CPU->GPU loads in server_out.log",
             "swap": "scheduler overhead tables (5.5, busy rows without queue, swapping or not): mean step "
@@ -230,11 +246,11 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
 
 
 def fit_models(measurements_dir: str | Path, models: list[str], lora_table_model: str = LORA_TABLE_MODEL,
-               lora_form: str = "auto") -> dict[str, dict[str, Fitted]]:
+               lora_form: str = "auto", registry_copy_s: float = REGISTRY_COPY_S) -> dict[str, dict[str, Fitted]]:
     """Every cost model of each of ``models``, fitted from the profiling tables under ``measurements_dir``
     (the residual figures of `adaptwin.figures.twin.calibration_figures` draw these)."""
     tables = load_tables(measurements_dir)
-    return {m: fit_model(tables, m, lora_table_model, lora_form) for m in models}
+    return {m: fit_model(tables, m, lora_table_model, lora_form, registry_copy_s) for m in models}
 
 
 def write_calibrations(fitted: dict[str, dict[str, Fitted]], out_dir: str | Path) -> dict[str, Path]:
@@ -243,9 +259,11 @@ def write_calibrations(fitted: dict[str, dict[str, Fitted]], out_dir: str | Path
 
 
 def calibrate(measurements_dir: str | Path, out_dir: str | Path, models: list[str],
-              lora_table_model: str = LORA_TABLE_MODEL, lora_form: str = "auto") -> dict[str, Path]:
+              lora_table_model: str = LORA_TABLE_MODEL, lora_form: str = "auto",
+              registry_copy_s: float = REGISTRY_COPY_S) -> dict[str, Path]:
     """Fit and write ``<out_dir>/<model>.json`` for each model; returns the written JSON paths."""
-    return write_calibrations(fit_models(measurements_dir, models, lora_table_model, lora_form), out_dir)
+    return write_calibrations(fit_models(measurements_dir, models, lora_table_model, lora_form, registry_copy_s),
+                              out_dir)
 
 
 def quality_table(paths: dict[str, Path]) -> pl.DataFrame:

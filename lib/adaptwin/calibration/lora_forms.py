@@ -81,9 +81,15 @@ def table_output_tokens(tables: Tables) -> float:
     return float((t["processed_tokens"] / t["completed_requests"]).median())
 
 
-def lora_rows(tables: Tables, model: str, step: dict[str, float], sched: dict[str, float]) -> LoraRows:
+def lora_rows(tables: Tables, model: str, step: dict[str, float], sched: dict[str, float],
+              registry_copy_s: float = 0.0) -> LoraRows:
     """The 5.5 table rows (taken as ``model``'s) and ``model``'s own 5.2-5.3 LoRA runs as fitting rows;
-    ``step`` and ``sched`` are ``model``'s fits."""
+    ``step`` and ``sched`` are ``model``'s fits.
+
+    ``registry_copy_s`` x distinct adapters x registered adapters is a known part of each row's step (the
+    ``registered_adapter`` term of `adaptwin.calibration.costs.Calibration.lora_extra`), so it joins the fixed
+    seconds and the fitted terms share only the rest. Registered: a table row's ``cpu_loras``, a profiling
+    run's served adapters (5.2 pre-loads all 300 or 400, 5.3 its 50)."""
     table = inputs.lora_table_points(tables, TABLE_INPUT_TOKENS, table_output_tokens(tables))
     source = table["run_id"].str.split(":").list.first()
     rate = table["run_id"].str.split("/").list.last()
@@ -97,6 +103,7 @@ def lora_rows(tables: Tables, model: str, step: dict[str, float], sched: dict[st
     waiting = np.concatenate([table["mean_visited"].to_numpy(), prof["mean_visited"].to_numpy()])
     max_loras = np.concatenate([table["max_loras"].to_numpy(), prof["max_loras"].fill_null(1).to_numpy()])
     distinct = np.concatenate([table["distinct_adapters"].to_numpy(), distinct_p])
+    registered = np.concatenate([table["adapters_used"].to_numpy(), prof["served_adapters"].to_numpy()])
     frame = pl.DataFrame({
         "run_id": [*table["run_id"], *prof["run_id"]],
         "source": [*source, *prof["kind"]],
@@ -105,7 +112,8 @@ def lora_rows(tables: Tables, model: str, step: dict[str, float], sched: dict[st
                   *(prof["kind"] + "/" + prof["output_tokens"].round(0).cast(pl.Int64).cast(pl.Utf8))],
         "distinct_adapters": distinct,
         "measured_s": np.concatenate([table["itl_mean_ms"].to_numpy(), prof["itl_mean_ms"].to_numpy()]) / 1000.0,
-        "fixed_s": step_seconds(step, X) + scheduler_seconds(sched, running, waiting),
+        "fixed_s": step_seconds(step, X) + scheduler_seconds(sched, running, waiting)
+                   + registry_copy_s * distinct * registered,
     })
     frame = frame.with_columns((pl.col("source") == OFFSET_SOURCE).cast(pl.Float64).alias("offset"))
     return LoraRows(frame, lora_design(distinct, max_loras + 1.0, step_tokens(X), X[:, 3]))

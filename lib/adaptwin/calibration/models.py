@@ -321,6 +321,12 @@ def fit_rank_tile(points: pl.DataFrame) -> Fitted:
                   single.with_columns(pl.Series("extra_tiles", tiles)))
 
 
+def registry_seconds(params: dict[str, float], distinct: np.ndarray, registered: np.ndarray) -> np.ndarray:
+    """Seconds per step of the ``registered_adapter`` term (`adaptwin.calibration.costs.Calibration.lora_extra`):
+    the LoRA worker's copy of its CPU cache, once per distinct adapter of the batch."""
+    return params.get("registered_adapter", 0.0) * np.asarray(distinct, float) * np.asarray(registered, float)
+
+
 def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[str, float],
                      params: dict[str, float]) -> tuple[dict[str, Any], float, pl.DataFrame]:
     """The ``slots`` form on a model's LoRA profiling runs (`adaptwin.calibration.inputs.lora_points`):
@@ -332,7 +338,8 @@ def check_lora_slots(points: pl.DataFrame, step: dict[str, float], sched: dict[s
     measured = points["itl_mean_ms"].to_numpy() / 1000.0
     fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_visited"].to_numpy())
     slots = points["max_loras"].fill_null(0).to_numpy().astype(float) + 1.0
-    extra = np.where(d > 0, lora_seconds(params, lora_design(d, slots, step_tokens(X), X[:, 3])), 0.0)
+    copy = registry_seconds(params, d, points["served_adapters"].fill_null(0).to_numpy())
+    extra = np.where(d > 0, lora_seconds(params, lora_design(d, slots, step_tokens(X), X[:, 3])) + copy, 0.0)
     quality = {f"itl_{kind}": fit_quality(measured[m], (fixed + extra)[m])
                for kind in ("lora", "lora_long", "lora_single", "base")
                if (m := (points["kind"] == kind).to_numpy()).any()}
@@ -446,12 +453,13 @@ def twin_distinct(points: pl.DataFrame) -> np.ndarray:
 def swap_residual_ms(points: pl.DataFrame, step: dict[str, float], sched: dict[str, float],
                      lora: dict[str, float], copy_ms: float, distinct: np.ndarray) -> np.ndarray:
     """Measured mean step time of `adaptwin.calibration.inputs.swap_table_points` rows minus what the twin
-    charges there without a swap term: base step, scheduler, LoRA (at ``distinct`` adapters) and the
-    measured copy of each load (``copy_ms``), in ms."""
+    charges there without a swap term: base step, scheduler, LoRA (at ``distinct`` adapters, with the
+    registry copy of the row's ``cpu_loras``) and the measured copy of each load (``copy_ms``), in ms."""
     X = table_design(points)
     b = points["mean_running"].to_numpy()
     slots = points["max_loras"].to_numpy().astype(float) + 1.0
-    lora_s = lora_seconds(lora, lora_design(distinct, slots, step_tokens(X), X[:, 3]))
+    lora_s = (lora_seconds(lora, lora_design(distinct, slots, step_tokens(X), X[:, 3]))
+              + registry_seconds(lora, distinct, points["served"].to_numpy()))
     fixed = step_seconds(step, X) + scheduler_seconds(sched, b, points["mean_visited"].to_numpy()) + lora_s
     return (points["step_s"].to_numpy() - fixed) * 1000.0 - points["loads_per_step"].to_numpy() * copy_ms
 

@@ -247,7 +247,7 @@ def run_engine(scenario: Scenario, cal: Calibration, workload: Workload, *, time
 
     ``jumps=False`` advances one step per event (slow; for checking that jumps change nothing)."""
     if isinstance(cal, Calibration):  # stand-ins (experiments, tests) bring their own step time
-        cal = cal.for_server(scenario.server.max_loras, scenario.server.max_lora_rank)
+        cal = cal.for_server(scenario.server.max_loras, scenario.server.max_lora_rank, scenario.served)
     sched = Scheduler(scenario, cal, workload, check=check)
     rec = Recorder(series=[] if timeseries else None)
     timer = StepTimer(cal)

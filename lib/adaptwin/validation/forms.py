@@ -30,14 +30,16 @@ METRIC_COLS = ("throughput_smape_pct", "itl_smape_pct")
 
 
 def form_calibrations(calibration_path: str | Path, out_dir: str | Path, top: int | None = None) -> dict[str, Path]:
-    """One calibration file per candidate form of ``calibration_path`` (its ``lora`` params replaced); with
+    """One calibration file per candidate form of ``calibration_path`` (its fitted ``lora`` terms replaced, the
+    measured ones, rank tile and registry copy, kept); with
     ``top``, only the ``top`` forms with the lowest held-out error on the profiling rows."""
     data = json.loads(Path(calibration_path).read_text())
     forms = sorted(data["fit_quality"]["lora"]["forms"], key=lambda f: f["held_out_pct"])[:top]
     written = {}
     for form in forms:
         variant = copy.deepcopy(data)
-        variant["lora"] = {"form": "slots", "params": {t: float(form[f"coef_{t}"]) for t in LORA_TERMS}}
+        kept = {k: v for k, v in data["lora"]["params"].items() if k not in LORA_TERMS}  # measured, not fitted
+        variant["lora"] = {"form": "slots", "params": {**kept, **{t: float(form[f"coef_{t}"]) for t in LORA_TERMS}}}
         written[form["form"]] = write_json(Path(out_dir) / f"{form['form']}.json", variant)
     return written
 
