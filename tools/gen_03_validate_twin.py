@@ -127,7 +127,7 @@ cache (every served adapter) in Python each time: c x distinct adapters x served
 us on 0.8.5's own classes under the runs' Python 3.12 (`--registry-copy`; `calibration.registry_copy_s`). The
 profiling rows carry that copy too: 5.2's 300 pre-loaded adapters, 5.3's 50, and each 5.5 row's `cpu_loras`.
 The calibration now takes it out of every fitting row before it fits the other LoRA terms (the same form wins;
-the per-adapter cost drops from 0.35 to 0.29 ms and the per-token cost rises) and the twin charges it at the
+the per-adapter cost drops from 0.35 to 0.30 ms and the per-token cost rises) and the twin charges it at the
 served adapters. Recorded with the same full-hour validation as above (`--validate CAL OUT --variant refit_all
 --coef 1.8e-7` on the calibration before the change): 5.6 throughput / ITL / TTFT SMAPE 3.31 / 5.65 / 12.24 ->
 1.89 / 5.09 / 13.08 %, starvation 97.7 -> 96.9 %, ITL gap -2.92 -> -1.65 points; 5.9 3.24 / 6.98 / 19.01 ->
