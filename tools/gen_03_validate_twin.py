@@ -130,7 +130,7 @@ The calibration now takes it out of every fitting row before it fits the other L
 the per-adapter cost drops from 0.35 to 0.30 ms and the per-token cost rises) and the twin charges it at the
 served adapters. Recorded with the same full-hour validation as above (`--validate CAL OUT --variant refit_all
 --coef 1.8e-7` on the calibration before the change): 5.6 throughput / ITL / TTFT SMAPE 3.31 / 5.65 / 12.24 ->
-1.89 / 5.09 / 13.08 %, starvation 97.7 -> 96.9 %, ITL gap -2.92 -> -1.65 points; 5.9 3.24 / 6.98 / 19.01 ->
+1.89 / 5.09 / 13.08 %, starvation 97.7 -> 96.95 %, ITL gap -2.92 -> -1.65 points; 5.9 3.24 / 6.98 / 19.01 ->
 2.32 / 6.99 / 20.09 %, 99.2 -> 99.2 %. Two variants that are not consistent with the profiling rows were
 rejected before: the copy charged on top of the old fit (Llama's 5.2 runs then 7.4 % off) and the copy taken
 out of the 5.2-5.3 rows only (5.6 ITL 8.2 %).

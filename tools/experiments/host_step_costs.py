@@ -71,7 +71,7 @@ slope between 256 and 512; 161 ns under 3.11). The pipeline's calibration now do
   assumed the 0.5 fork, so left them alone and moved their copy to other terms). Same LoRA form chosen
   (slot_step_prefill+offset); per adapter 0.35 -> 0.30 ms, per token 5.3 -> 9.7 us; swap stays copy only;
   Llama's 5.2 runs 1.45 % ITL with the copy charged (1.45 % before). 5.6 throughput / ITL / TTFT / starvation /
-  ITL gap: 1.89 / 5.09 / 13.08 / 96.9 / -1.65; 5.9: 2.32 / 6.99 / 20.09 / 99.2 / +0.83.
+  ITL gap: 1.89 / 5.09 / 13.08 / 96.95 / -1.65; 5.9: 2.32 / 6.99 / 20.09 / 99.2 / +0.83.
 
 * Which interpreter. The 0.8.5 serving runs' tracebacks show ``/usr/local/lib/python3.12/dist-packages/vllm``
   (5.6 and 5.9); the 0.5 fork of the Llama-2 runs (5.7, 5.8; the 5.5 tables do not record theirs) ran
