@@ -93,3 +93,21 @@ def test_the_copy_moves_cost_out_of_the_per_adapter_term():
     with_copy = fitted()[LLAMA]["lora"].block["params"]
     assert with_copy["distinct_adapters"] < without["distinct_adapters"]
     assert "registered_adapter" in with_copy and without["registered_adapter"] == 0.0
+
+
+def test_form_variants_keep_the_measured_terms(tmp_path):
+    """`adaptwin.validation.forms` swaps in each candidate's fitted terms; the measured ones stay."""
+    from adaptwin.calibration.models import LORA_TERMS
+    from adaptwin.validation.forms import form_calibrations
+
+    data = to_json(LLAMA, fitted()[LLAMA])
+    path = tmp_path / "llama.json"
+    path.write_text(json.dumps(data))
+    written = form_calibrations(path, tmp_path / "forms", top=3)
+    assert len(written) == 3
+    forms = {f["form"]: f for f in data["fit_quality"]["lora"]["forms"]}
+    for name, variant_path in written.items():
+        params = json.loads(variant_path.read_text())["lora"]["params"]
+        assert params["registered_adapter"] == data["lora"]["params"]["registered_adapter"] > 0
+        assert params["rank_tile_adapter"] == data["lora"]["params"]["rank_tile_adapter"]
+        assert {t: params[t] for t in LORA_TERMS} == pytest.approx({t: forms[name][f"coef_{t}"] for t in LORA_TERMS})
