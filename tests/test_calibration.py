@@ -130,8 +130,7 @@ def test_lora_profiling_forms_stay_close_to_the_authors_line():
 def test_lora_form_is_chosen_by_held_out_error_and_hands_the_twin_explicit_coefficients():
     lora = fitted()[LLAMA]["lora"]
     p = lora.block["params"]
-    assert lora.block["form"] == "slots" and min(p.values()) >= 0
-    assert set(p) == {*LORA_TERMS, "rank_tile_adapter", "registered_adapter"}
+    assert lora.block["form"] == "slots" and set(p) == {*LORA_TERMS, "rank_tile_adapter"} and min(p.values()) >= 0
     forms = pl.DataFrame(lora.quality["forms"])
     assert forms.height == 2 * len(CANDIDATES)  # every candidate, with and without the 5.5 CSV offset
     for col in ("in_sample_pct", "leave_one_a_max_out_pct", "leave_one_rate_group_out_pct"):
@@ -164,7 +163,7 @@ def test_qwen_lora_form_is_the_table_form_moved_by_architecture():
         {t: llama.block["params"][t] * ratio[TRANSFER_BY[t]] for t in LORA_TERMS})
     assert qwen.quality["table_model"] == LLAMA
     sources = to_json(QWEN, fitted()[QWEN])["sources"]
-    assert set(sources["lora_constants"]) == {*LORA_TERMS, "rank_tile_adapter", "registered_adapter"}
+    assert set(sources["lora_constants"]) == {*LORA_TERMS, "rank_tile_adapter"}
     assert all("adaptwin.model_cards" in sources["lora_constants"][t] for t in LORA_TERMS)
     assert sources["lora_constants"]["rank_tile_adapter"].startswith(f"{QWEN}: its own 5.3")  # not moved
     assert any("Qwen/Qwen2.5-7B-Instruct" in line for line in sources["model_card"])

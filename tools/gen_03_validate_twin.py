@@ -118,22 +118,26 @@ fitted), which brings the swapping runs' ITL bias to -7 % / -10 % and their thro
 rest (the 5.5 tables' time per load grows from ~7.5 ms at A_max <= 64 to 9-20 ms at 128-448) is the next fix.
 """),
     ("md", """
-## The LoRA worker's registry copy (measured, not fitted)
+## The LoRA worker's registry copy (measured, not fitted; off by default)
 
-With the twin above, the starved 5.6 runs came out 4-14 % too fast at a fixed A_max, the more so the more
-adapters the server held, with the batch right (`tools/experiments/host_step_costs.py --diagnose`). vLLM
+With the twin above, the starved 5.6 runs come out 4-14 % too fast at a fixed A_max, the more so the more
+adapters the server holds, with the batch right (`tools/experiments/host_step_costs.py --diagnose`). vLLM
 0.8.5's LoRA worker checks every adapter of the batch against `list_adapters()`, which copies its whole CPU
 cache (every served adapter) in Python each time: c x distinct adapters x served adapters per step, c = 0.18
-us on 0.8.5's own classes under the runs' Python 3.12 (`--registry-copy`; `calibration.registry_copy_s`). The
-profiling rows carry that copy too: 5.2's 300 pre-loaded adapters, 5.3's 50, and each 5.5 row's `cpu_loras`.
-The calibration now takes it out of every fitting row before it fits the other LoRA terms (the same form wins;
-the per-adapter cost drops from 0.35 to 0.30 ms and the per-token cost rises) and the twin charges it at the
-served adapters. Recorded with the same full-hour validation as above (`--validate CAL OUT --variant refit_all
---coef 1.8e-7` on the calibration before the change): 5.6 throughput / ITL / TTFT SMAPE 3.31 / 5.65 / 12.24 ->
-1.89 / 5.09 / 13.08 %, starvation 97.7 -> 96.95 %, ITL gap -2.92 -> -1.65 points; 5.9 3.24 / 6.98 / 19.01 ->
-2.32 / 6.99 / 20.09 %, 99.2 -> 99.2 %. Two variants that are not consistent with the profiling rows were
-rejected before: the copy charged on top of the old fit (Llama's 5.2 runs then 7.4 % off) and the copy taken
-out of the 5.2-5.3 rows only (5.6 ITL 8.2 %).
+us on 0.8.5's own classes under the runs' Python 3.12 (`--registry-copy`). The profiling rows carry that copy
+too: 5.2's 300 pre-loaded adapters, 5.3's 50, and each 5.5 row's `cpu_loras`. With `calibration.registry_copy_s:
+1.8e-7` the calibration takes it out of every fitting row before it fits the other LoRA terms (the same form
+wins; the per-adapter cost drops from 0.35 to 0.30 ms, the per-token cost rises from 5.3 to 9.7 us) and the
+twin charges it at the served adapters. Recorded with that setting (`make repro` of commit 9b7fc58, which had it
+on): 5.6 throughput / ITL / TTFT SMAPE 3.31 / 5.65 / 12.24 -> 1.89 / 5.09 / 13.08 %, starvation 97.7 -> 96.95 %,
+ITL gap -2.92 -> -1.65 points; 5.9 3.24 / 6.98 / 19.01 -> 2.32 / 6.99 / 20.09 %, 99.2 -> 99.2 %. But the
+surrogates trained on that twin miss their own targets (`surrogates.json`): Llama fresh heterogeneous set 3.45
+-> 4.56 % throughput SMAPE and starvation F1 0.978 -> 0.967, placement groups 1.75 -> 4.29 %; Qwen fresh set
+3.98 -> 4.09 %, F1 1.000 -> 0.959. So the default stays 0 (the twin of the numbers above this section) until
+the surrogates learn the copy's dependence on served x distinct adapters. The same numbers without a full
+repro: `--validate CAL OUT --variant refit_all --coef 1.8e-7` on the default calibration. Two variants that are
+not consistent with the profiling rows were rejected before: the copy charged on top of the old fit (Llama's
+5.2 runs then 7.4 % off) and the copy taken out of the 5.2-5.3 rows only (5.6 ITL 8.2 %).
 """),
     ("md", """
 ## The LoRA cost: candidate forms, in sample and held out

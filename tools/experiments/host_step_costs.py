@@ -60,10 +60,11 @@ the variant consistent with it is worse on the serving runs. Neither is adopted.
 only identifiable at one registered count (300) in the 0.8.5 profiling data; a GPU host running 0.8.5 could
 time it (and the per-step cost at many served adapters) directly.
 
-Follow-up (2026-12-03, same validation frame). Adopted since: the ``refit_all`` variant, with c timed on vLLM
+Follow-up (2026-12-03, same validation frame). Built since: the ``refit_all`` variant, with c timed on vLLM
 0.8.5's own classes under the runs' Python 3.12 (``--registry-copy``: 180-181 ns per registered adapter, the
-slope between 256 and 512; 161 ns under 3.11). The pipeline's calibration now does what it does
-(`adaptwin.calibration.fit.REGISTRY_COPY_S`), so do not run ``--variant`` on a calibration it wrote.
+slope between 256 and 512; 161 ns under 3.11), is the calibration's ``calibration.registry_copy_s: 1.8e-7``
+(`adaptwin.calibration.fit.REGISTRY_COPY_S`); it is off (0) by default because the surrogates trained on that
+twin miss their targets (notebook 03). Run ``--variant`` only on a calibration written with it off.
 
 * ``refit_all`` (``--validate CAL OUT --variant refit_all --coef 1.8e-7``): like ``refit``, but the copy also
   comes out of the 5.5 rows (LoRA rows: ``cpu_loras`` registered; swap rows likewise), which the calibration
