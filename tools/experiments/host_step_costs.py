@@ -249,57 +249,40 @@ def time_skip_loop(sizes: tuple[int, ...] = (1_000, 10_000, 25_000)) -> None:
 
 
 # ---- the twin with the registry copy ----------------------------------------------------------------------
-def charge_registry(coef: float) -> None:
-    """Make the twin charge ``coef`` x distinct adapters x served adapters per LoRA step (in this process)."""
-    from adaptwin.calibration.costs import Calibration
-    from adaptwin.twin import api
-
-    served = [0]
-    original_extra, original_run = Calibration.lora_extra, api.run_engine
-
-    def lora_extra(self, decode_seqs: int, prefill_tokens: int, distinct_adapters: int) -> float:
-        extra = original_extra(self, decode_seqs, prefill_tokens, distinct_adapters)
-        return extra + coef * distinct_adapters * served[0] if distinct_adapters > 0 else extra
-
-    def run_engine(scenario, cal, workload, **kwargs):
-        served[0] = scenario.served
-        return original_run(scenario, cal, workload, **kwargs)
-
-    Calibration.lora_extra, api.run_engine = lora_extra, run_engine
-
-
-def refit(calibration: str, coef: float, measurements: str, out: Path, tables_too: bool = False) -> Path:
-    """``calibration``'s model refitted with the registry copy taken out of its 5.2-5.3 LoRA rows, and with
-    ``tables_too`` also out of the 5.5 rows (LoRA rows: ``cpu_loras`` registered; swap rows likewise), for
-    when those tables are 0.8.5 runs (`adaptwin.calibration.fit.LORA_TABLE_MODEL` takes them as such)."""
+def variant_calibration(calibration: str, variant: str, coef: float, measurements: str, out: Path) -> Path:
+    """A calibration of ``calibration``'s model whose twin charges the registry copy at ``coef`` (the
+    ``registered_adapter`` term): ``add`` on top of ``calibration`` as fitted; ``refit`` refitted with the copy
+    taken out of the 5.2-5.3 LoRA rows only (the 5.5 tables taken for the 0.5 fork's); ``refit_all`` the
+    pipeline's own (`calibration.registry_copy_s`: every row that carries it, LoRA and swap)."""
     import numpy as np
     import polars as pl
 
-    from adaptwin.calibration import fit, lora_forms, models
+    from adaptwin.calibration import fit, lora_forms
 
-    original_rows, original_swap = lora_forms.lora_rows, models.swap_residual_ms
-
-    def lora_rows(tables, model, step, sched):
-        rows = original_rows(tables, model, step, sched)
-        prof = lora_forms.inputs.lora_points(tables, model).filter(pl.col("kind") != "base")
-        table = (lora_forms.inputs.lora_table_points(tables, lora_forms.TABLE_INPUT_TOKENS,
-                                                     lora_forms.table_output_tokens(tables))["adapters_used"]
-                 .to_numpy() if tables_too else np.zeros(rows.frame.height - prof.height))
-        served = np.concatenate([table, prof["served_adapters"].to_numpy()])
-        copy_s = coef * rows.frame["distinct_adapters"].to_numpy() * served
-        return lora_forms.LoraRows(rows.frame.with_columns(pl.col("fixed_s") + pl.Series(copy_s)), rows.design)
-
-    def swap_residual_ms(points, step, sched, lora, copy_ms, distinct):
-        copy = coef * distinct * points["served"].to_numpy() * 1000.0
-        return original_swap(points, step, sched, lora, copy_ms, distinct) - copy
-
-    lora_forms.lora_rows, fit.lora_rows = lora_rows, lora_rows
-    if tables_too:
-        models.swap_residual_ms = swap_residual_ms
     model = json.loads(Path(calibration).read_text())["model"]
-    written = fit.calibrate(measurements, out, [model])[model]
-    data = json.loads(written.read_text())
-    data["lora"]["params"]["registered_adapter_experiment"] = coef
+    if variant == "refit_all":
+        return fit.calibrate(measurements, out, [model], registry_copy_s=coef)[model]
+    if variant == "add":
+        data = json.loads(Path(calibration).read_text())
+        out.mkdir(parents=True, exist_ok=True)
+        written = out / f"{model}.json"
+    else:
+        original_rows = lora_forms.lora_rows
+
+        def lora_rows(tables, model, step, sched, registry_copy_s=0.0):
+            rows = original_rows(tables, model, step, sched)
+            prof = lora_forms.inputs.lora_points(tables, model).filter(pl.col("kind") != "base")
+            served = np.concatenate([np.zeros(rows.frame.height - prof.height), prof["served_adapters"].to_numpy()])
+            copy_s = coef * rows.frame["distinct_adapters"].to_numpy() * served
+            return lora_forms.LoraRows(rows.frame.with_columns(pl.col("fixed_s") + pl.Series(copy_s)), rows.design)
+
+        fit.lora_rows = lora_rows
+        try:
+            written = fit.calibrate(measurements, out, [model])[model]
+        finally:
+            fit.lora_rows = original_rows
+        data = json.loads(written.read_text())
+    data["lora"]["params"]["registered_adapter"] = coef
     written.write_text(json.dumps(data))
     return written
 
@@ -405,11 +388,9 @@ def main() -> None:
         profiling(args.profiling, args.coef, args.measurements)
     if args.validate:
         calibration, out = args.validate
-        if args.variant in ("refit", "refit_all"):
-            calibration = str(refit(calibration, args.coef, args.measurements, Path(out).with_suffix(".cal"),
-                                    tables_too=args.variant == "refit_all"))
-            print(f"refitted calibration: {calibration}")
-        charge_registry(args.coef)
+        calibration = str(variant_calibration(calibration, args.variant, args.coef, args.measurements,
+                                              Path(out).with_suffix(".cal")))
+        print(f"variant calibration: {calibration}")
         sys.path.insert(0, str(Path(__file__).parent))
         from validate_full import run
 
