@@ -288,23 +288,20 @@ def variant_calibration(calibration: str, variant: str, coef: float, measurement
 
 
 def profiling(calibration: str, coef: float, measurements: str) -> None:
-    """ITL error (%) of the model's own 5.2-5.3 runs, as fitted and with the registry copy charged on top."""
-    import numpy as np
-
+    """ITL error (%) of the model's own 5.2-5.3 runs, without the registry copy and with it at ``coef`` (the
+    calibration's own check, `adaptwin.calibration.models.check_lora_slots`, which charges the term)."""
     from adaptwin.calibration.inputs import load_tables, lora_points
     from adaptwin.calibration.models import check_lora_slots
 
     cal = json.loads(Path(calibration).read_text())
     points = lora_points(load_tables(measurements), cal["model"])
-    _, _, frame = check_lora_slots(points, cal["step"]["params"], cal["scheduler"]["params"], cal["lora"]["params"])
-    copy_ms = coef * frame["distinct_adapters"].to_numpy() * points["served_adapters"].to_numpy() * 1000.0
-    measured = frame["measured_ms"].to_numpy()
-    for label, predicted in (("as fitted", frame["predicted_ms"].to_numpy()),
-                             (f"+ copy at {coef * 1e6:.2f} us", frame["predicted_ms"].to_numpy() + copy_ms)):
+    bare = {k: v for k, v in cal["lora"]["params"].items() if k != "registered_adapter"}
+    for label, params in (("without the copy", bare), (f"+ copy at {coef * 1e6:.2f} us",
+                                                        {**bare, "registered_adapter": coef})):
+        quality, _, _ = check_lora_slots(points, cal["step"]["params"], cal["scheduler"]["params"], params)
         for kind in ("lora", "lora_long", "lora_single"):
-            m = (frame["kind"] == kind).to_numpy()
-            err = np.abs(predicted[m] - measured[m]) / measured[m] * 100
-            print(f"{label}: {kind} mean |ITL error| {err.mean():.2f} % ({int(m.sum())} runs)")
+            q = quality[f"itl_{kind}"]
+            print(f"{label}: {kind} mean |ITL error| {q['mean_abs_rel_err_pct']:.2f} % ({q['n']} runs)")
 
 
 def diagnose(runs_path: str, measurements: str) -> None:
