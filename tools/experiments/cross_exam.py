@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -54,7 +55,7 @@ def exams(data: Path, model: str) -> dict[str, pl.DataFrame]:
     return out
 
 
-def by_arrivals(surrogate: object, exam: pl.DataFrame) -> dict[str, float]:
+def by_arrivals(surrogate: Any, exam: pl.DataFrame) -> dict[str, float]:
     """Throughput SMAPE (%) on the exam's Poisson and unpredictable rows apart."""
     out = {}
     for kind in ("poisson", "unpredictable"):
