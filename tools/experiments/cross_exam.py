@@ -33,10 +33,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from adaptwin.dataset.stage import fresh_dir
+from adaptwin.rules import smape_pct
 from adaptwin.surrogate.evaluate import EvalSet, headline, score, twin_set
 from adaptwin.surrogate.model import load
 from adaptwin.sweep import load_dataset
@@ -65,7 +65,7 @@ def by_arrivals(surrogate: Any, exam: pl.DataFrame) -> dict[str, float]:
         data = twin_set(rows, kind)
         pred = surrogate.predict(data.features)["total_throughput"].to_numpy()
         truth = data.truth["total_throughput"].to_numpy()
-        out[kind] = float(np.mean(200 * np.abs(pred - truth) / np.maximum(np.abs(pred) + np.abs(truth), 1e-9)))
+        out[kind] = smape_pct(truth, pred)
     return out
 
 
