@@ -175,3 +175,39 @@ def test_another_models_serving_runs_are_validated_with_its_own_calibration_and_
         part = summary["models"][model]
         assert part["n_runs"] == 1 and part["families"]["real_results"]["n_runs"] == 1
         assert part["itl_smape_pct"] == pytest.approx(by_model[model]["itl_smape_pct"])
+
+
+def test_mean_result_averages_draws_and_judges_the_mean():
+    # two draws either side of the 0.9 x ideal bar: one starved, one not; their mean (0.91 x ideal) is not
+    draws = [{"total_throughput": 880.0, "itl_mean_ms": 40.0, "ideal_throughput": 1000.0, "starved": True,
+              "memory_error": False, "preemptions": 3},
+             {"total_throughput": 940.0, "itl_mean_ms": 50.0, "ideal_throughput": 1000.0, "starved": False,
+              "memory_error": False, "preemptions": 4}]
+    out = val.mean_result(draws)
+    assert out["total_throughput"] == 910.0 and out["itl_mean_ms"] == 45.0 and out["preemptions"] == 3.5
+    assert out["starved"] is False and out["memory_error"] is False
+    assert out["throughput_sd"] == pytest.approx(30.0) and out["replicas"] == 2
+    assert val.mean_result(draws[:1])["starved"] is True and val.mean_result(draws[:1])["throughput_sd"] == 0.0
+
+
+def test_replicas_are_the_mean_of_single_seed_validations(runs, tmp_path):
+    cal = {LLAMA: str(write_json(tmp_path / f"{LLAMA}.json", to_json(LLAMA, fitted()[LLAMA])))}
+    subset = runs.filter(pl.col("run_id").str.ends_with("rank_32_rates_1.6_0.8_0.4/_16_32_32_"))
+
+    def twin(seed: int, replicas: int) -> tuple[dict, dict]:
+        cfg = val.ValidationConfig(duration_scale=0.1, workers=1, seed=seed, replicas=replicas)
+        df, summary = val.validate(subset, cal, ["real_results"], cfg)
+        return df.row(0, named=True), summary
+
+    (one, one_summary), (two, _), (both, both_summary) = twin(5, 1), twin(6, 1), twin(5, 2)
+    assert one["twin_throughput"] != two["twin_throughput"]  # the seed re-draws rates and arrivals
+    for m in ("throughput", "itl", "ttft"):
+        assert both[f"twin_{m}"] == pytest.approx((one[f"twin_{m}"] + two[f"twin_{m}"]) / 2)
+    assert both["twin_replicas"] == 2 and both_summary["replicas"] == 2
+    # the first draw alone is scored too, and is the single-seed validation
+    first = both_summary["first_draw"][LLAMA]["real_results"]
+    assert first["throughput_smape_pct"] == pytest.approx(one_summary["throughput_smape_pct"])
+    assert first["itl_smape_pct"] == pytest.approx(one_summary["itl_smape_pct"])
+    assert both["twin_throughput_sd"] == pytest.approx(abs(one["twin_throughput"] - two["twin_throughput"]) / 2)
+    with pytest.raises(ValueError, match="validation.replicas: 0"):
+        val.ValidationConfig.from_params({"replicas": 0})

@@ -33,7 +33,7 @@ METRICS = {"throughput": "total_throughput", "itl": "itl_mean_ms", "ttft": "ttft
 #: twin result keys kept per run
 TWIN_KEYS = ("total_throughput", "itl_mean_ms", "ttft_mean_ms", "finished_requests", "arrived_requests",
              "mean_batch_size", "mean_distinct_adapters", "preemptions", "adapter_loads", "ideal_throughput",
-             "starved", "memory_error", "wall_time_s")
+             "starved", "memory_error", "wall_time_s", "throughput_sd", "replicas")
 #: A_max bands whose errors the twin must keep close (many slots vs few)
 LOW_A_MAX, HIGH_A_MAX = 64, 128
 
@@ -53,6 +53,10 @@ class ValidationConfig:
     max_runs: int | None = None   # validate only the first N runs (smoke)
     workers: int = 2
     seed: int = 0
+    #: twin draws per run (seeds seed .. seed + replicas - 1: the rate-to-adapter mapping, which the runs did not
+    #: log, and the arrivals): the twin's prediction is their mean, since a run near saturation is chaotic and
+    #: one draw of it is as far from its mean as from the real run
+    replicas: int = 1
     max_num_batched_tokens: int = 2048
     #: use each run's own pre-sampled prompt pool means (runs.pool_*: the client drew its requests from that
     #: pool, so it is configuration, not outcome); runs without a pool fall back to input_mean / output_mean
@@ -66,7 +70,10 @@ class ValidationConfig:
     def from_params(cls, section: Mapping[str, Any]) -> ValidationConfig:
         """The config of a params.yaml ``validation:`` section; an unknown key or a bad value raises a
         ValueError naming it."""
-        return config_from_section(cls, section, "validation")
+        config = config_from_section(cls, section, "validation")
+        if config.replicas < 1:
+            raise ValueError(f"validation.replicas: {config.replicas} is not a positive integer")
+        return config
 
 
 def run_means(row: dict[str, Any], cfg: ValidationConfig) -> tuple[float, float]:
@@ -136,12 +143,14 @@ def rate_counts(row: dict[str, Any]) -> tuple[list[float], list[int]]:
     return rates, [served // k + (1 if i < served % k else 0) for i in range(k)]
 
 
-def scenario_for_run(row: dict[str, Any], cfg: ValidationConfig) -> dict[str, Any]:
+def scenario_for_run(row: dict[str, Any], cfg: ValidationConfig, replica: int = 0) -> dict[str, Any]:
     """The twin scenario of one by-time serving run: its configuration only, never its outcome.
 
     Ranks cycle over the run's adapter folders (``--dummy-lora-modules``); rates are assigned cyclically and
-    shuffled, as the benchmark does ("Adapter rates ... Counts"), with a generator seeded from ``cfg.seed``.
+    shuffled, as the benchmark does ("Adapter rates ... Counts"), with a generator seeded from ``cfg.seed`` +
+    ``replica`` (which also seeds the arrivals).
     """
+    seed = cfg.seed + replica
     served = int(row["served_adapters"])
     ranks = [int(row["adapter_ranks"][i % len(row["adapter_ranks"])]) for i in range(served)]
     values, counts = rate_counts(row)
@@ -149,7 +158,7 @@ def scenario_for_run(row: dict[str, Any], cfg: ValidationConfig) -> dict[str, An
     if len(rates) != served:
         raise ValueError(f"runs.adapter_rate_counts of {row['run_id']}: {counts} sum to {len(rates)}, "
                          f"served_adapters is {served}")
-    rates = np.random.default_rng(cfg.seed).permutation(rates)
+    rates = np.random.default_rng(seed).permutation(rates)
     means = run_means(row, cfg)
     return {
         "model": row["model"],
@@ -160,7 +169,7 @@ def scenario_for_run(row: dict[str, Any], cfg: ValidationConfig) -> dict[str, An
         "arrivals": {"kind": "poisson"},
         "lengths": {"kind": "sharegpt", "input_mean": means[0], "output_mean": means[1]},
         "duration_s": float(row["total_time_s"]) * cfg.duration_scale,
-        "seed": cfg.seed,
+        "seed": seed,
     }
 
 
@@ -178,6 +187,22 @@ def simulate_runs(scenarios: list[dict[str, Any]], calibration_paths: dict[str, 
     """Simulate every scenario (on ``workers`` Dask workers, `adaptwin.runner`), in order."""
     jobs = [(s, str(calibration_paths[s["model"]])) for s in scenarios]
     return runner.map_ordered(_simulate_one, jobs, workers=min(workers, os.cpu_count() or 1))
+
+
+def mean_result(draws: list[dict[str, Any]]) -> dict[str, Any]:
+    """One prediction from a run's replica draws: numbers averaged, the starvation verdict taken on the mean
+    throughput, ``throughput_sd`` the spread of the draws (0 for one draw), ``replicas`` their count."""
+    first = draws[0]
+    out = dict(first)
+    for key, value in first.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [d[key] for d in draws]
+            out[key] = None if any(v is None or not math.isfinite(v) for v in values) else float(np.mean(values))
+    if not first.get("memory_error"):
+        out["starved"] = is_starved(out["total_throughput"], out["ideal_throughput"])
+    out["throughput_sd"] = float(np.std([d["total_throughput"] for d in draws]))
+    out["replicas"] = len(draws)
+    return out
 
 
 def compare(runs: pl.DataFrame, results: list[dict[str, Any]], cfg: ValidationConfig) -> pl.DataFrame:
@@ -277,13 +302,26 @@ def family_summary(df: pl.DataFrame) -> dict[str, Any]:
     out = _summary(df)
     for name, col in BREAKDOWNS.items():
         out[f"by_{name}"] = {str(v): _summary(g) for (v,), g in df.sort(col).group_by(col, maintain_order=True)}
+    out["a_max_gap"] = a_max_gap(df)
+    return out
+
+
+def a_max_gap(df: pl.DataFrame) -> dict[str, float | None]:
+    """Per metric, mean SMAPE at A_max >= 128 minus at A_max <= 64 (None where a band has no compared run)."""
     high, low = df.filter(pl.col("max_loras") >= HIGH_A_MAX), df.filter(pl.col("max_loras") <= LOW_A_MAX)
     gap = {}
     for m in METRICS:
         h, lo = _mean(high[f"{m}_smape_pct"]), _mean(low[f"{m}_smape_pct"])
         gap[f"{m}_smape_pct"] = None if h is None or lo is None else h - lo
-    out["a_max_gap"] = gap
-    return out
+    return gap
+
+
+def first_draw_summary(df: pl.DataFrame) -> dict[str, Any]:
+    """Per model and family, the headline numbers and A_max gap of the first replica alone (seed ``seed``):
+    what one draw of the twin scores, beside the mean of the draws."""
+    return {model: {fam: {**_summary(f), "a_max_gap": a_max_gap(f)}
+                    for (fam,), f in g.group_by("family", maintain_order=True)}
+            for (model,), g in df.group_by("model", maintain_order=True)}
 
 
 def table(df: pl.DataFrame) -> pl.DataFrame:
@@ -315,10 +353,14 @@ def validate(runs: pl.DataFrame, calibration_paths: dict[str, str], families: li
     missing = sorted(set(sel["model"]) - set(calibration_paths))
     if missing:
         raise ValueError(f"runs.model: no calibration for {missing} (calibrated: {sorted(calibration_paths)})")
-    scenarios = [scenario_for_run(r, cfg) for r in sel.iter_rows(named=True)]
-    results = simulate_runs(scenarios, calibration_paths, cfg.workers)
+    k = cfg.replicas
+    scenarios = [scenario_for_run(r, cfg, i) for r in sel.iter_rows(named=True) for i in range(k)]
+    draws = simulate_runs(scenarios, calibration_paths, cfg.workers)
+    results = [mean_result(draws[j:j + k]) for j in range(0, len(draws), k)]
     df = compare(sel, results, cfg)
     summary = summarize(df)
+    summary["replicas"] = k
+    summary["first_draw"] = first_draw_summary(compare(sel, draws[::k], cfg))
     summary["lora_forms"] = lora_forms(calibration_paths, sorted(set(df["model"])))
     return df, summary
 
