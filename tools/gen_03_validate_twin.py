@@ -137,8 +137,9 @@ surrogates trained on that twin miss their own targets (`surrogates.json`): Llam
 of that is the exam (the fresh set is drawn relative to the calibration), but not all: on the same GPUs
 (`tools/experiments/resimulate_exam.py`: the default pipeline's exams re-simulated with the copy on), the
 copy-on surrogate scores 3.91 % / F1 0.946 on the fresh set and 2.61 % / F1 0.907 on the placement groups
-against the default's 3.45 % / 0.978 and 1.75 % / 0.976 on its own twin; seven of its eight wrong group
-verdicts are GPUs the copy slows from 0.92-0.96 to 0.88-0.90 x ideal, onto the starvation bar. The same numbers without a full
+against the default's 3.45 % / 0.978 and 1.75 % / 0.976 on its own twin; all eight of its wrong group
+verdicts are GPUs the copy slows from 0.91-0.96 to 0.88-0.90 x ideal, onto the starvation bar, where one draw
+of the twin decides the label (next section). The same numbers without a full
 repro: `--validate CAL OUT --variant refit_all --coef 1.8e-7` on the default calibration. Two variants that are
 not consistent with the profiling rows were rejected before: the copy charged on top of the old fit (Llama's
 5.2 runs then 7.4 % off) and the copy taken out of the 5.2-5.3 rows only (5.6 ITL 8.2 %).
@@ -154,8 +155,8 @@ starvation bar) come out at 0.88-0.93 x ideal depending on the seed, so one draw
 is 96.95, 97.71 or 96.95 % with seeds 0, 1 or 2. The twin's prediction of a run is therefore the mean of
 `replicas` draws (seeds `seed` .. `seed + replicas - 1`), its verdict taken on the mean throughput;
 `twin_validation.json` keeps the first draw's scores under `first_draw`, and `runs.parquet` each run's
-`twin_throughput_sd`. More draws remove noise, not bias: the default twin's 5.6 throughput error (the
-saturated A_max 32-64 runs ~9 % too fast) stays. Recorded (`tools/experiments/validation_seeds.py DATA OUT 0 1
+`twin_throughput_sd`. More draws remove noise, not bias: the default twin's 5.6 throughput error (its
+saturated high-rate runs at A_max 32-64 come out 3-10 % too fast) stays. Recorded (`tools/experiments/validation_seeds.py DATA OUT 0 1
 2`), Llama-3.1-8B, 5.6 / 5.9:
 
 | calibration | draws | throughput SMAPE | ITL SMAPE | TTFT SMAPE | starvation agreement | ITL A_max gap |

@@ -20,8 +20,8 @@ SMAPE % / starvation macro-F1):
 | placement groups | twin B | 2.75 / 0.730 | 2.61 / 0.907 |
 
 On the same GPUs, B's surrogate is further from B's twin than A's from A's, so the copy-on surrogates' misses
-are not only a re-drawn exam. Seven of B's eight wrong group verdicts are GPUs at 0.88-0.90 x ideal under twin
-B (0.92-0.96 under twin A): the copy slows A's placement groups onto the 0.9 bar, where one draw of the twin
+are not only a re-drawn exam. All eight of B's wrong group verdicts are GPUs at 0.88-0.90 x ideal under twin
+B (0.91-0.96 under twin A): the copy slows A's placement groups onto the 0.9 bar, where one draw of the twin
 decides the label (`validation_seeds.py`: the same holds for real runs near saturation).
 """
 
