@@ -27,7 +27,8 @@ decides the label (`validation_seeds.py`: the same holds for real runs near satu
 With ``--draws 3`` (twin B's labels on the mean of 3 seeds against 0.9 x ideal), surrogate B scores 4.14 % /
 0.946 on the fresh set and 2.52 % / 0.942 on the groups: label noise is part of the groups' F1 gap, not all
 of it. The five GPUs still wrong are all S_max 32 without swapping (served = A_max = 10-46) at 0.88-0.90 x
-ideal, which surrogate B calls not starved (probability 0.33-0.49) but one.
+ideal: four starved ones that surrogate B calls not starved (probability 0.33-0.49), and one at 0.901 that it
+calls starved (0.60).
 """
 
 from __future__ import annotations
