@@ -40,14 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from cross_exam import exams
 
 from adaptwin.calibration.costs import Calibration, load_calibration
-from adaptwin.dataset.stage import fresh_dir
-from adaptwin.rules import is_starved
 from adaptwin.surrogate.evaluate import headline, score, twin_set
 from adaptwin.surrogate.model import load
-from adaptwin.sweep import load_dataset
 from adaptwin.twin import simulate
+from adaptwin.validation.runs import mean_result
 
 _CALIBRATION: Calibration | None = None
 
@@ -65,21 +64,15 @@ def _simulate(job: tuple[str, int]) -> dict[str, Any]:
 
 def resimulate(exam: pl.DataFrame, calibration_path: Path, draws: int = 1, workers: int = 2) -> pl.DataFrame:
     """The exam with its result columns replaced by the twin's output under ``calibration_path``: with
-    ``draws`` > 1, throughput and ideal are the mean over seeds seed .. seed + draws - 1 and the starvation
-    label is taken on that mean (`adaptwin.rules.is_starved`)."""
+    ``draws`` > 1, the mean over seeds seed .. seed + draws - 1, labelled on the mean throughput as the twin
+    validation does (`adaptwin.validation.runs.mean_result`)."""
     jobs = [(js, i) for js in exam["scenario_json"].to_list() for i in range(draws)]
     with Pool(workers, initializer=_init, initargs=(str(calibration_path),)) as pool:
         flat = pool.map(_simulate, jobs)
-    results = [flat[j:j + draws] for j in range(0, len(flat), draws)]
-    cols = [c for c in exam.columns if c in results[0][0] and c not in ("wall_time_s", "starved")]
-    out = exam.with_columns([pl.Series(c, [r[0][c] for r in results], dtype=exam[c].dtype) for c in cols])
-    if draws == 1:
-        return out.with_columns(pl.Series("starved", [r[0]["starved"] for r in results]))
-    mean = {k: [sum(d[k] for d in r) / draws for r in results] for k in ("total_throughput", "ideal_throughput")}
-    return out.with_columns(
-        pl.Series("total_throughput", mean["total_throughput"], dtype=exam["total_throughput"].dtype),
-        pl.Series("ideal_throughput", mean["ideal_throughput"], dtype=exam["ideal_throughput"].dtype),
-        pl.Series("starved", [is_starved(t, i) for t, i in zip(*mean.values(), strict=True)]))
+    results = [flat[j] if draws == 1 else mean_result(flat[j:j + draws]) for j in range(0, len(flat), draws)]
+    cols = [c for c in exam.columns if c in results[0] and c != "wall_time_s"]
+    return exam.with_columns([pl.Series(c, [r[c] for r in results]).cast(exam[c].dtype, strict=False)
+                              for c in cols])
 
 
 def main() -> None:
@@ -92,8 +85,7 @@ def main() -> None:
     surrogates = {"A": load(args.model, a / "models"), "B": load(args.model, b / "models")}
     pl.Config.set_tbl_rows(60)
     pl.Config.set_tbl_cols(20)
-    for name, path in (("fresh", fresh_dir(a, args.model)), ("groups", a / "models" / args.model / "placement_groups")):
-        exam = load_dataset(path)
+    for name, exam in exams(a, args.model).items():
         twins = {"A": exam, "B": resimulate(exam, b / "calibration" / f"{args.model}.json", args.draws)}
         for truth, frame in twins.items():
             for label, surrogate in surrogates.items():

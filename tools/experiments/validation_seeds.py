@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import yaml
 
@@ -55,29 +54,25 @@ def validate_seed(data: Path, out: Path, seed: int) -> Path:
     return path
 
 
-def _mean_smape(g: pl.DataFrame, metric: str) -> float:
-    return float(np.mean(smape(g[f"real_{metric}"].to_numpy(), g[metric].to_numpy())))
-
-
 def score(paths: list[Path], draws: int) -> dict[str, dict[str, float]]:
-    """Per family, the scores of the mean of the first ``draws`` seeds."""
+    """Per family, the scores of the mean of the first ``draws`` seeds (the gap by `val.a_max_gap`)."""
     frames = [pl.read_parquet(p) for p in paths[:draws]]
     base = frames[0].select("run_id", "family", "max_loras", "real_throughput", "real_itl", "real_ttft",
                             "real_starved", "ideal_throughput", "twin_memory_error")
     for i, f in enumerate(frames):
         base = base.join(f.select("run_id", *[pl.col(f"twin_{m}").alias(f"{m}{i}")
-                                              for m in ("throughput", "itl", "ttft")]), on="run_id")
-    mean = {m: pl.mean_horizontal([pl.col(f"{m}{i}") for i in range(draws)]).alias(m)
-            for m in ("throughput", "itl", "ttft")}
+                                              for m in val.METRICS]), on="run_id")
     ok = base.filter(pl.col("real_throughput").is_not_null() & ~pl.col("twin_memory_error")).with_columns(
-        *mean.values())
-    ok = ok.with_columns(starved=pl.col("throughput") < STARVATION_RATIO * pl.col("ideal_throughput"))
+        pl.mean_horizontal([pl.col(f"{m}{i}") for i in range(draws)]).alias(m) for m in val.METRICS)
+    ok = ok.with_columns(
+        *[pl.Series(f"{m}_smape_pct", smape(ok[f"real_{m}"].to_numpy(), ok[m].to_numpy())) for m in val.METRICS],
+        starved=pl.col("throughput") < STARVATION_RATIO * pl.col("ideal_throughput"))
     out = {}
     for (family,), g in ok.group_by("family", maintain_order=True):
-        high, low = g.filter(pl.col("max_loras") >= val.HIGH_A_MAX), g.filter(pl.col("max_loras") <= val.LOW_A_MAX)
-        out[family] = {**{m: _mean_smape(g, m) for m in ("throughput", "itl", "ttft")},
+        gap = val.a_max_gap(g)
+        out[family] = {**{m: float(g[f"{m}_smape_pct"].mean()) for m in val.METRICS},
                        "starvation": float((g["starved"] == g["real_starved"]).mean() * 100),
-                       **{f"gap_{m}": _mean_smape(high, m) - _mean_smape(low, m) for m in ("throughput", "itl")}}
+                       **{f"gap_{m}": gap[f"{m}_smape_pct"] for m in ("throughput", "itl")}}
     return out
 
 
