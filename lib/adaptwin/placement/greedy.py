@@ -281,6 +281,7 @@ def _fill_exact(seq: np.ndarray, ranks, rates, ev: Evaluator, guess: int, extens
     misses = 0
     a_cur: int | None = None
     last: tuple | None = None  # (k, A_max, evaluation, row) of the last safe state
+    lone: Gpu | None = None  # the first adapter alone, when even that is unsafe
     lo, block = 1, max(1, guess)
     while lo <= kmax:
         ks = list(range(lo, min(kmax, lo + block - 1) + 1))
@@ -296,10 +297,12 @@ def _fill_exact(seq: np.ndarray, ranks, rates, ev: Evaluator, guess: int, extens
                 row = _escape(rows, row, res)
             a_cur = int(res["a_max"][row])
             if not res["ok"][row]:
-                if last is None:  # a single adapter no GPU can serve safely: it gets a GPU of its own
-                    return make_gpu(seq[:1], a_cur, s_max, res, row), False
+                if k == 1:
+                    lone = make_gpu(seq[:1], a_cur, s_max, res, row)
                 misses += 1
-                if misses > patience:
+                if misses > patience or k == kmax:
+                    if last is None:  # no prefix is safe: the first adapter gets a GPU of its own
+                        return lone, False
                     return make_gpu(seq[: last[0]], last[1], s_max, last[2], last[3]), True
                 continue
             last, misses = (k, a_cur, res, row), 0
@@ -339,7 +342,7 @@ def _fill_fast(seq: np.ndarray, ranks, rates, ev: Evaluator, guess: int, extensi
     """One GPU: the longest safe prefix of ``seq`` found by bracketing (module docstring)."""
     s_max = _s_max(seq, ranks, ev)
     extra = seq[: min(len(seq), ev.max_served)]
-    gpu, unsafe_first = _longest_safe(seq[:0], extra, s_max, ranks, rates, ev, guess)
+    gpu, unsafe_first = _longest_safe(seq[:0], extra, s_max, ranks, rates, ev, guess, tolerant=extensions)
     if gpu is None:  # even one adapter is unsafe: it gets a GPU of its own
         return unsafe_first, False
     return gpu, True
@@ -352,7 +355,7 @@ def _top_up(gpu: Gpu, seq: np.ndarray, ranks, rates, ev: Evaluator) -> tuple[Gpu
         return gpu, seq
     smallest = seq[np.lexsort((np.arange(len(seq)), rates[seq]))][:room]
     base = np.asarray(gpu.members, dtype=np.int64)
-    bigger, _ = _longest_safe(base, smallest, gpu.max_lora_rank, ranks, rates, ev, 4)
+    bigger, _ = _longest_safe(base, smallest, gpu.max_lora_rank, ranks, rates, ev, 4, tolerant=True)
     if bigger is None:
         return gpu, seq
     taken = np.asarray(bigger.members[len(base):], dtype=np.int64)
@@ -360,10 +363,15 @@ def _top_up(gpu: Gpu, seq: np.ndarray, ranks, rates, ev: Evaluator) -> tuple[Gpu
 
 
 def _longest_safe(base: np.ndarray, extra: np.ndarray, s_max: int, ranks, rates, ev: Evaluator,
-                  guess: int) -> tuple[Gpu | None, Gpu | None]:
+                  guess: int, tolerant: bool = False) -> tuple[Gpu | None, Gpu | None]:
     """(GPU of ``base`` + the longest safe prefix of ``extra`` with at least one extra, or None; the GPU of
     ``base`` + the first extra if that is unsafe). Each probe takes the A_max of highest predicted throughput;
-    prefixes are bracketed with `PROBES` per surrogate call, assuming safety falls with the prefix length."""
+    prefixes are bracketed with `PROBES` per surrogate call, assuming safety falls with the prefix length.
+
+    ``tolerant``: an unsafe prefix shorter than the shortest safe one does not bound the search. Why: a
+    surrogate's verdict on one or two light adapters is its noisiest (their throughput is Poisson luck), and
+    one such verdict at k = 1 used to end the search there, so every adapter of a workload got a GPU of its
+    own although every longer prefix was safe. Only the GPU built is deployed, and it is a safe prefix."""
     safe: dict[int, Gpu] = {}
     unsafe: dict[int, Gpu] = {}
     bad = len(extra) + 1
@@ -378,7 +386,8 @@ def _longest_safe(base: np.ndarray, extra: np.ndarray, s_max: int, ranks, rates,
             row = int(rows[int(np.argmax(res["total_throughput"][rows]))])
             gpu = make_gpu(members[j], int(res["a_max"][row]), s_max, res, row)
             (safe if res["ok"][row] else unsafe)[k] = gpu
-        bad = min([bad, *unsafe])
+        shortest_safe = min(safe, default=None) if tolerant else None
+        bad = min([bad, *(k for k in unsafe if shortest_safe is None or k > shortest_safe)])
         good = max([k for k in safe if k < bad], default=0)
         ks = _between(good, bad)
     good = max([k for k in safe if k < bad], default=0)
