@@ -237,3 +237,41 @@ def test_consolidation_empties_a_gpu_the_others_can_absorb_and_stays_safe():
     drained, alone = greedy.drain(spread, [], workload["rank"].to_numpy(), workload["rate"].to_numpy(), ev)
     assert len(drained) < len(spread) and not alone and all(g.safe for g in drained)
     assert sorted(i for g in drained for i in g.members) == list(range(200))
+
+
+class LoneAdapterUnsafe:
+    """The fake surrogate, except that it calls every one-adapter GPU starved: the noisy verdict a real
+    surrogate can give on one light adapter (its throughput is Poisson luck)."""
+
+    def __init__(self):
+        from test_placement_fakes import FakePredictor
+
+        self.inner = FakePredictor()
+
+    def predict(self, features: pl.DataFrame) -> pl.DataFrame:
+        out = self.inner.predict(features)
+        lone = features["served_adapters"].to_numpy() == 1
+        p = np.where(lone, 0.99, out["starvation_probability"].to_numpy())
+        return out.with_columns(pl.Series("starvation_probability", p), pl.Series("starved", p > 0.5))
+
+
+def lone_unsafe_evaluator():
+    ev = fake_evaluator()
+    ev.predictor = LoneAdapterUnsafe()
+    return ev
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_one_unsafe_verdict_on_a_lone_adapter_does_not_close_the_gpu(fast):
+    workload = fake_workload(60, mean_rate=0.05, ranks=(8,))
+    ev = lone_unsafe_evaluator()
+    with_extensions, _ = greedy.place_greedy(workload, ev, fast=fast)
+    assert len(with_extensions[0].members) > 10 and all(g.safe for g in with_extensions)
+    as_published, _ = greedy.place_greedy(workload, lone_unsafe_evaluator(), fast=fast, extensions=False)
+    assert len(as_published[0].members) == 1  # Algorithm 1 as published stops at the first unsafe prefix
+
+
+def test_loraserve_operating_point_survives_an_unsafe_verdict_on_one_adapter():
+    capacity, max_loras = baselines.operating_point(8, 0.05, lone_unsafe_evaluator())
+    reference, _ = baselines.operating_point(8, 0.05, fake_evaluator())
+    assert capacity == pytest.approx(reference) and capacity > 10 * 0.05
