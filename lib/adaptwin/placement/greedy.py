@@ -15,7 +15,7 @@ Beyond the paper (``extensions``, on by default; off = Algorithm 1 as published)
 surrogate calls safe stays safe when the twin re-simulates it; (b) before a rollback, move up to a safe larger
 A_max if one exists (more slots cure swap-induced starvation); (c) patience: a GPU closes only after
 `PATIENCE` unsafe prefixes in a row, since the surrogate's verdicts are noisy near the boundary and only the
-final GPU matters; (d) a *top-up* when a GPU is closed: its remaining headroom is filled with the
+final GPU matters (also before the first safe prefix: a verdict on one light adapter is the noisiest); (d) a *top-up* when a GPU is closed: its remaining headroom is filled with the
 smallest-rate adapters still waiting (next-fit alone closes a GPU whenever the next adapter in the
 alternating order is a large one; first-fit baselines would otherwise beat it by reusing that headroom);
 (e) consolidation (`drain`): the least-loaded GPU is emptied into the others (merged whole into one, else
@@ -29,7 +29,8 @@ starvation is followed by one twice as large. The result is exactly the one-adap
 
 The ``fast`` variant (for very large workloads) assumes safety is monotone in the prefix length and picks, for
 each probed prefix, the A_max of highest predicted throughput; it brackets the longest safe prefix with a dozen
-probes per surrogate call (a few calls per GPU instead of one row block per adapter).
+probes per surrogate call (a few calls per GPU instead of one row block per adapter). With the extensions, an
+unsafe prefix shorter than the shortest safe one does not bound the bracket (the same reason as the patience).
 """
 
 from __future__ import annotations
