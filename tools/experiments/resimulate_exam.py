@@ -70,6 +70,11 @@ def resimulate(exam: pl.DataFrame, calibration_path: Path, draws: int = 1, worke
     with Pool(workers, initializer=_init, initargs=(str(calibration_path),)) as pool:
         flat = pool.map(_simulate, jobs)
     results = [flat[j] if draws == 1 else mean_result(flat[j:j + draws]) for j in range(0, len(flat), draws)]
+    return with_results(exam, results)
+
+
+def with_results(exam: pl.DataFrame, results: list[dict[str, Any]]) -> pl.DataFrame:
+    """``exam`` with its twin output columns replaced by ``results`` (one per row)."""
     cols = [c for c in exam.columns if c in results[0] and c != "wall_time_s"]
     return exam.with_columns([pl.Series(c, [r[c] for r in results]).cast(exam[c].dtype, strict=False)
                               for c in cols])
