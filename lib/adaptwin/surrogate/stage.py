@@ -23,6 +23,7 @@ import polars as pl
 from adaptwin.io import write_json
 from adaptwin.layout import Layout
 from adaptwin.params import config_from_section
+from adaptwin.surrogate.draws import ONE_DRAW
 from adaptwin.surrogate.evaluate import (
     EvalSet,
     beside_twin,
@@ -65,12 +66,16 @@ class SurrogateConfig:
     active_scenarios: int = 0  # GPUs the twin labels per round
     active_pool: int = 20  # candidates scored per GPU kept
     active_window_s: float | None = None  # simulated window of those GPUs; None = the dataset's
+    exam_draws: int = 1  # twin runs averaged per exam GPU (fresh set, placement groups); 1 = the swept run alone
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> SurrogateConfig:
         """The config of a params.yaml ``surrogates:`` section; an unknown key or a bad value raises a
         TrainingError naming it."""
-        return config_from_section(cls, section, "surrogates", TrainingError)
+        config = config_from_section(cls, section, "surrogates", TrainingError)
+        if config.exam_draws < 1:
+            raise TrainingError(f"surrogates.exam_draws: expected >= 1, got {config.exam_draws!r}")
+        return config
 
     def groups_grid(self) -> dict[str, Any]:
         """The workload grid of the placement groups: ``placement_groups_grid``, else params.yaml's
@@ -113,14 +118,23 @@ def load_real_runs(data_dir: str | Path, model: str, real_runs_model: str,
     return real_runs(pl.read_parquet(path), model, family)
 
 
-def fresh_set(data_dir: str | Path, model: str) -> EvalSet | None:
-    """The dataset stage's fresh heterogeneous test set of ``model``, if it was swept."""
+def fresh_set(data_dir: str | Path, model: str, draws: int = 1, calibration: Any = None,
+              workers: int = 1) -> tuple[EvalSet, ...]:
+    """The dataset stage's fresh heterogeneous test set of ``model`` (empty if it was not swept); with
+    ``draws`` > 1 its truth is the mean of that many twin runs per GPU (`adaptwin.surrogate.draws`, the extra
+    runs swept into ``<models>/<model>/fresh_draws``) and the swept draw alone follows as
+    ``fresh_heterogeneous_one_draw``."""
     from adaptwin.dataset.stage import fresh_dir
+    from adaptwin.surrogate.draws import with_draws
 
     directory = fresh_dir(data_dir, model)
     if not directory.exists() or not list(directory.glob("chunk-*.parquet")):
-        return None
-    return twin_set(load_dataset(directory), "fresh_heterogeneous")
+        return ()
+    swept = load_dataset(directory)
+    if draws <= 1:
+        return (twin_set(swept, "fresh_heterogeneous"),)
+    mean = with_draws(swept, Layout.at(data_dir).models(model) / "fresh_draws", calibration, draws, workers)
+    return twin_set(mean, "fresh_heterogeneous"), twin_set(swept, "fresh_heterogeneous" + ONE_DRAW)
 
 
 def load_validation(data_dir: str | Path) -> pl.DataFrame | None:
@@ -161,7 +175,8 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
     runs = load_real_runs(data_dir, model, config.real_runs_model)
     hetero = load_real_runs(data_dir, model, config.real_runs_model, "heterogeneous_results")
     exam = placement_check(surrogate, data_dir) if placement_check else None
-    extra = [fresh_set(data_dir, model), *(exam if isinstance(exam, tuple) else (exam,)),
+    extra = [*fresh_set(data_dir, model, config.exam_draws, calibration, config.threads),
+             *(exam if isinstance(exam, tuple) else (exam,)),
              real_set(hetero, surrogate.tokens_per_request, "real_runs_heterogeneous") if hetero is not None
              and hetero.height else None]
     extra_sets = tuple(s for s in extra if s is not None)
@@ -171,7 +186,8 @@ def run_model(model: str, data_dir: str | Path, config: SurrogateConfig,
     metrics["beside_twin"] = {name: beside_twin(surrogate, frame, validation)
                               for name, frame in (("real_runs", runs), ("real_runs_heterogeneous", hetero))
                               if frame is not None}
-    by = pl.concat([breakdown(surrogate.predict, s, calibration) for s in extra_sets if s.name != "real_runs_heterogeneous"]
+    by = pl.concat([breakdown(surrogate.predict, s, calibration) for s in extra_sets
+                    if s.name != "real_runs_heterogeneous" and not s.name.endswith(ONE_DRAW)]
                    or [pl.DataFrame()], how="diagonal")
     metrics["breakdown"] = by.to_dicts()
     metrics["active"] = active
@@ -258,7 +274,8 @@ def table(data_dir: str | Path, model: str) -> pl.DataFrame:
 
 
 #: evaluation sets of the distillation table, in display order
-DISTILLATION_SETS: tuple[str, ...] = ("heldout", "fresh_heterogeneous", "placement_groups", "placement_final",
+DISTILLATION_SETS: tuple[str, ...] = ("heldout", "fresh_heterogeneous", "fresh_heterogeneous_one_draw",
+                                      "placement_groups", "placement_groups_one_draw", "placement_final",
                                       "placement_rejected", "real_runs", "real_runs_heterogeneous")
 
 
