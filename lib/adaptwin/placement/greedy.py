@@ -15,9 +15,10 @@ Beyond the paper (``extensions``, on by default; off = Algorithm 1 as published)
 surrogate calls safe stays safe when the twin re-simulates it; (b) before a rollback, move up to a safe larger
 A_max if one exists (more slots cure swap-induced starvation); (c) patience: a GPU closes only after
 `PATIENCE` unsafe prefixes in a row, since the surrogate's verdicts are noisy near the boundary and only the
-final GPU matters (also before the first safe prefix: a verdict on one light adapter is the noisiest); (d) a *top-up* when a GPU is closed: its remaining headroom is filled with the
-smallest-rate adapters still waiting (next-fit alone closes a GPU whenever the next adapter in the
-alternating order is a large one; first-fit baselines would otherwise beat it by reusing that headroom);
+final GPU matters (also before the first safe prefix: a verdict on one light adapter is the noisiest); (d) a
+*top-up* when a GPU is closed: its remaining headroom is filled with the smallest-rate adapters still waiting
+(next-fit alone closes a GPU whenever the next adapter in the alternating order is a large one; first-fit
+baselines would otherwise beat it by reusing that headroom);
 (e) consolidation (`drain`): the least-loaded GPU is emptied into the others (merged whole into one, else
 adapter by adapter) while they stay safe.
 (The margin applies in both modes.)
