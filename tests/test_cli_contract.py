@@ -296,11 +296,14 @@ def test_a_bad_surrogate_still_splits_an_adapter_busier_than_a_gpu():
 
 
 class LonelyStarving(FakePredictor):
-    """A surrogate wrong on small GPUs only (few training rows there): fewer than 5 adapters always starve."""
+    """A surrogate wrong on small GPUs only (few training rows there): GPUs of fewer adapters than the greedy's
+    patience can step over (`greedy.PATIENCE` + 2) always starve, so the greedy gives each adapter a GPU."""
 
     def predict(self, features: pl.DataFrame) -> pl.DataFrame:
+        from adaptwin.placement.greedy import PATIENCE
+
         out = super().predict(features)
-        few = features["served_adapters"].to_numpy() < 5
+        few = features["served_adapters"].to_numpy() < PATIENCE + 2
         return out.with_columns(pl.Series("starvation_probability", np.where(few, 1.0, out["starvation_probability"])))
 
 
