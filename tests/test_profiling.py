@@ -114,6 +114,21 @@ def test_poller_stop_takes_a_closing_scrape_after_the_loop():
     assert samples[1].time_raw > samples[0].time_raw and not poller.errors
 
 
+def test_poller_takes_its_first_scrape_on_the_callers_thread_before_start_returns():
+    """The series begins before the run: a first scrape left to the thread came after a short run."""
+    import threading
+
+    threads = []
+
+    def fetch(url: str, timeout: float) -> str:
+        threads.append(threading.current_thread())
+        return "vllm:num_requests_running 0\n"
+
+    poller = prometheus.MetricsPoller("http://x/metrics", interval_s=60.0, fetch=fetch).start()
+    assert threads == [threading.current_thread()] and poller.scrapes == 1
+    assert len(poller.stop()) == 2  # the closing scrape; the loop's 60 s wait was interrupted
+
+
 # --- dummy adapters -----------------------------------------------------------------------------------------
 
 TINY = adapters.ModelShape(
