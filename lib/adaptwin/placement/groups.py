@@ -112,7 +112,7 @@ def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str |
     parts ``placement_final`` (the placements' GPUs) and ``placement_rejected`` (candidates turned down) when
     ``placement_rejected_groups`` > 0. With ``exam_draws`` > 1 their truth is the mean of that many twin runs
     per GPU (`adaptwin.surrogate.draws`), and ``placement_groups_one_draw`` scores the swept run alone."""
-    from adaptwin.surrogate.draws import ONE_DRAW, with_draws
+    from adaptwin.surrogate.draws import exam_sets
     from adaptwin.surrogate.evaluate import twin_set
 
     turned_down = config.placement_rejected_groups
@@ -121,11 +121,8 @@ def placement_set(surrogate: Any, data_dir: Path, config: Any, shared_dir: str |
     if found is None:
         return None
     swept, declined = found
-    rows = with_draws(swept, Layout.at(data_dir).models(surrogate.model) / "placement_groups_draws",
-                      surrogate.calibration, config.exam_draws, config.threads)
-    sets = [twin_set(rows, "placement_groups")]
-    if config.exam_draws > 1:
-        sets.append(twin_set(swept, "placement_groups" + ONE_DRAW))
+    rows, sets = exam_sets(swept, "placement_groups", Layout.at(data_dir).models(surrogate.model) /
+                           "placement_groups_draws", surrogate.calibration, config.exam_draws, config.threads)
     if turned_down > 0:
         is_declined = pl.col("scenario_id").is_in(sorted(declined))
         sets += [twin_set(rows.filter(~is_declined), "placement_final"),

@@ -87,3 +87,16 @@ def with_draws(swept: pl.DataFrame, out_dir: str | Path, calibration: Any, draws
     run_sweep(copies, out_dir, calibration=calibration, engine=engine, n_workers=max(workers, 1),
               chunk_size=50, batch_size=2, progress=False)
     return mean_of_draws(swept, load_dataset(out_dir), parent)
+
+
+def exam_sets(swept: pl.DataFrame, name: str, out_dir: str | Path, calibration: Any, draws: int,
+              workers: int = 1) -> tuple[pl.DataFrame, list[Any]]:
+    """An exam's rows scored on the mean of ``draws`` runs (`with_draws`) and its evaluation sets: ``name`` on
+    that mean, and with ``draws`` > 1 ``name`` + `ONE_DRAW` on the swept run alone."""
+    from adaptwin.surrogate.evaluate import twin_set
+
+    rows = with_draws(swept, out_dir, calibration, draws, workers)
+    sets = [twin_set(rows, name)]
+    if draws > 1:
+        sets.append(twin_set(swept, name + ONE_DRAW))
+    return rows, sets

@@ -32,7 +32,6 @@ from adaptwin.surrogate.evaluate import (
     json_safe,
     real_runs,
     real_set,
-    twin_set,
 )
 from adaptwin.surrogate.model import Surrogate
 from adaptwin.surrogate.train import TRANSFORMS, TrainingError, TrainResult, save, train_surrogates
@@ -125,16 +124,13 @@ def fresh_set(data_dir: str | Path, model: str, draws: int = 1, calibration: Any
     runs swept into ``<models>/<model>/fresh_draws``) and the swept draw alone follows as
     ``fresh_heterogeneous_one_draw``."""
     from adaptwin.dataset.stage import fresh_dir
-    from adaptwin.surrogate.draws import with_draws
+    from adaptwin.surrogate.draws import exam_sets
 
     directory = fresh_dir(data_dir, model)
     if not directory.exists() or not list(directory.glob("chunk-*.parquet")):
         return ()
-    swept = load_dataset(directory)
-    if draws <= 1:
-        return (twin_set(swept, "fresh_heterogeneous"),)
-    mean = with_draws(swept, Layout.at(data_dir).models(model) / "fresh_draws", calibration, draws, workers)
-    return twin_set(mean, "fresh_heterogeneous"), twin_set(swept, "fresh_heterogeneous" + ONE_DRAW)
+    out_dir = Layout.at(data_dir).models(model) / "fresh_draws"
+    return tuple(exam_sets(load_dataset(directory), "fresh_heterogeneous", out_dir, calibration, draws, workers)[1])
 
 
 def load_validation(data_dir: str | Path) -> pl.DataFrame | None:
