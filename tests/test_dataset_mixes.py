@@ -19,6 +19,8 @@ from adaptwin.dataset.mixes import (
     a_max_options,
     law_rates,
     mix_scenarios,
+    rank_subsets,
+    small_mix,
 )
 from adaptwin.dataset.sampler import SamplerConfig
 from adaptwin.dataset.stage import DatasetKnobs, fresh_scenarios
@@ -54,6 +56,7 @@ def test_mix_scenarios_are_reproducible_startable_and_cover_placements_choices()
     assert {scenario_id(s) for s in a}.isdisjoint(scenario_id(s) for s in mix_scenarios(CONFIG, 300, 6,
                                                                                         calibration=CALIBRATION))
     resident = small = 0
+    small_rank_sets = set()
     for s in a:
         server = s["server"]
         ranks, _ = expand_groups(s["adapters"])
@@ -63,7 +66,18 @@ def test_mix_scenarios_are_reproducible_startable_and_cover_placements_choices()
         assert sum(expand_groups(s["adapters"])[1]) * s["duration_s"] >= 0.99 * MIN_REQUESTS  # a measurable window
         resident += max_loras == served
         small += served < 8
+        if served < 8:
+            small_rank_sets.add(tuple(sorted(set(ranks))))
     assert resident > 20 and small > 10  # off the A_max grid and below the random design's 8 adapters
+    # placement's small GPUs hold any subset of a workload's ranks: rank 32 alone, 16 and 32 without 8
+    assert {(32,), (16, 32)} <= small_rank_sets
+
+
+def test_small_mix_is_a_subset_that_fits():
+    rng = np.random.default_rng(0)
+    assert rank_subsets((8, 16, 32)) == [(8,), (16,), (32,), (8, 16), (8, 32), (16, 32), (8, 16, 32)]
+    drawn = {small_mix(rng, (8, 16, 32), 2) for _ in range(200)}
+    assert drawn == {c for c in rank_subsets((8, 16, 32)) if len(c) <= 2}
 
 
 def test_a_max_options_end_at_the_served_count_or_the_memory_cap():

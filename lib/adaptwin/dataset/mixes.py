@@ -23,6 +23,7 @@ popularity law it was not fitted to.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -108,6 +109,22 @@ def a_max_options(served: int, s_max: int, calibration: Any | None) -> list[int]
     return [a for a in A_MAX_CHOICES if a < limit] + ([limit] if limit > 0 else [])
 
 
+def rank_subsets(mix: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every non-empty subset of the rank mix ``mix``, smallest first."""
+    return [c for k in range(1, len(mix) + 1) for c in itertools.combinations(mix, k)]
+
+
+def small_mix(rng: np.random.Generator, mix: Sequence[int], served: int) -> tuple[int, ...]:
+    """The ranks of a GPU of ``served`` < 8 adapters: a random non-empty subset of ``mix`` that fits.
+
+    Why: placement deals an 8-16-32 workload's adapters onto GPUs, so a GPU of one to a few adapters often
+    holds rank 32 alone, or 16 and 32 without 8. Drawn only from whole mixes, the training never showed a
+    surrogate a single rank-32 adapter (S_max 32 needs three adapters there), and one such surrogate called
+    every lone rank-32 adapter starved, so the greedy gave each its own GPU."""
+    options = [c for c in rank_subsets(mix) if len(c) <= served]
+    return options[int(rng.integers(len(options)))]
+
+
 def _draw_server(rng: np.random.Generator, config: SamplerConfig, mix: Sequence[int],
                  calibration: Any | None) -> tuple[int, int]:
     """(A_max, served): A_max uniform over the options first so large slot counts are frequent, served
@@ -132,6 +149,8 @@ def sample_mix(rng: np.random.Generator, config: SamplerConfig, laws: Sequence[s
     load drawn relative to the capacity proxy (dense near the starvation boundary, as `sample_one`)."""
     mix = RANK_MIXES[int(rng.integers(len(RANK_MIXES)))]
     max_loras, served = _draw_server(rng, config, mix, calibration)  # served >= len(mix): every rank appears
+    if served <= SMALL_SERVED:
+        mix = small_mix(rng, mix, served)
     ranks = assign_ranks(rng, mix, served)
     total = _draw_load(rng, config) * capacity_rate(calibration, max_loras, max(mix), served)
     total = max(total, MIN_REQUESTS / config.duration_s)
