@@ -35,6 +35,7 @@ import numpy as np
 
 from adaptwin.placement import greedy, verify
 from adaptwin.placement.core import Evaluator, Gpu, Placement, build_gpus
+from adaptwin.rules import starvation_bar
 
 #: a repaired GPU must reach this fraction of its ideal throughput in the twin (the starvation line is 0.9)
 PASS_RATIO = 0.92
@@ -57,10 +58,12 @@ def _repair_seed(scenario: dict[str, Any]) -> dict[str, Any]:
 
 
 def _good(result: dict[str, Any]) -> bool:
-    """A twin row (`verify._simulate`) that passes: it starts, is not starved, and reaches `PASS_RATIO` x ideal
-    (a scenario the twin rejects fails)."""
-    return bool(result["error"] is None and not result["memory_error"] and not result["starved"]
-                and result["total_throughput"] >= PASS_RATIO * result["ideal_throughput"])
+    """A twin row (`verify._simulate`) that passes: it starts, is not starved, and reaches `PASS_RATIO` x ideal,
+    or x the tokens that arrived when fewer (`rules.starvation_bar`; a scenario the twin rejects fails)."""
+    if result["error"] is not None or result["memory_error"] or result["starved"]:
+        return False
+    bar = starvation_bar(result["ideal_throughput"], result.get("offered_throughput"))
+    return bool(result["total_throughput"] >= PASS_RATIO * bar)
 
 
 def _passes(job: tuple[dict[str, Any], Any]) -> bool:

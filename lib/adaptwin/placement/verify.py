@@ -18,7 +18,8 @@ import polars as pl
 from adaptwin import runner
 from adaptwin.placement.core import Gpu, Placement
 
-RESULT_KEYS = ("total_throughput", "ideal_throughput", "itl_mean_ms", "ttft_mean_ms", "starved", "memory_error")
+RESULT_KEYS = ("total_throughput", "ideal_throughput", "offered_throughput", "itl_mean_ms", "ttft_mean_ms", "starved",
+               "memory_error")
 
 #: called with 1 after each twin run (`progress`); None = silent
 _tick: Callable[[int], None] | None = None

@@ -91,6 +91,7 @@ def outputs(sc: Scenario, workload: Workload, run: EngineRun, ideal: float) -> d
         duration=sc.duration_s, arrived=len(workload), finished=len(done.ttft),
         prompt_tokens=done.prompt_tokens, output_tokens=done.output_tokens, ttft=done.ttft,
         itl_values=values, itl_counts=counts, busy_integral=run.recorder.busy, ideal=ideal,
+        offered=float(workload.prompts.sum() + workload.outputs.sum()) / sc.duration_s,
     )
     out.update(
         failed_requests=sched.waiting.n_rejected,

@@ -8,7 +8,9 @@
   span a preemption, and `weighted_percentile` reproduces numpy's linear-interpolation percentile exactly;
 * mean_batch_size = time-average of the running batch over the window (the real poller samples it every 2 s);
 * ideal_throughput = sum over adapters of rate x mean(prompt + output) of the length distribution;
-  starved = total_throughput < 0.9 x ideal_throughput (the paper's rule).
+* offered_throughput = tokens (prompt + output) of the requests that arrived in the window / duration_s;
+  starved = total_throughput < 0.9 x min(ideal_throughput, offered_throughput) (the paper's rule, without
+  the arrivals' luck: `adaptwin.rules.starvation_bar`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptwin.rules import is_starved
+from adaptwin.rules import is_starved, starvation_bar
 
 
 def weighted_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
@@ -62,6 +64,7 @@ def summarize(
     itl_counts: np.ndarray,
     busy_integral: float,
     ideal: float,
+    offered: float | None = None,
 ) -> dict[str, Any]:
     """The contract keys of `adaptwin.twin.simulate` (except memory_error, wall_time_s and counters)."""
     ttft_arr = np.asarray(ttft, dtype=np.float64) * 1000.0
@@ -83,7 +86,8 @@ def summarize(
         "itl_p99_ms": weighted_percentile(itl_values, itl_counts, 99) * 1000.0,
         "mean_batch_size": busy_integral / duration,
         "ideal_throughput": ideal,
-        "starved": is_starved(total, ideal),
+        "offered_throughput": ideal if offered is None else offered,
+        "starved": is_starved(total, starvation_bar(ideal, offered)),
     }
 
 
