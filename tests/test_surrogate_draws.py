@@ -50,6 +50,26 @@ def test_the_mean_covers_each_row_and_its_draws_and_the_verdict_is_taken_on_it()
     assert [r for r in out] == ["a", "b", "m"]
 
 
+def test_the_verdict_on_the_mean_uses_the_tokens_that_arrived_when_fewer_than_the_ideal():
+    """The twin's own rule (`rules.starvation_bar`): a GPU whose draws served all of a light realised load is
+    not starved by it; rows swept without the tokens that arrived keep the nominal ideal."""
+    swept = frame([
+        {"scenario_id": "light", "total_throughput": 78.0, "offered_throughput": 80.0, "starved": False},
+        {"scenario_id": "short", "total_throughput": 70.0, "offered_throughput": 95.0, "starved": True},
+        {"scenario_id": "old", "total_throughput": 80.0, "offered_throughput": None, "starved": True},
+    ])
+    extra = frame([
+        {"scenario_id": "light1", "total_throughput": 74.0, "offered_throughput": 76.0, "starved": False},
+        {"scenario_id": "short1", "total_throughput": 72.0, "offered_throughput": 105.0, "starved": True},
+        {"scenario_id": "old1", "total_throughput": 84.0, "offered_throughput": None, "starved": True},
+    ])
+    parent = {"light1": "light", "short1": "short", "old1": "old"}
+    out = {r["scenario_id"]: r for r in mean_of_draws(swept, extra, parent).to_dicts()}
+    assert out["light"]["offered_throughput"] == pytest.approx(78.0) and not out["light"]["starved"]  # 76 < 0.9 x 100
+    assert out["short"]["starved"]  # 71 < 0.9 x min(100, 100)
+    assert out["old"]["starved"]  # 82 < 0.9 x 100: no tokens-arrived column value, the ideal is the bar
+
+
 def test_replicas_step_the_seed_and_name_their_row():
     swept = pl.DataFrame({"scenario_id": ["x"], "scenario_json": ['{"seed": 7, "model": "m"}']})
     copies, parent = replicas(swept, 3)
@@ -65,10 +85,12 @@ def test_with_draws_is_the_mean_of_independent_twin_runs_resumes_and_repeats(tmp
     out = with_draws(swept, tmp_path / "draws", calibration, 3)
     for row in out.to_dicts():
         scenario = next(s for s in scenarios if scenario_id(s) == row["scenario_id"])
-        runs = [simulate({**scenario, "seed": scenario["seed"] + i}, calibration)["total_throughput"]
-                for i in range(3)]
+        results = [simulate({**scenario, "seed": scenario["seed"] + i}, calibration) for i in range(3)]
+        runs = [r["total_throughput"] for r in results]
+        offered = np.mean([r["offered_throughput"] for r in results])
         assert row["total_throughput"] == pytest.approx(np.mean(runs)) and row["twin_draws"] == 3
-        assert row["starved"] == (np.mean(runs) < 0.9 * row["ideal_throughput"])
+        assert row["offered_throughput"] == pytest.approx(offered)
+        assert row["starved"] == (np.mean(runs) < 0.9 * min(row["ideal_throughput"], offered))
     chunks = sorted((tmp_path / "draws").glob("chunk-*.parquet"))
     again = with_draws(swept, tmp_path / "draws", calibration, 3)
     assert sorted((tmp_path / "draws").glob("chunk-*.parquet")) == chunks  # nothing simulated twice

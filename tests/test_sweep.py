@@ -157,3 +157,14 @@ def test_sweep_runs_on_an_existing_scheduler(tmp_path, scenarios):
         report = run_sweep(scenarios[:5], tmp_path, simulate=toy_simulate, engine="dask",
                            scheduler_address=cluster.scheduler_address, progress=False)
     assert report.evaluated == 5 and load_dataset(tmp_path).height == 5
+
+
+def test_a_twin_without_the_optional_outputs_and_chunks_cached_before_them_still_load(tmp_path, scenarios):
+    """`OPTIONAL_OUTPUTS` (the tokens that arrived) are null where a twin leaves them out, and a chunk written
+    before such a column existed concatenates with newer ones instead of failing the whole dataset."""
+    run_sweep(scenarios[:10], tmp_path, simulate=toy_simulate, chunk_size=5, progress=False)
+    first = chunk_files(tmp_path)[0]
+    pl.read_parquet(first).drop("offered_throughput").write_parquet(first)  # an older chunk's schema
+    data = load_dataset(tmp_path)
+    assert data.height == 10 and data["offered_throughput"].null_count() == 10
+    assert data["total_throughput"].null_count() == 0

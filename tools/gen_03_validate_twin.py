@@ -118,29 +118,22 @@ fitted), which brings the swapping runs' ITL bias to -7 % / -10 % and their thro
 rest (the 5.5 tables' time per load grows from ~7.5 ms at A_max <= 64 to 9-20 ms at 128-448) is the next fix.
 """),
     ("md", """
-## The LoRA worker's registry copy (measured, not fitted; off by default)
+## The LoRA worker's registry copy (measured, not fitted; on by default)
 
-With the twin above, the starved 5.6 runs come out 4-14 % too fast at a fixed A_max, the more so the more
-adapters the server holds, with the batch right (`tools/experiments/host_step_costs.py --diagnose`). vLLM
-0.8.5's LoRA worker checks every adapter of the batch against `list_adapters()`, which copies its whole CPU
-cache (every served adapter) in Python each time: c x distinct adapters x served adapters per step, c = 0.18
-us on 0.8.5's own classes under the runs' Python 3.12 (`--registry-copy`). The profiling rows carry that copy
-too: 5.2's 300 pre-loaded adapters, 5.3's 50, and each 5.5 row's `cpu_loras`. With `calibration.registry_copy_s:
-1.8e-7` the calibration takes it out of every fitting row before it fits the other LoRA terms (the same form
+Without it, the starved 5.6 runs come out 4-14 % too fast at a fixed A_max, the more so the more adapters the
+server holds, with the batch right (`tools/experiments/host_step_costs.py --diagnose`). vLLM 0.8.5's LoRA
+worker checks every adapter of the batch against `list_adapters()`, which copies its whole CPU cache (every
+served adapter) in Python each time: c x distinct adapters x served adapters per step, c = 0.18 us on 0.8.5's
+own classes under the runs' Python 3.12 (`--registry-copy`). The profiling rows carry that copy too: 5.2's 300
+pre-loaded adapters, 5.3's 50, and each 5.5 row's `cpu_loras`. With `calibration.registry_copy_s: 1.8e-7` (the
+default) the calibration takes it out of every fitting row before it fits the other LoRA terms (the same form
 wins; the per-adapter cost drops from 0.35 to 0.30 ms, the per-token cost rises from 5.3 to 9.7 us) and the
-twin charges it at the served adapters. Recorded with that setting (`make repro` of commit 9b7fc58, which had it
-on): 5.6 throughput / ITL / TTFT SMAPE 3.31 / 5.65 / 12.24 -> 1.89 / 5.09 / 13.08 %, starvation 97.7 -> 96.95 %,
-ITL gap -2.92 -> -1.65 points; 5.9 3.24 / 6.98 / 19.01 -> 2.32 / 6.99 / 20.09 %, 99.2 -> 99.2 %. But the
-surrogates trained on that twin miss their own targets (`surrogates.json`): Llama fresh heterogeneous set 3.45
--> 4.56 % throughput SMAPE and starvation F1 0.978 -> 0.967, placement groups 1.75 -> 4.29 %; Qwen fresh set
-3.98 -> 4.09 %, F1 1.000 -> 0.959. So the default stays 0 (the twin of the numbers above this section). Part
-of that is the exam (the fresh set is drawn relative to the calibration), but not all: on the same GPUs
-(`tools/experiments/resimulate_exam.py`: the default pipeline's exams re-simulated with the copy on), the
-copy-on surrogate scores 3.91 % / F1 0.946 on the fresh set and 2.61 % / F1 0.907 on the placement groups
-against the default's 3.45 % / 0.978 and 1.75 % / 0.976 on its own twin; all eight of its wrong group
-verdicts are GPUs the copy slows from 0.91-0.96 to 0.88-0.90 x ideal, onto the starvation bar, where one draw
-of the twin decides the label (next section). The same numbers without a full
-repro: `--validate CAL OUT --variant refit_all --coef 1.8e-7` on the default calibration. Two variants that are
+twin charges it at the served adapters. The table of the next section compares the twin with the copy off
+(`registry_copy_s: 0`) and on. The copy moves many GPUs from 0.91-0.96 to 0.88-0.90 x ideal, onto the
+starvation bar: the surrogates trained on this twin are scored in notebook 05 against the mean of
+`surrogates.exam_draws` twin runs per exam GPU, judged by the twin's own starvation bar, for that reason.
+The copy's effect from a calibration fitted without it, without a full repro: `host_step_costs.py --validate
+CAL OUT --variant refit_all --coef 1.8e-7`. Two variants that are
 not consistent with the profiling rows were rejected before: the copy charged on top of the old fit (Llama's
 5.2 runs then 7.4 % off) and the copy taken out of the 5.2-5.3 rows only (5.6 ITL 8.2 %).
 """),
@@ -155,7 +148,7 @@ starvation bar) come out at 0.88-0.93 x ideal depending on the seed, so one draw
 is 96.95, 97.71 or 96.95 % with seeds 0, 1 or 2. The twin's prediction of a run is therefore the mean of
 `replicas` draws (seeds `seed` .. `seed + replicas - 1`), its verdict taken on the mean throughput;
 `twin_validation.json` keeps the first draw's scores under `first_draw`, and `runs.parquet` each run's
-`twin_throughput_sd`. More draws remove noise, not bias: the default twin's 5.6 throughput error (its
+`twin_throughput_sd`. More draws remove noise, not bias: the copy-off twin's 5.6 throughput error (its
 saturated high-rate runs at A_max 32-64 come out 3-10 % too fast) stays. Recorded (`tools/experiments/validation_seeds.py DATA OUT 0 1
 2`), Llama-3.1-8B, 5.6 / 5.9:
 

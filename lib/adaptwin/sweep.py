@@ -49,8 +49,11 @@ OUTPUT_SCHEMA: dict[str, pl.DataType] = {
     "ttft_mean_ms": pl.Float64, "ttft_median_ms": pl.Float64, "ttft_p99_ms": pl.Float64,
     "itl_mean_ms": pl.Float64, "itl_median_ms": pl.Float64, "itl_p99_ms": pl.Float64,
     "mean_batch_size": pl.Float64, "preemptions": pl.Int64, "adapter_loads": pl.Int64,
-    "ideal_throughput": pl.Float64, "starved": pl.Boolean, "memory_error": pl.Boolean, "wall_time_s": pl.Float64,
+    "ideal_throughput": pl.Float64, "offered_throughput": pl.Float64, "starved": pl.Boolean,
+    "memory_error": pl.Boolean, "wall_time_s": pl.Float64,
 }
+#: outputs a twin may leave out (left null): a mean of draws judges starvation on them when present
+OPTIONAL_OUTPUTS: tuple[str, ...] = ("offered_throughput",)
 #: scenario columns flattened for analysis and features (groups stay lists: one entry per adapter group)
 SCENARIO_SCHEMA: dict[str, pl.DataType] = {
     "scenario_id": pl.String, "model": pl.String, "served_adapters": pl.Int64, "max_loras": pl.Int64,
@@ -134,10 +137,10 @@ def evaluate_scenario(scenario: dict[str, Any], simulate: SimulateFn, calibratio
     start = time.perf_counter()
     try:
         result = simulate(scenario, calibration) if calibration is not None else simulate(scenario)
-        missing = [k for k in OUTPUT_SCHEMA if k not in result]
+        missing = [k for k in OUTPUT_SCHEMA if k not in result and k not in OPTIONAL_OUTPUTS]
         if missing:
             raise KeyError(f"twin result lacks {missing}")
-        row.update({k: result[k] for k in OUTPUT_SCHEMA})
+        row.update({k: result.get(k) for k in OUTPUT_SCHEMA})
         row["error"] = None
     except Exception as exc:  # noqa: BLE001 - a malformed scenario must fail alone, with its error recorded
         last = traceback.extract_tb(exc.__traceback__)[-1:] or [None]
@@ -190,7 +193,8 @@ def load_dataset(out_dir: str | Path, *, include_errors: bool = False, design_on
     files = chunk_files(out_dir)
     if not files:
         raise FileNotFoundError(f"{out_dir}: no chunk-*.parquet files (run the dataset stage first)")
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").sort("scenario_id")
+    # diagonal: chunks cached before an optional output existed lack its column (null there)
+    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").sort("scenario_id")
     design = Path(out_dir) / DESIGN_FILE
     if design_only and design.exists():
         frame = frame.filter(pl.col("scenario_id").is_in(json.loads(design.read_text())["scenario_ids"]))

@@ -10,7 +10,8 @@ same reason (`adaptwin.validation.runs.mean_result`).
 
 `with_draws` sweeps each exam scenario again at seeds seed + 1 .. seed + draws - 1 (resumable, like every
 sweep), and averages the result columns of the swept row and its draws; the starvation verdict is taken on
-the mean throughput (`adaptwin.rules.is_starved`). Rows the twin rejected or that hit a memory error are
+the mean throughput against the twin's own bar (`adaptwin.rules.starvation_bar`: the ideal, or the mean tokens
+that arrived when fewer), so the exam's truth is judged by the rule that labelled the training rows. Rows the twin rejected or that hit a memory error are
 kept as swept (both are deterministic).
 """
 
@@ -31,7 +32,7 @@ ONE_DRAW = "_one_draw"
 #: result columns averaged over the draws (the surrogate's targets and the throughput split)
 MEAN_COLUMNS: tuple[str, ...] = (
     "total_throughput", "input_throughput", "output_throughput", "request_throughput", "itl_mean_ms",
-    "ttft_mean_ms",
+    "ttft_mean_ms", "offered_throughput",
 )
 
 
@@ -52,6 +53,15 @@ def _usable() -> pl.Expr:
     return pl.col("error").is_null() & ~pl.col("memory_error").fill_null(True)
 
 
+def _bar(columns: list[str]) -> pl.Expr:
+    """`adaptwin.rules.starvation_bar` of the mean draw: the ideal, or the mean tokens that arrived if fewer
+    (rows swept without the tokens that arrived keep the ideal)."""
+    if "offered_throughput" not in columns:
+        return pl.col("ideal_throughput")
+    offered = pl.col("offered_throughput_mean").fill_null(pl.col("ideal_throughput"))
+    return pl.min_horizontal(pl.col("ideal_throughput"), offered)
+
+
 def mean_of_draws(swept: pl.DataFrame, extra: pl.DataFrame, parent: dict[str, str]) -> pl.DataFrame:
     """``swept`` with its `MEAN_COLUMNS` the mean over each row and its ``extra`` draws (``parent``: a draw's
     scenario id -> its row's), ``starved`` judged on the mean throughput, and ``twin_draws`` (runs averaged)
@@ -67,7 +77,7 @@ def mean_of_draws(swept: pl.DataFrame, extra: pl.DataFrame, parent: dict[str, st
     usable = _usable() & pl.col("twin_draws").is_not_null()
     out = out.with_columns(
         *(pl.when(usable).then(pl.col(f"{c}_mean")).otherwise(pl.col(c)).alias(c) for c in cols),
-        pl.when(usable).then(pl.col("total_throughput_mean") < STARVATION_RATIO * pl.col("ideal_throughput"))
+        pl.when(usable).then(pl.col("total_throughput_mean") < STARVATION_RATIO * _bar(means.columns))
         .otherwise(pl.col("starved")).alias("starved"),
         pl.col("twin_draws").fill_null(1),
     )
