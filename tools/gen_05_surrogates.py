@@ -124,8 +124,9 @@ A surrogate predicts the twin's expected outcome, so each exam GPU's truth is th
 runs (its swept run and runs at the next seeds; `adaptwin.surrogate.draws`). The sets ending in `_one_draw`
 score the swept run alone: the difference is the twin's own noise, mostly the unpredictable arrivals, whose
 rates walk by 1.5x steps every 300 s (one hour realises 0.6-1.9x the nominal load). On one draw, Llama's
-fresh-set score was 3.45 % on the swept seed and 5.29 / 4.44 / 4.49 % on the next three
-(`tools/experiments/exam_draws.py`).
+fresh-set score (twin without the registry copy, `calibration.registry_copy_s: 0`) was 3.45 % on the swept seed
+and 5.29 / 4.44 / 4.49 % on the next three (`tools/experiments/exam_draws.py`). The verdict on the mean is the
+twin's own: throughput under 0.9 x the ideal, or x the mean tokens that arrived when fewer.
 """),
     ("code", """
 from adaptwin.surrogate.stage import distillation_table
