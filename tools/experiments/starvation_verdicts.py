@@ -11,7 +11,7 @@ and bootstraps the GPUs for a 90 % interval of the macro-F1.
     PYTHONPATH=lib .venv/bin/python tools/experiments/starvation_verdicts.py DATA [--draws 3]
 
 Outcome (2026-12-03, the registry-copy twin): no rule beats the classifier at 0.5 by more than the fold
-noise (Llama out of fold 0.965, union 0.957, stack 0.964; Qwen 0.975, 0.967, 0.976); see the closing note.
+noise (Llama out of fold 0.965, union 0.957, stack 0.966; Qwen 0.975, 0.967, 0.976); see the closing note.
 """
 
 from __future__ import annotations
