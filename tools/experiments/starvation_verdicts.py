@@ -54,7 +54,8 @@ def refit(meta: dict, target: str, x: np.ndarray, y: np.ndarray):
 
 def stack_inputs(p: np.ndarray, throughput: np.ndarray, ideal: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.column_stack([np.log(p / (1 - p)), np.log(np.maximum(throughput, 1e-9) / (0.9 * np.maximum(ideal, 1e-9)))])
+    ratio = np.maximum(throughput, 1e-9) / (0.9 * np.maximum(ideal, 1e-9))
+    return np.column_stack([np.log(p / (1 - p)), np.log(ratio)])
 
 
 def rules(y: np.ndarray, p: np.ndarray, ratio: np.ndarray, stacked: np.ndarray) -> dict[str, float]:

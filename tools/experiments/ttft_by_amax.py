@@ -51,7 +51,8 @@ def gap_fit(runs: pl.DataFrame, family: str) -> str:
     intercept_slope = np.linalg.lstsq(np.column_stack([np.ones_like(running), running]), gap, rcond=None)[0]
     return (f"{family}: {len(gap)} runs, median gap {np.median(gap):.1f} ms = {intercept_slope[0]:.1f} + "
             f"{intercept_slope[1]:.3f} ms x running requests; correlation with running "
-            f"{np.corrcoef(gap, running)[0, 1]:.2f}, with adapter loads per request {np.corrcoef(gap, loads)[0, 1]:.2f}")
+            f"{np.corrcoef(gap, running)[0, 1]:.2f}, with adapter loads per request "
+            f"{np.corrcoef(gap, loads)[0, 1]:.2f}")
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ same reason (`adaptwin.validation.runs.mean_result`).
 `with_draws` sweeps each exam scenario again at seeds seed + 1 .. seed + draws - 1 (resumable, like every
 sweep), and averages the result columns of the swept row and its draws; the starvation verdict is taken on
 the mean throughput against the twin's own bar (`adaptwin.rules.starvation_bar`: the ideal, or the mean tokens
-that arrived when fewer), so the exam's truth is judged by the rule that labelled the training rows. Rows the twin rejected or that hit a memory error are
-kept as swept (both are deterministic).
+that arrived when fewer), so the exam's truth is judged by the rule that labelled the training rows. Rows the
+twin rejected or that hit a memory error are kept as swept (both are deterministic).
 """
 
 from __future__ import annotations
