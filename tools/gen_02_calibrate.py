@@ -25,7 +25,10 @@ adapter's width), each constant's source listed under `sources.lora_constants`, 
 them; the measured CPU->GPU load time per (S_max, rank); KV capacity
 piecewise-linear in A_max per S_max with the measured start failures; scheduler time linear in running requests
 and in the waiting requests the admission loop walks past (the whole queue while the batch holds A_max adapters
-and other adapters' requests wait, none otherwise). Output: `data/calibration/<model>.json` (schema in
+and other adapters' requests wait, none otherwise); and the time one /metrics render holds the API server
+(`adaptwin.twin.frontend`): its fixed part is the median poll time of the base-model profiling runs (5.1), its
+parts per LoRA label series and per adapter name are timed on prometheus_client (params.yaml).
+Output: `data/calibration/<model>.json` (schema in
 `adaptwin.calibration.costs`) and one residual figure per cost model in `<figures_dir>/calibration/`.
 """),
     ("code", parameters_cell("02_calibrate")),
@@ -41,10 +44,12 @@ from adaptwin.model_cards import card
 from adaptwin.paths import resolve
 
 config = CalibrationConfig.from_params(dict(models=models, lora_table_model=lora_table_model, lora_form=lora_form,
-                                            registry_copy_s=registry_copy_s))
+                                            registry_copy_s=registry_copy_s, scrape_per_series_s=scrape_per_series_s,
+                                            scrape_per_entry_s=scrape_per_entry_s))
 fig_dir = resolve(figures_dir) / "calibration"
 fitted = fit_models(resolve(data_dir) / "measurements", list(config.models), config.lora_table_model,
-                    config.lora_form, config.registry_copy_s)
+                    config.lora_form, config.registry_copy_s,
+                    (config.scrape_per_series_s, config.scrape_per_entry_s))
 paths = write_calibrations(fitted, resolve(data_dir) / "calibration")
 for model, fits in fitted.items():
     calibration_figures(fits, model, card(model).max_model_len, fig_dir)
@@ -60,7 +65,8 @@ capacity). The fitted parameters:
     ("code", """
 for model, path in paths.items():
     cal = json.loads(path.read_text())
-    print(model, "step", cal["step"], "\\nlora", cal["lora"], "\\nmax_feasible", cal["kv_capacity"]["params"]["max_feasible"])
+    print(model, "step", cal["step"], "\\nlora", cal["lora"], "\\nmax_feasible", cal["kv_capacity"]["params"]["max_feasible"],
+          "\\nfrontend", cal.get("frontend"))
 """),
     ("md", """
 ## Residual figures

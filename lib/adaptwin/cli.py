@@ -38,7 +38,8 @@ A scenario file (YAML) describes one vLLM server and its load:
   lengths: {kind: sharegpt}             # sharegpt (input_mean, output_mean, shape) | fixed (input, output) | trace (path)
   duration_s: 600                       # simulated seconds
   seed: 0
-  client: {max_connections: 28232, time_wait_s: 60}   # optional: the benchmark client's port limit
+  client: {max_connections: 28232, time_wait_s: 60, metrics_poll_s: 2.0}
+                                        # optional: the benchmark client's port limit and /metrics poller
 
 Relative paths in the file (adapters_csv, trace paths) are relative to the file's folder.
 Output: one JSON object; throughputs in tokens/s (total_throughput, ideal_throughput = offered load),

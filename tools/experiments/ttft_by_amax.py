@@ -13,6 +13,9 @@ where it is short (real medians 169-270 ms, the twin's 84-139 ms); on the unstar
 A_max 8-32 and 1.24 x at 64. Where both TTFTs are short, the twin's is short by 25 + 0.48 ms per running
 request on 5.9 (correlation 0.61) and 18 + 0.29 ms on 5.6 (0.70), hardly related to adapter loads (0.11, 0.21):
 the first step of a request costs more in the real server the fuller the batch. See the closing note.
+Resolved the next day: the real and twin MEDIAN TTFT agree, the gap is a tail, and the tail is the API server's
+/metrics renders (tools/experiments/metrics_scrape.py, `adaptwin.twin.frontend`). With them the unstarved 5.9
+runs at A_max 64-192 read 0.80-0.93 x (one draw).
 """
 
 from __future__ import annotations

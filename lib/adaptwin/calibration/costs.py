@@ -32,6 +32,9 @@ the twin only evaluates them through `Calibration`. The JSON schema (``schema_ve
                   "params": {"base_tokens": t, "per_slot_rank_tokens": t,
                              "points": {"<s_max>": {"max_loras": [...], "tokens": [...]}},   # piecewise only
                              "max_feasible": {"<s_max>": max A_max that starts}}},
+  "frontend":  {"form": "metrics_scrape", "params": {"base_s": s, "per_series_s": s, "per_entry_s": s}},
+               # optional (absent = no render modelled): seconds one /metrics render holds the API server
+               # (adaptwin.twin.frontend), + per LoRA label series + per adapter name in those labels
   "scheduler": {"form": "linear", "params": {"intercept": s, "running": s, "waiting": s}},
                # per step: + per running request + per waiting request the admission loop examines
                # (the twin's `visited` count; fitted on that, not on the queue length, since this commit)
@@ -162,6 +165,8 @@ class Calibration:
     #: adapters registered in the LoRA worker's CPU cache (every served adapter: the twin keeps them all in CPU
     #: memory); 0 until `for_server` binds them. Only the ``slots`` form's ``registered_adapter`` term reads it.
     registered_adapters: int = 0
+    #: the ``frontend`` block's params (base_s, per_series_s, per_entry_s), or None when absent
+    scrape: dict[str, float] | None = None
 
     def for_server(self, max_loras: int, max_lora_rank: int | None = None, registered_adapters: int = 0
                    ) -> Calibration:
@@ -346,6 +351,8 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Calibration:
             lora_exempt=tuple(data["step"].get("lora_exempt", ())),
             swap_per_load_ms=float(swap.get("per_load_ms", 0.0)),
             swap_per_slot_ms=float(swap.get("per_slot_ms", 0.0)),
+            scrape=({k: float(data["frontend"]["params"][k]) for k in ("base_s", "per_series_s", "per_entry_s")}
+                    if "frontend" in data else None),
         )
     except KeyError as exc:
         raise CalibrationError(f"{source}: missing field {exc.args[0]!r}") from exc

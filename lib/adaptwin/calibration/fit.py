@@ -39,6 +39,7 @@ from adaptwin.calibration.models import (
     fit_lora,
     fit_rank_tile,
     fit_scheduler,
+    fit_scrape,
     fit_step,
     fit_swap,
 )
@@ -64,6 +65,12 @@ LORA_TABLE_MODEL = "llama-3.1-8b-instruct"
 #: twin miss theirs (notebook 03, "The LoRA worker's registry copy").
 REGISTRY_COPY_S = 1.8e-7
 
+#: seconds one /metrics render of vLLM 0.8.5's API server costs per ``vllm:lora_requests_info`` series and per
+#: adapter name in those labels (`adaptwin.twin.frontend`): prometheus_client's ``generate_latest`` timed on
+#: this machine (tools/experiments/metrics_scrape.py --render). Host constants, like `REGISTRY_COPY_S`.
+SCRAPE_PER_SERIES_S = 9.0e-6
+SCRAPE_PER_ENTRY_S = 2.0e-7
+
 __all__ = ["MAX_MODEL_LEN", "CalibrationConfig", "Tables", "calibrate", "fit_model", "fit_models", "load", "load_tables",
            "quality_table", "to_json", "write_calibrations"]
 
@@ -77,6 +84,10 @@ class CalibrationConfig:
     lora_table_model: str = LORA_TABLE_MODEL
     lora_form: str = "auto"
     registry_copy_s: float = 0.0
+    #: measured /metrics render costs (`SCRAPE_PER_SERIES_S`, `SCRAPE_PER_ENTRY_S`); both 0 = no ``frontend``
+    #: block, so the twin models no render
+    scrape_per_series_s: float = 0.0
+    scrape_per_entry_s: float = 0.0
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> CalibrationConfig:
@@ -90,7 +101,8 @@ class CalibrationConfig:
 
 
 def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MODEL,
-              lora_form: str = "auto", registry_copy_s: float = 0.0) -> dict[str, Fitted]:
+              lora_form: str = "auto", registry_copy_s: float = 0.0,
+              scrape: tuple[float, float] = (0.0, 0.0)) -> dict[str, Fitted]:
     """Every cost model of ``model`` fitted from the profiling families (scheduler first: the step fit
     subtracts its share).
 
@@ -101,7 +113,9 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
     candidate to use instead of the profiling cross-validation's choice (``auto``), e.g. the one chosen by
     leaving whole serving-run configurations out (`adaptwin.validation.forms`); it is still fitted on
     profiling rows only. ``registry_copy_s`` > 0 (e.g. the measured `REGISTRY_COPY_S`) is the cost of the LoRA
-    worker's cache copy: taken out of every fitting row that carries it, and charged by the twin.
+    worker's cache copy: taken out of every fitting row that carries it, and charged by the twin. ``scrape``
+    (per series, per adapter name, in s) adds the ``frontend`` block: the API server's /metrics renders, with
+    the fixed part read from ``model``'s own base-model profiling runs.
     """
     for name in (model, lora_table_model):
         if name not in MAX_MODEL_LEN:
@@ -111,7 +125,7 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
     step = fit_step(inputs.decode_points(tables, model), inputs.prefill_points(tables, model), sp)
     lora = _fit_lora(tables, model, lora_table_model, step.block["params"], sp, lora_form, registry_copy_s)
     loading = fit_loading(inputs.loading_points(tables, model))
-    return {
+    fitted = {
         "scheduler": sched,
         "step": Fitted({**step.block, "lora_exempt": []}, step.quality, step.points),
         "lora": lora,
@@ -120,6 +134,9 @@ def fit_model(tables: Tables, model: str, lora_table_model: str = LORA_TABLE_MOD
                           (step.block["params"], lora.block["params"], loading), registry_copy_s),
         "kv_capacity": fit_kv(inputs.kv_points(tables, model), MAX_MODEL_LEN[model]),
     }
+    if any(scrape):
+        fitted["frontend"] = fit_scrape(inputs.scrape_points(tables, model), *scrape)
+    return fitted
 
 
 #: adapter rank of the scheduler-overhead runs (data card 5.5) and the S_max their copy time is read at
@@ -238,6 +255,11 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
                          "requests and the waiting requests the admission loop examines (the whole queue in "
                          "adapter-bound rows, none otherwise: calibration.inputs.visited_estimate); model not "
                          "recorded",
+            **({"frontend": "the median poll time of the base-model profiling runs (5.1: time between polls "
+                            "minus the poller's 2 s sleep); per series and per adapter name: prometheus_client's "
+                            "render timed on this machine (calibration.scrape_per_series_s, "
+                            "calibration.scrape_per_entry_s; tools/experiments/metrics_scrape.py)"}
+               if "frontend" in fitted else {}),
             "excluded": "serving runs (real_results, heterogeneous_results, motivation) are never used for fitting",
             "lora_constants": copy.deepcopy(fitted["lora"].quality.get("constants", {})),
             "model_card": [f"adaptwin.model_cards: {model} ({card(model).hub_id}), {card(model).vllm_version}",
@@ -249,11 +271,12 @@ def to_json(model: str, fitted: dict[str, Fitted]) -> dict[str, Any]:
 
 
 def fit_models(measurements_dir: str | Path, models: list[str], lora_table_model: str = LORA_TABLE_MODEL,
-               lora_form: str = "auto", registry_copy_s: float = 0.0) -> dict[str, dict[str, Fitted]]:
+               lora_form: str = "auto", registry_copy_s: float = 0.0,
+               scrape: tuple[float, float] = (0.0, 0.0)) -> dict[str, dict[str, Fitted]]:
     """Every cost model of each of ``models``, fitted from the profiling tables under ``measurements_dir``
     (the residual figures of `adaptwin.figures.twin.calibration_figures` draw these)."""
     tables = load_tables(measurements_dir)
-    return {m: fit_model(tables, m, lora_table_model, lora_form, registry_copy_s) for m in models}
+    return {m: fit_model(tables, m, lora_table_model, lora_form, registry_copy_s, scrape) for m in models}
 
 
 def write_calibrations(fitted: dict[str, dict[str, Fitted]], out_dir: str | Path) -> dict[str, Path]:
@@ -263,10 +286,10 @@ def write_calibrations(fitted: dict[str, dict[str, Fitted]], out_dir: str | Path
 
 def calibrate(measurements_dir: str | Path, out_dir: str | Path, models: list[str],
               lora_table_model: str = LORA_TABLE_MODEL, lora_form: str = "auto",
-              registry_copy_s: float = 0.0) -> dict[str, Path]:
+              registry_copy_s: float = 0.0, scrape: tuple[float, float] = (0.0, 0.0)) -> dict[str, Path]:
     """Fit and write ``<out_dir>/<model>.json`` for each model; returns the written JSON paths."""
-    return write_calibrations(fit_models(measurements_dir, models, lora_table_model, lora_form, registry_copy_s),
-                              out_dir)
+    return write_calibrations(fit_models(measurements_dir, models, lora_table_model, lora_form, registry_copy_s,
+                                         scrape), out_dir)
 
 
 def quality_table(paths: dict[str, Path]) -> pl.DataFrame:

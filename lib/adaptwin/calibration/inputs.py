@@ -256,3 +256,19 @@ def swap_table_points(tables: Tables, input_mean: float, output_mean: float) -> 
         (pl.col("duration") / pl.col("steps")).alias("step_s"),
         (pl.col("max_lora_loads_from_memory_corrected") / pl.col("steps")).alias("loads_per_step"),
     )
+
+
+#: seconds the harness's poller sleeps between polls of /metrics (data card 4.5); a poll gap beyond it is the
+#: time the server took to answer
+POLL_SLEEP_S = 2.0
+
+
+def scrape_points(tables: Tables, model: str) -> pl.DataFrame:
+    """Per poll of ``model``'s base-model profiling runs (5.1, no LoRA, so no adapter labels): the seconds the
+    /metrics request took, i.e. the gap since the previous poll minus the poller's sleep."""
+    runs = _profiling_runs(tables.runs, model, "predictor_default_latency")["run_id"].to_list()
+    return (tables.timeseries.filter(pl.col("run_id").is_in(runs))
+            .sort("run_id", "sample")
+            .with_columns((pl.col("t_s").diff().over("run_id") - POLL_SLEEP_S).alias("scrape_s"))
+            .filter(pl.col("in_window").fill_null(False) & pl.col("scrape_s").is_not_null())
+            .select("run_id", "t_s", "scrape_s"))

@@ -499,3 +499,19 @@ def fit_swap(points: pl.DataFrame, step: dict[str, float], sched: dict[str, floa
                "copy_ms": copy_ms, "with_measured_distinct": swap_candidates(points, measured)[1]}
     pts = points.with_columns(pl.Series("residual_ms", y))
     return Fitted({"form": "per_load_slots", "params": params}, quality, pts)
+
+
+# ---- the API server's /metrics renders ----------------------------------------------------------------------
+def fit_scrape(points: pl.DataFrame, per_series_s: float, per_entry_s: float) -> Fitted:
+    """Seconds one /metrics render holds the API server (`adaptwin.twin.frontend`): ``base_s`` is the median
+    poll time of the base-model profiling runs (no LoRA label series; the median, since a poll that meets a
+    busy start-up is seconds long), ``per_series_s`` and ``per_entry_s`` the measured costs of each LoRA label
+    series and of each adapter name in them (params.yaml ``calibration``)."""
+    if points.height == 0:
+        raise ValueError("frontend fit: no polls of base-model profiling runs for this model (data card 5.1)")
+    scrape = points["scrape_s"]
+    base = float(scrape.median())
+    quality = {"n": points.height, "runs": points["run_id"].n_unique(), "base_s": base,
+               "p25_s": float(scrape.quantile(0.25)), "p75_s": float(scrape.quantile(0.75))}
+    params = {"base_s": base, "per_series_s": float(per_series_s), "per_entry_s": float(per_entry_s)}
+    return Fitted({"form": "metrics_scrape", "params": params}, quality, points)

@@ -211,6 +211,7 @@ class Recorder:
     seg_k: list[int] = field(default_factory=list)
     seg_d0: list[float] = field(default_factory=list)
     seg_beta: list[float] = field(default_factory=list)
+    seg_t0: list[float] = field(default_factory=list)  # clock at each segment's start (`frontend`)
     busy: float = 0.0
     #: time integral of the distinct adapters in the running batch (LoRA cost grows with them)
     distinct_busy: float = 0.0
@@ -222,6 +223,7 @@ class Recorder:
         self.seg_k.append(k)
         self.seg_d0.append(d0)
         self.seg_beta.append(beta)
+        self.seg_t0.append(t0)
         self.busy += running * total
         self.distinct_busy += distinct * total
 

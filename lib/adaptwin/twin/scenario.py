@@ -12,7 +12,9 @@ arrivals: {kind: poisson}         # poisson | unpredictable (period_s, sigma) | 
 lengths: {kind: sharegpt}         # sharegpt (input_mean, output_mean, shape) | fixed (input, output) | trace (path)
 duration_s: 3600
 seed: 0
-client: {max_connections: 28232, time_wait_s: 60}   # optional; the benchmark machine's ports (`client`)
+client: {max_connections: 28232, time_wait_s: 60, metrics_poll_s: 2.0}
+                                  # optional; the benchmark machine's ports (`client`) and its /metrics
+                                  # poller (`frontend`; null: no poller)
 ```
 
 Validation happens here so that a bad scenario fails in one line naming the field and the value, before the
@@ -40,6 +42,7 @@ import yaml
 
 from adaptwin.layout import Layout
 from adaptwin.twin.client import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIME_WAIT_S
+from adaptwin.twin.frontend import DEFAULT_POLL_INTERVAL_S
 
 
 class ScenarioError(ValueError):
@@ -47,7 +50,7 @@ class ScenarioError(ValueError):
 
 
 TOP_KEYS = {"model", "server", "adapters", "adapters_csv", "arrivals", "lengths", "duration_s", "seed", "client"}
-CLIENT_KEYS = {"max_connections", "time_wait_s"}
+CLIENT_KEYS = {"max_connections", "time_wait_s", "metrics_poll_s"}
 SERVER_KEYS = {"max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs", "max_num_batched_tokens",
                "vllm_version"}
 #: the vLLM releases the twin models (``server.vllm_version``) and each one's ``max_num_seqs`` when the
@@ -82,10 +85,12 @@ class Server:
 
 @dataclass(frozen=True)
 class Client:
-    """The benchmark client's connection limit (see `adaptwin.twin.client`); None = unlimited."""
+    """The benchmark client's connection limit (see `adaptwin.twin.client`; None = unlimited) and the
+    harness's /metrics poll interval (see `adaptwin.twin.frontend`; None = no poller)."""
 
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     time_wait_s: float = DEFAULT_TIME_WAIT_S
+    metrics_poll_s: float | None = DEFAULT_POLL_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -240,13 +245,17 @@ def vllm_release(value: Any) -> str:
 
 def _client(obj: Any) -> Client:
     if not isinstance(obj, dict):
-        raise ScenarioError(f"client: expected a mapping {{max_connections, time_wait_s}}, got {obj!r}")
+        raise ScenarioError(f"client: expected a mapping {{max_connections, time_wait_s, metrics_poll_s}}, "
+                            f"got {obj!r}")
     _no_unknown(obj, CLIENT_KEYS, "client.")
     limit = obj.get("max_connections", Client.max_connections)
     if limit is not None:
         limit = _integer(limit, "client.max_connections")
     wait = _number(obj.get("time_wait_s", Client.time_wait_s), "client.time_wait_s")
-    return Client(limit, wait)
+    poll = obj.get("metrics_poll_s", Client.metrics_poll_s)
+    if poll is not None:
+        poll = _number(poll, "client.metrics_poll_s", positive=True)
+    return Client(limit, wait, poll)
 
 
 def _adapters(data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -131,6 +131,10 @@ class Scheduler:
         self.client = ConnectionLimit(scenario.client.max_connections, scenario.client.time_wait_s)
         self.check = check
         self.done = Finished(per_adapter=[0] * scenario.served)
+        #: the running batch's adapter set changes, for the front end's metrics labels (`frontend`): the step
+        #: whose outputs first show the change, and the adapter that joined (``a``) or left (``~a``)
+        self.toggle_step: list[int] = []
+        self.toggle_code: list[int] = []
 
     # ---- arrivals -------------------------------------------------------------------------------------------
     def ingest(self, t: float) -> None:
@@ -252,6 +256,8 @@ class Scheduler:
         self.active[a] += 1
         if self.active[a] == 1:
             self.n_active += 1
+            self.toggle_step.append(self.G)
+            self.toggle_code.append(a)
             self.waiting.activate(a)
             if self.slots.activate(a, self.active, self.G):
                 self.loads += 1
@@ -264,6 +270,8 @@ class Scheduler:
         self.active[a] -= 1
         if self.active[a] == 0:
             self.n_active -= 1
+            self.toggle_step.append(last_step)
+            self.toggle_code.append(~a)
             self.slots.release(a, last_step)
             self.waiting.deactivate(a)
 

@@ -29,9 +29,12 @@ from adaptwin.rules import ideal_throughput, is_starved, smape
 
 #: runs whose outcome can be compared (the 2 cancelled runs have no summary)
 VALIDATED_STATUSES = ("ok", "memory_error")
-METRICS = {"throughput": "total_throughput", "itl": "itl_mean_ms", "ttft": "ttft_mean_ms"}
+#: compared metrics: name -> result key (TTFT's median and 99th percentile tell a tail from a shift)
+METRICS = {"throughput": "total_throughput", "itl": "itl_mean_ms", "ttft": "ttft_mean_ms",
+           "ttft_median": "ttft_median_ms", "ttft_p99": "ttft_p99_ms"}
 #: twin result keys kept per run
-TWIN_KEYS = ("total_throughput", "itl_mean_ms", "ttft_mean_ms", "finished_requests", "arrived_requests",
+TWIN_KEYS = ("total_throughput", "itl_mean_ms", "ttft_mean_ms", "ttft_median_ms", "ttft_p99_ms",
+             "metrics_render_s", "finished_requests", "arrived_requests",
              "mean_batch_size", "mean_distinct_adapters", "preemptions", "adapter_loads", "ideal_throughput",
              "starved", "memory_error", "wall_time_s", "throughput_sd", "replicas")
 #: A_max bands whose errors the twin must keep close (many slots vs few)
