@@ -28,7 +28,7 @@ from adaptwin.measurements import schema
 from adaptwin.placement.core import Gpu, Placement
 from adaptwin.placement.export import write_placement
 from adaptwin.profiling import adapters as adapters_mod
-from adaptwin.profiling import client, live_loop, live_place, runner, server
+from adaptwin.profiling import client, live_loop, live_place, prometheus, runner, server
 from adaptwin.profiling.cli import run_from_config
 from adaptwin.profiling.config import config_from_dict, expand
 from adaptwin.profiling.writers import kv_capacity_row
@@ -227,6 +227,21 @@ def test_sharegpt_text_prompts_end_at_eos_or_max_tokens_and_are_counted(live_ser
     assert row["status"] == "ok" and row["successful_requests"] == 6 and row["dataset"] == "sharegpt"
     assert 0 < row["total_output_tokens"] <= 6 * 16  # EOS may end a request early; max_tokens caps it
     check_conservation(row, server_series(live_server, "live/sharegpt"))
+
+
+def test_lora_label_series_outlive_the_requests_that_made_them(live_server):
+    """vLLM keeps one ``vllm:lora_requests_info`` series per (waiting, running) adapter label it ever set and
+    removes none (why /metrics renders grow over a run: `adaptwin.twin.frontend`): once the server is idle,
+    series naming running adapters remain, each label pair once."""
+    row = run_on(live_server, {"mode": "fixed_count", "num_prompts": 9}, "live/labels").run
+    assert row["status"] == "ok" and row["successful_requests"] == 9, row["reason"]
+    metrics = prometheus.parse(prometheus.fetch_text(live_server["server"].base_url + "/metrics", 30.0))
+    assert metrics.total("vllm:num_requests_running") == 0
+    labels = [(s.labels["waiting_lora_adapters"], s.labels["running_lora_adapters"])
+              for s in metrics.series("vllm:lora_requests_info")]
+    assert len(labels) == len(set(labels)) >= 2
+    stale = [running for _, running in labels if running]
+    assert stale and all(set(running.split(",")) <= set(live_server["modules"]) for running in stale)
 
 
 def test_a_rank_vllm_refuses_stops_before_any_server_starts(vllm_python, tiny_model, tmp_path, capsys):
