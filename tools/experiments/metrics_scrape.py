@@ -106,14 +106,15 @@ def ttft_gap(polls: pl.DataFrame, validation: pl.DataFrame) -> list[str]:
 
 
 def render_check(polls: pl.DataFrame, validation: pl.DataFrame) -> pl.DataFrame | None:
-    """Per family and served adapters: the median over runs of the real mean poll time and of the twin's mean
-    render (``twin_metrics_render_s``, present once the twin models renders), in s."""
+    """Per family, real verdict and served adapters: the median over runs of the real mean poll time and of
+    the twin's mean render (``twin_metrics_render_s``, present once the twin models renders), in s."""
     if "twin_metrics_render_s" not in validation.columns:
         return None
     real = polls.group_by("run_id").agg(pl.col("poll_s").mean().alias("real_poll_s"))
-    return (validation.join(real, on="run_id").group_by("family", "served_adapters")
+    return (validation.filter(pl.col("real_starved").is_not_null()).join(real, on="run_id")
+            .group_by("family", "real_starved", "served_adapters")
             .agg(pl.len().alias("runs"), pl.col("real_poll_s").median(), pl.col("twin_metrics_render_s").median())
-            .sort("family", "served_adapters"))
+            .sort("family", "real_starved", "served_adapters"))
 
 
 def main() -> None:
