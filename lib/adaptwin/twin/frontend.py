@@ -12,9 +12,9 @@ The corpus shows both halves (``tools/experiments/metrics_scrape.py``):
 
 * the time between two polls is 2 s plus the render, and in the LoRA runs the render grows linearly over
   the hour, faster with more adapters served (5.6: median 0.05 s in the first ten minutes -> 0.47 s in the
-  last at 128 served, 0.11 -> 0.85 s at 384); without LoRA it stays near 7 ms (5.1);
-* on the runs the real server did not starve, real minus twin mean TTFT follows sum(render^2) / window, the
-  mean wait of a request that lands in a render, with a slope near 2 (correlation 0.89 on 5.6, 0.88 on 5.9)
+  last at 128 served, 0.11 -> 0.85 s at 384); without LoRA it stays near 9 ms (5.1);
+* on the runs the real server did not starve, real minus twin mean TTFT followed sum(render^2) / (2 x window),
+  the mean wait of a request that lands in a render, with a slope near 2 (correlation 0.89 on 5.6, 0.94 on 5.9)
   while the real and twin MEDIAN TTFT agree: the gap is a tail, which a render explains and a per-step
   cost would not.
 
@@ -23,7 +23,9 @@ series and their label entries (adapter names) counted from the twin's own batch
 starts ``interval_s`` after the render ends. A request that arrives during a render enters the engine when
 it ends; a first token produced during a render reaches the client when it ends. Both shift only the
 client-measured TTFT: the engine run (throughput, ITL, starvation) is left as simulated, since a render
-delays a few requests by a fraction of a second in a window of an hour. Labels count the adapters of the
+delays a few requests by a fraction of a second in a window of an hour. (Tokens a render holds would also
+reach the client together, one long inter-token gap instead of several: that reproduces the real ITL p99 but
+puts the mean ITL 6-12 % above the real one, so it is not modelled.) Labels count the adapters of the
 running batch and of the requests that arrived during the step (the front end's "waiting" ones); a backlog
 in the engine's own queue is not counted, so renders of saturated servers are underestimated.
 """
