@@ -123,9 +123,7 @@ def client_ttft(sc: Scenario, workload: Workload, run: EngineRun, scrape: dict[s
     rec, sched = run.recorder, run.scheduler
     start, end = frontend.step_bounds(np.asarray(rec.seg_t0), np.asarray(rec.seg_k, dtype=np.int64),
                                       np.asarray(rec.seg_d0), np.asarray(rec.seg_beta))
-    sent = np.ones(len(workload), dtype=bool)  # arrivals the client could not send never reach the server
-    for lo, hi in zip(sched.waiting.rej_starts, sched.waiting.rej_ends, strict=True):
-        sent[lo:hi] = False
+    sent = sched.waiting.rejected == 0  # arrivals the client could not send never reach the server
     times, entries = frontend.label_series(start, end, np.asarray(sched.toggle_step, dtype=np.int64),
                                            np.asarray(sched.toggle_code, dtype=np.int64), workload.times[sent],
                                            workload.adapters[sent], sc.served)

@@ -132,7 +132,7 @@ class WaitingQueue:
 
     @property
     def rejected(self) -> np.ndarray:
-        """1 for each arrival the client failed to send, by arrival index (a copy: for checks)."""
+        """1 for each arrival the client failed to send, by arrival index (a copy)."""
         return self._rejected_by_position_np[self.position]
 
     def per_adapter(self, until: float) -> list[int]:
