@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-POLL_SLEEP_S = 2.0
+from adaptwin.calibration.inputs import POLL_SLEEP_S
+
 SHORT_TTFT_MS = 600.0
 
 
