@@ -259,9 +259,31 @@ def test_version_and_the_scenario_format_in_help(capsys):
     assert "relative to the file's folder" in text and "tokens/s" in text
 
 
-def test_user_errors_cover_each_module():
-    names = {t.__name__ for t in cli.user_errors()}
-    assert {"PlacementError", "ScenarioError", "CalibrationError", "SurrogateError", "OutputDirError"} <= names
+def test_each_module_input_error_is_an_input_error():
+    from adaptwin.calibration.costs import CalibrationError
+    from adaptwin.errors import InputError, UsageError
+    from adaptwin.io import OutputDirError
+    from adaptwin.placement.core import PlacementError
+    from adaptwin.surrogate.model import SurrogateError
+    from adaptwin.twin.scenario import ScenarioError
+
+    for error in (UsageError, OutputDirError, PlacementError, SurrogateError, CalibrationError, ScenarioError):
+        assert issubclass(error, InputError) and issubclass(error, ValueError), error
+
+
+def test_no_sub_command_imports_the_top_level_command_line():
+    """The exit-2 rule lives in adaptwin.errors: a box's own command (``twin/cli.py``, ...) must not pull in
+    adaptwin.cli, which imports every box up to the placement (tests/test_layers.py lets top modules import
+    each other, so this is checked here)."""
+    import ast
+
+    commands = sorted(Path(cli.__file__).parent.glob("*/cli.py"))
+    assert len(commands) >= 4
+    for path in commands:
+        tree = ast.parse(path.read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert "adaptwin.cli" not in imported, path
 
 
 def test_an_interrupted_ingest_keeps_the_previous_tables(tmp_path, monkeypatch, capsys):

@@ -18,7 +18,7 @@ import pytest
 LIB = Path(__file__).resolve().parents[1] / "lib" / "adaptwin"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("io", "paths", "params", "rules", "model_cards", "vllm_limits", "layout"),
+    ("errors", "io", "paths", "params", "rules", "model_cards", "vllm_limits", "layout"),
     ("measurements",),
     ("calibration",),
     ("twin",),

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import importlib
 import os
 import signal
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+
+from adaptwin.errors import InputError, UsageError, one_line
 
 PATHS_HELP = ("Paths given on the command line are relative to the current folder; paths inside a scenario "
               "file are relative to that file's folder; defaults (data/...) are the repository's.")
@@ -129,41 +130,6 @@ def placement_methods() -> list[str]:
     return list(METHODS)
 
 
-class UsageError(ValueError):
-    """A mistake the user can fix; the message names the file, the field and the value."""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "bad input" (exit 2): each module's own validation error."""
-    from adaptwin.calibration.costs import CalibrationError
-    from adaptwin.io import OutputDirError
-    from adaptwin.placement.core import PlacementError
-    from adaptwin.surrogate.model import SurrogateError
-    from adaptwin.twin.scenario import ScenarioError
-
-    return UsageError, OutputDirError, PlacementError, SurrogateError, CalibrationError, ScenarioError
-
-
-def user_mistakes_exit_2(command: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Decorate a sub-command's entry point so that a user mistake prints one line and returns 2 even when it
-    is called directly (tests, other tools), not only through `main`."""
-    def wrap(func: Callable[..., int]) -> Callable[..., int]:
-        @functools.wraps(func)
-        def run(args: argparse.Namespace) -> int:
-            try:
-                return func(args)
-            except user_errors() as exc:
-                print(f"adaptwin {command}: {one_line(exc)}", file=sys.stderr)
-                return 2
-        return run
-    return wrap
-
-
-def one_line(text: str) -> str:
-    """The first line of ``text`` (messages of nested errors can span several)."""
-    return (str(text).strip().splitlines() or [""])[0]
-
-
 def _prepare_profile(args: argparse.Namespace) -> None:
     """Resolve ``profile``'s paths against the current folder and check its config before anything starts
     (the profiling module reads what it is given)."""
@@ -226,7 +192,7 @@ def _run(args: argparse.Namespace, name: str) -> int:
     except Exception as exc:  # noqa: BLE001 - the contract: one line, never a traceback
         if os.environ.get("ADAPTWIN_DEBUG"):
             raise
-        if isinstance(exc, user_errors()):
+        if isinstance(exc, InputError):
             print(f"{name}: {one_line(exc)}", file=sys.stderr)
             return 2
         print(f"{name}: internal error: {type(exc).__name__}: {one_line(exc)} (hint: this is a bug or a broken "

@@ -18,11 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from adaptwin.errors import InputError
+
 #: hidden file listing what `atomic_dir` wrote: a folder holding only those files may be replaced
 MANIFEST = ".adaptwin-output"
 
 
-class OutputDirError(ValueError):
+class OutputDirError(InputError):
     """An output folder that cannot be (re)placed: a file of that name, or a folder holding other files."""
 
 

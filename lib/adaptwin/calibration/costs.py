@@ -67,6 +67,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adaptwin.errors import InputError
+
 SCHEMA_VERSION = 1
 #: ShareGPT tokens per request (input + output) used only by the capacity estimate; the twin uses its own lengths
 PROXY_TOKENS_PER_REQUEST = 420.0
@@ -81,7 +83,7 @@ def rank_tiles(max_lora_rank: int) -> int:
     return max(0, math.ceil(int(max_lora_rank) / RANK_TILE) - 1)
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InputError):
     """A calibration file that cannot be used, with the file and field named."""
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 import warnings
 
-from adaptwin.cli import UsageError, user_mistakes_exit_2
+from adaptwin.errors import UsageError, user_mistakes_exit_2
 from adaptwin.layout import Layout
 from adaptwin.params import load_params
 from adaptwin.paths import from_cwd, resolve

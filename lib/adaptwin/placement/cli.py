@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from adaptwin.cli import UsageError, user_mistakes_exit_2
+from adaptwin.errors import UsageError, user_mistakes_exit_2
 from adaptwin.layout import Layout
 from adaptwin.paths import from_cwd
 

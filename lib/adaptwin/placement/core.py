@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from adaptwin.errors import InputError
 from adaptwin.rules import STARVATION_RATIO
 from adaptwin.twin.scenario import A_MAX_CHOICES
 
@@ -33,7 +34,7 @@ class Predictor(Protocol):
 FeatureFn = Callable[..., dict]
 
 
-class PlacementError(ValueError):
+class PlacementError(InputError):
     """A placement that cannot be computed (bad workload, impossible configuration), with the cause named."""
 
 

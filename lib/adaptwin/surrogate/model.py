@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adaptwin.errors import InputError
 from adaptwin.surrogate.features import (
     PAPER_FEATURES,
     REFERENCE_WINDOW_S,
@@ -50,7 +51,7 @@ SMALL_BATCH = 64
 ROW_FRAME_MAX = 64
 
 
-class SurrogateError(ValueError):
+class SurrogateError(InputError):
     """A model directory that cannot be used, naming the file and field."""
 
 

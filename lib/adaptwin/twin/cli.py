@@ -10,7 +10,7 @@ import argparse
 import json
 
 from adaptwin.calibration.costs import Calibration, load_calibration
-from adaptwin.cli import UsageError, user_mistakes_exit_2
+from adaptwin.errors import UsageError, user_mistakes_exit_2
 from adaptwin.io import dumps_json
 from adaptwin.paths import from_cwd
 from adaptwin.twin.api import simulate

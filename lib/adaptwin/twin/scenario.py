@@ -40,12 +40,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from adaptwin.errors import InputError
 from adaptwin.layout import Layout
 from adaptwin.twin.client import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIME_WAIT_S
 from adaptwin.twin.frontend import DEFAULT_POLL_INTERVAL_S
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError):
     """An invalid scenario; the message names the field and the value."""
 
 
